@@ -1,0 +1,31 @@
+//! Vouch's core: what a lateral-movement alert is, what the playbook says, and what to do next.
+//!
+//! - [`model`]: the normalized [`Alert`], one shape whatever sent it.
+//! - [`normalize`]: ECS, OCSF, Splunk, raw Windows events and Vouch's own JSON into an [`Alert`].
+//! - [`definition`]: the playbook file (`playbooks/lateral-movement.toml`) as typed data.
+//! - [`facts`]: what the directory and history know, as the engine reads it.
+//! - [`engine`]: [`open_case`] and [`apply`], pure functions returning [`Effect`]s.
+//!
+//! Architecture invariant: this crate does no I/O. It reads no clock, no file, no network; its
+//! callers pass `now` in and carry the returned effects out.
+
+pub mod definition;
+pub mod engine;
+pub mod facts;
+pub mod ids;
+pub mod model;
+pub mod normalize;
+pub mod time;
+
+pub use definition::Playbook;
+pub use engine::{apply, open_case, Actor, Case, CaseEvent, CaseState, Effect, Opening};
+pub use ids::{AnswerId, CaseId, PersonId, PlaybookVersion, QuestionId, ScenarioId, Snowflake};
+pub use model::{Alert, AlertFormat, GroupingKey, MovementKey};
+pub use time::Timestamp;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaybookError {
+    #[error("the playbook is invalid: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}

@@ -1,0 +1,149 @@
+//! Elastic Security detection alerts (ECS fields, nested or dotted).
+
+use serde_json::Value;
+
+use super::{finish, logon_type, short, system, techniques, FieldProblem, Fields};
+use crate::model::{Account, Alert, AlertFormat, ConnectionKind, DetectionRule, Program, Protocol, Severity};
+use crate::time::Timestamp;
+
+pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert, Vec<FieldProblem>> {
+    let fields = Fields::new(payload);
+    let mut problems = Vec::new();
+
+    let source = system(
+        fields.first_text(&["source.domain", "source.address", "source.hostname"]),
+        &[fields.texts("source.ip"), fields.texts("source.address")].concat(),
+        Vec::new(),
+    );
+    // When the alert has no explicit destination, the host that logged the event is the target
+    // of an inbound logon and the source of an outbound connection; ECS says which by direction.
+    let direction = fields.text("network.direction").unwrap_or_default().to_ascii_lowercase();
+    let host = system(
+        fields.first_text(&["host.hostname", "host.name"]),
+        &fields.texts("host.ip"),
+        fields.texts("agent.id"),
+    );
+    let destination = system(
+        fields.first_text(&["destination.domain", "destination.address"]),
+        &[fields.texts("destination.ip"), fields.texts("destination.address")].concat(),
+        Vec::new(),
+    );
+    let (source, target) = if !destination.is_unknown() {
+        let source = if source.is_unknown() && matches!(direction.as_str(), "outbound" | "egress") { host } else { source };
+        (source, destination)
+    } else if matches!(direction.as_str(), "outbound" | "egress") {
+        (host, destination)
+    } else {
+        (source, host)
+    };
+
+    let account = fields
+        .first_text(&["user.name", "winlog.event_data.SubjectUserName"])
+        .and_then(|name| Account::parse(&name))
+        .map(|account| match fields.text("user.domain") {
+            Some(domain) if account.domain.is_none() => Account::with_domain(&account.name, Some(&domain)),
+            _ => account,
+        });
+    let acting_as = fields
+        .first_text(&["user.effective.name", "user.target.name", "winlog.event_data.TargetOutboundUserName"])
+        .and_then(|name| Account::parse(&name))
+        .map(|account| match fields.text("user.effective.domain") {
+            Some(domain) if account.domain.is_none() => Account::with_domain(&account.name, Some(&domain)),
+            _ => account,
+        });
+
+    let port = fields.port(&["destination.port"], &mut problems);
+    let protocol = fields
+        .first_text(&["network.protocol", "network.application"])
+        .map(|name| Protocol::from_name(&name))
+        .filter(|protocol| *protocol != Protocol::Unknown)
+        .or_else(|| port.and_then(Protocol::from_port))
+        .unwrap_or(Protocol::Unknown);
+    let logon_type = logon_type(&fields, &["winlog.event_data.LogonType", "winlog.logon.type_id"], &mut problems);
+    let mut connection = protocol.default_connection();
+    if logon_type == Some(10) {
+        connection = ConnectionKind::RemoteAccess;
+    }
+
+    let program = Program::from_parts(
+        fields.first_text(&["process.executable", "process.name"]).as_deref(),
+        fields.text("process.command_line").as_deref(),
+        fields.first_text(&["process.parent.executable", "process.parent.name"]).as_deref(),
+    );
+
+    // Elastic puts ATT&CK ids in the rule's threat list and, for raw ECS events, in `threat.*`.
+    let mut technique_texts = Vec::new();
+    for threat_path in ["kibana.alert.rule.threat", "threat"] {
+        let threats = match fields.value(threat_path) {
+            Some(Value::Array(items)) => items.iter().collect::<Vec<_>>(),
+            Some(item @ Value::Object(_)) => vec![item],
+            _ => Vec::new(),
+        };
+        for threat in threats.into_iter().take(16) {
+            let threat_fields = Fields::new(threat);
+            let techniques_value = threat_fields.value("technique");
+            let technique_list = match techniques_value {
+                Some(Value::Array(items)) => items.iter().collect::<Vec<_>>(),
+                Some(item @ Value::Object(_)) => vec![item],
+                _ => Vec::new(),
+            };
+            for technique in technique_list.into_iter().take(16) {
+                let technique_fields = Fields::new(technique);
+                technique_texts.extend(technique_fields.texts("id"));
+                if let Some(Value::Array(subtechniques)) = technique_fields.value("subtechnique") {
+                    for subtechnique in subtechniques.iter().take(16) {
+                        technique_texts.extend(Fields::new(subtechnique).texts("id"));
+                    }
+                }
+            }
+        }
+    }
+    technique_texts.extend(fields.texts("threat.technique.id"));
+    technique_texts.extend(fields.texts("threat.technique.subtechnique.id"));
+    if let Some(action) = fields.text("event.action") {
+        if action.contains("pass-the-hash") {
+            connection = ConnectionKind::AlternateAuthentication;
+        }
+    }
+    let mitre = techniques(technique_texts);
+    if mitre.iter().any(|id| id.as_str().starts_with("T1550")) {
+        connection = ConnectionKind::AlternateAuthentication;
+    } else if mitre.iter().any(|id| id.as_str().starts_with("T1134")) {
+        connection = ConnectionKind::TokenManipulation;
+    }
+
+    let severity = fields
+        .first_text(&["kibana.alert.severity", "event.severity_name"])
+        .map(|name| Severity::from_name(&name))
+        .filter(|severity| *severity != Severity::Unknown)
+        .or_else(|| fields.number("kibana.alert.risk_score").map(Severity::from_score))
+        .unwrap_or(Severity::Unknown);
+    let rule = DetectionRule {
+        id: short(fields.first_text(&["kibana.alert.rule.rule_id", "kibana.alert.rule.uuid", "rule.id"])),
+        name: short(fields.first_text(&["kibana.alert.rule.name", "rule.name"])),
+    };
+
+    let alert = Alert {
+        source_alert_id: short(fields.first_text(&["kibana.alert.uuid", "event.id", "_id"])),
+        format: AlertFormat::Ecs,
+        source_product: short(fields.text("observer.product")).unwrap_or_else(|| "Elastic Security".to_string()),
+        source,
+        target,
+        account,
+        acting_as,
+        connection,
+        protocol,
+        port,
+        logon_type,
+        program,
+        share: short(fields.text("file.share").or_else(|| fields.text("winlog.event_data.ShareName"))),
+        file: short(fields.text("file.path")),
+        mitre,
+        severity,
+        rule: (rule.id.is_some() || rule.name.is_some()).then_some(rule),
+        observed_at: fields.timestamp(&["kibana.alert.original_time", "@timestamp"]),
+        received_at,
+        raw: payload.clone(),
+    };
+    finish(alert, problems)
+}
