@@ -798,30 +798,28 @@ impl Subject<'_> {
         }
     }
 
-    /// The warning a failed condition carries, when its scenario is otherwise plausibly in play:
-    /// the scenario's other requirements hold, so its absence is what makes the movement odd.
+    /// The warning a failed condition carries, when its scenario is otherwise in play: every
+    /// condition of the scenario that carries no warning of its own holds, so the failure of this
+    /// one is what makes the movement odd.
     fn warning_for(&self, condition: &Condition) -> Option<String> {
         let (truth, _, _) = self.evaluate_condition(condition);
         if truth != Truth::No {
             return None;
         }
-        let warning = match condition {
-            Condition::Fact(test) => test.when_not_met.clone(),
-            Condition::AnyOf { when_not_met, .. } => when_not_met.clone(),
-        }?;
+        let warning = condition_warning(condition)?;
         let scenario = self
             .playbook
             .scenarios
             .iter()
             .find(|scenario| scenario.conditions.iter().any(|candidate| std::ptr::eq(candidate, condition)))?;
-        let others_hold = scenario
+        let anchors_hold = scenario
             .conditions
             .iter()
-            .filter(|other| !std::ptr::eq(*other, condition))
+            .filter(|other| condition_warning(other).is_none())
             .map(|other| self.evaluate_condition(other))
             .filter(|(_, _, supporting)| !supporting)
-            .all(|(truth, _, _)| truth != Truth::No);
-        others_hold.then_some(warning)
+            .all(|(truth, _, _)| truth == Truth::Yes);
+        anchors_hold.then_some(warning)
     }
 
     fn program_family(&self) -> Option<&'static str> {
@@ -1036,6 +1034,13 @@ impl Subject<'_> {
         }
         chain.push(Confirmer::Soc);
         chain
+    }
+}
+
+fn condition_warning(condition: &Condition) -> Option<String> {
+    match condition {
+        Condition::Fact(test) => test.when_not_met.clone(),
+        Condition::AnyOf { when_not_met, .. } => when_not_met.clone(),
     }
 }
 

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{finish, logon_type, short, system, techniques, FieldProblem, Fields};
-use crate::model::{Account, Alert, AlertFormat, ConnectionKind, DetectionRule, Program, Protocol, Severity};
+use crate::model::{Account, Alert, AlertFormat, ConnectionKind, DetectionRule, Program, Protocol, Severity, System};
 use crate::time::Timestamp;
 
 pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert, Vec<FieldProblem>> {
@@ -28,6 +28,13 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
         &[fields.texts("destination.ip"), fields.texts("destination.address")].concat(),
         Vec::new(),
     );
+    // A destination given only by IP is the logging host when the host has that IP.
+    let destination = match &destination {
+        System { hostname: None, ips, .. } if !ips.is_empty() && ips.iter().any(|ip| host.ips.contains(ip)) => {
+            System { hostname: host.hostname.clone(), ips: ips.clone(), edr_ids: host.edr_ids.clone() }
+        }
+        _ => destination,
+    };
     let (source, target) = if !destination.is_unknown() {
         let source = if source.is_unknown() && matches!(direction.as_str(), "outbound" | "egress") { host } else { source };
         (source, destination)

@@ -86,7 +86,14 @@ pub(crate) fn normalize_fields(
                 fields.text("ParentImage").as_deref(),
             );
             let parent = program.as_ref().and_then(Program::parent_key).unwrap_or_default();
-            let landed = ["wmiprvse.exe", "wsmprovhost.exe", "services.exe", "winrshost.exe"].contains(&parent.as_str());
+            let image = program.as_ref().and_then(Program::key).unwrap_or_default();
+            // The remote-execution host starting up is itself the landing (PowerShell remoting
+            // starts wsmprovhost.exe for the session), and so is anything it starts.
+            let (landed, parent) = if ["wmiprvse.exe", "wsmprovhost.exe", "winrshost.exe"].contains(&image.as_str()) {
+                (true, image.clone())
+            } else {
+                (["wmiprvse.exe", "wsmprovhost.exe", "services.exe", "winrshost.exe"].contains(&parent.as_str()), parent)
+            };
             let this_host = system(logging_host.clone(), &[], Vec::new());
             if landed {
                 alert.target = this_host;
@@ -106,7 +113,8 @@ pub(crate) fn normalize_fields(
                 alert.connection = protocol.default_connection();
                 alert.target = system(destination, &[], Vec::new());
             }
-            alert.account = account_of("User", "Domain");
+            // Sysmon's `User` is the process's own identity; the event's `Domain` column is not.
+            alert.account = fields.text("User").and_then(|user| Account::parse(&user));
             alert.program = program;
         }
         (3, true) => {
@@ -126,7 +134,7 @@ pub(crate) fn normalize_fields(
             alert.port = fields.port(&["DestinationPort"], &mut problems);
             alert.protocol = alert.port.and_then(Protocol::from_port).unwrap_or(Protocol::Unknown);
             alert.connection = alert.protocol.default_connection();
-            alert.account = account_of("User", "Domain");
+            alert.account = fields.text("User").and_then(|user| Account::parse(&user));
             alert.program = Program::from_parts(fields.text("Image").as_deref(), None, None);
             alert.mitre = techniques(technique_for_protocol(alert.protocol).map(str::to_string));
         }

@@ -1,0 +1,477 @@
+//! The triage engine, driven by data: an alert, what the directory knows, and what must follow.
+
+use serde_json::json;
+use vouch_playbook::engine::{Confirmer, ConfirmVerdict, PingReason, ScenarioVerdict, Side, Truth};
+use vouch_playbook::facts::{
+    AccountFacts, AccountKind, AssetFacts, AssetKind, Criticality, Facts, History, PersonFacts, PersonRef, ShareFacts,
+};
+use vouch_playbook::normalize::normalize;
+use vouch_playbook::{apply, open_case, Actor, Alert, Case, CaseEvent, CaseId, CaseState, Effect, PersonId, Playbook, Snowflake, Timestamp};
+
+const NOW: Timestamp = Timestamp::from_unix_millis(1_764_320_000_000);
+
+fn person(id: &str) -> PersonRef {
+    PersonRef {
+        id: PersonId::parse(id).expect("valid id"),
+        name: id.to_string(),
+        discord_id: None,
+        delegates: Vec::new(),
+    }
+}
+
+fn holder(id: &str, roles: &[&str], workstations: &[&str], manager: Option<&str>) -> PersonFacts {
+    PersonFacts {
+        person: person(id),
+        team: None,
+        roles: roles.iter().map(ToString::to_string).collect(),
+        workstations: workstations.iter().map(|name| name.to_lowercase()).collect(),
+        manager: manager.map(person),
+    }
+}
+
+fn asset(hostname: &str, kind: AssetKind, owner: Option<&str>) -> AssetFacts {
+    AssetFacts {
+        hostname: hostname.to_string(),
+        kind,
+        criticality: Criticality::Medium,
+        owner: owner.map(person),
+        edr_ids: Vec::new(),
+        service_accounts: Vec::new(),
+        shares: Vec::new(),
+    }
+}
+
+fn user_account(holder: PersonFacts) -> AccountFacts {
+    AccountFacts { kind: AccountKind::User, holder: Some(holder), owner: None, service: None }
+}
+
+fn native(source: &str, target: &str, account: &str, protocol: &str, extra: serde_json::Value) -> Alert {
+    let mut payload = json!({
+        "vouch_alert": 1, "source": {"hostname": source}, "target": {"hostname": target},
+        "account": account, "protocol": protocol
+    });
+    if let (Some(object), Some(extra)) = (payload.as_object_mut(), extra.as_object()) {
+        object.extend(extra.clone());
+    }
+    normalize(&payload, None, NOW).expect("valid native alert")
+}
+
+fn verdict(alert: &Alert, facts: &Facts, history: &History, scenario: &str) -> ScenarioVerdict {
+    let opening = open_case(&Playbook::builtin(), alert, facts, history, NOW);
+    opening.scenarios.iter().find(|assessment| assessment.id.as_str() == scenario).expect("scenario exists").verdict
+}
+
+struct ScenarioCase {
+    name: &'static str,
+    alert: Alert,
+    facts: Facts,
+    history: History,
+    scenario: &'static str,
+    expected: ScenarioVerdict,
+    concern_fragment: Option<&'static str>,
+}
+
+fn helpdesk_facts(source_is_own: bool) -> Facts {
+    let alice = holder("alice", &["helpdesk"], &[if source_is_own { "ws-17" } else { "ws-99" }], Some("bob"));
+    Facts {
+        source: Some(asset("WS-17", AssetKind::Workstation, Some(if source_is_own { "alice" } else { "eve" }))),
+        target: Some(asset("WS-42", AssetKind::Workstation, Some("frank"))),
+        account: Some(user_account(alice)),
+        acting_as: None,
+    }
+}
+
+fn management_facts(service_account: bool) -> Facts {
+    let mut source = asset("SCCM-01", AssetKind::Management, Some("olivia"));
+    source.service_accounts = vec!["svc-sccm".to_string()];
+    let account = if service_account {
+        AccountFacts { kind: AccountKind::Service, holder: None, owner: Some(person("olivia")), service: Some("SCCM".to_string()) }
+    } else {
+        user_account(holder("olivia", &["admin"], &["ws-05"], Some("bob")))
+    };
+    Facts { source: Some(source), target: Some(asset("WS-42", AssetKind::Workstation, Some("frank"))), account: Some(account), acting_as: None }
+}
+
+fn developer_facts(target_kind: AssetKind, source_kind: AssetKind, source_is_own: bool) -> Facts {
+    let dave = holder("dave", &["developer"], &[if source_is_own { "ws-30" } else { "ws-31" }], Some("bob"));
+    Facts {
+        source: Some(asset("WS-30", source_kind, Some("dave"))),
+        target: Some(asset("APP-01", target_kind, Some("olivia"))),
+        account: Some(user_account(dave)),
+        acting_as: None,
+    }
+}
+
+fn share_facts(share_owner: &str) -> Facts {
+    let mut target = asset("FS-01", AssetKind::Server, Some("olivia"));
+    target.shares = vec![ShareFacts { name: "transfer$".to_string(), owner: Some(PersonId::parse(share_owner).expect("id")) }];
+    Facts {
+        source: Some(asset("WS-05", AssetKind::Workstation, Some("grace"))),
+        target: Some(target),
+        account: Some(user_account(holder("grace", &["admin"], &["ws-05"], Some("bob")))),
+        acting_as: None,
+    }
+}
+
+#[test]
+fn scenarios_match_and_their_near_misses_do_not() {
+    let many_targets = History { source_distinct_targets: Some(40), ..History::default() };
+    let cases = vec![
+        ScenarioCase {
+            name: "helpdesk RDP from their own workstation",
+            alert: native("WS-17", "WS-42", "alice", "rdp", json!({})),
+            facts: helpdesk_facts(true),
+            history: History::default(),
+            scenario: "helpdesk-remote-support",
+            expected: ScenarioVerdict::Matched,
+            concern_fragment: None,
+        },
+        ScenarioCase {
+            name: "helpdesk RDP from a workstation that isn't theirs",
+            alert: native("WS-17", "WS-42", "alice", "rdp", json!({})),
+            facts: helpdesk_facts(false),
+            history: History::default(),
+            scenario: "helpdesk-remote-support",
+            expected: ScenarioVerdict::NotMatched,
+            concern_fragment: Some("not its holder's workstation"),
+        },
+        ScenarioCase {
+            name: "helpdesk over SMB is not remote support",
+            alert: native("WS-17", "WS-42", "alice", "smb", json!({})),
+            facts: helpdesk_facts(true),
+            history: History::default(),
+            scenario: "helpdesk-remote-support",
+            expected: ScenarioVerdict::NotMatched,
+            concern_fragment: None,
+        },
+        ScenarioCase {
+            name: "helpdesk account unknown to the directory",
+            alert: native("WS-17", "WS-42", "alice", "rdp", json!({})),
+            facts: Facts { account: None, ..helpdesk_facts(true) },
+            history: History::default(),
+            scenario: "helpdesk-remote-support",
+            expected: ScenarioVerdict::Undetermined,
+            concern_fragment: None,
+        },
+        ScenarioCase {
+            name: "management server with its own service account",
+            alert: native("SCCM-01", "WS-42", "CORP\\svc-sccm", "smb", json!({})),
+            facts: management_facts(true),
+            history: many_targets.clone(),
+            scenario: "management-server",
+            expected: ScenarioVerdict::Matched,
+            concern_fragment: None,
+        },
+        ScenarioCase {
+            name: "management server using a personal account",
+            alert: native("SCCM-01", "WS-42", "olivia", "smb", json!({})),
+            facts: management_facts(false),
+            history: many_targets,
+            scenario: "management-server",
+            expected: ScenarioVerdict::NotMatched,
+            concern_fragment: Some("not a service account"),
+        },
+        ScenarioCase {
+            name: "admin's own share",
+            alert: native("WS-05", "FS-01", "grace", "smb", json!({"share": "\\\\*\\transfer$"})),
+            facts: share_facts("grace"),
+            history: History::default(),
+            scenario: "admin-file-share",
+            expected: ScenarioVerdict::Matched,
+            concern_fragment: None,
+        },
+        ScenarioCase {
+            name: "admin on the C$ administrative share",
+            alert: native("WS-05", "FS-01", "grace", "smb", json!({"share": "\\\\*\\C$"})),
+            facts: share_facts("grace"),
+            history: History::default(),
+            scenario: "admin-file-share",
+            expected: ScenarioVerdict::NotMatched,
+            concern_fragment: Some("administrative share"),
+        },
+        ScenarioCase {
+            name: "admin on someone else's share",
+            alert: native("WS-05", "FS-01", "grace", "smb", json!({"share": "\\\\*\\transfer$"})),
+            facts: share_facts("olivia"),
+            history: History::default(),
+            scenario: "admin-file-share",
+            expected: ScenarioVerdict::NotMatched,
+            concern_fragment: None,
+        },
+        ScenarioCase {
+            name: "developer SSH from their workstation to a dev server",
+            alert: native("WS-30", "APP-01", "dave", "ssh", json!({})),
+            facts: developer_facts(AssetKind::Development, AssetKind::Workstation, true),
+            history: History::default(),
+            scenario: "developer-to-dev-server",
+            expected: ScenarioVerdict::Matched,
+            concern_fragment: None,
+        },
+        ScenarioCase {
+            name: "developer RDP through a jump server to pre-production",
+            alert: native("JUMP-01", "APP-01", "dave", "rdp", json!({})),
+            facts: developer_facts(AssetKind::Preproduction, AssetKind::Jump, false),
+            history: History::default(),
+            scenario: "developer-to-dev-server",
+            expected: ScenarioVerdict::Matched,
+            concern_fragment: None,
+        },
+        ScenarioCase {
+            name: "developer reaching a production server",
+            alert: native("WS-30", "APP-01", "dave", "ssh", json!({})),
+            facts: developer_facts(AssetKind::Server, AssetKind::Workstation, true),
+            history: History::default(),
+            scenario: "developer-to-dev-server",
+            expected: ScenarioVerdict::NotMatched,
+            concern_fragment: Some("not a development or pre-production server"),
+        },
+        ScenarioCase {
+            name: "developer from someone else's workstation",
+            alert: native("WS-30", "APP-01", "dave", "ssh", json!({})),
+            facts: developer_facts(AssetKind::Development, AssetKind::Workstation, false),
+            history: History::default(),
+            scenario: "developer-to-dev-server",
+            expected: ScenarioVerdict::NotMatched,
+            concern_fragment: None,
+        },
+    ];
+    for case in cases {
+        let got = verdict(&case.alert, &case.facts, &case.history, case.scenario);
+        assert_eq!(got, case.expected, "{}", case.name);
+        let opening = open_case(&Playbook::builtin(), &case.alert, &case.facts, &case.history, NOW);
+        match case.concern_fragment {
+            Some(fragment) => assert!(
+                opening.concerns.iter().any(|concern| concern.contains(fragment)),
+                "{}: expected a concern mentioning {fragment:?}, got {:?}",
+                case.name,
+                opening.concerns
+            ),
+            None if case.expected == ScenarioVerdict::Matched => {
+                assert!(opening.concerns.is_empty(), "{}: unexpected concerns {:?}", case.name, opening.concerns)
+            }
+            None => {}
+        }
+        let assessment = opening.scenarios.iter().find(|assessment| assessment.id.as_str() == case.scenario).expect("assessed");
+        assert!(!assessment.evidence.is_empty(), "{}: a verdict always carries its evidence", case.name);
+        if case.expected == ScenarioVerdict::NotMatched {
+            assert!(assessment.evidence.iter().any(|evidence| evidence.outcome == Truth::No), "{}", case.name);
+        }
+    }
+}
+
+#[test]
+fn unknown_facts_stay_unknown() {
+    let alert = native("WS-17", "WS-42", "mallory", "rdp", json!({}));
+    let opening = open_case(&Playbook::builtin(), &alert, &Facts::default(), &History::default(), NOW);
+    assert!(opening.scenarios.iter().all(|assessment| assessment.verdict != ScenarioVerdict::Matched));
+    let account_hint = &opening.hints[0];
+    assert_eq!(account_hint.question.as_str(), "account-usage");
+    assert_eq!(account_hint.suggested, None, "nothing is known, so nothing is suggested");
+    assert!(account_hint.evidence.iter().any(|line| line.contains("does not know")));
+    assert!(account_hint.prompt.contains("does not know this account"));
+    assert_eq!(opening.confirmation_chain, vec![Confirmer::Soc], "with nobody known, the SOC decides");
+}
+
+#[test]
+fn hints_read_the_logon_type_the_program_and_the_account_kind() {
+    let playbook = Playbook::builtin();
+    let service = Facts {
+        account: Some(AccountFacts { kind: AccountKind::Service, holder: None, owner: Some(person("olivia")), service: Some("backup".to_string()) }),
+        ..Facts::default()
+    };
+    let user = Facts { account: Some(user_account(holder("alice", &[], &[], None))), ..Facts::default() };
+    // (alert extras, facts, expected interactive hint, expected account-usage hint, expected concern fragment)
+    let cases: Vec<(serde_json::Value, &Facts, Option<&str>, Option<&str>, Option<&str>)> = vec![
+        (json!({"logon_type": 10}), &user, Some("interactive"), None, None),
+        (json!({"logon_type": 3}), &service, Some("programmatic"), None, None),
+        (json!({"logon_type": 3}), &user, None, None, None),
+        (json!({"program": {"path": "C:\\Windows\\System32\\mstsc.exe"}}), &service, Some("interactive"), Some("does-not-fit"),
+         Some("service account used an interactive remote-access tool")),
+        (json!({"program": {"path": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+                            "command_line": "powershell -noP -sta -w 1 -enc SQBmACgA", "parent": "C:\\Windows\\System32\\wbem\\WmiPrvSE.exe"}}),
+         &user, Some("programmatic"), None, Some("encoded PowerShell")),
+    ];
+    for (extra, facts, interactive, usage, concern) in cases {
+        let alert = native("WS-17", "SRV-DB-01", "alice", "smb", extra.clone());
+        let opening = open_case(&playbook, &alert, facts, &History::default(), NOW);
+        let hint = |question: &str| {
+            opening.hints.iter().find(|hint| hint.question.as_str() == question).expect("hint per question").suggested.as_ref().map(|id| id.as_str().to_string())
+        };
+        assert_eq!(hint("interactive").as_deref(), interactive, "interactive hint for {extra}");
+        assert_eq!(hint("account-usage").as_deref(), usage, "account-usage hint for {extra}");
+        if let Some(fragment) = concern {
+            assert!(opening.concerns.iter().any(|line| line.contains(fragment)), "{extra}: {:?}", opening.concerns);
+        }
+    }
+}
+
+#[test]
+fn the_account_kind_changes_the_question_asked() {
+    let playbook = Playbook::builtin();
+    let question = playbook.questions.iter().find(|question| question.id.as_str() == "account-usage").expect("question");
+    let prompts: Vec<&str> = [AccountKind::User, AccountKind::Service, AccountKind::System, AccountKind::Unknown]
+        .into_iter()
+        .map(|kind| question.prompt_for(kind))
+        .collect();
+    for (index, prompt) in prompts.iter().enumerate() {
+        assert!(!prompt.is_empty());
+        assert!(prompts.iter().skip(index + 1).all(|other| other != prompt), "each kind has its own prompt");
+    }
+    // A computer account is recognised as a system account by its name alone.
+    let alert = native("WS-06", "DC-01", "CORP\\WS-06$", "smb", json!({}));
+    let opening = open_case(&playbook, &alert, &Facts::default(), &History::default(), NOW);
+    assert_eq!(opening.account_kind, AccountKind::System);
+}
+
+fn soc(name: &str) -> Actor {
+    Actor { discord_id: Some(Snowflake::parse("900").expect("id")), person: Some(PersonId::parse(name).expect("id")), name: name.to_string(), soc: true }
+}
+
+fn member(id: &str) -> Actor {
+    Actor { discord_id: None, person: Some(PersonId::parse(id).expect("id")), name: id.to_string(), soc: false }
+}
+
+fn opened(facts: Facts) -> (Case, Vec<Effect>) {
+    let playbook = Playbook::builtin();
+    let alert = native("WS-17", "WS-42", "alice", "rdp", json!({}));
+    let opening = open_case(&playbook, &alert, &facts, &History::default(), NOW);
+    Case::open(CaseId::new(1).expect("id"), &playbook, alert, facts, opening, NOW)
+}
+
+#[test]
+fn opening_a_case_posts_the_card_and_asks_the_target_owner() {
+    let (case, effects) = opened(helpdesk_facts(true));
+    assert_eq!(case.state, CaseState::AwaitingConfirmation);
+    assert_eq!(effects[0], Effect::PostCard);
+    assert!(effects.contains(&Effect::PingPerson { person: person("frank"), reason: PingReason::AskConfirmation }));
+    let reminder_at = NOW.plus_minutes(120);
+    assert!(effects.contains(&Effect::ScheduleReminder { at: reminder_at }), "{effects:?}");
+    assert_eq!(case.confirmation.deadline, Some(reminder_at));
+    let chain: Vec<String> = case.confirmation.chain.iter().map(Confirmer::label).collect();
+    assert_eq!(chain, ["frank (owner of the target system)", "bob (manager of the account's holder)", "the SOC"]);
+}
+
+#[test]
+fn events_move_the_case_and_wrong_people_are_refused() {
+    let playbook = Playbook::builtin();
+    let later = NOW.plus_minutes(5);
+    let refused = |effects: &[Effect], fragment: &str| {
+        assert!(
+            matches!(effects, [Effect::Refused { reason }] if reason.contains(fragment)),
+            "expected a refusal mentioning {fragment:?}, got {effects:?}"
+        );
+    };
+
+    let (case, _) = opened(helpdesk_facts(true));
+    // Someone other than the asked owner cannot vouch, not even a SOC member.
+    let (unchanged, effects) = apply(&playbook, case.clone(), CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("mallory"), justification: None }, later);
+    refused(&effects, "asked of frank");
+    assert_eq!(unchanged, case);
+    let (_, effects) = apply(&playbook, case.clone(), CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: soc("sam"), justification: None }, later);
+    refused(&effects, "asked of frank");
+    // Only the SOC answers questions, escalates and closes.
+    let answer = |by: Actor| CaseEvent::Answer {
+        question: vouch_playbook::QuestionId::parse("interactive").expect("id"),
+        answer: vouch_playbook::AnswerId::parse("interactive").expect("id"),
+        by,
+    };
+    refused(&apply(&playbook, case.clone(), answer(member("frank")), later).1, "only members of the SOC");
+    let (answered, effects) = apply(&playbook, case.clone(), answer(soc("sam")), later);
+    assert_eq!(effects, vec![Effect::UpdateCard]);
+    let recorded = &answered.answers[&vouch_playbook::QuestionId::parse("interactive").expect("id")];
+    assert_eq!((recorded.by.name.as_str(), recorded.at, recorded.playbook_version.0), ("sam", later, 1));
+    let bogus = CaseEvent::Answer {
+        question: vouch_playbook::QuestionId::parse("interactive").expect("id"),
+        answer: vouch_playbook::AnswerId::parse("maybe").expect("id"),
+        by: soc("sam"),
+    };
+    refused(&apply(&playbook, case.clone(), bogus, later).1, "not an answer");
+    refused(&apply(&playbook, case.clone(), CaseEvent::Close { by: soc("sam"), justification: "  ".to_string() }, later).1, "justification");
+
+    // "Not me" moves down the chain: owner → manager → SOC.
+    let (case, effects) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::NotMe, by: member("frank"), justification: None }, later);
+    assert!(effects.contains(&Effect::PingPerson { person: person("bob"), reason: PingReason::AskConfirmation }));
+    assert!(case.is_asked(&member("bob")));
+    let (case, effects) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::NotMe, by: member("bob"), justification: None }, later);
+    assert!(effects.iter().any(|effect| matches!(effect, Effect::NotifySoc { .. })));
+    assert_eq!(case.state, CaseState::Open);
+
+    // The owner's "not expected" escalates, pages on-call and proposes isolating both ends.
+    let (case, _) = opened(helpdesk_facts(true));
+    let (case, effects) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::NotExpected, by: member("frank"), justification: None }, later);
+    assert_eq!(case.state, CaseState::Escalated);
+    assert!(effects.iter().any(|effect| matches!(effect, Effect::PageOnCall { reason } if reason.contains("frank"))));
+    assert!(effects.contains(&Effect::ProposeIsolation { side: Side::Source }));
+    assert!(effects.contains(&Effect::ProposeIsolation { side: Side::Target }));
+    refused(&apply(&playbook, case.clone(), CaseEvent::Escalate { by: soc("sam"), reason: None }, later).1, "already escalated");
+
+    // The owner's "expected" closes a case without concerns; a finished case takes nothing more.
+    let (case, _) = opened(helpdesk_facts(true));
+    let (case, _) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("frank"), justification: None }, later);
+    assert_eq!(case.state, CaseState::ClosedExpected);
+    refused(&apply(&playbook, case.clone(), CaseEvent::Escalate { by: soc("sam"), reason: None }, later).1, "already closed");
+
+    // With a concern, the owner's "expected" hands the case back to the SOC instead.
+    let (case, _) = opened(helpdesk_facts(false));
+    let (case, effects) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("frank"), justification: None }, later);
+    assert_eq!(case.state, CaseState::Open);
+    assert!(effects.iter().any(|effect| matches!(effect, Effect::NotifySoc { .. })));
+    let (case, _) = apply(&playbook, case, CaseEvent::Close { by: soc("sam"), justification: "Ticket 4411".to_string() }, later);
+    assert_eq!(case.state, CaseState::ClosedExpected);
+    assert_eq!(case.resolution.and_then(|decision| decision.text).as_deref(), Some("Ticket 4411"));
+}
+
+#[test]
+fn delegates_may_answer_for_the_person_asked() {
+    let playbook = Playbook::builtin();
+    let mut facts = helpdesk_facts(true);
+    if let Some(target) = facts.target.as_mut() {
+        if let Some(owner) = target.owner.as_mut() {
+            owner.delegates = vec![person("gina")];
+        }
+    }
+    let (case, _) = opened(facts);
+    let (case, _) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("gina"), justification: None }, NOW);
+    assert_eq!(case.state, CaseState::ClosedExpected);
+}
+
+#[test]
+fn silence_is_chased_then_handed_on() {
+    let playbook = Playbook::builtin();
+    let (mut case, _) = opened(helpdesk_facts(true));
+    let mut pings = Vec::new();
+    let mut now = NOW;
+    for _ in 0..4 {
+        // A reminder that fires before its deadline does nothing.
+        let (same, effects) = apply(&playbook, case.clone(), CaseEvent::ReminderDue, now.plus_minutes(1));
+        assert!(effects.is_empty());
+        assert_eq!(same.confirmation, case.confirmation);
+        now = case.confirmation.deadline.expect("a deadline is armed");
+        let (next, effects) = apply(&playbook, case, CaseEvent::ReminderDue, now);
+        case = next;
+        for effect in effects {
+            if let Effect::PingPerson { person, reason } = effect {
+                pings.push(format!("{}:{reason:?}", person.name));
+            }
+        }
+    }
+    // Medium criticality: two reminders to frank, then bob is asked and reminded.
+    assert_eq!(pings, ["frank:Reminder", "frank:Reminder", "bob:AskConfirmation", "bob:Reminder"]);
+    let stale = apply(&playbook, case.clone(), CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("frank"), justification: None }, now);
+    assert!(matches!(stale.1.as_slice(), [Effect::Refused { .. }]), "frank is no longer the one asked");
+}
+
+#[test]
+fn the_builtin_playbook_is_valid_and_broken_ones_are_refused() {
+    let playbook = Playbook::builtin();
+    assert_eq!(playbook.version.0, 1);
+    let ids: Vec<&str> = playbook.scenarios.iter().map(|scenario| scenario.id.as_str()).collect();
+    assert_eq!(ids, ["helpdesk-remote-support", "management-server", "admin-file-share", "developer-to-dev-server"]);
+    let broken = vouch_playbook::definition::BUILTIN_LATERAL_MOVEMENT
+        .replace("id = \"interactive\"\ntitle", "id = \"account-usage\"\ntitle")
+        .replace("{ fact = \"protocol\", any_of = [\"rdp\"] }", "{ fact = \"protocol\", equals = true }");
+    let error = Playbook::parse(&broken).expect_err("broken playbook").to_string();
+    for fragment in ["`interactive` question is missing", "`account-usage` appears twice", "cannot be tested that way"] {
+        assert!(error.contains(fragment), "{error}");
+    }
+}

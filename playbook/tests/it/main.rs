@@ -1,0 +1,4 @@
+//! The playbook crate's tests, through its public API only.
+
+mod engine;
+mod normalize;
