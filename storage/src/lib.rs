@@ -1,1 +1,561 @@
+//! Vouch's durable store, on sled 0.34.
+//!
+//! One sled tree holds everything, under key prefixes (see [`keys`]), so that every logical change
+//! (a case, its audit record, its indexes) is one atomic `apply_batch`. Writers are serialized by
+//! a mutex (the audit chain needs a single order anyway) and then wait for a shared flush: see
+//! [`group_commit`]. A method returns only after its write is on disk, so a caller may acknowledge
+//! what it gets back.
+//!
+//! Architecture invariant: this crate is the only code that knows sled or any byte layout.
 
+pub mod audit;
+mod group_commit;
+mod keys;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use vouch_playbook::engine::{ConfirmVerdict, Effect};
+use vouch_playbook::facts::{History, PastConfirmation};
+use vouch_playbook::{Actor, Alert, Case, CaseId, CaseState, MovementKey, PlaybookVersion, Timestamp};
+
+pub use audit::{AuditRecord, AuditReport};
+pub use group_commit::FlushStats;
+use group_commit::GroupCommit;
+
+/// Every stored value starts with this byte, so a later layout can be told apart and migrated.
+const SCHEMA_VERSION: u8 = 1;
+/// How far back "recently" reaches for counting the distinct systems a source touched.
+const RECENT_TARGETS_WINDOW_MILLIS: i64 = 30 * 24 * 60 * 60 * 1000;
+/// Past confirmations kept per movement for the history hint.
+const KEPT_CONFIRMATIONS: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the store at {path} is in use by another process or could not be opened: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("the store failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("the store could not make the write durable: {0}")]
+    Flush(String),
+    #[error("a stored record is corrupt ({key}): {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("case {0} does not exist")]
+    NoSuchCase(CaseId),
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache; kept small because cases are read rarely and whole.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions { cache_capacity_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+/// What happened to an ingested alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestStatus {
+    New,
+    Grouped,
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub status: IngestStatus,
+    pub case: Case,
+    /// What the engine asked for (empty for duplicates).
+    pub effects: Vec<Effect>,
+}
+
+/// What the caller needs to turn an alert into a case: pure functions from the engine.
+pub struct IngestRequest<'a> {
+    pub alert: Alert,
+    /// Alerts of the same movement within this many milliseconds join the open case.
+    pub grouping_window_millis: i64,
+    pub now: Timestamp,
+    /// Builds a new case from its id and the movement's history.
+    pub open: &'a dyn Fn(CaseId, Alert, &History) -> (Case, Vec<Effect>),
+    /// Folds a repeated alert into an existing case.
+    pub fold: &'a dyn Fn(Case, &Alert) -> (Case, Vec<Effect>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub case: Case,
+    pub effects: Vec<Effect>,
+    /// The audit record written for the event.
+    pub record: AuditRecord,
+}
+
+/// A call to the outside world waiting to be made (isolation webhooks and the like). It is
+/// written before anything is sent, and its id never changes, so a retry is the same request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub case_id: CaseId,
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+    pub payload: serde_json::Value,
+}
+
+pub struct Store {
+    tree: sled::Db,
+    /// Serializes writers: the case counter, the indexes and the audit chain need one order.
+    writer: Mutex<()>,
+    commits: Arc<GroupCommit>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`. Only one process may have it open.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store> {
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            // Durability comes from our own group-commit flusher only: sled's periodic flusher
+            // running beside it would add a second concurrent flusher for no gain.
+            .flush_every_ms(None);
+        // sled releases its file lock from deferred (epoch-based) cleanup, so a store closed a
+        // moment ago in this same process can still hold it briefly. Another process holding it
+        // does not let go, and after the grace period the error is reported as it is.
+        let started = std::time::Instant::now();
+        let tree = loop {
+            match config.open() {
+                Ok(tree) => break tree,
+                Err(sled::Error::Io(error))
+                    if error.to_string().contains("could not acquire lock")
+                        && started.elapsed() < std::time::Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => return Err(StorageError::Open { path: path.display().to_string(), source }),
+            }
+        };
+        let commits = GroupCommit::start(tree.clone());
+        let store = Store { tree, writer: Mutex::new(()), commits };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let _writer = self.lock_writer();
+        match self.tree.get(keys::META_SCHEMA)? {
+            Some(value) if value.as_ref() == [SCHEMA_VERSION] => Ok(()),
+            Some(value) => Err(StorageError::Corrupt {
+                key: "meta/schema".to_string(),
+                reason: format!("schema version {:?} is not {SCHEMA_VERSION}", value.as_ref()),
+            }),
+            None => {
+                self.tree.insert(keys::META_SCHEMA, &[SCHEMA_VERSION])?;
+                let ticket = self.commits.ticket();
+                drop(_writer);
+                self.commits.wait(ticket)
+            }
+        }
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        // A writer that panicked left no half-applied batch (batches are atomic), so the lock's
+        // poison flag carries no information worth failing on.
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies `batch` and waits until it is durable. Called with the writer lock held; the
+    /// lock is released before waiting so other writers can join the same flush.
+    fn commit(&self, batch: sled::Batch, writer: MutexGuard<'_, ()>) -> Result<()> {
+        self.tree.apply_batch(batch)?;
+        let ticket = self.commits.ticket();
+        drop(writer);
+        self.commits.wait(ticket)
+    }
+
+    /// Records an alert: a duplicate of one already seen, a repeat folded into its open case, or
+    /// a new case. Returns once the result is durable.
+    pub fn ingest(&self, request: IngestRequest<'_>) -> Result<Ingested> {
+        let writer = self.lock_writer();
+        let alert = request.alert;
+        let now = request.now;
+        if let Some(source_alert_id) = &alert.source_alert_id {
+            let index_key = keys::alert_id(alert.format.id(), source_alert_id);
+            if let Some(value) = self.tree.get(&index_key)? {
+                let case_id = keys::decode_case_id(&value, "alert index")?;
+                let case = self.case_locked(case_id)?;
+                return Ok(Ingested { status: IngestStatus::Duplicate, case, effects: Vec::new() });
+            }
+        }
+        let grouping_key = keys::group(&alert.grouping_key().encode());
+        let movement = MovementKey::of(&alert);
+        let history = self.history_of(&movement, now)?;
+
+        let open_case = match self.tree.get(&grouping_key)? {
+            Some(value) => {
+                let group: GroupEntry = decode(&value, "group index")?;
+                let case = self.case_locked(group.case_id)?;
+                let within_window = now.millis_since(group.last_alert_at) <= request.grouping_window_millis;
+                (within_window && !case.state.is_finished()).then_some(case)
+            }
+            None => None,
+        };
+
+        let mut batch = sled::Batch::default();
+        let (status, case, effects, audit_kind) = match open_case {
+            Some(case) => {
+                let (case, effects) = (request.fold)(case, &alert);
+                (IngestStatus::Grouped, case, effects, "alert.grouped")
+            }
+            None => {
+                let number = match self.tree.get(keys::META_NEXT_CASE)? {
+                    Some(value) => keys::decode_u64(&value, "case counter")?,
+                    None => 1,
+                };
+                batch.insert(keys::META_NEXT_CASE, &(number + 1).to_be_bytes());
+                let case_id = CaseId::new(number).ok_or_else(|| StorageError::Corrupt {
+                    key: "meta/next_case".to_string(),
+                    reason: "the case counter is zero".to_string(),
+                })?;
+                let (case, effects) = (request.open)(case_id, alert.clone(), &history);
+                (IngestStatus::New, case, effects, "alert.new")
+            }
+        };
+        if let Some(source_alert_id) = &alert.source_alert_id {
+            batch.insert(keys::alert_id(alert.format.id(), source_alert_id), &case.id.number().to_be_bytes());
+        }
+        batch.insert(grouping_key, encode(&GroupEntry { case_id: case.id, last_alert_at: now }));
+        self.record_movement(&mut batch, &movement, history, now, None);
+        batch.insert(keys::case(case.id), encode(&case));
+        let detail = serde_json::json!({
+            "alert": &alert,
+            "alert_count": case.alert_count,
+        });
+        self.append_audit(&mut batch, now, Some(case.id), audit_kind, None, Some(case.playbook_version), detail)?;
+        self.commit(batch, writer)?;
+        Ok(Ingested { status, case, effects })
+    }
+
+    /// Applies an event to a case through `decide` (the engine's `apply`) and records it in the
+    /// audit log, refusals included. Returns once durable.
+    pub fn apply_event(
+        &self,
+        case_id: CaseId,
+        kind: &str,
+        actor: Option<&Actor>,
+        detail: serde_json::Value,
+        now: Timestamp,
+        decide: impl FnOnce(Case) -> (Case, Vec<Effect>),
+    ) -> Result<Applied> {
+        let writer = self.lock_writer();
+        let before = self.case_locked(case_id)?;
+        let verdicts_before = before.confirmation.verdicts.len();
+        let was_closed = before.state == CaseState::ClosedExpected;
+        let (case, effects) = decide(before);
+        let refusal = effects.iter().find_map(|effect| match effect {
+            Effect::Refused { reason } => Some(reason.clone()),
+            _ => None,
+        });
+        let mut batch = sled::Batch::default();
+        let (kind, detail) = match &refusal {
+            Some(reason) => (format!("refused.{kind}"), serde_json::json!({"request": detail, "reason": reason})),
+            None => (kind.to_string(), detail),
+        };
+        if refusal.is_none() {
+            batch.insert(keys::case(case_id), encode(&case));
+            let newly_expected = case
+                .confirmation
+                .verdicts
+                .iter()
+                .skip(verdicts_before)
+                .find(|verdict| verdict.verdict == ConfirmVerdict::Expected)
+                .map(|verdict| verdict.by.name.clone())
+                .or_else(|| {
+                    (!was_closed && case.state == CaseState::ClosedExpected)
+                        .then(|| case.resolution.as_ref().map(|decision| decision.by.name.clone()))
+                        .flatten()
+                });
+            if let Some(by) = newly_expected {
+                let movement = MovementKey::of(case.alert());
+                let history = self.history_of(&movement, now)?;
+                self.record_movement(&mut batch, &movement, history, now, Some(by));
+            }
+        }
+        let record = self.append_audit(&mut batch, now, Some(case_id), &kind, actor, Some(case.playbook_version), detail)?;
+        self.commit(batch, writer)?;
+        Ok(Applied { case, effects, record })
+    }
+
+    /// Records something that concerns no single case (a refused click on a forged id, say).
+    pub fn record(&self, kind: &str, case_id: Option<CaseId>, actor: Option<&Actor>, detail: serde_json::Value, now: Timestamp) -> Result<AuditRecord> {
+        let writer = self.lock_writer();
+        let mut batch = sled::Batch::default();
+        let record = self.append_audit(&mut batch, now, case_id, kind, actor, None, detail)?;
+        self.commit(batch, writer)?;
+        Ok(record)
+    }
+
+    fn append_audit(
+        &self,
+        batch: &mut sled::Batch,
+        at: Timestamp,
+        case_id: Option<CaseId>,
+        kind: &str,
+        actor: Option<&Actor>,
+        playbook_version: Option<PlaybookVersion>,
+        detail: serde_json::Value,
+    ) -> Result<AuditRecord> {
+        let head: audit::Head = match self.tree.get(keys::META_AUDIT_HEAD)? {
+            Some(value) => decode(&value, "audit head")?,
+            None => audit::Head::genesis(),
+        };
+        let record = AuditRecord::chained(&head, at, case_id, kind, actor.cloned(), playbook_version, detail);
+        batch.insert(keys::audit(record.seq), encode(&record));
+        if let Some(case_id) = case_id {
+            batch.insert(keys::case_audit(case_id, record.seq), &[]);
+        }
+        batch.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
+        Ok(record)
+    }
+
+    fn case_locked(&self, case_id: CaseId) -> Result<Case> {
+        match self.tree.get(keys::case(case_id))? {
+            Some(value) => decode(&value, "case"),
+            None => Err(StorageError::NoSuchCase(case_id)),
+        }
+    }
+
+    pub fn case(&self, case_id: CaseId) -> Result<Case> {
+        self.case_locked(case_id)
+    }
+
+    /// Every case, oldest first, optionally only those in the given states.
+    pub fn cases(&self, states: Option<&[CaseState]>) -> Result<Vec<Case>> {
+        let mut cases = Vec::new();
+        for entry in self.tree.scan_prefix(keys::CASE_PREFIX) {
+            let (_, value) = entry?;
+            let case: Case = decode(&value, "case")?;
+            if states.is_none_or(|states| states.contains(&case.state)) {
+                cases.push(case);
+            }
+        }
+        Ok(cases)
+    }
+
+    /// How many cases are in each state.
+    pub fn case_counts(&self) -> Result<Vec<(CaseState, u64)>> {
+        let mut counts: Vec<(CaseState, u64)> = CaseState::ALL.iter().map(|state| (*state, 0)).collect();
+        for case in self.cases(None)? {
+            if let Some(entry) = counts.iter_mut().find(|(state, _)| *state == case.state) {
+                entry.1 += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The audit trail of one case, in order.
+    pub fn case_audit(&self, case_id: CaseId) -> Result<Vec<AuditRecord>> {
+        let mut records = Vec::new();
+        for entry in self.tree.scan_prefix(keys::case_audit_prefix(case_id)) {
+            let (key, _) = entry?;
+            let seq = keys::seq_of_case_audit(&key)?;
+            if let Some(value) = self.tree.get(keys::audit(seq))? {
+                records.push(decode(&value, "audit record")?);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Every audit record in chain order.
+    pub fn audit_records(&self) -> impl Iterator<Item = Result<AuditRecord>> + '_ {
+        self.tree.scan_prefix(keys::AUDIT_PREFIX).map(|entry| {
+            let (_, value) = entry?;
+            decode(&value, "audit record")
+        })
+    }
+
+    /// Checks the whole audit chain against the head stored beside it.
+    pub fn verify_audit(&self) -> Result<AuditReport> {
+        let head: Option<audit::Head> = match self.tree.get(keys::META_AUDIT_HEAD)? {
+            Some(value) => Some(decode(&value, "audit head")?),
+            None => None,
+        };
+        let mut problems = Vec::new();
+        let mut records = Vec::new();
+        for entry in self.tree.scan_prefix(keys::AUDIT_PREFIX) {
+            let (key, value) = entry?;
+            let key_seq = keys::seq_of_audit(&key)?;
+            match decode::<AuditRecord>(&value, "audit record") {
+                Ok(record) => {
+                    if record.seq != key_seq {
+                        problems.push(format!("record stored under #{key_seq} says it is #{}", record.seq));
+                    }
+                    records.push(record);
+                }
+                Err(error) => problems.push(format!("record #{key_seq} cannot be read: {error}")),
+            }
+        }
+        let mut report = audit::verify_chain(records.iter());
+        report.problems.splice(0..0, problems);
+        match (head, report.head.as_ref()) {
+            (Some(stored), Some(found)) if stored != *found => report.problems.push(format!(
+                "the chain ends at #{} but the store's head says #{} ({}): records were removed or rewritten",
+                found.seq, stored.seq, stored.hash
+            )),
+            (Some(stored), None) if stored.seq > 0 => {
+                report.problems.push(format!("the store's head says #{} but the chain is empty", stored.seq))
+            }
+            (None, Some(found)) => report.problems.push(format!("the chain reaches #{} but the store has no head", found.seq)),
+            _ => {}
+        }
+        Ok(report)
+    }
+
+    /// How often this movement was seen and vouched for.
+    pub fn history(&self, movement: &MovementKey, now: Timestamp) -> Result<History> {
+        self.history_of(movement, now)
+    }
+
+    fn history_of(&self, movement: &MovementKey, now: Timestamp) -> Result<History> {
+        let mut history: History = match self.tree.get(keys::history(&movement.encode()))? {
+            Some(value) => decode(&value, "history")?,
+            None => History::default(),
+        };
+        let mut distinct = 0u64;
+        for entry in self.tree.scan_prefix(keys::source_targets_prefix(&movement.source)).take(10_000) {
+            let (_, value) = entry?;
+            let last = Timestamp::from_unix_millis(keys::decode_u64(&value, "source target")? as i64);
+            if now.millis_since(last) <= RECENT_TARGETS_WINDOW_MILLIS {
+                distinct += 1;
+            }
+        }
+        history.source_distinct_targets = Some(distinct);
+        Ok(history)
+    }
+
+    fn record_movement(
+        &self,
+        batch: &mut sled::Batch,
+        movement: &MovementKey,
+        mut history: History,
+        now: Timestamp,
+        confirmed_by: Option<String>,
+    ) {
+        match confirmed_by {
+            Some(by) => {
+                history.confirmed_expected.push(PastConfirmation { by, at: now });
+                let excess = history.confirmed_expected.len().saturating_sub(KEPT_CONFIRMATIONS);
+                history.confirmed_expected.drain(..excess);
+            }
+            None => {
+                history.seen += 1;
+                history.first_seen.get_or_insert(now);
+                history.last_seen = Some(now);
+                batch.insert(
+                    keys::source_target(&movement.source, &movement.target),
+                    &(now.unix_millis().max(0) as u64).to_be_bytes(),
+                );
+            }
+        }
+        // The distinct-target count is recomputed on read; it is not part of the stored history.
+        history.source_distinct_targets = None;
+        batch.insert(keys::history(&movement.encode()), encode(&history));
+    }
+
+    /// Adds an outbound call to the outbox; it is durable when this returns.
+    pub fn enqueue_outbox(&self, entry: &OutboxEntry, now: Timestamp) -> Result<bool> {
+        let writer = self.lock_writer();
+        if self.tree.get(keys::outbox(&entry.id))?.is_some() {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::outbox(&entry.id), encode(entry));
+        self.append_audit(&mut batch, now, Some(entry.case_id), "outbox.enqueued", None, None, serde_json::json!({"id": entry.id}))?;
+        self.commit(batch, writer)?;
+        Ok(true)
+    }
+
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        self.tree
+            .scan_prefix(keys::OUTBOX_PREFIX)
+            .map(|entry| {
+                let (_, value) = entry?;
+                decode(&value, "outbox entry")
+            })
+            .collect()
+    }
+
+    /// Updates an outbox entry after an attempt, or removes it when `done`, with an audit record.
+    pub fn settle_outbox(&self, entry: &OutboxEntry, done: bool, detail: serde_json::Value, now: Timestamp) -> Result<()> {
+        let writer = self.lock_writer();
+        let mut batch = sled::Batch::default();
+        if done {
+            batch.remove(keys::outbox(&entry.id));
+        } else {
+            batch.insert(keys::outbox(&entry.id), encode(entry));
+        }
+        let kind = if done { "outbox.delivered" } else { "outbox.attempt" };
+        self.append_audit(&mut batch, now, Some(entry.case_id), kind, None, None, detail)?;
+        self.commit(batch, writer)
+    }
+
+    pub fn flush_stats(&self) -> FlushStats {
+        self.commits.stats()
+    }
+
+    /// Flushes everything and stops the flusher. Called on shutdown; dropping does the same.
+    pub fn close(&self) -> Result<()> {
+        self.commits.stop();
+        self.tree.flush().map(|_| ()).map_err(StorageError::from)
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.tree.size_on_disk()?)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.commits.stop();
+        if let Err(error) = self.tree.flush() {
+            tracing::warn!(error = %error, "the store could not be flushed on close");
+        }
+    }
+}
+
+/// Where the open case of a movement is, and when its last alert came.
+#[derive(Debug, Serialize, Deserialize)]
+struct GroupEntry {
+    case_id: CaseId,
+    last_alert_at: Timestamp,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![SCHEMA_VERSION];
+    // Serializing our own plain data types into a Vec cannot fail.
+    serde_json::to_writer(&mut bytes, value).expect("stored types serialize to JSON");
+    bytes
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    match bytes.split_first() {
+        Some((&SCHEMA_VERSION, body)) => serde_json::from_slice(body)
+            .map_err(|error| StorageError::Corrupt { key: what.to_string(), reason: error.to_string() }),
+        Some((version, _)) => Err(StorageError::Corrupt {
+            key: what.to_string(),
+            reason: format!("schema version {version} is not {SCHEMA_VERSION}"),
+        }),
+        None => Err(StorageError::Corrupt { key: what.to_string(), reason: "empty value".to_string() }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

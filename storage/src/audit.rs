@@ -1,0 +1,142 @@
+//! The tamper-evident audit log: each record carries the SHA-256 of the one before it.
+//!
+//! A record's hash covers its sequence number, time, case, kind, actor, playbook version, detail
+//! and the previous hash, serialized as JSON in a fixed field order. Editing a record changes its
+//! hash and breaks the link from the next one; removing, reordering or inserting one breaks the
+//! sequence or the links; removing the newest is caught by the head kept beside the chain. The
+//! chain proves integrity against edits of the store, not against someone able to rewrite the
+//! whole chain and its head; export the head elsewhere to anchor it.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vouch_playbook::{Actor, CaseId, PlaybookVersion, Timestamp};
+
+/// The hash "before" the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Head {
+    pub fn genesis() -> Head {
+        Head { seq: 0, hash: GENESIS_HASH.to_string() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_id: Option<CaseId>,
+    /// What happened: `alert.new`, `alert.grouped`, `click.answer`, `refused.click.confirm`, ...
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playbook_version: Option<PlaybookVersion>,
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The hashed content of a record: everything but the hash itself, in a fixed order.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    seq: u64,
+    at: Timestamp,
+    case_id: Option<CaseId>,
+    kind: &'a str,
+    actor: Option<&'a Actor>,
+    playbook_version: Option<PlaybookVersion>,
+    detail: &'a serde_json::Value,
+    prev_hash: &'a str,
+}
+
+impl AuditRecord {
+    pub(crate) fn chained(
+        head: &Head,
+        at: Timestamp,
+        case_id: Option<CaseId>,
+        kind: &str,
+        actor: Option<Actor>,
+        playbook_version: Option<PlaybookVersion>,
+        detail: serde_json::Value,
+    ) -> AuditRecord {
+        let mut record = AuditRecord {
+            seq: head.seq + 1,
+            at,
+            case_id,
+            kind: kind.to_string(),
+            actor,
+            playbook_version,
+            detail,
+            prev_hash: head.hash.clone(),
+            hash: String::new(),
+        };
+        record.hash = record.compute_hash();
+        record
+    }
+
+    pub fn compute_hash(&self) -> String {
+        let hashed = Hashed {
+            seq: self.seq,
+            at: self.at,
+            case_id: self.case_id,
+            kind: &self.kind,
+            actor: self.actor.as_ref(),
+            playbook_version: self.playbook_version,
+            detail: &self.detail,
+            prev_hash: &self.prev_hash,
+        };
+        // serde_json's maps are ordered by key, so the same record always hashes the same way.
+        let bytes = serde_json::to_vec(&hashed).expect("audit records serialize to JSON");
+        hex::encode(Sha256::digest(&bytes))
+    }
+
+    pub fn head(&self) -> Head {
+        Head { seq: self.seq, hash: self.hash.clone() }
+    }
+}
+
+/// The result of checking a chain.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditReport {
+    pub records: u64,
+    /// The last record's position and hash, to compare with a copy kept elsewhere.
+    pub head: Option<Head>,
+    pub problems: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn is_intact(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks that records form one unbroken chain from the genesis hash.
+pub fn verify_chain<'a>(records: impl IntoIterator<Item = &'a AuditRecord>) -> AuditReport {
+    let mut report = AuditReport::default();
+    let mut previous = Head::genesis();
+    for record in records {
+        report.records += 1;
+        if record.seq != previous.seq + 1 {
+            report.problems.push(format!(
+                "record #{} follows #{}: records were removed, inserted or reordered",
+                record.seq, previous.seq
+            ));
+        }
+        if record.prev_hash != previous.hash {
+            report.problems.push(format!("record #{} does not link to the record before it", record.seq));
+        }
+        if record.compute_hash() != record.hash {
+            report.problems.push(format!("record #{} was altered: its content does not match its hash", record.seq));
+        }
+        previous = record.head();
+    }
+    report.head = (report.records > 0).then_some(previous);
+    report
+}

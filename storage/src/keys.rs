@@ -1,0 +1,108 @@
+//! Key layout of the single sled tree. Numbers are big-endian so that scans come out in order.
+//!
+//! | prefix | key                         | value                          |
+//! |--------|-----------------------------|--------------------------------|
+//! | `m/`   | `schema`, `next_case`, `audit_head` | version byte, u64, head |
+//! | `c/`   | case id (u64)               | case                           |
+//! | `a/`   | audit sequence (u64)        | audit record                   |
+//! | `x/`   | case id, audit sequence     | empty (per-case audit index)   |
+//! | `i/`   | format, 0x1f, source alert id | case id (u64)                |
+//! | `g/`   | grouping key                | open case of the movement      |
+//! | `h/`   | movement key                | history                        |
+//! | `s/`   | source, 0x1f, target        | last seen (u64 millis)         |
+//! | `o/`   | outbox entry id             | outbox entry                   |
+
+use vouch_playbook::CaseId;
+
+use crate::{Result, StorageError};
+
+pub(crate) const META_SCHEMA: &[u8] = b"m/schema";
+pub(crate) const META_NEXT_CASE: &[u8] = b"m/next_case";
+pub(crate) const META_AUDIT_HEAD: &[u8] = b"m/audit_head";
+pub(crate) const CASE_PREFIX: &[u8] = b"c/";
+pub(crate) const AUDIT_PREFIX: &[u8] = b"a/";
+pub(crate) const OUTBOX_PREFIX: &[u8] = b"o/";
+
+fn with_prefix(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            key.push(0x1f);
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+pub(crate) fn case(id: CaseId) -> Vec<u8> {
+    with_prefix(CASE_PREFIX, &[&id.number().to_be_bytes()])
+}
+
+pub(crate) fn audit(seq: u64) -> Vec<u8> {
+    with_prefix(AUDIT_PREFIX, &[&seq.to_be_bytes()])
+}
+
+pub(crate) fn case_audit_prefix(id: CaseId) -> Vec<u8> {
+    let mut key = b"x/".to_vec();
+    key.extend_from_slice(&id.number().to_be_bytes());
+    key
+}
+
+pub(crate) fn case_audit(id: CaseId, seq: u64) -> Vec<u8> {
+    let mut key = case_audit_prefix(id);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub(crate) fn seq_of_case_audit(key: &[u8]) -> Result<u64> {
+    tail_u64(key, 2 + 8 + 8, "case audit index")
+}
+
+pub(crate) fn seq_of_audit(key: &[u8]) -> Result<u64> {
+    tail_u64(key, 2 + 8, "audit key")
+}
+
+fn tail_u64(key: &[u8], expected_len: usize, what: &str) -> Result<u64> {
+    if key.len() != expected_len {
+        return Err(StorageError::Corrupt { key: what.to_string(), reason: format!("key of {} bytes", key.len()) });
+    }
+    decode_u64(&key[key.len() - 8..], what)
+}
+
+pub(crate) fn alert_id(format: &str, source_alert_id: &str) -> Vec<u8> {
+    with_prefix(b"i/", &[format.as_bytes(), source_alert_id.as_bytes()])
+}
+
+pub(crate) fn group(grouping_key: &str) -> Vec<u8> {
+    with_prefix(b"g/", &[grouping_key.as_bytes()])
+}
+
+pub(crate) fn history(movement_key: &str) -> Vec<u8> {
+    with_prefix(b"h/", &[movement_key.as_bytes()])
+}
+
+pub(crate) fn source_targets_prefix(source: &str) -> Vec<u8> {
+    let mut key = with_prefix(b"s/", &[source.as_bytes()]);
+    key.push(0x1f);
+    key
+}
+
+pub(crate) fn source_target(source: &str, target: &str) -> Vec<u8> {
+    with_prefix(b"s/", &[source.as_bytes(), target.as_bytes()])
+}
+
+pub(crate) fn outbox(id: &str) -> Vec<u8> {
+    with_prefix(OUTBOX_PREFIX, &[id.as_bytes()])
+}
+
+pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StorageError::Corrupt { key: what.to_string(), reason: format!("{} bytes, not 8", bytes.len()) })?;
+    Ok(u64::from_be_bytes(array))
+}
+
+pub(crate) fn decode_case_id(bytes: &[u8], what: &str) -> Result<CaseId> {
+    CaseId::new(decode_u64(bytes, what)?)
+        .ok_or_else(|| StorageError::Corrupt { key: what.to_string(), reason: "case id zero".to_string() })
+}
