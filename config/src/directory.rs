@@ -1,0 +1,616 @@
+//! The directory: people, accounts and assets, from a TOML file and optional CSV exports.
+//!
+//! SOCs keep asset and staff lists in spreadsheets, so `assets_csv` and `people_csv` are read
+//! beside the TOML file. Both sources go through one validation, which reports every problem.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use vouch_playbook::facts::{
+    AccountFacts, AccountKind, AssetFacts, AssetKind, Criticality, EdrId, Facts, PersonFacts, PersonRef, ShareFacts,
+};
+use vouch_playbook::model::{short_hostname, Account as AlertAccount, System};
+use vouch_playbook::{Alert, PersonId, Snowflake};
+
+use crate::reader::{SourceFile, TableReader};
+use crate::{with_toml, ConfigProblem};
+
+#[derive(Debug, Clone)]
+pub(crate) struct DirectoryFiles {
+    pub(crate) file: PathBuf,
+    pub(crate) assets_csv: Option<PathBuf>,
+    pub(crate) people_csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub id: PersonId,
+    pub name: String,
+    pub discord_id: Option<Snowflake>,
+    pub manager: Option<PersonId>,
+    pub team: Option<String>,
+    pub roles: Vec<String>,
+    /// Short, lower-cased hostnames.
+    pub workstations: Vec<String>,
+    pub delegates: Vec<PersonId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Lower-cased account name, without domain.
+    pub name: String,
+    pub kind: AccountKind,
+    pub holder: Option<PersonId>,
+    pub owner: Option<PersonId>,
+    pub service: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub name: String,
+    pub owner: Option<PersonId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asset {
+    pub hostname: String,
+    pub ips: Vec<IpAddr>,
+    pub kind: AssetKind,
+    pub owner: Option<PersonId>,
+    pub criticality: Criticality,
+    pub edr_ids: Vec<EdrId>,
+    /// Lower-cased names of the service accounts dedicated to this machine's work.
+    pub service_accounts: Vec<String>,
+    pub shares: Vec<Share>,
+}
+
+/// The compiled directory, indexed for lookups.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    people: BTreeMap<PersonId, Person>,
+    accounts: BTreeMap<String, Account>,
+    assets: BTreeMap<String, Asset>,
+    assets_by_ip: BTreeMap<IpAddr, String>,
+    people_by_discord: BTreeMap<Snowflake, PersonId>,
+}
+
+impl Directory {
+    pub fn person(&self, id: &PersonId) -> Option<&Person> {
+        self.people.get(id)
+    }
+
+    pub fn person_by_discord(&self, id: Snowflake) -> Option<&Person> {
+        self.people_by_discord.get(&id).and_then(|person| self.people.get(person))
+    }
+
+    pub fn people(&self) -> impl Iterator<Item = &Person> {
+        self.people.values()
+    }
+
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.get(&name.to_ascii_lowercase())
+    }
+
+    pub fn asset(&self, hostname: &str) -> Option<&Asset> {
+        self.assets.get(&short_hostname(hostname))
+    }
+
+    pub fn assets(&self) -> impl Iterator<Item = &Asset> {
+        self.assets.values()
+    }
+
+    /// The asset an alert's system is: by hostname, else by any of its IPs.
+    pub fn asset_for(&self, system: &System) -> Option<&Asset> {
+        system
+            .short_hostname()
+            .and_then(|hostname| self.assets.get(&hostname))
+            .or_else(|| system.ips.iter().find_map(|ip| self.assets_by_ip.get(ip)).and_then(|key| self.assets.get(key)))
+    }
+
+    fn person_ref(&self, id: &PersonId) -> Option<PersonRef> {
+        let person = self.people.get(id)?;
+        Some(PersonRef {
+            id: person.id.clone(),
+            name: person.name.clone(),
+            discord_id: person.discord_id,
+            delegates: person
+                .delegates
+                .iter()
+                .filter_map(|delegate| self.people.get(delegate))
+                .map(|delegate| PersonRef {
+                    id: delegate.id.clone(),
+                    name: delegate.name.clone(),
+                    discord_id: delegate.discord_id,
+                    delegates: Vec::new(),
+                })
+                .collect(),
+        })
+    }
+
+    fn person_facts(&self, id: &PersonId) -> Option<PersonFacts> {
+        let person = self.people.get(id)?;
+        Some(PersonFacts {
+            person: self.person_ref(id)?,
+            team: person.team.clone(),
+            roles: person.roles.clone(),
+            workstations: person.workstations.clone(),
+            manager: person.manager.as_ref().and_then(|manager| self.person_ref(manager)),
+        })
+    }
+
+    fn account_facts(&self, account: &AlertAccount) -> Option<AccountFacts> {
+        let known = self.accounts.get(&account.key())?;
+        Some(AccountFacts {
+            kind: known.kind,
+            holder: known.holder.as_ref().and_then(|holder| self.person_facts(holder)),
+            owner: known.owner.as_ref().and_then(|owner| self.person_ref(owner)),
+            service: known.service.clone(),
+        })
+    }
+
+    fn asset_facts(&self, system: &System) -> Option<AssetFacts> {
+        let asset = self.asset_for(system)?;
+        Some(AssetFacts {
+            hostname: asset.hostname.clone(),
+            kind: asset.kind,
+            criticality: asset.criticality,
+            owner: asset.owner.as_ref().and_then(|owner| self.person_ref(owner)),
+            edr_ids: asset.edr_ids.clone(),
+            service_accounts: asset.service_accounts.clone(),
+            shares: asset.shares.iter().map(|share| ShareFacts { name: share.name.clone(), owner: share.owner.clone() }).collect(),
+        })
+    }
+
+    /// What the directory knows about an alert's systems and accounts.
+    pub fn facts_for(&self, alert: &Alert) -> Facts {
+        Facts {
+            source: self.asset_facts(&alert.source),
+            target: self.asset_facts(&alert.target),
+            account: alert.account.as_ref().and_then(|account| self.account_facts(account)),
+            acting_as: alert.acting_as.as_ref().and_then(|account| self.account_facts(account)),
+        }
+    }
+}
+
+/// Where an entry came from, for problem reports.
+#[derive(Debug, Clone)]
+struct Origin {
+    file: String,
+    line: Option<usize>,
+    path: String,
+    field_lines: BTreeMap<&'static str, usize>,
+}
+
+impl Origin {
+    fn problem(&self, field: &str, message: impl Into<String>) -> ConfigProblem {
+        ConfigProblem {
+            file: self.file.clone(),
+            line: self.field_lines.get(field).copied().or(self.line),
+            key: if field.is_empty() { self.path.clone() } else { format!("{}.{field}", self.path) },
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct RawPerson {
+    id: Option<String>,
+    name: Option<String>,
+    discord_id: Option<String>,
+    manager: Option<String>,
+    team: Option<String>,
+    roles: Vec<String>,
+    workstations: Vec<String>,
+    accounts: Vec<String>,
+    delegates: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct RawAccount {
+    name: Option<String>,
+    kind: Option<String>,
+    holder: Option<String>,
+    owner: Option<String>,
+    service: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct RawAsset {
+    hostname: Option<String>,
+    ips: Vec<String>,
+    kind: Option<String>,
+    owner: Option<String>,
+    criticality: Option<String>,
+    edr_ids: Vec<(String, String)>,
+    service_accounts: Vec<String>,
+    shares: Vec<(Option<String>, Option<String>)>,
+}
+
+#[derive(Default)]
+struct RawDirectory {
+    people: Vec<(Origin, RawPerson)>,
+    accounts: Vec<(Origin, RawAccount)>,
+    assets: Vec<(Origin, RawAsset)>,
+}
+
+const PERSON_FIELDS: [&str; 9] = ["id", "name", "discord_id", "manager", "team", "roles", "workstations", "accounts", "delegates"];
+const ACCOUNT_FIELDS: [&str; 5] = ["name", "kind", "holder", "owner", "service"];
+const ASSET_FIELDS: [&str; 8] = ["hostname", "ips", "kind", "owner", "criticality", "edr_ids", "service_accounts", "shares"];
+
+fn origin_of(table: &TableReader<'_>, fields: &[&'static str]) -> Origin {
+    let field_lines = fields
+        .iter()
+        .filter_map(|field| table.file.line_of(table.span_of(field)).map(|line| (*field, line)))
+        .collect();
+    Origin { file: table.file.name.clone(), line: table.file.line_of(table.span_of("")), path: table.path.clone(), field_lines }
+}
+
+fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
+    with_toml(file, |root| {
+        for table in root.tables("people") {
+            let person = RawPerson {
+                id: table.required_string("id"),
+                name: table.required_string("name"),
+                discord_id: table.string("discord_id"),
+                manager: table.string("manager"),
+                team: table.string("team"),
+                roles: table.strings("roles"),
+                workstations: table.strings("workstations"),
+                accounts: table.strings("accounts"),
+                delegates: table.strings("delegates"),
+            };
+            table.finish();
+            raw.people.push((origin_of(&table, &PERSON_FIELDS), person));
+        }
+        for table in root.tables("accounts") {
+            let account = RawAccount {
+                name: table.required_string("name"),
+                kind: table.required_string("kind"),
+                holder: table.string("holder"),
+                owner: table.string("owner"),
+                service: table.string("service"),
+            };
+            table.finish();
+            raw.accounts.push((origin_of(&table, &ACCOUNT_FIELDS), account));
+        }
+        for table in root.tables("assets") {
+            let shares = table
+                .tables("shares")
+                .iter()
+                .map(|share| {
+                    let entry = (share.required_string("name"), share.string("owner"));
+                    share.finish();
+                    entry
+                })
+                .collect();
+            let asset = RawAsset {
+                hostname: table.required_string("hostname"),
+                ips: table.strings("ips"),
+                kind: table.required_string("kind"),
+                owner: table.string("owner"),
+                criticality: table.string("criticality"),
+                edr_ids: table.entries("edr_ids"),
+                service_accounts: table.strings("service_accounts"),
+                shares,
+            };
+            table.finish();
+            raw.assets.push((origin_of(&table, &ASSET_FIELDS), asset));
+        }
+    });
+}
+
+/// Splits a CSV cell holding a list (`a;b;c`).
+fn list(cell: Option<&String>) -> Vec<String> {
+    cell.map(|cell| cell.split(';').map(str::trim).filter(|item| !item.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn read_csv(path: &Path, known: &[&'static str], problems: &mut Vec<ConfigProblem>) -> Vec<(Origin, BTreeMap<String, String>)> {
+    let name = path.display().to_string();
+    let mut reader = match csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path) {
+        Ok(reader) => reader,
+        Err(error) => {
+            problems.push(ConfigProblem { file: name, line: None, key: String::new(), message: format!("cannot read the file: {error}") });
+            return Vec::new();
+        }
+    };
+    let headers: Vec<String> = match reader.headers() {
+        Ok(headers) => headers.iter().map(|header| header.to_ascii_lowercase()).collect(),
+        Err(error) => {
+            problems.push(ConfigProblem { file: name, line: Some(1), key: String::new(), message: format!("no header row: {error}") });
+            return Vec::new();
+        }
+    };
+    for header in &headers {
+        if !known.contains(&header.as_str()) {
+            problems.push(ConfigProblem { file: name.clone(), line: Some(1), key: header.clone(), message: format!("unknown column (known: {})", known.join(", ")) });
+        }
+    }
+    let mut rows = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        match record {
+            Ok(record) => {
+                let line = record.position().map(|position| position.line() as usize);
+                let cells = headers
+                    .iter()
+                    .zip(record.iter())
+                    .filter(|(_, cell)| !cell.is_empty())
+                    .map(|(header, cell)| (header.clone(), cell.to_string()))
+                    .collect();
+                rows.push((Origin { file: name.clone(), line, path: format!("row {}", index + 1), field_lines: BTreeMap::new() }, cells));
+            }
+            Err(error) => problems.push(ConfigProblem {
+                file: name.clone(),
+                line: error.position().map(|position| position.line() as usize),
+                key: String::new(),
+                message: error.to_string(),
+            }),
+        }
+    }
+    rows
+}
+
+fn read_people_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<ConfigProblem>) {
+    for (origin, cells) in read_csv(path, &PERSON_FIELDS, problems) {
+        if cells.get("id").is_none() {
+            problems.push(origin.problem("id", "is required"));
+        }
+        if cells.get("name").is_none() {
+            problems.push(origin.problem("name", "is required"));
+        }
+        let person = RawPerson {
+            id: cells.get("id").cloned(),
+            name: cells.get("name").cloned(),
+            discord_id: cells.get("discord_id").cloned(),
+            manager: cells.get("manager").cloned(),
+            team: cells.get("team").cloned(),
+            roles: list(cells.get("roles")),
+            workstations: list(cells.get("workstations")),
+            accounts: list(cells.get("accounts")),
+            delegates: list(cells.get("delegates")),
+        };
+        raw.people.push((origin, person));
+    }
+}
+
+fn read_assets_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<ConfigProblem>) {
+    for (origin, cells) in read_csv(path, &["hostname", "ips", "kind", "owner", "criticality", "edr_ids", "service_accounts"], problems) {
+        for required in ["hostname", "kind"] {
+            if cells.get(required).is_none() {
+                problems.push(origin.problem(required, "is required"));
+            }
+        }
+        let mut edr_ids = Vec::new();
+        for entry in list(cells.get("edr_ids")) {
+            match entry.split_once(':') {
+                Some((vendor, id)) => edr_ids.push((vendor.trim().to_string(), id.trim().to_string())),
+                None => problems.push(origin.problem("edr_ids", format!("`{entry}` should read vendor:id"))),
+            }
+        }
+        let asset = RawAsset {
+            hostname: cells.get("hostname").cloned(),
+            ips: list(cells.get("ips")),
+            kind: cells.get("kind").cloned(),
+            owner: cells.get("owner").cloned(),
+            criticality: cells.get("criticality").cloned(),
+            edr_ids,
+            service_accounts: list(cells.get("service_accounts")),
+            shares: Vec::new(),
+        };
+        raw.assets.push((origin, asset));
+    }
+}
+
+pub(crate) fn load(files: &DirectoryFiles) -> (Directory, Vec<ConfigProblem>) {
+    let mut raw = RawDirectory::default();
+    let mut problems = Vec::new();
+    match std::fs::read_to_string(&files.file) {
+        Ok(text) => {
+            let file = SourceFile::new(&files.file.display().to_string(), text);
+            read_toml(&file, &mut raw);
+            problems.extend(file.problems.take());
+        }
+        Err(error) => problems.push(ConfigProblem {
+            file: files.file.display().to_string(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the directory: {error}"),
+        }),
+    }
+    if let Some(path) = &files.people_csv {
+        read_people_csv(path, &mut raw, &mut problems);
+    }
+    if let Some(path) = &files.assets_csv {
+        read_assets_csv(path, &mut raw, &mut problems);
+    }
+    let directory = compile(raw, &mut problems);
+    (directory, problems)
+}
+
+fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
+    let mut directory = Directory::default();
+    let person_ids: BTreeSet<String> = raw.people.iter().filter_map(|(_, person)| person.id.clone()).collect();
+    let check_person = |origin: &Origin, field: &str, id: &str, problems: &mut Vec<ConfigProblem>| -> Option<PersonId> {
+        match PersonId::parse(id) {
+            Ok(parsed) if person_ids.contains(id) => Some(parsed),
+            Ok(_) => {
+                problems.push(origin.problem(field, format!("`{id}` is not a person in the directory")));
+                None
+            }
+            Err(message) => {
+                problems.push(origin.problem(field, message));
+                None
+            }
+        }
+    };
+
+    let mut implied_accounts: Vec<(Origin, String, PersonId)> = Vec::new();
+    for (origin, person) in &raw.people {
+        let Some(id_text) = &person.id else { continue };
+        let id = match PersonId::parse(id_text) {
+            Ok(id) => id,
+            Err(message) => {
+                problems.push(origin.problem("id", message));
+                continue;
+            }
+        };
+        if directory.people.contains_key(&id) {
+            problems.push(origin.problem("id", format!("the person `{id}` is listed twice")));
+            continue;
+        }
+        let discord_id = person.discord_id.as_deref().and_then(|text| match Snowflake::parse(text) {
+            Ok(snowflake) => Some(snowflake),
+            Err(message) => {
+                problems.push(origin.problem("discord_id", message));
+                None
+            }
+        });
+        if let Some(discord_id) = discord_id {
+            if let Some(other) = directory.people_by_discord.insert(discord_id, id.clone()) {
+                problems.push(origin.problem("discord_id", format!("{discord_id} is also `{other}`'s Discord id")));
+            }
+        }
+        let manager = person.manager.as_deref().and_then(|manager| check_person(origin, "manager", manager, problems));
+        if manager.as_ref() == Some(&id) {
+            problems.push(origin.problem("manager", "a person cannot be their own manager"));
+        }
+        let delegates = person.delegates.iter().filter_map(|delegate| check_person(origin, "delegates", delegate, problems)).collect();
+        for role in &person.roles {
+            if PersonId::parse(role).is_err() {
+                problems.push(origin.problem("roles", format!("`{role}` is not a role name (lower-case words such as helpdesk, admin, developer, soc)")));
+            }
+        }
+        for account in &person.accounts {
+            implied_accounts.push((origin.clone(), account.to_ascii_lowercase(), id.clone()));
+        }
+        directory.people.insert(
+            id.clone(),
+            Person {
+                id,
+                name: person.name.clone().unwrap_or_default(),
+                discord_id,
+                manager,
+                team: person.team.clone(),
+                roles: person.roles.iter().map(|role| role.to_ascii_lowercase()).collect(),
+                workstations: person.workstations.iter().map(|name| short_hostname(name)).collect(),
+                delegates,
+            },
+        );
+    }
+
+    for (origin, account) in &raw.accounts {
+        let Some(name) = &account.name else { continue };
+        let key = name.to_ascii_lowercase();
+        let kind = match account.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("user") => AccountKind::User,
+            Some("service") => AccountKind::Service,
+            Some("system") => AccountKind::System,
+            Some(other) => {
+                problems.push(origin.problem("kind", format!("`{other}` is not one of user, service, system")));
+                continue;
+            }
+            None => continue,
+        };
+        if directory.accounts.contains_key(&key) {
+            problems.push(origin.problem("name", format!("the account `{name}` is listed twice")));
+            continue;
+        }
+        let holder = account.holder.as_deref().and_then(|holder| check_person(origin, "holder", holder, problems));
+        let owner = account.owner.as_deref().and_then(|owner| check_person(origin, "owner", owner, problems));
+        directory.accounts.insert(key.clone(), Account { name: key, kind, holder, owner, service: account.service.clone() });
+    }
+    for (origin, key, holder) in implied_accounts {
+        match directory.accounts.get(&key) {
+            Some(existing) if existing.holder.as_ref() != Some(&holder) => {
+                problems.push(origin.problem("accounts", format!("the account `{key}` is already held by someone else")));
+            }
+            Some(_) => {}
+            None => {
+                directory.accounts.insert(
+                    key.clone(),
+                    Account { name: key, kind: AccountKind::User, holder: Some(holder), owner: None, service: None },
+                );
+            }
+        }
+    }
+
+    for (origin, asset) in &raw.assets {
+        let Some(hostname) = &asset.hostname else { continue };
+        let key = short_hostname(hostname);
+        if key.is_empty() {
+            problems.push(origin.problem("hostname", "must not be empty"));
+            continue;
+        }
+        if directory.assets.contains_key(&key) {
+            problems.push(origin.problem("hostname", format!("the hostname `{hostname}` is listed twice")));
+            continue;
+        }
+        let kind = match asset.kind.as_deref() {
+            Some(text) => match AssetKind::from_id(text) {
+                Some(kind) => kind,
+                None => {
+                    let known: Vec<&str> = AssetKind::ALL.iter().map(|kind| kind.id()).collect();
+                    problems.push(origin.problem("kind", format!("`{text}` is not one of {}", known.join(", "))));
+                    continue;
+                }
+            },
+            None => continue,
+        };
+        let criticality = match asset.criticality.as_deref() {
+            Some(text) => Criticality::from_id(text).unwrap_or_else(|| {
+                problems.push(origin.problem("criticality", format!("`{text}` is not one of low, medium, high, critical")));
+                Criticality::Medium
+            }),
+            // Domain controllers are critical unless someone says otherwise.
+            None if kind == AssetKind::DomainController => Criticality::Critical,
+            None => Criticality::Medium,
+        };
+        let mut ips = Vec::new();
+        for text in &asset.ips {
+            match text.parse::<IpAddr>() {
+                Ok(ip) => {
+                    if let Some(other) = directory.assets_by_ip.insert(ip, key.clone()) {
+                        problems.push(origin.problem("ips", format!("{ip} is also `{other}`'s address")));
+                    }
+                    ips.push(ip);
+                }
+                Err(_) => problems.push(origin.problem("ips", format!("`{text}` is not an IP address"))),
+            }
+        }
+        let owner = asset.owner.as_deref().and_then(|owner| check_person(origin, "owner", owner, problems));
+        let service_accounts: Vec<String> = asset.service_accounts.iter().map(|name| name.to_ascii_lowercase()).collect();
+        for name in &service_accounts {
+            if let Some(account) = directory.accounts.get(name) {
+                if account.kind != AccountKind::Service {
+                    problems.push(origin.problem("service_accounts", format!("`{name}` is a {} account, not a service account", account.kind.id())));
+                }
+            }
+        }
+        let shares = asset
+            .shares
+            .iter()
+            .filter_map(|(name, owner)| {
+                let owner = owner.as_deref().and_then(|owner| check_person(origin, "shares", owner, problems));
+                Some(Share { name: name.clone()?.trim_start_matches('\\').to_ascii_lowercase(), owner })
+            })
+            .collect();
+        let edr_ids = asset
+            .edr_ids
+            .iter()
+            .filter(|(vendor, id)| {
+                let valid = !vendor.is_empty() && !id.trim().is_empty();
+                if !valid {
+                    problems.push(origin.problem("edr_ids", "an EDR id needs a vendor and an id"));
+                }
+                valid
+            })
+            .map(|(vendor, id)| EdrId { vendor: vendor.to_ascii_lowercase(), id: id.trim().to_string() })
+            .collect();
+        directory.assets.insert(
+            key,
+            Asset { hostname: hostname.clone(), ips, kind, owner, criticality, edr_ids, service_accounts, shares },
+        );
+    }
+    directory
+}

@@ -1,0 +1,323 @@
+//! `vouch.toml`: how Vouch connects, listens and stores.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use vouch_playbook::Snowflake;
+
+use crate::directory::DirectoryFiles;
+use crate::reader::{SourceFile, TableReader};
+use crate::{relative_to, with_toml, Environment};
+
+/// A secret value. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    value: String,
+    /// Where it came from (`env:NAME` or `file:PATH`), which is safe to show.
+    origin: String,
+}
+
+impl Secret {
+    pub fn new(value: String, origin: String) -> Secret {
+        Secret { value, origin }
+    }
+
+    /// The secret itself. Call this only where the value is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Secret({}, <redacted>)", self.origin)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "<secret from {}>", self.origin)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscordSettings {
+    pub api_base: String,
+    pub ca_file: Option<PathBuf>,
+    pub token: Secret,
+    pub guild_id: Snowflake,
+    pub triage_channel_id: Snowflake,
+    pub soc_role_id: Snowflake,
+    pub oncall_role_id: Option<Snowflake>,
+    /// Also send the confirmation request by direct message.
+    pub dm_confirmers: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub listen: SocketAddr,
+    pub token: Secret,
+    /// Standard Webhooks signing secret(s) (`whsec_...`); when set, unsigned requests are refused.
+    pub signing_secrets: Vec<Secret>,
+    pub grouping_window_minutes: u32,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub data_dir: PathBuf,
+    pub cache_capacity_mib: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookPreset {
+    Generic,
+    CrowdStrike,
+    Defender,
+    SentinelOne,
+    Elastic,
+}
+
+impl WebhookPreset {
+    const NAMES: [(&'static str, WebhookPreset); 5] = [
+        ("generic", WebhookPreset::Generic),
+        ("crowdstrike", WebhookPreset::CrowdStrike),
+        ("defender", WebhookPreset::Defender),
+        ("sentinelone", WebhookPreset::SentinelOne),
+        ("elastic", WebhookPreset::Elastic),
+    ];
+}
+
+/// An isolation webhook (the escalation issue delivers to these).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub name: String,
+    pub url: String,
+    pub preset: WebhookPreset,
+    pub secrets: Vec<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Absent: Vouch runs its ingest API and store without Discord.
+    pub discord: Option<DiscordSettings>,
+    pub ingest: IngestSettings,
+    pub storage: StorageSettings,
+    pub webhooks: Vec<WebhookSettings>,
+}
+
+/// What a settings file yields even when parts of it are wrong, so the files it names can still
+/// be checked in the same pass.
+pub(crate) struct CompiledSettings {
+    pub(crate) settings: Option<Settings>,
+    pub(crate) directory_files: Option<DirectoryFiles>,
+    pub(crate) playbook_file: Option<PathBuf>,
+}
+
+/// Reads a secret reference: `{ env = "NAME" }` or `{ file = "PATH" }`, never a literal.
+fn secret(table: &TableReader<'_>, key: &'static str, base: &Path, environment: &dyn Environment, required: bool) -> Option<Secret> {
+    if table.is_string(key) {
+        table.problem(key, "secrets are not written in the config: use { env = \"NAME\" } or { file = \"PATH\" }");
+        return None;
+    }
+    match table.table(key) {
+        Some(reference) => resolve_secret(&reference, base, environment),
+        None => {
+            if required {
+                table.problem(key, "is required: { env = \"NAME\" } or { file = \"PATH\" }");
+            }
+            None
+        }
+    }
+}
+
+fn resolve_secret(reference: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> Option<Secret> {
+    let env = reference.string("env");
+    let file = reference.string("file");
+    reference.finish();
+    match (env, file) {
+        (Some(name), None) => match environment.var(&name) {
+            Some(value) if !value.trim().is_empty() => Some(Secret::new(value.trim().to_string(), format!("env:{name}"))),
+            _ => {
+                reference.problem("env", format!("the environment variable {name} is not set"));
+                None
+            }
+        },
+        (None, Some(path)) => {
+            let full = relative_to(base, &path);
+            match std::fs::read_to_string(&full) {
+                Ok(value) if !value.trim().is_empty() => {
+                    Some(Secret::new(value.trim().to_string(), format!("file:{}", full.display())))
+                }
+                Ok(_) => {
+                    reference.problem("file", format!("{} is empty", full.display()));
+                    None
+                }
+                Err(error) => {
+                    reference.problem("file", format!("cannot read {}: {error}", full.display()));
+                    None
+                }
+            }
+        }
+        _ => {
+            reference.table_problem("give exactly one of env or file");
+            None
+        }
+    }
+}
+
+fn snowflake(table: &TableReader<'_>, key: &'static str, required: bool) -> Option<Snowflake> {
+    let text = if required { table.required_string(key) } else { table.string(key) }?;
+    match Snowflake::parse(&text) {
+        Ok(id) => Some(id),
+        Err(message) => {
+            table.problem(key, message);
+            None
+        }
+    }
+}
+
+pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environment) -> CompiledSettings {
+    with_toml(file, |root| {
+        let discord = root.table("discord").and_then(|discord| {
+            let api_base = discord.string("api_base").unwrap_or_else(|| "https://discord.com".to_string());
+            if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+                discord.problem("api_base", "must be an http(s) URL");
+            }
+            let ca_file = discord.string("ca_file").map(|path| relative_to(base, &path));
+            if let Some(path) = &ca_file {
+                if !path.is_file() {
+                    discord.problem("ca_file", format!("{} does not exist", path.display()));
+                }
+            }
+            let token = secret(&discord, "token", base, environment, true);
+            let guild_id = snowflake(&discord, "guild_id", true);
+            let triage_channel_id = snowflake(&discord, "triage_channel_id", true);
+            let soc_role_id = snowflake(&discord, "soc_role_id", true);
+            let oncall_role_id = snowflake(&discord, "oncall_role_id", false);
+            let dm_confirmers = discord.boolean("dm_confirmers").unwrap_or(false);
+            discord.finish();
+            Some(DiscordSettings {
+                api_base: api_base.trim_end_matches('/').to_string(),
+                ca_file,
+                token: token?,
+                guild_id: guild_id?,
+                triage_channel_id: triage_channel_id?,
+                soc_role_id: soc_role_id?,
+                oncall_role_id,
+                dm_confirmers,
+            })
+        });
+
+        let ingest = match root.table("ingest") {
+            Some(ingest) => {
+                let listen_text = ingest.string("listen").unwrap_or_else(|| "127.0.0.1:8080".to_string());
+                let listen = match listen_text.parse::<SocketAddr>() {
+                    Ok(address) => Some(address),
+                    Err(_) => {
+                        ingest.problem("listen", "must be an address and port, such as 0.0.0.0:8080");
+                        None
+                    }
+                };
+                let token = secret(&ingest, "token", base, environment, true);
+                let signing_secrets: Vec<Secret> = ingest
+                    .tables("signing_secrets")
+                    .iter()
+                    .filter_map(|reference| {
+                        let secret = resolve_secret(reference, base, environment)?;
+                        if !secret.expose().starts_with("whsec_") {
+                            reference.table_problem("a signing secret has the form whsec_<base64>");
+                            return None;
+                        }
+                        Some(secret)
+                    })
+                    .collect();
+                let grouping_window_minutes = ingest.integer("grouping_window_minutes", 0..10_081).unwrap_or(30) as u32;
+                let max_body_bytes = ingest.integer("max_body_bytes", 1024..16 * 1024 * 1024 + 1).unwrap_or(1024 * 1024) as usize;
+                ingest.finish();
+                match (listen, token) {
+                    (Some(listen), Some(token)) => Some(IngestSettings { listen, token, signing_secrets, grouping_window_minutes, max_body_bytes }),
+                    _ => None,
+                }
+            }
+            None => {
+                root.problem("ingest", "the [ingest] table is required (listen address and token)");
+                None
+            }
+        };
+
+        let storage = match root.table("storage") {
+            Some(storage) => {
+                let data_dir = storage.required_string("data_dir").map(|path| relative_to(base, &path));
+                let cache_capacity_mib = storage.integer("cache_capacity_mib", 1..4097).unwrap_or(16) as u64;
+                storage.finish();
+                data_dir.map(|data_dir| StorageSettings { data_dir, cache_capacity_mib })
+            }
+            None => {
+                root.problem("storage", "the [storage] table is required (data_dir)");
+                None
+            }
+        };
+
+        let directory_files = match root.table("directory") {
+            Some(directory) => {
+                let file = directory.required_string("file").map(|path| relative_to(base, &path));
+                let assets_csv = directory.string("assets_csv").map(|path| relative_to(base, &path));
+                let people_csv = directory.string("people_csv").map(|path| relative_to(base, &path));
+                directory.finish();
+                file.map(|file| DirectoryFiles { file, assets_csv, people_csv })
+            }
+            None => {
+                root.problem("directory", "the [directory] table is required (file)");
+                None
+            }
+        };
+
+        let playbook_file = root.table("playbook").and_then(|playbook| {
+            let file = playbook.string("file").map(|path| relative_to(base, &path));
+            playbook.finish();
+            file
+        });
+
+        let mut webhook_names = Vec::new();
+        let webhooks: Vec<WebhookSettings> = root
+            .tables("webhooks")
+            .iter()
+            .filter_map(|webhook| {
+                let name = webhook.required_string("name");
+                let url = webhook.required_string("url");
+                if let Some(url) = &url {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        webhook.problem("url", "must be an http(s) URL");
+                    }
+                }
+                let preset_name = webhook.string("preset").unwrap_or_else(|| "generic".to_string());
+                let preset = WebhookPreset::NAMES.iter().find(|(known, _)| *known == preset_name).map(|(_, preset)| *preset);
+                if preset.is_none() {
+                    webhook.problem("preset", "one of generic, crowdstrike, defender, sentinelone, elastic");
+                }
+                let secret = secret(webhook, "secret", base, environment, true);
+                webhook.finish();
+                if let Some(name) = &name {
+                    if webhook_names.contains(name) {
+                        webhook.problem("name", format!("another webhook is already called `{name}`"));
+                    }
+                    webhook_names.push(name.clone());
+                }
+                Some(WebhookSettings { name: name?, url: url?, preset: preset?, secrets: vec![secret?] })
+            })
+            .collect();
+
+        let settings = match (ingest, storage) {
+            (Some(ingest), Some(storage)) => Some(Settings { discord, ingest, storage, webhooks }),
+            _ => None,
+        };
+        CompiledSettings { settings, directory_files, playbook_file }
+    })
+    .unwrap_or(CompiledSettings { settings: None, directory_files: None, playbook_file: None })
+}

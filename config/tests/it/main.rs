@@ -1,0 +1,201 @@
+//! Configuration loading through the public API, on real files in a temporary folder.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use vouch_config::{load, ConfigProblem, Environment};
+use vouch_playbook::facts::{AccountKind, AssetKind, Criticality};
+use vouch_playbook::normalize::normalize;
+use vouch_playbook::{Snowflake, Timestamp};
+
+struct FakeEnvironment(BTreeMap<&'static str, &'static str>);
+
+impl Environment for FakeEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).map(|value| value.to_string())
+    }
+}
+
+fn environment() -> FakeEnvironment {
+    FakeEnvironment(BTreeMap::from([("VOUCH_INGEST_TOKEN", "ingest-token-123"), ("DISCORD_TOKEN", "discord-token-456")]))
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).expect("example exists")
+}
+
+/// Writes the files into a fresh folder and loads `vouch.toml` from it.
+fn load_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<vouch_config::Config, vouch_config::ConfigError>) {
+    let directory = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        std::fs::write(directory.path().join(name), text).expect("write");
+    }
+    let result = load(&directory.path().join("vouch.toml"), &environment());
+    (directory, result)
+}
+
+#[test]
+fn the_examples_load_and_the_directory_answers() {
+    let (_directory, result) = load_files(&[
+        ("vouch.toml", &example("vouch.example.toml")),
+        ("directory.example.toml", &example("directory.example.toml")),
+    ]);
+    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.settings.ingest.token.expose(), "ingest-token-123");
+    assert_eq!(config.settings.ingest.grouping_window_minutes, 30);
+    assert!(config.settings.discord.is_none());
+    let directory = &config.directory;
+    assert_eq!(directory.asset("dc-01.corp.example").map(|asset| asset.criticality), Some(Criticality::Critical));
+    assert_eq!(directory.account("ADM-ALICE").map(|account| account.kind), Some(AccountKind::User));
+    assert_eq!(directory.person_by_discord(Snowflake::parse("100000000000000003").expect("id")).map(|person| person.name.as_str()), Some("Carol Diaz"));
+
+    let alert = normalize(
+        &serde_json::json!({"vouch_alert": 1, "source": {"ips": ["10.0.0.17"]}, "target": {"hostname": "WS-42.corp.example"}, "account": "CORP\\alice", "protocol": "rdp"}),
+        None,
+        Timestamp::from_unix_millis(0),
+    )
+    .expect("valid");
+    let facts = directory.facts_for(&alert);
+    assert_eq!(facts.source.as_ref().map(|asset| asset.hostname.as_str()), Some("WS-17"), "found by IP");
+    assert_eq!(facts.target.as_ref().map(|asset| asset.kind), Some(AssetKind::Workstation));
+    let holder = facts.account.and_then(|account| account.holder).expect("alice holds the account");
+    assert_eq!(holder.roles, ["helpdesk"]);
+    assert_eq!(holder.manager.map(|manager| manager.delegates.len()), Some(1), "bob's delegate comes along");
+}
+
+#[test]
+fn every_mistake_is_reported_at_once_with_its_place() {
+    let settings = r#"
+[ingest]
+listen = "not an address"
+token = "plain-text-secret"
+colour = "blue"
+
+[storage]
+data_dir = "data"
+
+[directory]
+file = "directory.toml"
+
+[discord]
+token = { env = "MISSING_TOKEN" }
+guild_id = "abc"
+triage_channel_id = "222"
+soc_role_id = "333"
+"#;
+    let directory = r#"
+[[people]]
+id = "alice"
+name = "Alice"
+manager = "nobody"
+discord_id = "12x"
+
+[[people]]
+id = "alice"
+name = "Alice again"
+
+[[people]]
+id = "Bad Id"
+name = "?"
+
+[[accounts]]
+name = "svc-x"
+kind = "robot"
+
+[[assets]]
+hostname = "WS-1"
+kind = "workstation"
+owner = "ghost"
+ips = ["10.0.0.1", "999.1.1.1"]
+
+[[assets]]
+hostname = "ws-1.corp.example"
+kind = "toaster"
+flavour = "mint"
+"#;
+    let (_directory, result) = load_files(&[("vouch.toml", settings), ("directory.toml", directory)]);
+    let error = result.expect_err("the config is wrong");
+    let problems = error.problems();
+    let expect = |file_suffix: &str, line: usize, key: &str, fragment: &str| {
+        assert!(
+            problems.iter().any(|problem: &ConfigProblem| problem.file.ends_with(file_suffix)
+                && problem.line == Some(line)
+                && problem.key == key
+                && problem.message.contains(fragment)),
+            "missing {file_suffix}:{line} {key} {fragment:?} in:\n{error}"
+        );
+    };
+    expect("vouch.toml", 3, "ingest.listen", "address and port");
+    expect("vouch.toml", 4, "ingest.token", "secrets are not written in the config");
+    expect("vouch.toml", 5, "ingest.colour", "unknown key");
+    expect("vouch.toml", 14, "discord.token.env", "MISSING_TOKEN is not set");
+    expect("vouch.toml", 15, "discord.guild_id", "not a Discord id");
+    expect("directory.toml", 5, "people[0].manager", "`nobody` is not a person");
+    expect("directory.toml", 6, "people[0].discord_id", "not a Discord id");
+    expect("directory.toml", 9, "people[1].id", "listed twice");
+    expect("directory.toml", 13, "people[2].id", "not a valid person id");
+    expect("directory.toml", 18, "accounts[0].kind", "`robot`");
+    expect("directory.toml", 23, "assets[0].owner", "`ghost` is not a person");
+    expect("directory.toml", 24, "assets[0].ips", "`999.1.1.1` is not an IP");
+    expect("directory.toml", 27, "assets[1].hostname", "listed twice");
+    expect("directory.toml", 29, "assets[1].flavour", "unknown key");
+    assert!(problems.len() >= 14, "{error}");
+    // Nothing secret is ever echoed back.
+    assert!(!error.to_string().contains("plain-text-secret"));
+}
+
+#[test]
+fn csv_exports_join_the_directory() {
+    let settings = r#"
+[ingest]
+token = { file = "ingest.token" }
+[storage]
+data_dir = "data"
+[directory]
+file = "directory.toml"
+assets_csv = "assets.csv"
+people_csv = "people.csv"
+"#;
+    let people = "id,name,discord_id,manager,roles,workstations,accounts\nbob,Bob,100000000000000002,,admin,WS-02,bob\ndana,Dana,,bob,developer;admin,WS-31,dana;adm-dana\n";
+    let assets = "hostname,ips,kind,owner,criticality,edr_ids\nWS-31,10.0.0.31,workstation,dana,low,crowdstrike:abc123\nAPP-7,10.0.9.7;10.0.9.8,preproduction,bob,,defender:xyz\n";
+    let (_directory, result) = load_files(&[
+        ("vouch.toml", settings),
+        ("ingest.token", "from-a-file\n"),
+        ("directory.toml", "[[accounts]]\nname = \"svc-ci\"\nkind = \"service\"\nowner = \"dana\"\n"),
+        ("people.csv", people),
+        ("assets.csv", assets),
+    ]);
+    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.settings.ingest.token.expose(), "from-a-file");
+    let directory = &config.directory;
+    assert_eq!(directory.asset("app-7").map(|asset| asset.ips.len()), Some(2));
+    assert_eq!(directory.asset("ws-31").map(|asset| asset.edr_ids[0].id.as_str()), Some("abc123"));
+    assert_eq!(directory.account("adm-dana").and_then(|account| account.holder.clone()).map(|id| id.to_string()), Some("dana".to_string()));
+    assert_eq!(directory.account("svc-ci").and_then(|account| account.owner.clone()).map(|id| id.to_string()), Some("dana".to_string()));
+
+    let broken_people = "id,name,manager,shoe_size\nerin,Erin,nobody,42\n";
+    let (_directory, result) = load_files(&[
+        ("vouch.toml", settings),
+        ("ingest.token", "t"),
+        ("directory.toml", ""),
+        ("people.csv", broken_people),
+        ("assets.csv", "hostname,kind\nX-1,spaceship\n"),
+    ]);
+    let error = result.expect_err("broken CSV");
+    let text = error.to_string();
+    for fragment in ["people.csv:1: shoe_size: unknown column", "people.csv:2: row 1.manager: `nobody` is not a person", "assets.csv:2: row 1.kind: `spaceship`"] {
+        assert!(text.contains(fragment), "missing {fragment:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let (_directory, result) = load_files(&[
+        ("vouch.toml", &example("vouch.example.toml")),
+        ("directory.example.toml", &example("directory.example.toml")),
+    ]);
+    let config = result.expect("valid");
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("ingest-token-123"), "the token leaked into Debug output");
+    assert!(debug.contains("env:VOUCH_INGEST_TOKEN"), "the origin is shown instead");
+}
