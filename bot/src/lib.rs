@@ -1,1 +1,25 @@
+//! The `vouch` binary's library: everything that does I/O.
+//!
+//! - [`cli`]: the command line (`run`, `check-config`, `audit verify|export`).
+//! - [`ingest`]: the HTTP API (axum): alert intake, case queries, health and metrics.
+//! - [`auth`]: bearer tokens and Standard Webhooks signatures on incoming requests.
+//! - [`service`]: ties the store, the directory and the engine together for one alert or event.
+//! - [`metrics`]: Prometheus counters.
+//!
+//! Decisions come from `vouch_playbook`; this crate carries them out.
 
+pub mod auth;
+pub mod cli;
+pub mod ingest;
+pub mod metrics;
+pub mod service;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use vouch_playbook::Timestamp;
+
+/// The wall clock, read only at the edges and passed into the core.
+pub fn now() -> Timestamp {
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis()).unwrap_or(0);
+    Timestamp::from_unix_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+}

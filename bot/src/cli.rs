@@ -1,0 +1,253 @@
+//! The `vouch` command line.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vouch_config::{load, Config, ProcessEnvironment};
+use vouch_playbook::CaseId;
+use vouch_storage::audit::verify_chain;
+use vouch_storage::{AuditRecord, Store, StoreOptions};
+
+use crate::ingest::{app, AppState};
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+#[derive(Debug, Parser)]
+#[command(name = "vouch", version, about = "Triage lateral-movement alerts with your team in Discord.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Vouch: the alert API and the case store.
+    Run {
+        #[arg(long, env = "VOUCH_CONFIG", default_value = "vouch.toml")]
+        config: PathBuf,
+    },
+    /// Check the settings and the directory, and list every problem found.
+    CheckConfig {
+        #[arg(long, env = "VOUCH_CONFIG", default_value = "vouch.toml")]
+        config: PathBuf,
+    },
+    /// Check or export the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of the store (stop Vouch first), or of an exported file.
+    Verify {
+        #[arg(long, env = "VOUCH_CONFIG", default_value = "vouch.toml")]
+        config: PathBuf,
+        /// A JSON-lines export to verify instead of the store.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Write the audit log as JSON lines (stop Vouch first).
+    Export {
+        #[arg(long, env = "VOUCH_CONFIG", default_value = "vouch.toml")]
+        config: PathBuf,
+        /// Only the records of this case (`LM-42`). The chain of a partial export cannot be verified.
+        #[arg(long)]
+        case: Option<String>,
+        /// Where to write; standard output when absent.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let outcome = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Audit { command: AuditCommand::Verify { config, file } } => audit_verify(&config, file.as_deref()),
+        Command::Audit { command: AuditCommand::Export { config, case, output } } => {
+            audit_export(&config, case.as_deref(), output.as_deref())
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("vouch: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOUCH_LOG").unwrap_or_else(|_| "info".into());
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr);
+    if std::env::var("VOUCH_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Loads the configuration, printing every problem when it is not valid.
+fn load_config(path: &Path) -> Option<Config> {
+    match load(path, &ProcessEnvironment) {
+        Ok(config) => Some(config),
+        Err(error) => {
+            eprintln!("vouch: {error}");
+            None
+        }
+    }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let storage = &config.settings.storage;
+    std::fs::create_dir_all(&storage.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", storage.data_dir.display()))?;
+    let options = StoreOptions { cache_capacity_bytes: storage.cache_capacity_mib * 1024 * 1024 };
+    Store::open(&storage.data_dir, &options).context("cannot open the store")
+}
+
+fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    match load_config(path) {
+        Some(config) => {
+            println!(
+                "{}: valid ({} people, {} assets, playbook {} {})",
+                path.display(),
+                config.directory.people().count(),
+                config.directory.assets().count(),
+                config.playbook.name,
+                config.playbook.version
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(ExitCode::from(2)),
+    }
+}
+
+fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(config) = load_config(path) else {
+        return Ok(ExitCode::from(2));
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = Arc::new(open_store(&config)?);
+    let ingest = config.settings.ingest.clone();
+    let service = Arc::new(Service {
+        store: Arc::clone(&store),
+        directory: config.directory,
+        playbook: config.playbook,
+        grouping_window_minutes: ingest.grouping_window_minutes,
+    });
+    let state = Arc::new(AppState {
+        service,
+        token: ingest.token,
+        signing_secrets: ingest.signing_secrets,
+        max_body_bytes: ingest.max_body_bytes,
+        metrics: Metrics::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(ingest.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", ingest.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %config.settings.storage.data_dir.display(), "vouch is listening");
+    // The first line on standard output names the bound address, so a supervisor (or a test)
+    // that asked for port 0 learns the real one.
+    println!("vouch: listening on {address}");
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await.context("the HTTP server failed")?;
+    tracing::info!("shutting down: flushing the store");
+    store.close().context("the store could not be flushed")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
+
+fn audit_verify(path: &Path, file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let report = match file {
+        Some(file) => {
+            let reader = std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?);
+            let mut records = Vec::new();
+            for (index, line) in reader.lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let record: AuditRecord = serde_json::from_str(&line)
+                    .with_context(|| format!("{}:{}: not an audit record", file.display(), index + 1))?;
+                records.push(record);
+            }
+            verify_chain(records.iter())
+        }
+        None => {
+            let Some(config) = load_config(path) else { return Ok(ExitCode::from(2)) };
+            open_store(&config)?.verify_audit()?
+        }
+    };
+    if report.is_intact() {
+        let head = report.head.as_ref().map(|head| format!("#{} {}", head.seq, head.hash)).unwrap_or_else(|| "empty".to_string());
+        println!("audit log intact: {} records, head {head}", report.records);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("audit log NOT intact ({} records checked):", report.records);
+        for problem in &report.problems {
+            println!("  {problem}");
+        }
+        Ok(ExitCode::from(3))
+    }
+}
+
+fn audit_export(path: &Path, case: Option<&str>, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let Some(config) = load_config(path) else { return Ok(ExitCode::from(2)) };
+    let case_id = case.map(|text| text.parse::<CaseId>().map_err(anyhow::Error::msg)).transpose()?;
+    let store = open_store(&config)?;
+    let mut writer: Box<dyn Write> = match output {
+        Some(output) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(output).with_context(|| format!("cannot write {}", output.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let records: Box<dyn Iterator<Item = vouch_storage::Result<AuditRecord>>> = match case_id {
+        Some(case_id) => Box::new(store.case_audit(case_id)?.into_iter().map(Ok)),
+        None => Box::new(store.audit_records()),
+    };
+    for record in records {
+        serde_json::to_writer(&mut writer, &record?)?;
+        writer.write_all(b"\n")?;
+    }
+    writer.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,332 @@
+//! The HTTP API: `POST /api/v1/alerts`, `GET /api/v1/cases[/{id}]`, `GET /healthz`, `GET /metrics`.
+//!
+//! Every answer to bad input is a 4xx with a JSON body saying what is wrong; the store is touched
+//! only by a request that passed every check, and a 202 is sent only once the alert is on disk.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use vouch_config::Secret;
+use vouch_playbook::engine::{Confirmer, ScenarioAssessment};
+use vouch_playbook::normalize::{normalize, FieldProblem};
+use vouch_playbook::{AlertFormat, Case, CaseId, CaseState};
+use vouch_storage::{AuditRecord, StorageError};
+
+use crate::auth::{bearer_matches, verify_signature};
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+/// What the handlers share.
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub token: Secret,
+    pub signing_secrets: Vec<Secret>,
+    pub max_body_bytes: usize,
+    pub metrics: Metrics,
+}
+
+/// One error type for the API, mapped to a status and a plain JSON body. Details of internal
+/// failures are logged, not sent.
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized(String),
+    UnsupportedMediaType,
+    BadRequest(String, Vec<FieldProblem>),
+    NotFound(String),
+    Unavailable,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiError::Unauthorized(reason) => (StatusCode::UNAUTHORIZED, json!({"error": reason})),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                json!({"error": "send the alert as JSON with Content-Type: application/json"}),
+            ),
+            ApiError::BadRequest(reason, problems) => {
+                (StatusCode::BAD_REQUEST, json!({"error": reason, "problems": problems}))
+            }
+            ApiError::NotFound(reason) => (StatusCode::NOT_FOUND, json!({"error": reason})),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the store cannot accept writes right now; retry later"}),
+            ),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+/// Builds the router. Tests drive it on a real socket; `cli` serves it.
+pub fn app(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    let authenticated = Router::new()
+        .route("/api/v1/alerts", post(receive_alert))
+        .route("/api/v1/cases", get(list_cases))
+        .route("/api/v1/cases/{id}", get(get_case))
+        // Authentication runs before the body is read, so an unauthenticated sender cannot make
+        // the server buffer anything.
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_bearer))
+        .layer(DefaultBodyLimit::max(limit));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .merge(authenticated)
+        .with_state(state)
+}
+
+async fn require_bearer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    if bearer_matches(header, &state.token) {
+        next.run(request).await
+    } else {
+        state.metrics.request_refused(401);
+        ApiError::Unauthorized("missing or wrong bearer token".to_string()).into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertQuery {
+    format: Option<String>,
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|media| {
+            let media = media.trim().to_ascii_lowercase();
+            media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+async fn receive_alert(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<AlertQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let result = accept_alert(&state, query, &headers, body).await;
+    if let Err(error) = &result {
+        let status = match error {
+            ApiError::Unauthorized(_) => 401,
+            ApiError::UnsupportedMediaType => 415,
+            ApiError::BadRequest(..) => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::Unavailable => 503,
+        };
+        state.metrics.request_refused(status);
+    }
+    result
+}
+
+async fn accept_alert(state: &AppState, query: AlertQuery, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    if !state.signing_secrets.is_empty() {
+        let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        verify_signature(
+            &state.signing_secrets,
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+            &body,
+            crate::now().unix_millis() / 1000,
+        )
+        .map_err(|error| ApiError::Unauthorized(error.to_string()))?;
+    }
+    if !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let format = match query.format.as_deref() {
+        Some(name) => Some(AlertFormat::from_id(name).ok_or_else(|| {
+            ApiError::BadRequest(
+                "unknown format".to_string(),
+                vec![FieldProblem::new("", "format must be one of native, ecs, ocsf, splunk, windows")],
+            )
+        })?),
+        None => None,
+    };
+    let payload: Value = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::BadRequest("the body is not valid JSON".to_string(), vec![FieldProblem::new("", error.to_string())])
+    })?;
+    let now = crate::now();
+    let alert = normalize(&payload, format, now)
+        .map_err(|problems| ApiError::BadRequest("the alert has problems".to_string(), problems))?;
+    let format_id = alert.format.id();
+    let service = Arc::clone(&state.service);
+    let ingested = tokio::task::spawn_blocking(move || service.ingest(alert, now))
+        .await
+        .map_err(|error| {
+            tracing::error!(error = %error, "the ingest task failed");
+            ApiError::Unavailable
+        })?
+        .map_err(|error| store_unavailable(state, &error))?;
+    let status = serde_json::to_value(ingested.status).unwrap_or(Value::Null);
+    state.metrics.alert_accepted(format_id, status.as_str().unwrap_or("unknown"));
+    tracing::info!(case_id = %ingested.case.id, status = %status, format = format_id, "alert accepted");
+    for effect in &ingested.effects {
+        // Carrying out effects (cards, pings, reminders) belongs to the Discord layer; until it
+        // runs, the decisions are on the case and visible through the API.
+        tracing::debug!(case_id = %ingested.case.id, ?effect, "effect decided");
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"case_id": ingested.case.id, "status": status}))).into_response())
+}
+
+fn store_unavailable(state: &AppState, error: &StorageError) -> ApiError {
+    state.metrics.store_failed();
+    tracing::error!(error = %error, "the store refused a write");
+    ApiError::Unavailable
+}
+
+#[derive(Debug, Deserialize)]
+struct CasesQuery {
+    state: Option<String>,
+}
+
+async fn list_cases(State(state): State<Arc<AppState>>, Query(query): Query<CasesQuery>) -> Result<Response, ApiError> {
+    let states: Option<Vec<CaseState>> = match query.state.as_deref() {
+        None => None,
+        Some("open") => Some(vec![CaseState::Open, CaseState::AwaitingConfirmation, CaseState::Escalated]),
+        Some("closed") => Some(vec![CaseState::ClosedExpected]),
+        Some(other) => match CaseState::ALL.iter().find(|state| state.id() == other) {
+            Some(found) => Some(vec![*found]),
+            None => {
+                return Err(ApiError::BadRequest(
+                    "unknown state".to_string(),
+                    vec![FieldProblem::new("", "state is open, closed, or one of open, awaiting_confirmation, escalated, closed_expected")],
+                ))
+            }
+        },
+    };
+    let service = Arc::clone(&state.service);
+    let cases = tokio::task::spawn_blocking(move || service.store.cases(states.as_deref()))
+        .await
+        .map_err(|_| ApiError::Unavailable)?
+        .map_err(|error| store_unavailable(&state, &error))?;
+    let summaries: Vec<Value> = cases
+        .iter()
+        .map(|case| {
+            json!({
+                "id": case.id,
+                "state": case.state.id(),
+                "opened_at": case.opened_at,
+                "updated_at": case.updated_at,
+                "alert_count": case.alert_count,
+                "source": case.alert().source.label(),
+                "target": case.alert().target.label(),
+                "account": case.alert().initiating_account().map(ToString::to_string),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"cases": summaries})).into_response())
+}
+
+async fn get_case(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let case_id: CaseId = id.parse().map_err(|message: String| ApiError::BadRequest("bad case id".to_string(), vec![FieldProblem::new("", message)]))?;
+    let service = Arc::clone(&state.service);
+    let found = tokio::task::spawn_blocking(move || {
+        let case = service.store.case(case_id)?;
+        let events = service.store.case_audit(case_id)?;
+        Ok::<_, StorageError>((case, events))
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable)?;
+    match found {
+        Ok((case, events)) => Ok(Json(case_view(&case, &events)).into_response()),
+        Err(StorageError::NoSuchCase(id)) => Err(ApiError::NotFound(format!("case {id} does not exist"))),
+        Err(error) => Err(store_unavailable(&state, &error)),
+    }
+}
+
+/// The case as the API shows it: the engine's view plus the audit trail.
+pub fn case_view(case: &Case, events: &[AuditRecord]) -> Value {
+    let current = case.confirmation.current;
+    let confirmers: Vec<Value> = case
+        .confirmation
+        .chain
+        .iter()
+        .enumerate()
+        .map(|(index, confirmer)| {
+            let status = match current {
+                Some(asked) if asked == index => "asked",
+                Some(asked) if asked > index => "passed",
+                _ => "not_asked",
+            };
+            let (person, role) = match confirmer {
+                Confirmer::Person { person, role } => (Some(person), Some(role)),
+                Confirmer::Soc => (None, None),
+            };
+            let verdicts: Vec<&vouch_playbook::engine::RecordedVerdict> =
+                case.confirmation.verdicts.iter().filter(|verdict| &verdict.confirmer == confirmer).collect();
+            json!({
+                "who": confirmer.label(),
+                "person": person,
+                "role": role,
+                "status": status,
+                "answers": verdicts,
+            })
+        })
+        .collect();
+    let scenarios: Vec<Value> = case
+        .opening
+        .scenarios
+        .iter()
+        .map(|scenario: &ScenarioAssessment| {
+            json!({"id": scenario.id, "title": scenario.title, "matched": scenario.matched(), "verdict": scenario.verdict, "evidence": scenario.evidence})
+        })
+        .collect();
+    let hints: serde_json::Map<String, Value> = case
+        .opening
+        .hints
+        .iter()
+        .map(|hint| {
+            (hint.question.to_string(), json!({"prompt": hint.prompt, "suggested": hint.suggested, "evidence": hint.evidence}))
+        })
+        .collect();
+    json!({
+        "id": case.id,
+        "state": case.state.id(),
+        "playbook_version": case.playbook_version,
+        "opened_at": case.opened_at,
+        "updated_at": case.updated_at,
+        "alert": case.alert(),
+        "alert_count": case.alert_count,
+        "last_alert_at": case.last_alert_at,
+        "account_kind": case.opening.account_kind,
+        "facts": case.facts,
+        "scenarios": scenarios,
+        "hints": hints,
+        "concerns": case.opening.concerns,
+        "history": case.opening.history,
+        "confirmers": confirmers,
+        "reminder_due_at": case.confirmation.deadline,
+        "answers": case.answers,
+        "escalation": case.escalation,
+        "resolution": case.resolution,
+        "events": events,
+    })
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let service = Arc::clone(&state.service);
+    let counts = tokio::task::spawn_blocking(move || service.store.case_counts()).await;
+    let counts = match counts {
+        Ok(Ok(counts)) => counts,
+        _ => Vec::new(),
+    };
+    let text = state.metrics.render(&counts, state.service.store.flush_stats());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

@@ -1,0 +1,37 @@
+//! One place where an alert or an event meets the directory, the engine and the store.
+
+use std::sync::Arc;
+
+use vouch_config::Directory;
+use vouch_playbook::{apply, open_case, Alert, Case, CaseEvent, Playbook, Timestamp};
+use vouch_storage::{IngestRequest, Ingested, StorageError, Store};
+
+pub struct Service {
+    pub store: Arc<Store>,
+    pub directory: Directory,
+    pub playbook: Playbook,
+    pub grouping_window_minutes: u32,
+}
+
+impl Service {
+    /// Turns an alert into a new, grouped or duplicate case, durably. Blocking: call it from a
+    /// blocking thread.
+    pub fn ingest(&self, alert: Alert, now: Timestamp) -> Result<Ingested, StorageError> {
+        let facts = self.directory.facts_for(&alert);
+        let playbook = &self.playbook;
+        let open = |id, alert: Alert, history: &_| {
+            let opening = open_case(playbook, &alert, &facts, history, now);
+            Case::open(id, playbook, alert, facts.clone(), opening, now)
+        };
+        let fold = |case: Case, alert: &Alert| {
+            apply(playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now)
+        };
+        self.store.ingest(IngestRequest {
+            alert,
+            grouping_window_millis: i64::from(self.grouping_window_minutes) * 60_000,
+            now,
+            open: &open,
+            fold: &fold,
+        })
+    }
+}

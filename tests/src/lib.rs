@@ -1,0 +1,1 @@
+//! Vouch's end-to-end suite lives in `e2e/`; this library is empty.
