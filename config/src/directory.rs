@@ -503,21 +503,23 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
         let Some(name) = &account.name else { continue };
         let key = name.to_ascii_lowercase();
         let kind = match account.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            Some("user") => AccountKind::User,
-            Some("service") => AccountKind::Service,
-            Some("system") => AccountKind::System,
+            Some("user") => Some(AccountKind::User),
+            Some("service") => Some(AccountKind::Service),
+            Some("system") => Some(AccountKind::System),
             Some(other) => {
                 problems.push(origin.problem("kind", format!("`{other}` is not one of user, service, system")));
-                continue;
+                None
             }
-            None => continue,
+            None => None,
         };
+        let holder = account.holder.as_deref().and_then(|holder| check_person(origin, "holder", holder, problems));
+        let owner = account.owner.as_deref().and_then(|owner| check_person(origin, "owner", owner, problems));
         if directory.accounts.contains_key(&key) {
             problems.push(origin.problem("name", format!("the account `{name}` is listed twice")));
             continue;
         }
-        let holder = account.holder.as_deref().and_then(|holder| check_person(origin, "holder", holder, problems));
-        let owner = account.owner.as_deref().and_then(|owner| check_person(origin, "owner", owner, problems));
+        // An entry with a bad kind was reported above; it is checked through but not kept.
+        let Some(kind) = kind else { continue };
         directory.accounts.insert(key.clone(), Account { name: key, kind, holder, owner, service: account.service.clone() });
     }
     for (origin, key, holder) in implied_accounts {
@@ -542,28 +544,25 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
             problems.push(origin.problem("hostname", "must not be empty"));
             continue;
         }
-        if directory.assets.contains_key(&key) {
+        let duplicate = directory.assets.contains_key(&key);
+        if duplicate {
             problems.push(origin.problem("hostname", format!("the hostname `{hostname}` is listed twice")));
-            continue;
         }
-        let kind = match asset.kind.as_deref() {
-            Some(text) => match AssetKind::from_id(text) {
-                Some(kind) => kind,
-                None => {
-                    let known: Vec<&str> = AssetKind::ALL.iter().map(|kind| kind.id()).collect();
-                    problems.push(origin.problem("kind", format!("`{text}` is not one of {}", known.join(", "))));
-                    continue;
-                }
-            },
-            None => continue,
-        };
+        let kind = asset.kind.as_deref().and_then(|text| {
+            let kind = AssetKind::from_id(text);
+            if kind.is_none() {
+                let known: Vec<&str> = AssetKind::ALL.iter().map(|kind| kind.id()).collect();
+                problems.push(origin.problem("kind", format!("`{text}` is not one of {}", known.join(", "))));
+            }
+            kind
+        });
         let criticality = match asset.criticality.as_deref() {
             Some(text) => Criticality::from_id(text).unwrap_or_else(|| {
                 problems.push(origin.problem("criticality", format!("`{text}` is not one of low, medium, high, critical")));
                 Criticality::Medium
             }),
             // Domain controllers are critical unless someone says otherwise.
-            None if kind == AssetKind::DomainController => Criticality::Critical,
+            None if kind == Some(AssetKind::DomainController) => Criticality::Critical,
             None => Criticality::Medium,
         };
         let mut ips = Vec::new();
@@ -607,6 +606,8 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
             })
             .map(|(vendor, id)| EdrId { vendor: vendor.to_ascii_lowercase(), id: id.trim().to_string() })
             .collect();
+        // A duplicate or an entry without a valid kind was reported above and is not kept.
+        let Some(kind) = kind.filter(|_| !duplicate) else { continue };
         directory.assets.insert(
             key,
             Asset { hostname: hostname.clone(), ips, kind, owner, criticality, edr_ids, service_accounts, shares },

@@ -1,1 +1,9 @@
+//! Vouch's end-to-end suite: the real `vouch` binary, real sled stores in temporary folders,
+//! real HTTP on 127.0.0.1. One test binary (see matklad's "Delete cargo integration tests").
 
+mod support;
+
+mod audit;
+mod config;
+mod crash;
+mod ingest;

@@ -1,0 +1,164 @@
+//! Starting and stopping the real binary, and talking to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const INGEST_TOKEN: &str = "e2e-ingest-token-7f3a";
+pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_vouch-under-test")
+}
+
+pub fn repository_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+}
+
+/// A temporary folder holding `vouch.toml`, the example directory and the store.
+pub struct Workspace {
+    pub folder: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new(extra_ingest: &str) -> Workspace {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let directory = std::fs::read_to_string(repository_file("config/directory.example.toml")).expect("example");
+        std::fs::write(folder.path().join("directory.toml"), directory).expect("write");
+        let settings = format!(
+            "[ingest]\nlisten = \"127.0.0.1:0\"\ntoken = {{ env = \"VOUCH_INGEST_TOKEN\" }}\ngrouping_window_minutes = 30\n{extra_ingest}\n\
+             [storage]\ndata_dir = \"data\"\ncache_capacity_mib = 8\n\n[directory]\nfile = \"directory.toml\"\n"
+        );
+        std::fs::write(folder.path().join("vouch.toml"), settings).expect("write");
+        Workspace { folder }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.folder.path().join("vouch.toml")
+    }
+
+    pub fn command(&self, arguments: &[&str]) -> Command {
+        let mut command = Command::new(binary());
+        command
+            .args(arguments)
+            .current_dir(self.folder.path())
+            .env("VOUCH_INGEST_TOKEN", INGEST_TOKEN)
+            .env("VOUCH_INGEST_SIGNING_SECRET", SIGNING_SECRET)
+            .env("VOUCH_LOG", "info");
+        command
+    }
+
+    /// Runs a one-shot subcommand and returns (exit code, stdout, stderr).
+    pub fn run_command(&self, arguments: &[&str]) -> (i32, String, String) {
+        let output = self.command(arguments).output().expect("vouch runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Starts `vouch run` and waits for it to say where it listens.
+    pub fn start(&self) -> Running {
+        let config = self.config();
+        let mut child = self
+            .command(&["run", "--config", config.to_str().expect("utf-8 path")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vouch starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log").push_str(&(line + "\n"));
+            }
+        });
+        let mut first_line = String::new();
+        BufReader::new(stdout).read_line(&mut first_line).expect("vouch prints its address");
+        let address = first_line
+            .trim()
+            .strip_prefix("vouch: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first_line:?}; log: {}", log.lock().expect("log")))
+            .to_string();
+        Running { child, base: format!("http://{address}"), log }
+    }
+}
+
+/// A running `vouch run`; killed when dropped so a failing test leaves nothing behind.
+pub struct Running {
+    child: Child,
+    pub base: String,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Running {
+    pub fn kill_hard(mut self) {
+        // SIGKILL: no destructor, no flush, no goodbye.
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub fn terminate(mut self) -> i32 {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: sending a signal to our own child process, whose pid we hold.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "vouch did not stop within 20 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
+/// POSTs a JSON alert with the right token; returns (status, body).
+pub async fn post_alert(base: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let response = client()
+        .post(format!("{base}/api/v1/alerts"))
+        .bearer_auth(INGEST_TOKEN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+pub async fn get_json(base: &str, path: &str) -> (u16, serde_json::Value) {
+    let response = client().get(format!("{base}{path}")).bearer_auth(INGEST_TOKEN).send().await.expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A native alert for a movement from `source` to `target` by `account`.
+pub fn native_alert(id: &str, source: &str, target: &str, account: &str) -> serde_json::Value {
+    serde_json::json!({
+        "vouch_alert": 1, "id": id, "product": "e2e",
+        "source": {"hostname": source}, "target": {"hostname": target},
+        "account": account, "protocol": "rdp", "mitre": ["T1021.001"], "severity": "high"
+    })
+}
