@@ -136,7 +136,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let Some(config) = load_config(path) else {
         return Ok(ExitCode::from(2));
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     runtime.block_on(serve(config))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -166,7 +167,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // that asked for port 0 learns the real one.
     println!("vouch: listening on {address}");
     let _ = std::io::stdout().flush();
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await.context("the HTTP server failed")?;
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
     tracing::info!("shutting down: flushing the store");
     store.close().context("the store could not be flushed")?;
     Ok(())
@@ -199,7 +203,9 @@ async fn shutdown_signal() {
 fn audit_verify(path: &Path, file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let report = match file {
         Some(file) => {
-            let reader = std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?);
+            let reader = std::io::BufReader::new(
+                std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+            );
             let mut records = Vec::new();
             for (index, line) in reader.lines().enumerate() {
                 let line = line?;
@@ -218,7 +224,11 @@ fn audit_verify(path: &Path, file: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     };
     if report.is_intact() {
-        let head = report.head.as_ref().map(|head| format!("#{} {}", head.seq, head.hash)).unwrap_or_else(|| "empty".to_string());
+        let head = report
+            .head
+            .as_ref()
+            .map(|head| format!("#{} {}", head.seq, head.hash))
+            .unwrap_or_else(|| "empty".to_string());
         println!("audit log intact: {} records, head {head}", report.records);
         Ok(ExitCode::SUCCESS)
     } else {

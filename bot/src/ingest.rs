@@ -79,7 +79,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         // Authentication runs before the body is read, so an unauthenticated sender cannot make
         // the server buffer anything.
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_bearer))
-        .layer(DefaultBodyLimit::max(limit));
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), count_refusals));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
@@ -92,9 +93,18 @@ async fn require_bearer(State(state): State<Arc<AppState>>, request: Request, ne
     if bearer_matches(header, &state.token) {
         next.run(request).await
     } else {
-        state.metrics.request_refused(401);
         ApiError::Unauthorized("missing or wrong bearer token".to_string()).into_response()
     }
+}
+
+/// Counts every refused API request by status, wherever it was refused (auth, body limit,
+/// extractor or handler).
+async fn count_refusals(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status().is_client_error() || response.status().is_server_error() {
+        state.metrics.request_refused(response.status().as_u16());
+    }
+    response
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,21 +130,15 @@ async fn receive_alert(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let result = accept_alert(&state, query, &headers, body).await;
-    if let Err(error) = &result {
-        let status = match error {
-            ApiError::Unauthorized(_) => 401,
-            ApiError::UnsupportedMediaType => 415,
-            ApiError::BadRequest(..) => 400,
-            ApiError::NotFound(_) => 404,
-            ApiError::Unavailable => 503,
-        };
-        state.metrics.request_refused(status);
-    }
-    result
+    accept_alert(&state, query, &headers, body).await
 }
 
-async fn accept_alert(state: &AppState, query: AlertQuery, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn accept_alert(
+    state: &AppState,
+    query: AlertQuery,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     if !state.signing_secrets.is_empty() {
         let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
         verify_signature(
@@ -206,7 +210,10 @@ async fn list_cases(State(state): State<Arc<AppState>>, Query(query): Query<Case
             None => {
                 return Err(ApiError::BadRequest(
                     "unknown state".to_string(),
-                    vec![FieldProblem::new("", "state is open, closed, or one of open, awaiting_confirmation, escalated, closed_expected")],
+                    vec![FieldProblem::new(
+                        "",
+                        "state is open, closed, or one of open, awaiting_confirmation, escalated, closed_expected",
+                    )],
                 ))
             }
         },
@@ -235,7 +242,9 @@ async fn list_cases(State(state): State<Arc<AppState>>, Query(query): Query<Case
 }
 
 async fn get_case(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let case_id: CaseId = id.parse().map_err(|message: String| ApiError::BadRequest("bad case id".to_string(), vec![FieldProblem::new("", message)]))?;
+    let case_id: CaseId = id.parse().map_err(|message: String| {
+        ApiError::BadRequest("bad case id".to_string(), vec![FieldProblem::new("", message)])
+    })?;
     let service = Arc::clone(&state.service);
     let found = tokio::task::spawn_blocking(move || {
         let case = service.store.case(case_id)?;
@@ -293,7 +302,10 @@ pub fn case_view(case: &Case, events: &[AuditRecord]) -> Value {
         .hints
         .iter()
         .map(|hint| {
-            (hint.question.to_string(), json!({"prompt": hint.prompt, "suggested": hint.suggested, "evidence": hint.evidence}))
+            (
+                hint.question.to_string(),
+                json!({"prompt": hint.prompt, "suggested": hint.suggested, "evidence": hint.evidence}),
+            )
         })
         .collect();
     json!({

@@ -12,7 +12,7 @@ use vouch_storage::FlushStats;
 pub struct Metrics {
     /// Accepted alerts by (format, status).
     accepted: Mutex<BTreeMap<(String, String), u64>>,
-    /// Refused requests by HTTP status.
+    /// Refused API requests by HTTP status.
     refused: Mutex<BTreeMap<u16, u64>>,
     store_failures: AtomicU64,
 }
@@ -35,12 +35,13 @@ impl Metrics {
     /// Renders every metric; case counts and flush timings are read from the store by the caller.
     pub fn render(&self, cases: &[(CaseState, u64)], flush: FlushStats) -> String {
         let mut text = String::new();
-        let _ = writeln!(text, "# HELP vouch_alerts_accepted_total Alerts accepted (202), by input format and outcome.");
+        let _ =
+            writeln!(text, "# HELP vouch_alerts_accepted_total Alerts accepted (202), by input format and outcome.");
         let _ = writeln!(text, "# TYPE vouch_alerts_accepted_total counter");
         for ((format, status), count) in self.accepted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
             let _ = writeln!(text, "vouch_alerts_accepted_total{{format=\"{format}\",status=\"{status}\"}} {count}");
         }
-        let _ = writeln!(text, "# HELP vouch_requests_refused_total Ingest requests refused, by HTTP status.");
+        let _ = writeln!(text, "# HELP vouch_requests_refused_total API requests refused, by HTTP status.");
         let _ = writeln!(text, "# TYPE vouch_requests_refused_total counter");
         for (status, count) in self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
             let _ = writeln!(text, "vouch_requests_refused_total{{status=\"{status}\"}} {count}");

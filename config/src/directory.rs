@@ -158,7 +158,11 @@ impl Directory {
             owner: asset.owner.as_ref().and_then(|owner| self.person_ref(owner)),
             edr_ids: asset.edr_ids.clone(),
             service_accounts: asset.service_accounts.clone(),
-            shares: asset.shares.iter().map(|share| ShareFacts { name: share.name.clone(), owner: share.owner.clone() }).collect(),
+            shares: asset
+                .shares
+                .iter()
+                .map(|share| ShareFacts { name: share.name.clone(), owner: share.owner.clone() })
+                .collect(),
         })
     }
 
@@ -234,16 +238,21 @@ struct RawDirectory {
     assets: Vec<(Origin, RawAsset)>,
 }
 
-const PERSON_FIELDS: [&str; 9] = ["id", "name", "discord_id", "manager", "team", "roles", "workstations", "accounts", "delegates"];
+const PERSON_FIELDS: [&str; 9] =
+    ["id", "name", "discord_id", "manager", "team", "roles", "workstations", "accounts", "delegates"];
 const ACCOUNT_FIELDS: [&str; 5] = ["name", "kind", "holder", "owner", "service"];
-const ASSET_FIELDS: [&str; 8] = ["hostname", "ips", "kind", "owner", "criticality", "edr_ids", "service_accounts", "shares"];
+const ASSET_FIELDS: [&str; 8] =
+    ["hostname", "ips", "kind", "owner", "criticality", "edr_ids", "service_accounts", "shares"];
 
 fn origin_of(table: &TableReader<'_>, fields: &[&'static str]) -> Origin {
-    let field_lines = fields
-        .iter()
-        .filter_map(|field| table.file.line_of(table.span_of(field)).map(|line| (*field, line)))
-        .collect();
-    Origin { file: table.file.name.clone(), line: table.file.line_of(table.span_of("")), path: table.path.clone(), field_lines }
+    let field_lines =
+        fields.iter().filter_map(|field| table.file.line_of(table.span_of(field)).map(|line| (*field, line))).collect();
+    Origin {
+        file: table.file.name.clone(),
+        line: table.file.line_of(table.span_of("")),
+        path: table.path.clone(),
+        field_lines,
+    }
 }
 
 fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
@@ -306,25 +315,44 @@ fn list(cell: Option<&String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn read_csv(path: &Path, known: &[&'static str], problems: &mut Vec<ConfigProblem>) -> Vec<(Origin, BTreeMap<String, String>)> {
+fn read_csv(
+    path: &Path,
+    known: &[&'static str],
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<(Origin, BTreeMap<String, String>)> {
     let name = path.display().to_string();
     let mut reader = match csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path) {
         Ok(reader) => reader,
         Err(error) => {
-            problems.push(ConfigProblem { file: name, line: None, key: String::new(), message: format!("cannot read the file: {error}") });
+            problems.push(ConfigProblem {
+                file: name,
+                line: None,
+                key: String::new(),
+                message: format!("cannot read the file: {error}"),
+            });
             return Vec::new();
         }
     };
     let headers: Vec<String> = match reader.headers() {
         Ok(headers) => headers.iter().map(|header| header.to_ascii_lowercase()).collect(),
         Err(error) => {
-            problems.push(ConfigProblem { file: name, line: Some(1), key: String::new(), message: format!("no header row: {error}") });
+            problems.push(ConfigProblem {
+                file: name,
+                line: Some(1),
+                key: String::new(),
+                message: format!("no header row: {error}"),
+            });
             return Vec::new();
         }
     };
     for header in &headers {
         if !known.contains(&header.as_str()) {
-            problems.push(ConfigProblem { file: name.clone(), line: Some(1), key: header.clone(), message: format!("unknown column (known: {})", known.join(", ")) });
+            problems.push(ConfigProblem {
+                file: name.clone(),
+                line: Some(1),
+                key: header.clone(),
+                message: format!("unknown column (known: {})", known.join(", ")),
+            });
         }
     }
     let mut rows = Vec::new();
@@ -338,7 +366,15 @@ fn read_csv(path: &Path, known: &[&'static str], problems: &mut Vec<ConfigProble
                     .filter(|(_, cell)| !cell.is_empty())
                     .map(|(header, cell)| (header.clone(), cell.to_string()))
                     .collect();
-                rows.push((Origin { file: name.clone(), line, path: format!("row {}", index + 1), field_lines: BTreeMap::new() }, cells));
+                rows.push((
+                    Origin {
+                        file: name.clone(),
+                        line,
+                        path: format!("row {}", index + 1),
+                        field_lines: BTreeMap::new(),
+                    },
+                    cells,
+                ));
             }
             Err(error) => problems.push(ConfigProblem {
                 file: name.clone(),
@@ -353,10 +389,10 @@ fn read_csv(path: &Path, known: &[&'static str], problems: &mut Vec<ConfigProble
 
 fn read_people_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<ConfigProblem>) {
     for (origin, cells) in read_csv(path, &PERSON_FIELDS, problems) {
-        if cells.get("id").is_none() {
+        if !cells.contains_key("id") {
             problems.push(origin.problem("id", "is required"));
         }
-        if cells.get("name").is_none() {
+        if !cells.contains_key("name") {
             problems.push(origin.problem("name", "is required"));
         }
         let person = RawPerson {
@@ -375,9 +411,11 @@ fn read_people_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<Confi
 }
 
 fn read_assets_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<ConfigProblem>) {
-    for (origin, cells) in read_csv(path, &["hostname", "ips", "kind", "owner", "criticality", "edr_ids", "service_accounts"], problems) {
+    for (origin, cells) in
+        read_csv(path, &["hostname", "ips", "kind", "owner", "criticality", "edr_ids", "service_accounts"], problems)
+    {
         for required in ["hostname", "kind"] {
-            if cells.get(required).is_none() {
+            if !cells.contains_key(required) {
                 problems.push(origin.problem(required, "is required"));
             }
         }
@@ -431,19 +469,20 @@ pub(crate) fn load(files: &DirectoryFiles) -> (Directory, Vec<ConfigProblem>) {
 fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
     let mut directory = Directory::default();
     let person_ids: BTreeSet<String> = raw.people.iter().filter_map(|(_, person)| person.id.clone()).collect();
-    let check_person = |origin: &Origin, field: &str, id: &str, problems: &mut Vec<ConfigProblem>| -> Option<PersonId> {
-        match PersonId::parse(id) {
-            Ok(parsed) if person_ids.contains(id) => Some(parsed),
-            Ok(_) => {
-                problems.push(origin.problem(field, format!("`{id}` is not a person in the directory")));
-                None
+    let check_person =
+        |origin: &Origin, field: &str, id: &str, problems: &mut Vec<ConfigProblem>| -> Option<PersonId> {
+            match PersonId::parse(id) {
+                Ok(parsed) if person_ids.contains(id) => Some(parsed),
+                Ok(_) => {
+                    problems.push(origin.problem(field, format!("`{id}` is not a person in the directory")));
+                    None
+                }
+                Err(message) => {
+                    problems.push(origin.problem(field, message));
+                    None
+                }
             }
-            Err(message) => {
-                problems.push(origin.problem(field, message));
-                None
-            }
-        }
-    };
+        };
 
     let mut implied_accounts: Vec<(Origin, String, PersonId)> = Vec::new();
     for (origin, person) in &raw.people {
@@ -475,10 +514,17 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
         if manager.as_ref() == Some(&id) {
             problems.push(origin.problem("manager", "a person cannot be their own manager"));
         }
-        let delegates = person.delegates.iter().filter_map(|delegate| check_person(origin, "delegates", delegate, problems)).collect();
+        let delegates = person
+            .delegates
+            .iter()
+            .filter_map(|delegate| check_person(origin, "delegates", delegate, problems))
+            .collect();
         for role in &person.roles {
             if PersonId::parse(role).is_err() {
-                problems.push(origin.problem("roles", format!("`{role}` is not a role name (lower-case words such as helpdesk, admin, developer, soc)")));
+                problems.push(origin.problem(
+                    "roles",
+                    format!("`{role}` is not a role name (lower-case words such as helpdesk, admin, developer, soc)"),
+                ));
             }
         }
         for account in &person.accounts {
@@ -520,12 +566,15 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
         }
         // An entry with a bad kind was reported above; it is checked through but not kept.
         let Some(kind) = kind else { continue };
-        directory.accounts.insert(key.clone(), Account { name: key, kind, holder, owner, service: account.service.clone() });
+        directory
+            .accounts
+            .insert(key.clone(), Account { name: key, kind, holder, owner, service: account.service.clone() });
     }
     for (origin, key, holder) in implied_accounts {
         match directory.accounts.get(&key) {
             Some(existing) if existing.holder.as_ref() != Some(&holder) => {
-                problems.push(origin.problem("accounts", format!("the account `{key}` is already held by someone else")));
+                problems
+                    .push(origin.problem("accounts", format!("the account `{key}` is already held by someone else")));
             }
             Some(_) => {}
             None => {
@@ -558,7 +607,8 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
         });
         let criticality = match asset.criticality.as_deref() {
             Some(text) => Criticality::from_id(text).unwrap_or_else(|| {
-                problems.push(origin.problem("criticality", format!("`{text}` is not one of low, medium, high, critical")));
+                problems
+                    .push(origin.problem("criticality", format!("`{text}` is not one of low, medium, high, critical")));
                 Criticality::Medium
             }),
             // Domain controllers are critical unless someone says otherwise.
@@ -578,11 +628,15 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
             }
         }
         let owner = asset.owner.as_deref().and_then(|owner| check_person(origin, "owner", owner, problems));
-        let service_accounts: Vec<String> = asset.service_accounts.iter().map(|name| name.to_ascii_lowercase()).collect();
+        let service_accounts: Vec<String> =
+            asset.service_accounts.iter().map(|name| name.to_ascii_lowercase()).collect();
         for name in &service_accounts {
             if let Some(account) = directory.accounts.get(name) {
                 if account.kind != AccountKind::Service {
-                    problems.push(origin.problem("service_accounts", format!("`{name}` is a {} account, not a service account", account.kind.id())));
+                    problems.push(origin.problem(
+                        "service_accounts",
+                        format!("`{name}` is a {} account, not a service account", account.kind.id()),
+                    ));
                 }
             }
         }

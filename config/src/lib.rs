@@ -13,7 +13,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use directory::{Account, Asset, Directory, Person, Share};
-pub use settings::{DiscordSettings, IngestSettings, Secret, Settings, StorageSettings, WebhookPreset, WebhookSettings};
+pub use settings::{
+    DiscordSettings, IngestSettings, Secret, Settings, StorageSettings, WebhookPreset, WebhookSettings,
+};
 
 use reader::{SourceFile, TableReader};
 
@@ -128,11 +130,13 @@ pub fn load(path: &Path, environment: &dyn Environment) -> Result<Config, Config
 }
 
 fn read_file(path: &Path) -> Result<SourceFile, ConfigProblem> {
-    std::fs::read_to_string(path).map(|text| SourceFile::new(&path.display().to_string(), text)).map_err(|error| ConfigProblem {
-        file: path.display().to_string(),
-        line: None,
-        key: String::new(),
-        message: format!("cannot read the file: {error}"),
+    std::fs::read_to_string(path).map(|text| SourceFile::new(&path.display().to_string(), text)).map_err(|error| {
+        ConfigProblem {
+            file: path.display().to_string(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the file: {error}"),
+        }
     })
 }
 

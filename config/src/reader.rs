@@ -49,7 +49,12 @@ pub(crate) struct TableReader<'a> {
 }
 
 impl<'a> TableReader<'a> {
-    pub(crate) fn new(file: &'a SourceFile, table: &'a dyn TableLike, span: Option<Range<usize>>, path: String) -> Self {
+    pub(crate) fn new(
+        file: &'a SourceFile,
+        table: &'a dyn TableLike,
+        span: Option<Range<usize>>,
+        path: String,
+    ) -> Self {
         TableReader { file, table, span, path, used: RefCell::new(Vec::new()) }
     }
 
@@ -67,7 +72,11 @@ impl<'a> TableReader<'a> {
     }
 
     pub(crate) fn span_of(&self, key: &str) -> Option<Range<usize>> {
-        self.table.get(key).and_then(item_span).or_else(|| self.table.key(key).and_then(|key| key.span())).or(self.span.clone())
+        self.table
+            .get(key)
+            .and_then(item_span)
+            .or_else(|| self.table.key(key).and_then(|key| key.span()))
+            .or(self.span.clone())
     }
 
     pub(crate) fn problem(&self, key: &str, message: impl Into<String>) {
@@ -137,7 +146,9 @@ impl<'a> TableReader<'a> {
         for (index, value) in array.iter().enumerate() {
             match value.as_str() {
                 Some(text) => texts.push(text.to_string()),
-                None => self.file.problem(value.span(), &format!("{}[{index}]", self.key_path(key)), "must be a string"),
+                None => {
+                    self.file.problem(value.span(), &format!("{}[{index}]", self.key_path(key)), "must be a string")
+                }
             }
         }
         texts

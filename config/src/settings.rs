@@ -120,7 +120,13 @@ pub(crate) struct CompiledSettings {
 }
 
 /// Reads a secret reference: `{ env = "NAME" }` or `{ file = "PATH" }`, never a literal.
-fn secret(table: &TableReader<'_>, key: &'static str, base: &Path, environment: &dyn Environment, required: bool) -> Option<Secret> {
+fn secret(
+    table: &TableReader<'_>,
+    key: &'static str,
+    base: &Path,
+    environment: &dyn Environment,
+    required: bool,
+) -> Option<Secret> {
     if table.is_string(key) {
         table.problem(key, "secrets are not written in the config: use { env = \"NAME\" } or { file = \"PATH\" }");
         return None;
@@ -142,7 +148,9 @@ fn resolve_secret(reference: &TableReader<'_>, base: &Path, environment: &dyn En
     reference.finish();
     match (env, file) {
         (Some(name), None) => match environment.var(&name) {
-            Some(value) if !value.trim().is_empty() => Some(Secret::new(value.trim().to_string(), format!("env:{name}"))),
+            Some(value) if !value.trim().is_empty() => {
+                Some(Secret::new(value.trim().to_string(), format!("env:{name}")))
+            }
             _ => {
                 reference.problem("env", format!("the environment variable {name} is not set"));
                 None
@@ -238,10 +246,13 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
                     })
                     .collect();
                 let grouping_window_minutes = ingest.integer("grouping_window_minutes", 0..10_081).unwrap_or(30) as u32;
-                let max_body_bytes = ingest.integer("max_body_bytes", 1024..16 * 1024 * 1024 + 1).unwrap_or(1024 * 1024) as usize;
+                let max_body_bytes =
+                    ingest.integer("max_body_bytes", 1024..16 * 1024 * 1024 + 1).unwrap_or(1024 * 1024) as usize;
                 ingest.finish();
                 match (listen, token) {
-                    (Some(listen), Some(token)) => Some(IngestSettings { listen, token, signing_secrets, grouping_window_minutes, max_body_bytes }),
+                    (Some(listen), Some(token)) => {
+                        Some(IngestSettings { listen, token, signing_secrets, grouping_window_minutes, max_body_bytes })
+                    }
                     _ => None,
                 }
             }
@@ -297,7 +308,8 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
                     }
                 }
                 let preset_name = webhook.string("preset").unwrap_or_else(|| "generic".to_string());
-                let preset = WebhookPreset::NAMES.iter().find(|(known, _)| *known == preset_name).map(|(_, preset)| *preset);
+                let preset =
+                    WebhookPreset::NAMES.iter().find(|(known, _)| *known == preset_name).map(|(_, preset)| *preset);
                 if preset.is_none() {
                     webhook.problem("preset", "one of generic, crowdstrike, defender, sentinelone, elastic");
                 }

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::definition::{
-    Condition, ConfirmerRole, FactName, FactTest, Leaning, Playbook, QUESTION_ACCOUNT_USAGE,
-    QUESTION_INTERACTIVE,
+    Condition, ConfirmerRole, FactName, FactTest, Leaning, Playbook, QUESTION_ACCOUNT_USAGE, QUESTION_INTERACTIVE,
 };
 use crate::facts::{AccountFacts, AccountKind, AssetFacts, Criticality, Facts, History, PersonRef};
 use crate::ids::{AnswerId, CaseId, PersonId, PlaybookVersion, QuestionId, ScenarioId, Snowflake};
@@ -75,7 +74,10 @@ pub struct Hint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Confirmer {
-    Person { person: PersonRef, role: ConfirmerRole },
+    Person {
+        person: PersonRef,
+        role: ConfirmerRole,
+    },
     /// The end of every chain: the SOC itself decides.
     Soc,
 }
@@ -163,9 +165,17 @@ pub enum Side {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum CaseEvent {
     /// Another alert of the same movement arrived within the grouping window.
-    AlertGrouped { received_at: Timestamp },
-    Answer { question: QuestionId, answer: AnswerId, by: Actor },
-    AskConfirmation { by: Actor },
+    AlertGrouped {
+        received_at: Timestamp,
+    },
+    Answer {
+        question: QuestionId,
+        answer: AnswerId,
+        by: Actor,
+    },
+    AskConfirmation {
+        by: Actor,
+    },
     Confirm {
         verdict: ConfirmVerdict,
         by: Actor,
@@ -177,7 +187,10 @@ pub enum CaseEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    Close { by: Actor, justification: String },
+    Close {
+        by: Actor,
+        justification: String,
+    },
     /// A reminder deadline stored with the case has passed.
     ReminderDue,
 }
@@ -195,15 +208,28 @@ pub enum PingReason {
 pub enum Effect {
     PostCard,
     UpdateCard,
-    PingPerson { person: PersonRef, reason: PingReason },
+    PingPerson {
+        person: PersonRef,
+        reason: PingReason,
+    },
     /// Tell the SOC something needs them (no confirmer left, or a concern after a vouch).
-    NotifySoc { message: String },
-    PageOnCall { reason: String },
+    NotifySoc {
+        message: String,
+    },
+    PageOnCall {
+        reason: String,
+    },
     /// Offer (or, on the owner's "not expected", recommend) isolating a system.
-    ProposeIsolation { side: Side },
-    ScheduleReminder { at: Timestamp },
+    ProposeIsolation {
+        side: Side,
+    },
+    ScheduleReminder {
+        at: Timestamp,
+    },
     /// The event was not accepted; the case is unchanged. The bot records the refusal.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -492,8 +518,7 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
                 return case.refuse(format!("`{answer}` is not an answer to `{question}`"));
             }
             let mut case = case;
-            case.answers
-                .insert(question, RecordedAnswer { answer, by, at: now, playbook_version: playbook.version });
+            case.answers.insert(question, RecordedAnswer { answer, by, at: now, playbook_version: playbook.version });
             (case, vec![Effect::UpdateCard])
         }
         CaseEvent::AskConfirmation { by } => {
@@ -507,7 +532,9 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             case.ask(playbook, next, now)
         }
         CaseEvent::Confirm { verdict, by, justification } => {
-            if case.state != CaseState::AwaitingConfirmation && case.confirmation.current_confirmer() != Some(&Confirmer::Soc) {
+            if case.state != CaseState::AwaitingConfirmation
+                && case.confirmation.current_confirmer() != Some(&Confirmer::Soc)
+            {
                 return case.refuse("nobody is being asked to confirm this case right now");
             }
             if !case.is_asked(&by) {
@@ -670,9 +697,10 @@ impl Subject<'_> {
     }
 
     fn share_name(&self) -> Option<String> {
-        self.alert.share.as_deref().map(|share| {
-            share.trim_start_matches('\\').rsplit('\\').next().unwrap_or(share).to_ascii_lowercase()
-        })
+        self.alert
+            .share
+            .as_deref()
+            .map(|share| share.trim_start_matches('\\').rsplit('\\').next().unwrap_or(share).to_ascii_lowercase())
     }
 
     fn fact(&self, name: FactName) -> FactValue {
@@ -734,17 +762,12 @@ impl Subject<'_> {
                     .and_then(|known| known.owner.as_ref());
                 FactValue::Flag(owner == Some(&holder.person.id))
             }
-            FactName::ProgramFamily => {
-                match self.alert.program.as_ref().and_then(|program| program.key()) {
-                    Some(name) => FactValue::Words(vec![self
-                        .playbook
-                        .programs
-                        .family(&name)
-                        .unwrap_or("other")
-                        .to_string()]),
-                    None => FactValue::Unknown("the alert names no program"),
+            FactName::ProgramFamily => match self.alert.program.as_ref().and_then(|program| program.key()) {
+                Some(name) => {
+                    FactValue::Words(vec![self.playbook.programs.family(&name).unwrap_or("other").to_string()])
                 }
-            }
+                None => FactValue::Unknown("the alert names no program"),
+            },
             FactName::HistorySourceDistinctTargets => match self.history.source_distinct_targets {
                 Some(count) => FactValue::Number(count),
                 None => FactValue::Unknown("no history yet"),
@@ -844,11 +867,16 @@ impl Subject<'_> {
         if let Some(command_line) = self.alert.program.as_ref().and_then(|program| program.command_line.as_deref()) {
             let lowered = command_line.to_ascii_lowercase();
             if [" -enc ", " -encodedcommand ", " -e ", " -ec "].iter().any(|flag| lowered.contains(flag)) {
-                concerns.push("The command line carries an encoded PowerShell command, a common way to hide what runs.".to_string());
+                concerns.push(
+                    "The command line carries an encoded PowerShell command, a common way to hide what runs."
+                        .to_string(),
+                );
             }
         }
         if self.alert.connection == ConnectionKind::AlternateAuthentication {
-            concerns.push("The alert points at reused authentication material (pass-the-hash or pass-the-ticket).".to_string());
+            concerns.push(
+                "The alert points at reused authentication material (pass-the-hash or pass-the-ticket).".to_string(),
+            );
         }
         if let (Some(account), Some(acting_as)) = (&self.alert.account, &self.alert.acting_as) {
             if account.key() != acting_as.key() {
@@ -887,7 +915,9 @@ impl Subject<'_> {
             (_, None) => evidence.push(format!("The account's name marks it as a {} account.", kind.id())),
         }
         let family = self.program_family();
-        if kind == AccountKind::Service && (family == Some("remote_access_tool") || self.alert.protocol == Protocol::Rdp) {
+        if kind == AccountKind::Service
+            && (family == Some("remote_access_tool") || self.alert.protocol == Protocol::Rdp)
+        {
             evidence.push("A service account should not be driving a remote-access tool.".to_string());
             suggested = self.answer_leaning(QUESTION_ACCOUNT_USAGE, Leaning::Suspicious);
         }
@@ -926,8 +956,13 @@ impl Subject<'_> {
                 ));
                 suggested = Some("programmatic");
             }
-            Some(3) => evidence.push("Windows logon type 3 is a network logon: a person's tool or a script.".to_string()),
-            Some(9) => evidence.push("Windows logon type 9 started a process with other credentials (runas /netonly or pass-the-hash).".to_string()),
+            Some(3) => {
+                evidence.push("Windows logon type 3 is a network logon: a person's tool or a script.".to_string())
+            }
+            Some(9) => evidence.push(
+                "Windows logon type 9 started a process with other credentials (runas /netonly or pass-the-hash)."
+                    .to_string(),
+            ),
             Some(other) => evidence.push(format!("Windows logon type {other}.")),
             None => {}
         }

@@ -80,8 +80,7 @@ pub enum Criticality {
 }
 
 impl Criticality {
-    pub const ALL: [Criticality; 4] =
-        [Criticality::Low, Criticality::Medium, Criticality::High, Criticality::Critical];
+    pub const ALL: [Criticality; 4] = [Criticality::Low, Criticality::Medium, Criticality::High, Criticality::Critical];
 
     pub fn id(self) -> &'static str {
         match self {

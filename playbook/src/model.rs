@@ -20,10 +20,7 @@ pub const MAX_LIST_ITEMS: usize = 16;
 /// Cuts `text` to at most `max_chars` characters, marking the cut with an ellipsis, and drops
 /// control characters that would let a field break out of its line on a card.
 pub fn cap(text: &str, max_chars: usize) -> String {
-    let cleaned: String = text
-        .chars()
-        .map(|character| if character.is_control() { ' ' } else { character })
-        .collect();
+    let cleaned: String = text.chars().map(|character| if character.is_control() { ' ' } else { character }).collect();
     let trimmed = cleaned.trim();
     if trimmed.chars().count() <= max_chars {
         return trimmed.to_string();
@@ -118,8 +115,7 @@ impl Account {
             || domain == "nt authority"
             || matches!(
                 name.as_str(),
-                "system" | "local system" | "localsystem" | "network service" | "local service"
-                    | "anonymous logon"
+                "system" | "local system" | "localsystem" | "network service" | "local service" | "anonymous logon"
             )
     }
 }
@@ -276,11 +272,7 @@ pub struct Program {
 
 impl Program {
     /// Builds a program from whatever the event carries; the name is taken from the path.
-    pub fn from_parts(
-        path: Option<&str>,
-        command_line: Option<&str>,
-        parent: Option<&str>,
-    ) -> Option<Program> {
+    pub fn from_parts(path: Option<&str>, command_line: Option<&str>, parent: Option<&str>) -> Option<Program> {
         let path = path.map(str::trim).filter(|path| !path.is_empty() && *path != "-");
         let command_line = command_line.map(str::trim).filter(|line| !line.is_empty() && *line != "-");
         let parent = parent.map(str::trim).filter(|parent| !parent.is_empty() && *parent != "-");
@@ -483,9 +475,11 @@ impl Alert {
                 .or_else(|| system.ips.first().map(ToString::to_string))
                 .unwrap_or_else(|| "?".to_string())
         };
-        let technique = self.mitre.first().map(|id| id.as_str().to_string()).unwrap_or_else(|| {
-            format!("{}/{}", self.protocol.id(), connection_id(self.connection))
-        });
+        let technique = self
+            .mitre
+            .first()
+            .map(|id| id.as_str().to_string())
+            .unwrap_or_else(|| format!("{}/{}", self.protocol.id(), connection_id(self.connection)));
         GroupingKey {
             source: system(&self.source),
             target: system(&self.target),

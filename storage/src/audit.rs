@@ -43,6 +43,16 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// What a caller says about a new record; the chain fills in its position and hashes.
+pub(crate) struct NewRecord<'a> {
+    pub(crate) at: Timestamp,
+    pub(crate) case_id: Option<CaseId>,
+    pub(crate) kind: &'a str,
+    pub(crate) actor: Option<&'a Actor>,
+    pub(crate) playbook_version: Option<PlaybookVersion>,
+    pub(crate) detail: serde_json::Value,
+}
+
 /// The hashed content of a record: everything but the hash itself, in a fixed order.
 #[derive(Serialize)]
 struct Hashed<'a> {
@@ -57,23 +67,15 @@ struct Hashed<'a> {
 }
 
 impl AuditRecord {
-    pub(crate) fn chained(
-        head: &Head,
-        at: Timestamp,
-        case_id: Option<CaseId>,
-        kind: &str,
-        actor: Option<Actor>,
-        playbook_version: Option<PlaybookVersion>,
-        detail: serde_json::Value,
-    ) -> AuditRecord {
+    pub(crate) fn chained(head: &Head, entry: NewRecord<'_>) -> AuditRecord {
         let mut record = AuditRecord {
             seq: head.seq + 1,
-            at,
-            case_id,
-            kind: kind.to_string(),
-            actor,
-            playbook_version,
-            detail,
+            at: entry.at,
+            case_id: entry.case_id,
+            kind: entry.kind.to_string(),
+            actor: entry.actor.cloned(),
+            playbook_version: entry.playbook_version,
+            detail: entry.detail,
             prev_hash: head.hash.clone(),
             hash: String::new(),
         };

@@ -42,7 +42,8 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     pub(crate) fn start(db: sled::Db) -> Arc<GroupCommit> {
-        let commits = Arc::new(GroupCommit { state: Mutex::default(), changed: Condvar::new(), thread: Mutex::new(None) });
+        let commits =
+            Arc::new(GroupCommit { state: Mutex::default(), changed: Condvar::new(), thread: Mutex::new(None) });
         let worker = Arc::clone(&commits);
         let handle = std::thread::Builder::new()
             .name("vouch-store-flush".to_string())

@@ -96,9 +96,10 @@ pub(crate) fn outbox(id: &str) -> Vec<u8> {
 }
 
 pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64> {
-    let array: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| StorageError::Corrupt { key: what.to_string(), reason: format!("{} bytes, not 8", bytes.len()) })?;
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StorageError::Corrupt {
+        key: what.to_string(),
+        reason: format!("{} bytes, not 8", bytes.len()),
+    })?;
     Ok(u64::from_be_bytes(array))
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use vouch_playbook::engine::{ConfirmVerdict, Effect};
 use vouch_playbook::facts::{History, PastConfirmation};
-use vouch_playbook::{Actor, Alert, Case, CaseId, CaseState, MovementKey, PlaybookVersion, Timestamp};
+use vouch_playbook::{Actor, Alert, Case, CaseId, CaseState, MovementKey, Timestamp};
 
 pub use audit::{AuditRecord, AuditReport};
 pub use group_commit::FlushStats;
@@ -85,10 +85,15 @@ pub struct IngestRequest<'a> {
     pub grouping_window_millis: i64,
     pub now: Timestamp,
     /// Builds a new case from its id and the movement's history.
-    pub open: &'a dyn Fn(CaseId, Alert, &History) -> (Case, Vec<Effect>),
+    pub open: &'a OpenCase<'a>,
     /// Folds a repeated alert into an existing case.
-    pub fold: &'a dyn Fn(Case, &Alert) -> (Case, Vec<Effect>),
+    pub fold: &'a FoldAlert<'a>,
 }
+
+/// The engine's opening of a case, given the id the store assigned and the movement's history.
+pub type OpenCase<'a> = dyn Fn(CaseId, Alert, &History) -> (Case, Vec<Effect>) + 'a;
+/// The engine's folding of a repeated alert into its open case.
+pub type FoldAlert<'a> = dyn Fn(Case, &Alert) -> (Case, Vec<Effect>) + 'a;
 
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -239,7 +244,17 @@ impl Store {
             "alert": &alert,
             "alert_count": case.alert_count,
         });
-        self.append_audit(&mut batch, now, Some(case.id), audit_kind, None, Some(case.playbook_version), detail)?;
+        self.append_audit(
+            &mut batch,
+            audit::NewRecord {
+                at: now,
+                case_id: Some(case.id),
+                kind: audit_kind,
+                actor: None,
+                playbook_version: Some(case.playbook_version),
+                detail,
+            },
+        )?;
         self.commit(batch, writer)?;
         Ok(Ingested { status, case, effects })
     }
@@ -289,37 +304,48 @@ impl Store {
                 self.record_movement(&mut batch, &movement, history, now, Some(by));
             }
         }
-        let record = self.append_audit(&mut batch, now, Some(case_id), &kind, actor, Some(case.playbook_version), detail)?;
+        let record = self.append_audit(
+            &mut batch,
+            audit::NewRecord {
+                at: now,
+                case_id: Some(case_id),
+                kind: &kind,
+                actor,
+                playbook_version: Some(case.playbook_version),
+                detail,
+            },
+        )?;
         self.commit(batch, writer)?;
         Ok(Applied { case, effects, record })
     }
 
     /// Records something that concerns no single case (a refused click on a forged id, say).
-    pub fn record(&self, kind: &str, case_id: Option<CaseId>, actor: Option<&Actor>, detail: serde_json::Value, now: Timestamp) -> Result<AuditRecord> {
+    pub fn record(
+        &self,
+        kind: &str,
+        case_id: Option<CaseId>,
+        actor: Option<&Actor>,
+        detail: serde_json::Value,
+        now: Timestamp,
+    ) -> Result<AuditRecord> {
         let writer = self.lock_writer();
         let mut batch = sled::Batch::default();
-        let record = self.append_audit(&mut batch, now, case_id, kind, actor, None, detail)?;
+        let record = self.append_audit(
+            &mut batch,
+            audit::NewRecord { at: now, case_id, kind, actor, playbook_version: None, detail },
+        )?;
         self.commit(batch, writer)?;
         Ok(record)
     }
 
-    fn append_audit(
-        &self,
-        batch: &mut sled::Batch,
-        at: Timestamp,
-        case_id: Option<CaseId>,
-        kind: &str,
-        actor: Option<&Actor>,
-        playbook_version: Option<PlaybookVersion>,
-        detail: serde_json::Value,
-    ) -> Result<AuditRecord> {
+    fn append_audit(&self, batch: &mut sled::Batch, entry: audit::NewRecord<'_>) -> Result<AuditRecord> {
         let head: audit::Head = match self.tree.get(keys::META_AUDIT_HEAD)? {
             Some(value) => decode(&value, "audit head")?,
             None => audit::Head::genesis(),
         };
-        let record = AuditRecord::chained(&head, at, case_id, kind, actor.cloned(), playbook_version, detail);
+        let record = AuditRecord::chained(&head, entry);
         batch.insert(keys::audit(record.seq), encode(&record));
-        if let Some(case_id) = case_id {
+        if let Some(case_id) = record.case_id {
             batch.insert(keys::case_audit(case_id, record.seq), &[]);
         }
         batch.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
@@ -413,7 +439,9 @@ impl Store {
             (Some(stored), None) if stored.seq > 0 => {
                 report.problems.push(format!("the store's head says #{} but the chain is empty", stored.seq))
             }
-            (None, Some(found)) => report.problems.push(format!("the chain reaches #{} but the store has no head", found.seq)),
+            (None, Some(found)) => {
+                report.problems.push(format!("the chain reaches #{} but the store has no head", found.seq))
+            }
             _ => {}
         }
         Ok(report)
@@ -478,7 +506,17 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         batch.insert(keys::outbox(&entry.id), encode(entry));
-        self.append_audit(&mut batch, now, Some(entry.case_id), "outbox.enqueued", None, None, serde_json::json!({"id": entry.id}))?;
+        self.append_audit(
+            &mut batch,
+            audit::NewRecord {
+                at: now,
+                case_id: Some(entry.case_id),
+                kind: "outbox.enqueued",
+                actor: None,
+                playbook_version: None,
+                detail: serde_json::json!({"id": entry.id}),
+            },
+        )?;
         self.commit(batch, writer)?;
         Ok(true)
     }
@@ -494,7 +532,13 @@ impl Store {
     }
 
     /// Updates an outbox entry after an attempt, or removes it when `done`, with an audit record.
-    pub fn settle_outbox(&self, entry: &OutboxEntry, done: bool, detail: serde_json::Value, now: Timestamp) -> Result<()> {
+    pub fn settle_outbox(
+        &self,
+        entry: &OutboxEntry,
+        done: bool,
+        detail: serde_json::Value,
+        now: Timestamp,
+    ) -> Result<()> {
         let writer = self.lock_writer();
         let mut batch = sled::Batch::default();
         if done {
@@ -503,7 +547,17 @@ impl Store {
             batch.insert(keys::outbox(&entry.id), encode(entry));
         }
         let kind = if done { "outbox.delivered" } else { "outbox.attempt" };
-        self.append_audit(&mut batch, now, Some(entry.case_id), kind, None, None, detail)?;
+        self.append_audit(
+            &mut batch,
+            audit::NewRecord {
+                at: now,
+                case_id: Some(entry.case_id),
+                kind,
+                actor: None,
+                playbook_version: None,
+                detail,
+            },
+        )?;
         self.commit(batch, writer)
     }
 

@@ -35,7 +35,9 @@ fn open_fn(playbook: &Playbook, now: Timestamp) -> impl Fn(CaseId, Alert, &Histo
 
 fn ingest(store: &Store, playbook: &Playbook, alert: Alert, now: Timestamp) -> Ingested {
     let open = open_fn(playbook, now);
-    let fold = |case: Case, alert: &Alert| apply(playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now);
+    let fold = |case: Case, alert: &Alert| {
+        apply(playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now)
+    };
     store
         .ingest(IngestRequest { alert, grouping_window_millis: WINDOW, now, open: &open, fold: &fold })
         .expect("ingest succeeds")
@@ -73,7 +75,9 @@ fn alerts_become_new_grouped_or_duplicate_cases() {
         assert_eq!(ingested.case.alert_count, count, "step {index}");
         assert_eq!(store.case(ingested.case.id).expect("stored").alert_count, count, "step {index}");
     }
-    let history = store.history(&vouch_playbook::MovementKey::of(&alert(None, "WS-17", "SRV-1", "alice")), T0.plus_minutes(40)).expect("history");
+    let history = store
+        .history(&vouch_playbook::MovementKey::of(&alert(None, "WS-17", "SRV-1", "alice")), T0.plus_minutes(40))
+        .expect("history");
     assert_eq!(history.seen, 4, "duplicates are not counted as sightings");
     assert_eq!(history.source_distinct_targets, Some(2));
     assert!(store.verify_audit().expect("verify").is_intact());
@@ -86,7 +90,9 @@ fn closed_cases_do_not_absorb_new_alerts_and_confirmations_feed_history() {
     let first = ingest(&store, &playbook, alert(Some("b1"), "WS-1", "SRV-9", "carol"), T0);
     let close = CaseEvent::Close { by: soc(), justification: "change ticket CHG-1".to_string() };
     let applied = store
-        .apply_event(first.case.id, "click.close", Some(&soc()), json!({}), T0.plus_minutes(1), |case| apply(&playbook, case, close, T0.plus_minutes(1)))
+        .apply_event(first.case.id, "click.close", Some(&soc()), json!({}), T0.plus_minutes(1), |case| {
+            apply(&playbook, case, close, T0.plus_minutes(1))
+        })
         .expect("applied");
     assert_eq!(applied.case.state, CaseState::ClosedExpected);
     let second = ingest(&store, &playbook, alert(Some("b2"), "WS-1", "SRV-9", "carol"), T0.plus_minutes(2));
@@ -105,11 +111,14 @@ fn refused_events_are_recorded_and_change_nothing() {
     let stranger = Actor { discord_id: None, person: None, name: "mallory".to_string(), soc: false };
     let event = CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: stranger.clone(), justification: None };
     let applied = store
-        .apply_event(opened.case.id, "click.confirm", Some(&stranger), json!({"verdict": "expected"}), T0, |case| apply(&playbook, case, event, T0))
+        .apply_event(opened.case.id, "click.confirm", Some(&stranger), json!({"verdict": "expected"}), T0, |case| {
+            apply(&playbook, case, event, T0)
+        })
         .expect("recorded");
     assert_eq!(applied.record.kind, "refused.click.confirm");
     assert_eq!(store.case(opened.case.id).expect("case"), opened.case);
-    let trail: Vec<String> = store.case_audit(opened.case.id).expect("trail").into_iter().map(|record| record.kind).collect();
+    let trail: Vec<String> =
+        store.case_audit(opened.case.id).expect("trail").into_iter().map(|record| record.kind).collect();
     assert_eq!(trail, ["alert.new", "refused.click.confirm"]);
 }
 
@@ -126,7 +135,12 @@ fn concurrent_writers_share_flushes_and_keep_one_chain() {
                 let playbook = Playbook::builtin();
                 (0..per_writer)
                     .map(|index| {
-                        let alert = alert(Some(&format!("w{writer}-{index}")), &format!("WS-{writer}"), &format!("SRV-{index}"), "alice");
+                        let alert = alert(
+                            Some(&format!("w{writer}-{index}")),
+                            &format!("WS-{writer}"),
+                            &format!("SRV-{index}"),
+                            "alice",
+                        );
                         ingest(&store, &playbook, alert, T0).case.id
                     })
                     .collect::<Vec<_>>()
@@ -150,7 +164,8 @@ fn concurrent_writers_share_flushes_and_keep_one_chain() {
 /// Rewrites the stored bytes of audit record `seq` through `change`.
 fn rewrite_record(store: &Store, seq: u64, change: impl FnOnce(&mut AuditRecord)) {
     let key = keys::audit(seq);
-    let mut record: AuditRecord = decode(&store.tree.get(&key).expect("read").expect("present"), "record").expect("decodes");
+    let mut record: AuditRecord =
+        decode(&store.tree.get(&key).expect("read").expect("present"), "record").expect("decodes");
     change(&mut record);
     store.tree.insert(key, encode(&record)).expect("write");
 }
@@ -160,31 +175,57 @@ fn tampering_with_the_audit_chain_is_detected() {
     type Tamper = fn(&Store);
     let cases: Vec<(&str, Tamper, &str)> = vec![
         ("nothing", |_| {}, ""),
-        ("edited detail", |store| rewrite_record(store, 2, |record| record.detail = json!({"forged": true})), "altered"),
-        ("edited and rehashed", |store| rewrite_record(store, 2, |record| {
-            record.kind = "alert.forged".to_string();
-            record.hash = record.compute_hash();
-        }), "does not link"),
-        ("removed", |store| {
-            store.tree.remove(keys::audit(2)).expect("remove");
-        }, "removed, inserted or reordered"),
-        ("removed newest", |store| {
-            store.tree.remove(keys::audit(4)).expect("remove");
-        }, "head says #4"),
-        ("reordered", |store| {
-            let second = store.tree.get(keys::audit(2)).expect("read").expect("present");
-            let third = store.tree.get(keys::audit(3)).expect("read").expect("present");
-            store.tree.insert(keys::audit(2), third).expect("write");
-            store.tree.insert(keys::audit(3), second).expect("write");
-        }, "stored under #2 says it is #3"),
-        ("inserted", |store| {
-            let head = store.tree.get(keys::audit(4)).expect("read").expect("present");
-            let mut record: AuditRecord = decode(&head, "record").expect("decodes");
-            record.seq = 5;
-            record.prev_hash = record.hash.clone();
-            record.hash = record.compute_hash();
-            store.tree.insert(keys::audit(5), encode(&record)).expect("write");
-        }, "chain ends at #5 but the store's head says #4"),
+        (
+            "edited detail",
+            |store| rewrite_record(store, 2, |record| record.detail = json!({"forged": true})),
+            "altered",
+        ),
+        (
+            "edited and rehashed",
+            |store| {
+                rewrite_record(store, 2, |record| {
+                    record.kind = "alert.forged".to_string();
+                    record.hash = record.compute_hash();
+                })
+            },
+            "does not link",
+        ),
+        (
+            "removed",
+            |store| {
+                store.tree.remove(keys::audit(2)).expect("remove");
+            },
+            "removed, inserted or reordered",
+        ),
+        (
+            "removed newest",
+            |store| {
+                store.tree.remove(keys::audit(4)).expect("remove");
+            },
+            "head says #4",
+        ),
+        (
+            "reordered",
+            |store| {
+                let second = store.tree.get(keys::audit(2)).expect("read").expect("present");
+                let third = store.tree.get(keys::audit(3)).expect("read").expect("present");
+                store.tree.insert(keys::audit(2), third).expect("write");
+                store.tree.insert(keys::audit(3), second).expect("write");
+            },
+            "stored under #2 says it is #3",
+        ),
+        (
+            "inserted",
+            |store| {
+                let head = store.tree.get(keys::audit(4)).expect("read").expect("present");
+                let mut record: AuditRecord = decode(&head, "record").expect("decodes");
+                record.seq = 5;
+                record.prev_hash = record.hash.clone();
+                record.hash = record.compute_hash();
+                store.tree.insert(keys::audit(5), encode(&record)).expect("write");
+            },
+            "chain ends at #5 but the store's head says #4",
+        ),
     ];
     for (name, tamper, expected) in cases {
         let (_directory, store) = temp_store();
@@ -197,7 +238,11 @@ fn tampering_with_the_audit_chain_is_detected() {
         if expected.is_empty() {
             assert!(report.is_intact(), "{name}: {:?}", report.problems);
         } else {
-            assert!(report.problems.iter().any(|problem| problem.contains(expected)), "{name}: expected {expected:?} in {:?}", report.problems);
+            assert!(
+                report.problems.iter().any(|problem| problem.contains(expected)),
+                "{name}: expected {expected:?} in {:?}",
+                report.problems
+            );
         }
     }
 }
@@ -206,7 +251,14 @@ fn tampering_with_the_audit_chain_is_detected() {
 fn outbox_entries_keep_their_id_across_attempts_and_reopen() {
     let directory = tempfile::tempdir().expect("temp dir");
     let case_id = CaseId::new(1).expect("id");
-    let entry = OutboxEntry { id: "iso-1".to_string(), case_id, created_at: T0, attempts: 0, next_attempt_at: None, payload: json!({"action": "isolate"}) };
+    let entry = OutboxEntry {
+        id: "iso-1".to_string(),
+        case_id,
+        created_at: T0,
+        attempts: 0,
+        next_attempt_at: None,
+        payload: json!({"action": "isolate"}),
+    };
     {
         let store = Store::open(directory.path(), &StoreOptions::default()).expect("store");
         assert!(store.enqueue_outbox(&entry, T0).expect("enqueued"));

@@ -10,7 +10,9 @@ fn check_config_lists_every_problem_and_run_refuses_to_start() {
         "[[people]]\nid = \"alice\"\nname = \"A\"\nmanager = \"ghost\"\n\n[[assets]]\nhostname = \"WS-1\"\nkind = \"laptop\"\nowner = \"nobody\"\n",
     )
     .expect("write");
-    let settings = std::fs::read_to_string(workspace.config()).expect("read").replace("grouping_window_minutes = 30", "grouping_window_minutes = -4\nport = 80");
+    let settings = std::fs::read_to_string(workspace.config())
+        .expect("read")
+        .replace("grouping_window_minutes = 30", "grouping_window_minutes = -4\nport = 80");
     std::fs::write(workspace.config(), settings).expect("write");
     let config = workspace.config();
     let config = config.to_str().expect("path");

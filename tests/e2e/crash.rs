@@ -38,7 +38,8 @@ async fn acknowledged_alerts_survive_sigkill() {
                 for index in 0..40 {
                     let id = format!("r{round}-s{sender}-{index}");
                     // A few movements repeat, so crashes also hit grouping.
-                    let alert = native_alert(&id, &format!("WS-{sender}"), &format!("SRV-{}", index as u64 % targets), "alice");
+                    let alert =
+                        native_alert(&id, &format!("WS-{sender}"), &format!("SRV-{}", index as u64 % targets), "alice");
                     let response = tokio::time::timeout(std::time::Duration::from_secs(20), async {
                         let request = crate::support::client()
                             .post(format!("{base}/api/v1/alerts"))
@@ -92,7 +93,8 @@ async fn acknowledged_alerts_survive_sigkill() {
     }
     assert_eq!(vouch.terminate(), 0, "a clean SIGTERM exits 0");
     let config = workspace.config();
-    let (code, stdout, stderr) = workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
+    let (code, stdout, stderr) =
+        workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("audit log intact"), "{stdout}");
 }

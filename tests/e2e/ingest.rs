@@ -17,7 +17,15 @@ struct Exchange {
 }
 
 fn exchange(name: &'static str, body: Value, status: u16, answer: &'static str) -> Exchange {
-    Exchange { name, token: Some(INGEST_TOKEN), content_type: "application/json", query: "", body: body.to_string().into_bytes(), status, answer }
+    Exchange {
+        name,
+        token: Some(INGEST_TOKEN),
+        content_type: "application/json",
+        query: "",
+        body: body.to_string().into_bytes(),
+        status,
+        answer,
+    }
 }
 
 async fn send(base: &str, exchange: &Exchange) -> (u16, String) {
@@ -33,7 +41,8 @@ async fn send(base: &str, exchange: &Exchange) -> (u16, String) {
 }
 
 fn otrf_line(file: &str, line: usize) -> Value {
-    let text = std::fs::read_to_string(crate::support::repository_file(&format!("tests/data/otrf/{file}.jsonl"))).expect("data");
+    let text = std::fs::read_to_string(crate::support::repository_file(&format!("tests/data/otrf/{file}.jsonl")))
+        .expect("data");
     serde_json::from_str(text.lines().nth(line - 1).expect("line")).expect("json")
 }
 
@@ -44,22 +53,75 @@ async fn alerts_are_accepted_grouped_deduplicated_or_refused_with_reasons() {
     let base = vouch.base.clone();
     let oversize = json!({"vouch_alert": 1, "target": {"hostname": "X"}, "padding": "A".repeat(1_100_000)});
     let exchanges = vec![
-        exchange("a new movement", native_alert("edr-1", "WS-17", "SRV-DB-01", "alice"), 202, r#"{"case_id":"LM-1","status":"new"}"#),
-        exchange("the same alert again", native_alert("edr-1", "WS-17", "SRV-DB-01", "alice"), 202, r#"{"case_id":"LM-1","status":"duplicate"}"#),
-        exchange("the same movement again", native_alert("edr-2", "ws-17.corp.example", "SRV-DB-01", "CORP\\alice"), 202, r#"{"case_id":"LM-1","status":"grouped"}"#),
-        exchange("another movement", native_alert("edr-3", "WS-17", "WS-42", "alice"), 202, r#"{"case_id":"LM-2","status":"new"}"#),
-        exchange("a raw Windows event from the OTRF lab", otrf_line("empire_psremoting_stager", 13), 202, r#""status":"new""#),
+        exchange(
+            "a new movement",
+            native_alert("edr-1", "WS-17", "SRV-DB-01", "alice"),
+            202,
+            r#"{"case_id":"LM-1","status":"new"}"#,
+        ),
+        exchange(
+            "the same alert again",
+            native_alert("edr-1", "WS-17", "SRV-DB-01", "alice"),
+            202,
+            r#"{"case_id":"LM-1","status":"duplicate"}"#,
+        ),
+        exchange(
+            "the same movement again",
+            native_alert("edr-2", "ws-17.corp.example", "SRV-DB-01", "CORP\\alice"),
+            202,
+            r#"{"case_id":"LM-1","status":"grouped"}"#,
+        ),
+        exchange(
+            "another movement",
+            native_alert("edr-3", "WS-17", "WS-42", "alice"),
+            202,
+            r#"{"case_id":"LM-2","status":"new"}"#,
+        ),
+        exchange(
+            "a raw Windows event from the OTRF lab",
+            otrf_line("empire_psremoting_stager", 13),
+            202,
+            r#""status":"new""#,
+        ),
         Exchange { token: None, ..exchange("no token", native_alert("edr-9", "A", "B", "c"), 401, "bearer token") },
-        Exchange { token: Some("wrong-token-of-another-length"), ..exchange("wrong token", native_alert("edr-9", "A", "B", "c"), 401, "bearer token") },
-        Exchange { token: Some("e2e-ingest-token-7f3b"), ..exchange("wrong token of the same length", native_alert("edr-9", "A", "B", "c"), 401, "bearer token") },
+        Exchange {
+            token: Some("wrong-token-of-another-length"),
+            ..exchange("wrong token", native_alert("edr-9", "A", "B", "c"), 401, "bearer token")
+        },
+        Exchange {
+            token: Some("e2e-ingest-token-7f3b"),
+            ..exchange("wrong token of the same length", native_alert("edr-9", "A", "B", "c"), 401, "bearer token")
+        },
         exchange("over 1 MiB", oversize, 413, ""),
-        Exchange { content_type: "text/plain", ..exchange("not JSON by type", native_alert("edr-9", "A", "B", "c"), 415, "application/json") },
-        Exchange { body: b"{\"vouch_alert\": 1, \"target\": ".to_vec(), ..exchange("broken JSON", json!(null), 400, "not valid JSON") },
-        Exchange { body: vec![0xff, 0xfe, 0x00, 0x7b], ..exchange("invalid UTF-8", json!(null), 400, "not valid JSON") },
-        exchange("wrong field types", json!({"vouch_alert": 1, "target": {"hostname": ["x"]}, "port": "22"}), 400, r#""pointer":"/target/hostname""#),
-        exchange("unknown fields", json!({"vouch_alert": 1, "target": {"hostname": "x"}, "sneaky": 1}), 400, r#""pointer":"/sneaky""#),
+        Exchange {
+            content_type: "text/plain",
+            ..exchange("not JSON by type", native_alert("edr-9", "A", "B", "c"), 415, "application/json")
+        },
+        Exchange {
+            body: b"{\"vouch_alert\": 1, \"target\": ".to_vec(),
+            ..exchange("broken JSON", json!(null), 400, "not valid JSON")
+        },
+        Exchange {
+            body: vec![0xff, 0xfe, 0x00, 0x7b],
+            ..exchange("invalid UTF-8", json!(null), 400, "not valid JSON")
+        },
+        exchange(
+            "wrong field types",
+            json!({"vouch_alert": 1, "target": {"hostname": ["x"]}, "port": "22"}),
+            400,
+            r#""pointer":"/target/hostname""#,
+        ),
+        exchange(
+            "unknown fields",
+            json!({"vouch_alert": 1, "target": {"hostname": "x"}, "sneaky": 1}),
+            400,
+            r#""pointer":"/sneaky""#,
+        ),
         exchange("no systems at all", json!({"EventID": 4624, "LogonType": "3"}), 400, "neither a source nor a target"),
-        Exchange { query: "?format=cef", ..exchange("unknown format", native_alert("edr-9", "A", "B", "c"), 400, "format must be one of") },
+        Exchange {
+            query: "?format=cef",
+            ..exchange("unknown format", native_alert("edr-9", "A", "B", "c"), 400, "format must be one of")
+        },
         exchange("not a lateral-movement event", otrf_line("covenant_copy_smb_CreateRequest", 1), 400, "4672"),
     ];
     for step in &exchanges {
@@ -71,7 +133,8 @@ async fn alerts_are_accepted_grouped_deduplicated_or_refused_with_reasons() {
     // Bad requests changed nothing: three cases, the first with two alerts.
     let (status, listing) = get_json(&base, "/api/v1/cases?state=open").await;
     assert_eq!(status, 200);
-    let ids: Vec<&str> = listing["cases"].as_array().expect("list").iter().filter_map(|case| case["id"].as_str()).collect();
+    let ids: Vec<&str> =
+        listing["cases"].as_array().expect("list").iter().filter_map(|case| case["id"].as_str()).collect();
     assert_eq!(ids, ["LM-1", "LM-2", "LM-3"]);
 
     let (status, case) = get_json(&base, "/api/v1/cases/LM-1").await;
@@ -82,13 +145,22 @@ async fn alerts_are_accepted_grouped_deduplicated_or_refused_with_reasons() {
     assert_eq!(case["confirmers"][0]["person"]["id"], "bob");
     assert_eq!(case["confirmers"][0]["status"], "asked");
     assert_eq!(case["account_kind"], "user");
-    let scenario_ids: Vec<&str> = case["scenarios"].as_array().expect("scenarios").iter().filter_map(|scenario| scenario["id"].as_str()).collect();
-    assert_eq!(scenario_ids, ["helpdesk-remote-support", "management-server", "admin-file-share", "developer-to-dev-server"]);
+    let scenario_ids: Vec<&str> = case["scenarios"]
+        .as_array()
+        .expect("scenarios")
+        .iter()
+        .filter_map(|scenario| scenario["id"].as_str())
+        .collect();
+    assert_eq!(
+        scenario_ids,
+        ["helpdesk-remote-support", "management-server", "admin-file-share", "developer-to-dev-server"]
+    );
     // Alice is helpdesk, at her own workstation, but SRV-DB-01 is a server, not a user's workstation.
     assert_eq!(case["scenarios"][0]["matched"], false);
     assert!(case["scenarios"][0]["evidence"].to_string().contains("target system kind: server"));
     assert!(case["hints"]["interactive"]["evidence"].is_array());
-    let kinds: Vec<&str> = case["events"].as_array().expect("events").iter().filter_map(|event| event["kind"].as_str()).collect();
+    let kinds: Vec<&str> =
+        case["events"].as_array().expect("events").iter().filter_map(|event| event["kind"].as_str()).collect();
     assert_eq!(kinds, ["alert.new", "alert.grouped"]);
     assert_eq!(case["alert"]["raw"]["id"], "edr-1", "the raw payload is kept verbatim");
 
@@ -106,9 +178,11 @@ async fn alerts_are_accepted_grouped_deduplicated_or_refused_with_reasons() {
         "vouch_alerts_accepted_total{format=\"native\",status=\"new\"} 2",
         "vouch_alerts_accepted_total{format=\"native\",status=\"duplicate\"} 1",
         "vouch_alerts_accepted_total{format=\"windows\",status=\"new\"} 1",
-        // Three alerts with bad tokens, one case query without a token.
+        // Three alerts with bad tokens and one case query without a token; seven bad alerts and
+        // one bad case id.
         "vouch_requests_refused_total{status=\"401\"} 4",
-        "vouch_requests_refused_total{status=\"400\"} 7",
+        "vouch_requests_refused_total{status=\"400\"} 8",
+        "vouch_requests_refused_total{status=\"404\"} 1",
         "vouch_requests_refused_total{status=\"413\"} 1",
         "vouch_requests_refused_total{status=\"415\"} 1",
         "vouch_cases{state=\"awaiting_confirmation\"}",
@@ -130,7 +204,15 @@ async fn signed_ingest_refuses_unsigned_stale_and_forged_requests() {
     let cases: Vec<(&str, &str, i64, String, String, u16, &str)> = vec![
         ("unsigned", "", now, String::new(), body.clone(), 401, "webhook-id"),
         ("stale", "msg_1", now - 600, body.clone(), body.clone(), 401, "more than 5 minutes"),
-        ("body changed after signing", "msg_2", now, body.clone(), body.replace("WS-42", "DC-01"), 401, "no webhook-signature matches"),
+        (
+            "body changed after signing",
+            "msg_2",
+            now,
+            body.clone(),
+            body.replace("WS-42", "DC-01"),
+            401,
+            "no webhook-signature matches",
+        ),
         ("valid", "msg_3", now, body.clone(), body.clone(), 202, "\"status\":\"new\""),
     ];
     for (name, id, timestamp, signed, sent, status, answer) in cases {
@@ -141,7 +223,10 @@ async fn signed_ingest_refuses_unsigned_stale_and_forged_requests() {
             .body(sent);
         if !id.is_empty() {
             let signature = vouch::auth::sign(&secret, id, timestamp, signed.as_bytes());
-            request = request.header("webhook-id", id).header("webhook-timestamp", timestamp.to_string()).header("webhook-signature", signature);
+            request = request
+                .header("webhook-id", id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature);
         }
         let response = request.send().await.expect("sent");
         let got = response.status().as_u16();

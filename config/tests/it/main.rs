@@ -17,7 +17,10 @@ impl Environment for FakeEnvironment {
 }
 
 fn environment() -> FakeEnvironment {
-    FakeEnvironment(BTreeMap::from([("VOUCH_INGEST_TOKEN", "ingest-token-123"), ("DISCORD_TOKEN", "discord-token-456")]))
+    FakeEnvironment(BTreeMap::from([
+        ("VOUCH_INGEST_TOKEN", "ingest-token-123"),
+        ("DISCORD_TOKEN", "discord-token-456"),
+    ]))
 }
 
 fn example(name: &str) -> String {
@@ -47,7 +50,12 @@ fn the_examples_load_and_the_directory_answers() {
     let directory = &config.directory;
     assert_eq!(directory.asset("dc-01.corp.example").map(|asset| asset.criticality), Some(Criticality::Critical));
     assert_eq!(directory.account("ADM-ALICE").map(|account| account.kind), Some(AccountKind::User));
-    assert_eq!(directory.person_by_discord(Snowflake::parse("100000000000000003").expect("id")).map(|person| person.name.as_str()), Some("Carol Diaz"));
+    assert_eq!(
+        directory
+            .person_by_discord(Snowflake::parse("100000000000000003").expect("id"))
+            .map(|person| person.name.as_str()),
+        Some("Carol Diaz")
+    );
 
     let alert = normalize(
         &serde_json::json!({"vouch_alert": 1, "source": {"ips": ["10.0.0.17"]}, "target": {"hostname": "WS-42.corp.example"}, "account": "CORP\\alice", "protocol": "rdp"}),
@@ -170,8 +178,14 @@ people_csv = "people.csv"
     let directory = &config.directory;
     assert_eq!(directory.asset("app-7").map(|asset| asset.ips.len()), Some(2));
     assert_eq!(directory.asset("ws-31").map(|asset| asset.edr_ids[0].id.as_str()), Some("abc123"));
-    assert_eq!(directory.account("adm-dana").and_then(|account| account.holder.clone()).map(|id| id.to_string()), Some("dana".to_string()));
-    assert_eq!(directory.account("svc-ci").and_then(|account| account.owner.clone()).map(|id| id.to_string()), Some("dana".to_string()));
+    assert_eq!(
+        directory.account("adm-dana").and_then(|account| account.holder.clone()).map(|id| id.to_string()),
+        Some("dana".to_string())
+    );
+    assert_eq!(
+        directory.account("svc-ci").and_then(|account| account.owner.clone()).map(|id| id.to_string()),
+        Some("dana".to_string())
+    );
 
     let broken_people = "id,name,manager,shoe_size\nerin,Erin,nobody,42\n";
     let (_directory, result) = load_files(&[
@@ -183,7 +197,11 @@ people_csv = "people.csv"
     ]);
     let error = result.expect_err("broken CSV");
     let text = error.to_string();
-    for fragment in ["people.csv:1: shoe_size: unknown column", "people.csv:2: row 1.manager: `nobody` is not a person", "assets.csv:2: row 1.kind: `spaceship`"] {
+    for fragment in [
+        "people.csv:1: shoe_size: unknown column",
+        "people.csv:2: row 1.manager: `nobody` is not a person",
+        "assets.csv:2: row 1.kind: `spaceship`",
+    ] {
         assert!(text.contains(fragment), "missing {fragment:?} in:\n{text}");
     }
 }

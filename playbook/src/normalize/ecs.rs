@@ -18,11 +18,8 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
     // When the alert has no explicit destination, the host that logged the event is the target
     // of an inbound logon and the source of an outbound connection; ECS says which by direction.
     let direction = fields.text("network.direction").unwrap_or_default().to_ascii_lowercase();
-    let host = system(
-        fields.first_text(&["host.hostname", "host.name"]),
-        &fields.texts("host.ip"),
-        fields.texts("agent.id"),
-    );
+    let host =
+        system(fields.first_text(&["host.hostname", "host.name"]), &fields.texts("host.ip"), fields.texts("agent.id"));
     let destination = system(
         fields.first_text(&["destination.domain", "destination.address"]),
         &[fields.texts("destination.ip"), fields.texts("destination.address")].concat(),
@@ -36,7 +33,8 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
         _ => destination,
     };
     let (source, target) = if !destination.is_unknown() {
-        let source = if source.is_unknown() && matches!(direction.as_str(), "outbound" | "egress") { host } else { source };
+        let source =
+            if source.is_unknown() && matches!(direction.as_str(), "outbound" | "egress") { host } else { source };
         (source, destination)
     } else if matches!(direction.as_str(), "outbound" | "egress") {
         (host, destination)

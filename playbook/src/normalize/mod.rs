@@ -54,7 +54,9 @@ pub fn detect_format(payload: &Value) -> Option<AlertFormat> {
     let has_ecs_root = ["kibana", "source", "destination", "host", "user", "process", "event", "winlog", "ecs"]
         .iter()
         .any(|key| object.contains_key(*key))
-        || object.keys().any(|key| key.starts_with("kibana.alert.") || key.starts_with("source.") || key.starts_with("destination."));
+        || object.keys().any(|key| {
+            key.starts_with("kibana.alert.") || key.starts_with("source.") || key.starts_with("destination.")
+        });
     has_ecs_root.then_some(AlertFormat::Ecs)
 }
 
@@ -239,7 +241,8 @@ pub(crate) fn system(hostname: Option<String>, ip_texts: &[String], edr_ids: Vec
         }
     }
     ips.truncate(MAX_LIST_ITEMS);
-    let mut edr_ids: Vec<String> = edr_ids.iter().map(|id| cap(id, MAX_SHORT_FIELD)).filter(|id| !id.is_empty()).collect();
+    let mut edr_ids: Vec<String> =
+        edr_ids.iter().map(|id| cap(id, MAX_SHORT_FIELD)).filter(|id| !id.is_empty()).collect();
     edr_ids.dedup();
     edr_ids.truncate(MAX_LIST_ITEMS);
     System { hostname, ips, edr_ids }

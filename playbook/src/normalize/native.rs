@@ -12,8 +12,24 @@ use crate::model::{
 use crate::time::Timestamp;
 
 const KNOWN_FIELDS: [&str; 18] = [
-    "vouch_alert", "id", "product", "source", "target", "account", "acting_as", "connection", "protocol", "port",
-    "logon_type", "program", "share", "file", "mitre", "severity", "rule", "observed_at",
+    "vouch_alert",
+    "id",
+    "product",
+    "source",
+    "target",
+    "account",
+    "acting_as",
+    "connection",
+    "protocol",
+    "port",
+    "logon_type",
+    "program",
+    "share",
+    "file",
+    "mitre",
+    "severity",
+    "rule",
+    "observed_at",
 ];
 
 pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert, Vec<FieldProblem>> {
@@ -40,7 +56,10 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
     let protocol = reader.string("protocol", 32, false).map(|name| match name.as_str() {
         known if Protocol::from_name(known) != Protocol::Other || known == "other" => Protocol::from_name(known),
         _ => {
-            reader.problem("/protocol", "one of rdp, ssh, smb, scp, ftp, winrm, dcom, wmi, vnc, http_api, other, unknown");
+            reader.problem(
+                "/protocol",
+                "one of rdp, ssh, smb, scp, ftp, winrm, dcom, wmi, vnc, http_api, other, unknown",
+            );
             Protocol::Unknown
         }
     });
@@ -127,7 +146,14 @@ impl Reader<'_> {
         self.problems.push(FieldProblem::new(pointer, message));
     }
 
-    fn string_in(&mut self, object: &Map<String, Value>, prefix: &str, key: &str, max: usize, allow_empty: bool) -> Option<String> {
+    fn string_in(
+        &mut self,
+        object: &Map<String, Value>,
+        prefix: &str,
+        key: &str,
+        max: usize,
+        allow_empty: bool,
+    ) -> Option<String> {
         let pointer = format!("{prefix}/{key}");
         match object.get(key) {
             None | Some(Value::Null) => None,
@@ -200,7 +226,10 @@ impl Reader<'_> {
                 for (index, item) in items.iter().enumerate() {
                     match item {
                         Value::String(text) if text.chars().count() <= max => texts.push(text.clone()),
-                        _ => self.problem(&format!("{pointer}/{index}"), &format!("must be a string of at most {max} characters")),
+                        _ => self.problem(
+                            &format!("{pointer}/{index}"),
+                            &format!("must be a string of at most {max} characters"),
+                        ),
                     }
                 }
                 texts
@@ -235,7 +264,9 @@ impl Reader<'_> {
     fn account(&mut self, key: &str) -> Option<Account> {
         match self.object.get(key) {
             None | Some(Value::Null) => None,
-            Some(Value::String(text)) if text.chars().count() <= MAX_SHORT_FIELD && !text.trim().is_empty() => Account::parse(text),
+            Some(Value::String(text)) if text.chars().count() <= MAX_SHORT_FIELD && !text.trim().is_empty() => {
+                Account::parse(text)
+            }
             Some(Value::Object(object)) => {
                 let object = object.clone();
                 let prefix = format!("/{key}");
@@ -267,7 +298,8 @@ impl Reader<'_> {
         let path = self.string_in(&object, &prefix, "path", MAX_LONG_FIELD, false);
         let command_line = self.string_in(&object, &prefix, "command_line", MAX_LONG_FIELD, false);
         let parent = self.string_in(&object, &prefix, "parent", MAX_LONG_FIELD, false);
-        let mut program = Program::from_parts(path.as_deref().or(name.as_deref()), command_line.as_deref(), parent.as_deref())?;
+        let mut program =
+            Program::from_parts(path.as_deref().or(name.as_deref()), command_line.as_deref(), parent.as_deref())?;
         if name.is_some() {
             program.name = name;
         }

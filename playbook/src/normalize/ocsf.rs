@@ -15,7 +15,10 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
         2004 => match fields.value("evidences") {
             Some(Value::Array(evidences)) if !evidences.is_empty() => Fields::new(&evidences[0]),
             _ => {
-                problems.push(FieldProblem::new("/evidences", "a detection finding needs at least one evidence naming the endpoints"));
+                problems.push(FieldProblem::new(
+                    "/evidences",
+                    "a detection finding needs at least one evidence naming the endpoints",
+                ));
                 return Err(problems);
             }
         },
@@ -31,7 +34,11 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
 
     let endpoint = |prefix: &str| -> System {
         system(
-            activity.first_text(&[&format!("{prefix}.hostname"), &format!("{prefix}.name"), &format!("{prefix}.domain")]),
+            activity.first_text(&[
+                &format!("{prefix}.hostname"),
+                &format!("{prefix}.name"),
+                &format!("{prefix}.domain"),
+            ]),
             &activity.texts(&format!("{prefix}.ip")),
             activity.texts(&format!("{prefix}.uid")),
         )
@@ -58,13 +65,20 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
         .or_else(|| port.and_then(Protocol::from_port))
         .unwrap_or(Protocol::Unknown);
     let logon_type = logon_type(&activity, &["logon_type_id"], &mut problems);
-    let mut connection = if logon_type == Some(10) { ConnectionKind::RemoteAccess } else { protocol.default_connection() };
+    let mut connection =
+        if logon_type == Some(10) { ConnectionKind::RemoteAccess } else { protocol.default_connection() };
 
     let program = Program::from_parts(
-        activity.first_text(&["actor.process.file.path", "actor.process.name", "process.file.path", "process.name"]).as_deref(),
+        activity
+            .first_text(&["actor.process.file.path", "actor.process.name", "process.file.path", "process.name"])
+            .as_deref(),
         activity.first_text(&["actor.process.cmd_line", "process.cmd_line"]).as_deref(),
         activity
-            .first_text(&["actor.process.parent_process.file.path", "actor.process.parent_process.name", "process.parent_process.name"])
+            .first_text(&[
+                "actor.process.parent_process.file.path",
+                "actor.process.parent_process.name",
+                "process.parent_process.name",
+            ])
             .as_deref(),
     );
 

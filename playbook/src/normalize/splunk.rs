@@ -23,13 +23,14 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
     let rule = DetectionRule { id: short(fields.text("sid")), name: short(fields.text("search_name")) };
 
     let mut alert = if row.value("EventID").is_some() || row.value("EventCode").is_some() {
-        windows::normalize_fields(row, payload, received_at, AlertFormat::Splunk, source_alert_id.clone())
-            .map_err(|problems| {
+        windows::normalize_fields(row, payload, received_at, AlertFormat::Splunk, source_alert_id.clone()).map_err(
+            |problems| {
                 problems
                     .into_iter()
                     .map(|problem| FieldProblem::new(format!("/result{}", problem.pointer), problem.message))
                     .collect::<Vec<_>>()
-            })?
+            },
+        )?
     } else {
         cim(row, payload, received_at, source_alert_id.clone())?
     };
@@ -39,13 +40,24 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
     if let Some(severity) = row.text("severity").or_else(|| fields.text("severity")) {
         alert.severity = Severity::from_name(&severity);
     }
-    alert.mitre.extend(techniques(row.texts("mitre_technique_id").into_iter().chain(row.texts("annotations.mitre_attack"))));
+    alert
+        .mitre
+        .extend(techniques(row.texts("mitre_technique_id").into_iter().chain(row.texts("annotations.mitre_attack"))));
     Ok(alert)
 }
 
-fn cim(row: Fields<'_>, payload: &Value, received_at: Timestamp, source_alert_id: Option<String>) -> Result<Alert, Vec<FieldProblem>> {
+fn cim(
+    row: Fields<'_>,
+    payload: &Value,
+    received_at: Timestamp,
+    source_alert_id: Option<String>,
+) -> Result<Alert, Vec<FieldProblem>> {
     let mut problems = Vec::new();
-    let source = system(row.first_text(&["src_host", "src_nt_host"]), &row.texts("src_ip").into_iter().chain(row.texts("src")).collect::<Vec<_>>(), Vec::new());
+    let source = system(
+        row.first_text(&["src_host", "src_nt_host"]),
+        &row.texts("src_ip").into_iter().chain(row.texts("src")).collect::<Vec<_>>(),
+        Vec::new(),
+    );
     let target = system(
         row.first_text(&["dest_host", "dest_nt_host"]),
         &row.texts("dest_ip").into_iter().chain(row.texts("dest")).collect::<Vec<_>>(),

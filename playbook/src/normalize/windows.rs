@@ -64,7 +64,10 @@ pub(crate) fn normalize_fields(
         file: None,
         mitre: Vec::new(),
         severity: Severity::Unknown,
-        rule: Some(DetectionRule { id: Some(format!("windows-{event_id}")), name: Some(event_name(event_id, is_sysmon).to_string()) }),
+        rule: Some(DetectionRule {
+            id: Some(format!("windows-{event_id}")),
+            name: Some(event_name(event_id, is_sysmon).to_string()),
+        }),
         observed_at,
         received_at,
         raw: raw.clone(),
@@ -92,14 +95,19 @@ pub(crate) fn normalize_fields(
             let (landed, parent) = if ["wmiprvse.exe", "wsmprovhost.exe", "winrshost.exe"].contains(&image.as_str()) {
                 (true, image.clone())
             } else {
-                (["wmiprvse.exe", "wsmprovhost.exe", "services.exe", "winrshost.exe"].contains(&parent.as_str()), parent)
+                (
+                    ["wmiprvse.exe", "wsmprovhost.exe", "services.exe", "winrshost.exe"].contains(&parent.as_str()),
+                    parent,
+                )
             };
             let this_host = system(logging_host.clone(), &[], Vec::new());
             if landed {
                 alert.target = this_host;
                 let (connection, protocol, technique) = match parent.as_str() {
                     "wmiprvse.exe" => (ConnectionKind::RemoteExecution, Protocol::Wmi, "T1047"),
-                    "wsmprovhost.exe" | "winrshost.exe" => (ConnectionKind::RemoteExecution, Protocol::Winrm, "T1021.006"),
+                    "wsmprovhost.exe" | "winrshost.exe" => {
+                        (ConnectionKind::RemoteExecution, Protocol::Winrm, "T1021.006")
+                    }
                     _ => (ConnectionKind::RemoteExecution, Protocol::Smb, "T1569.002"),
                 };
                 alert.connection = connection;
@@ -108,7 +116,8 @@ pub(crate) fn normalize_fields(
             } else {
                 alert.source = this_host;
                 let name = program.as_ref().and_then(Program::key).unwrap_or_default();
-                let (protocol, destination) = destination_from_command_line(&name, fields.text("CommandLine").as_deref());
+                let (protocol, destination) =
+                    destination_from_command_line(&name, fields.text("CommandLine").as_deref());
                 alert.protocol = protocol;
                 alert.connection = protocol.default_connection();
                 alert.target = system(destination, &[], Vec::new());
@@ -215,7 +224,8 @@ pub(crate) fn normalize_fields(
         (4697, _) | (7045, _) => {
             // A service was installed: how PsExec-style tools run their payload on the target.
             alert.target = system(logging_host.clone(), &[], Vec::new());
-            alert.account = account_of("SubjectUserName", "SubjectDomainName").or_else(|| account_of("AccountName", "Domain"));
+            alert.account =
+                account_of("SubjectUserName", "SubjectDomainName").or_else(|| account_of("AccountName", "Domain"));
             let image = fields.first_text(&["ServiceFileName", "ImagePath"]);
             alert.program = Program::from_parts(None, image.as_deref(), None).map(|mut program| {
                 program.name = fields.text("ServiceName").map(|name| cap(&name, 256));
@@ -282,9 +292,12 @@ fn destination_from_command_line(executable: &str, command_line: Option<&str>) -
             (Protocol::Rdp, host)
         }
         "ssh.exe" | "ssh" | "putty.exe" | "plink.exe" => {
-            let host = words.iter().skip(1).rev().find(|word| !word.starts_with('-')).map(|word| {
-                word.rsplit('@').next().unwrap_or(word).trim_matches('"').to_string()
-            });
+            let host = words
+                .iter()
+                .skip(1)
+                .rev()
+                .find(|word| !word.starts_with('-'))
+                .map(|word| word.rsplit('@').next().unwrap_or(word).trim_matches('"').to_string());
             (Protocol::Ssh, host)
         }
         _ => (Protocol::Unknown, None),

@@ -1,12 +1,15 @@
 //! The triage engine, driven by data: an alert, what the directory knows, and what must follow.
 
 use serde_json::json;
-use vouch_playbook::engine::{Confirmer, ConfirmVerdict, PingReason, ScenarioVerdict, Side, Truth};
+use vouch_playbook::engine::{ConfirmVerdict, Confirmer, PingReason, ScenarioVerdict, Side, Truth};
 use vouch_playbook::facts::{
     AccountFacts, AccountKind, AssetFacts, AssetKind, Criticality, Facts, History, PersonFacts, PersonRef, ShareFacts,
 };
 use vouch_playbook::normalize::normalize;
-use vouch_playbook::{apply, open_case, Actor, Alert, Case, CaseEvent, CaseId, CaseState, Effect, PersonId, Playbook, Snowflake, Timestamp};
+use vouch_playbook::{
+    apply, open_case, Actor, Alert, Case, CaseEvent, CaseId, CaseState, Effect, PersonId, Playbook, Snowflake,
+    Timestamp,
+};
 
 const NOW: Timestamp = Timestamp::from_unix_millis(1_764_320_000_000);
 
@@ -85,11 +88,21 @@ fn management_facts(service_account: bool) -> Facts {
     let mut source = asset("SCCM-01", AssetKind::Management, Some("olivia"));
     source.service_accounts = vec!["svc-sccm".to_string()];
     let account = if service_account {
-        AccountFacts { kind: AccountKind::Service, holder: None, owner: Some(person("olivia")), service: Some("SCCM".to_string()) }
+        AccountFacts {
+            kind: AccountKind::Service,
+            holder: None,
+            owner: Some(person("olivia")),
+            service: Some("SCCM".to_string()),
+        }
     } else {
         user_account(holder("olivia", &["admin"], &["ws-05"], Some("bob")))
     };
-    Facts { source: Some(source), target: Some(asset("WS-42", AssetKind::Workstation, Some("frank"))), account: Some(account), acting_as: None }
+    Facts {
+        source: Some(source),
+        target: Some(asset("WS-42", AssetKind::Workstation, Some("frank"))),
+        account: Some(account),
+        acting_as: None,
+    }
 }
 
 fn developer_facts(target_kind: AssetKind, source_kind: AssetKind, source_is_own: bool) -> Facts {
@@ -104,7 +117,8 @@ fn developer_facts(target_kind: AssetKind, source_kind: AssetKind, source_is_own
 
 fn share_facts(share_owner: &str) -> Facts {
     let mut target = asset("FS-01", AssetKind::Server, Some("olivia"));
-    target.shares = vec![ShareFacts { name: "transfer$".to_string(), owner: Some(PersonId::parse(share_owner).expect("id")) }];
+    target.shares =
+        vec![ShareFacts { name: "transfer$".to_string(), owner: Some(PersonId::parse(share_owner).expect("id")) }];
     Facts {
         source: Some(asset("WS-05", AssetKind::Workstation, Some("grace"))),
         target: Some(target),
@@ -251,7 +265,8 @@ fn scenarios_match_and_their_near_misses_do_not() {
             }
             None => {}
         }
-        let assessment = opening.scenarios.iter().find(|assessment| assessment.id.as_str() == case.scenario).expect("assessed");
+        let assessment =
+            opening.scenarios.iter().find(|assessment| assessment.id.as_str() == case.scenario).expect("assessed");
         assert!(!assessment.evidence.is_empty(), "{}: a verdict always carries its evidence", case.name);
         if case.expected == ScenarioVerdict::NotMatched {
             assert!(assessment.evidence.iter().any(|evidence| evidence.outcome == Truth::No), "{}", case.name);
@@ -272,30 +287,54 @@ fn unknown_facts_stay_unknown() {
     assert_eq!(opening.confirmation_chain, vec![Confirmer::Soc], "with nobody known, the SOC decides");
 }
 
+/// (alert extras, facts, expected interactive hint, expected account-usage hint, expected concern fragment)
+type HintCase<'a> = (serde_json::Value, &'a Facts, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
 #[test]
 fn hints_read_the_logon_type_the_program_and_the_account_kind() {
     let playbook = Playbook::builtin();
     let service = Facts {
-        account: Some(AccountFacts { kind: AccountKind::Service, holder: None, owner: Some(person("olivia")), service: Some("backup".to_string()) }),
+        account: Some(AccountFacts {
+            kind: AccountKind::Service,
+            holder: None,
+            owner: Some(person("olivia")),
+            service: Some("backup".to_string()),
+        }),
         ..Facts::default()
     };
     let user = Facts { account: Some(user_account(holder("alice", &[], &[], None))), ..Facts::default() };
-    // (alert extras, facts, expected interactive hint, expected account-usage hint, expected concern fragment)
-    let cases: Vec<(serde_json::Value, &Facts, Option<&str>, Option<&str>, Option<&str>)> = vec![
+    let cases: Vec<HintCase<'_>> = vec![
         (json!({"logon_type": 10}), &user, Some("interactive"), None, None),
         (json!({"logon_type": 3}), &service, Some("programmatic"), None, None),
         (json!({"logon_type": 3}), &user, None, None, None),
-        (json!({"program": {"path": "C:\\Windows\\System32\\mstsc.exe"}}), &service, Some("interactive"), Some("does-not-fit"),
-         Some("service account used an interactive remote-access tool")),
-        (json!({"program": {"path": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+        (
+            json!({"program": {"path": "C:\\Windows\\System32\\mstsc.exe"}}),
+            &service,
+            Some("interactive"),
+            Some("does-not-fit"),
+            Some("service account used an interactive remote-access tool"),
+        ),
+        (
+            json!({"program": {"path": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
                             "command_line": "powershell -noP -sta -w 1 -enc SQBmACgA", "parent": "C:\\Windows\\System32\\wbem\\WmiPrvSE.exe"}}),
-         &user, Some("programmatic"), None, Some("encoded PowerShell")),
+            &user,
+            Some("programmatic"),
+            None,
+            Some("encoded PowerShell"),
+        ),
     ];
     for (extra, facts, interactive, usage, concern) in cases {
         let alert = native("WS-17", "SRV-DB-01", "alice", "smb", extra.clone());
         let opening = open_case(&playbook, &alert, facts, &History::default(), NOW);
         let hint = |question: &str| {
-            opening.hints.iter().find(|hint| hint.question.as_str() == question).expect("hint per question").suggested.as_ref().map(|id| id.as_str().to_string())
+            opening
+                .hints
+                .iter()
+                .find(|hint| hint.question.as_str() == question)
+                .expect("hint per question")
+                .suggested
+                .as_ref()
+                .map(|id| id.as_str().to_string())
         };
         assert_eq!(hint("interactive").as_deref(), interactive, "interactive hint for {extra}");
         assert_eq!(hint("account-usage").as_deref(), usage, "account-usage hint for {extra}");
@@ -308,7 +347,8 @@ fn hints_read_the_logon_type_the_program_and_the_account_kind() {
 #[test]
 fn the_account_kind_changes_the_question_asked() {
     let playbook = Playbook::builtin();
-    let question = playbook.questions.iter().find(|question| question.id.as_str() == "account-usage").expect("question");
+    let question =
+        playbook.questions.iter().find(|question| question.id.as_str() == "account-usage").expect("question");
     let prompts: Vec<&str> = [AccountKind::User, AccountKind::Service, AccountKind::System, AccountKind::Unknown]
         .into_iter()
         .map(|kind| question.prompt_for(kind))
@@ -324,7 +364,12 @@ fn the_account_kind_changes_the_question_asked() {
 }
 
 fn soc(name: &str) -> Actor {
-    Actor { discord_id: Some(Snowflake::parse("900").expect("id")), person: Some(PersonId::parse(name).expect("id")), name: name.to_string(), soc: true }
+    Actor {
+        discord_id: Some(Snowflake::parse("900").expect("id")),
+        person: Some(PersonId::parse(name).expect("id")),
+        name: name.to_string(),
+        soc: true,
+    }
 }
 
 fn member(id: &str) -> Actor {
@@ -364,10 +409,20 @@ fn events_move_the_case_and_wrong_people_are_refused() {
 
     let (case, _) = opened(helpdesk_facts(true));
     // Someone other than the asked owner cannot vouch, not even a SOC member.
-    let (unchanged, effects) = apply(&playbook, case.clone(), CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("mallory"), justification: None }, later);
+    let (unchanged, effects) = apply(
+        &playbook,
+        case.clone(),
+        CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("mallory"), justification: None },
+        later,
+    );
     refused(&effects, "asked of frank");
     assert_eq!(unchanged, case);
-    let (_, effects) = apply(&playbook, case.clone(), CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: soc("sam"), justification: None }, later);
+    let (_, effects) = apply(
+        &playbook,
+        case.clone(),
+        CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: soc("sam"), justification: None },
+        later,
+    );
     refused(&effects, "asked of frank");
     // Only the SOC answers questions, escalates and closes.
     let answer = |by: Actor| CaseEvent::Answer {
@@ -386,37 +441,72 @@ fn events_move_the_case_and_wrong_people_are_refused() {
         by: soc("sam"),
     };
     refused(&apply(&playbook, case.clone(), bogus, later).1, "not an answer");
-    refused(&apply(&playbook, case.clone(), CaseEvent::Close { by: soc("sam"), justification: "  ".to_string() }, later).1, "justification");
+    refused(
+        &apply(&playbook, case.clone(), CaseEvent::Close { by: soc("sam"), justification: "  ".to_string() }, later).1,
+        "justification",
+    );
 
     // "Not me" moves down the chain: owner → manager → SOC.
-    let (case, effects) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::NotMe, by: member("frank"), justification: None }, later);
+    let (case, effects) = apply(
+        &playbook,
+        case,
+        CaseEvent::Confirm { verdict: ConfirmVerdict::NotMe, by: member("frank"), justification: None },
+        later,
+    );
     assert!(effects.contains(&Effect::PingPerson { person: person("bob"), reason: PingReason::AskConfirmation }));
     assert!(case.is_asked(&member("bob")));
-    let (case, effects) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::NotMe, by: member("bob"), justification: None }, later);
+    let (case, effects) = apply(
+        &playbook,
+        case,
+        CaseEvent::Confirm { verdict: ConfirmVerdict::NotMe, by: member("bob"), justification: None },
+        later,
+    );
     assert!(effects.iter().any(|effect| matches!(effect, Effect::NotifySoc { .. })));
     assert_eq!(case.state, CaseState::Open);
 
     // The owner's "not expected" escalates, pages on-call and proposes isolating both ends.
     let (case, _) = opened(helpdesk_facts(true));
-    let (case, effects) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::NotExpected, by: member("frank"), justification: None }, later);
+    let (case, effects) = apply(
+        &playbook,
+        case,
+        CaseEvent::Confirm { verdict: ConfirmVerdict::NotExpected, by: member("frank"), justification: None },
+        later,
+    );
     assert_eq!(case.state, CaseState::Escalated);
     assert!(effects.iter().any(|effect| matches!(effect, Effect::PageOnCall { reason } if reason.contains("frank"))));
     assert!(effects.contains(&Effect::ProposeIsolation { side: Side::Source }));
     assert!(effects.contains(&Effect::ProposeIsolation { side: Side::Target }));
-    refused(&apply(&playbook, case.clone(), CaseEvent::Escalate { by: soc("sam"), reason: None }, later).1, "already escalated");
+    refused(
+        &apply(&playbook, case.clone(), CaseEvent::Escalate { by: soc("sam"), reason: None }, later).1,
+        "already escalated",
+    );
 
     // The owner's "expected" closes a case without concerns; a finished case takes nothing more.
     let (case, _) = opened(helpdesk_facts(true));
-    let (case, _) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("frank"), justification: None }, later);
+    let (case, _) = apply(
+        &playbook,
+        case,
+        CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("frank"), justification: None },
+        later,
+    );
     assert_eq!(case.state, CaseState::ClosedExpected);
-    refused(&apply(&playbook, case.clone(), CaseEvent::Escalate { by: soc("sam"), reason: None }, later).1, "already closed");
+    refused(
+        &apply(&playbook, case.clone(), CaseEvent::Escalate { by: soc("sam"), reason: None }, later).1,
+        "already closed",
+    );
 
     // With a concern, the owner's "expected" hands the case back to the SOC instead.
     let (case, _) = opened(helpdesk_facts(false));
-    let (case, effects) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("frank"), justification: None }, later);
+    let (case, effects) = apply(
+        &playbook,
+        case,
+        CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("frank"), justification: None },
+        later,
+    );
     assert_eq!(case.state, CaseState::Open);
     assert!(effects.iter().any(|effect| matches!(effect, Effect::NotifySoc { .. })));
-    let (case, _) = apply(&playbook, case, CaseEvent::Close { by: soc("sam"), justification: "Ticket 4411".to_string() }, later);
+    let (case, _) =
+        apply(&playbook, case, CaseEvent::Close { by: soc("sam"), justification: "Ticket 4411".to_string() }, later);
     assert_eq!(case.state, CaseState::ClosedExpected);
     assert_eq!(case.resolution.and_then(|decision| decision.text).as_deref(), Some("Ticket 4411"));
 }
@@ -431,7 +521,12 @@ fn delegates_may_answer_for_the_person_asked() {
         }
     }
     let (case, _) = opened(facts);
-    let (case, _) = apply(&playbook, case, CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("gina"), justification: None }, NOW);
+    let (case, _) = apply(
+        &playbook,
+        case,
+        CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("gina"), justification: None },
+        NOW,
+    );
     assert_eq!(case.state, CaseState::ClosedExpected);
 }
 
@@ -457,7 +552,12 @@ fn silence_is_chased_then_handed_on() {
     }
     // Medium criticality: two reminders to frank, then bob is asked and reminded.
     assert_eq!(pings, ["frank:Reminder", "frank:Reminder", "bob:AskConfirmation", "bob:Reminder"]);
-    let stale = apply(&playbook, case.clone(), CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("frank"), justification: None }, now);
+    let stale = apply(
+        &playbook,
+        case.clone(),
+        CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: member("frank"), justification: None },
+        now,
+    );
     assert!(matches!(stale.1.as_slice(), [Effect::Refused { .. }]), "frank is no longer the one asked");
 }
 
@@ -471,7 +571,8 @@ fn the_builtin_playbook_is_valid_and_broken_ones_are_refused() {
         .replace("id = \"interactive\"\ntitle", "id = \"account-usage\"\ntitle")
         .replace("{ fact = \"protocol\", any_of = [\"rdp\"] }", "{ fact = \"protocol\", equals = true }");
     let error = Playbook::parse(&broken).expect_err("broken playbook").to_string();
-    for fragment in ["`interactive` question is missing", "`account-usage` appears twice", "cannot be tested that way"] {
+    for fragment in ["`interactive` question is missing", "`account-usage` appears twice", "cannot be tested that way"]
+    {
         assert!(error.contains(fragment), "{error}");
     }
 }

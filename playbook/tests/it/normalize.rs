@@ -14,9 +14,15 @@ fn summary(alert: &Alert) -> String {
         let mut parts: Vec<String> = system.hostname.iter().cloned().collect();
         parts.extend(system.ips.iter().map(ToString::to_string));
         parts.extend(system.edr_ids.iter().map(|id| format!("edr:{id}")));
-        if parts.is_empty() { "?".to_string() } else { parts.join("/") }
+        if parts.is_empty() {
+            "?".to_string()
+        } else {
+            parts.join("/")
+        }
     };
-    let account = |account: &Option<vouch_playbook::model::Account>| account.as_ref().map_or("-".to_string(), ToString::to_string);
+    let account = |account: &Option<vouch_playbook::model::Account>| {
+        account.as_ref().map_or("-".to_string(), ToString::to_string)
+    };
     format!(
         "{} -> {} | account {} | as {} | logon {} | {} {} | program {} | mitre {}",
         system(&alert.source),
@@ -32,7 +38,8 @@ fn summary(alert: &Alert) -> String {
 }
 
 fn check(payload: &Value, format: Option<AlertFormat>, expected: &str) -> Alert {
-    let alert = normalize(payload, format, RECEIVED).unwrap_or_else(|problems| panic!("normalization failed: {problems:?}\n{payload}"));
+    let alert = normalize(payload, format, RECEIVED)
+        .unwrap_or_else(|problems| panic!("normalization failed: {problems:?}\n{payload}"));
     assert_eq!(summary(&alert), expected, "\npayload: {payload}");
     assert_eq!(&alert.raw, payload, "the raw payload is kept verbatim");
     alert
@@ -114,7 +121,8 @@ fn otrf_events_of_every_type_normalize_to_the_movement_they_record() {
         let event = otrf_event(file, *line);
         check(&event, None, expected);
         // Splunk forwards the same event as its result row; the movement must read the same.
-        let splunk = json!({"sid": "scheduler__admin__search__RMD5", "search_name": "Lateral movement", "result": event});
+        let splunk =
+            json!({"sid": "scheduler__admin__search__RMD5", "search_name": "Lateral movement", "result": event});
         let alert = check(&splunk, None, expected);
         assert_eq!(alert.format, AlertFormat::Splunk);
         assert_eq!(alert.rule.as_ref().and_then(|rule| rule.name.as_deref()), Some("Lateral movement"));
@@ -183,8 +191,11 @@ fn windows_events_with_a_second_account_or_rdp_normalize() {
         "Image": "C:\\Windows\\System32\\mstsc.exe", "CommandLine": "mstsc.exe /v:SRV-DB-01:3389",
         "ParentImage": "C:\\Windows\\explorer.exe"
     });
-    check(&rdp_client, None,
-        "WS-17 -> SRV-DB-01 | account CORP\\alice | as - | logon - | remote access RDP | program mstsc.exe | mitre ");
+    check(
+        &rdp_client,
+        None,
+        "WS-17 -> SRV-DB-01 | account CORP\\alice | as - | logon - | remote access RDP | program mstsc.exe | mitre ",
+    );
 }
 
 #[test]
@@ -293,18 +304,37 @@ fn malformed_payloads_are_refused_field_by_field() {
         &json!({"vouch_alert": 1, "target": {"hostname": 7, "ips": ["not-an-ip"]}, "port": 70000,
                 "mitre": ["T99"], "severity": "apocalyptic", "colour": "red", "logon_type": -1}),
         None,
-        &[("/target/hostname", "string"), ("/target/ips/0", "IP"), ("/port", "65535"), ("/mitre/0", "MITRE"),
-          ("/severity", "one of"), ("/colour", "unknown field"), ("/logon_type", "0 to 13")],
+        &[
+            ("/target/hostname", "string"),
+            ("/target/ips/0", "IP"),
+            ("/port", "65535"),
+            ("/mitre/0", "MITRE"),
+            ("/severity", "one of"),
+            ("/colour", "unknown field"),
+            ("/logon_type", "0 to 13"),
+        ],
     );
-    check_rejected(&json!({"vouch_alert": 2, "source": {}}), None, &[("/vouch_alert", "must be 1"), ("/source", "at least")]);
-    check_rejected(&json!({"EventID": 4624, "LogonType": "99", "Hostname": "A"}), None, &[("/LogonType", "logon type")]);
+    check_rejected(
+        &json!({"vouch_alert": 2, "source": {}}),
+        None,
+        &[("/vouch_alert", "must be 1"), ("/source", "at least")],
+    );
+    check_rejected(
+        &json!({"EventID": 4624, "LogonType": "99", "Hostname": "A"}),
+        None,
+        &[("/LogonType", "logon type")],
+    );
     check_rejected(&json!({"EventID": 4104, "Hostname": "A"}), None, &[("/EventID", "4104")]);
     check_rejected(&json!({"class_uid": 1001}), None, &[("/class_uid", "2004")]);
     check_rejected(&json!({"class_uid": 2004, "finding_info": {}}), None, &[("/evidences", "evidence")]);
     check_rejected(&json!({"sid": "1", "result": {"EventID": 7}}), None, &[("/result/EventID", "not one Vouch reads")]);
     check_rejected(&json!({"hello": "world"}), None, &[("", "could not tell the format")]);
     check_rejected(&json!([1, 2, 3]), None, &[("", "JSON object")]);
-    check_rejected(&json!({"source": {"port": 0}, "destination": {"port": "x"}}), Some(AlertFormat::Ecs), &[("", "neither a source nor a target")]);
+    check_rejected(
+        &json!({"source": {"port": 0}, "destination": {"port": "x"}}),
+        Some(AlertFormat::Ecs),
+        &[("", "neither a source nor a target")],
+    );
     let mut deep = json!("bottom");
     for _ in 0..200 {
         deep = json!({"source": deep});
