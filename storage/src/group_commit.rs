@@ -4,10 +4,17 @@
 //! (sled issue #1308). So no writer flushes itself: each takes a ticket after applying its batch
 //! and waits until the flusher thread reports a flush that began after that ticket was issued.
 //! One fsync then covers every writer that arrived while the previous one ran.
+//!
+//! Writers also announce themselves before they queue for the writer lock. When a ticket wakes
+//! the flusher while other writers are still on their way, it waits for them (at most
+//! [`GATHER_LIMIT`]) so one flush covers them all; a lone writer is flushed at once.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Longest time the flusher holds a flush back for writers already on their way.
+pub(crate) const GATHER_LIMIT: Duration = Duration::from_micros(1500);
 
 use crate::{Result, StorageError};
 
@@ -29,6 +36,8 @@ struct State {
     failed_through: u64,
     failure: Option<String>,
     stopping: bool,
+    /// Writers between announcing themselves and taking their ticket.
+    in_flight: usize,
     /// The flusher thread has ended; nothing issued after this becomes durable.
     stopped: bool,
     stats: FlushStats,
@@ -69,6 +78,18 @@ impl GroupCommit {
                     self.changed.notify_all();
                     return;
                 }
+                let gather_until = Instant::now() + GATHER_LIMIT;
+                while state.in_flight > 0 && !state.stopping {
+                    let now = Instant::now();
+                    if now >= gather_until {
+                        break;
+                    }
+                    state = self
+                        .changed
+                        .wait_timeout(state, gather_until - now)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .0;
+                }
                 state.issued
             };
             let started = Instant::now();
@@ -90,9 +111,19 @@ impl GroupCommit {
         }
     }
 
-    /// A ticket for everything applied so far. Take it after applying, before waiting.
-    pub(crate) fn ticket(&self) -> u64 {
+    /// Counts a writer as on its way until the returned value is dropped.
+    pub(crate) fn arrive(&self) -> Arrival<'_> {
+        self.lock().in_flight += 1;
+        Arrival { commits: self, counted: std::cell::Cell::new(true) }
+    }
+
+    /// A ticket for everything applied so far. Take it after applying, before waiting; the
+    /// writer stops counting as on its way in the same step, so the flusher need not wait for it.
+    pub(crate) fn ticket(&self, arrival: &Arrival<'_>) -> u64 {
         let mut state = self.lock();
+        if arrival.counted.replace(false) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
         state.issued += 1;
         let ticket = state.issued;
         self.changed.notify_all();
@@ -127,6 +158,22 @@ impl GroupCommit {
         let handle = self.thread.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(handle) = handle {
             let _ = handle.join();
+        }
+    }
+}
+
+/// A writer on its way to a ticket; dropping it before its ticket tells the flusher it gave up.
+pub(crate) struct Arrival<'a> {
+    commits: &'a GroupCommit,
+    counted: std::cell::Cell<bool>,
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        if self.counted.get() {
+            let mut state = self.commits.lock();
+            state.in_flight = state.in_flight.saturating_sub(1);
+            self.commits.changed.notify_all();
         }
     }
 }

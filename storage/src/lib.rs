@@ -12,6 +12,7 @@ pub mod audit;
 mod group_commit;
 mod keys;
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -22,7 +23,7 @@ use vouch_playbook::{Actor, Alert, Case, CaseId, CaseState, MovementKey, Timesta
 
 pub use audit::{AuditRecord, AuditReport};
 pub use group_commit::FlushStats;
-use group_commit::GroupCommit;
+use group_commit::{Arrival, GroupCommit};
 
 /// Every stored value starts with this byte, so a later layout can be told apart and migrated.
 const SCHEMA_VERSION: u8 = 1;
@@ -119,7 +120,7 @@ pub struct OutboxEntry {
 pub struct Store {
     tree: sled::Db,
     /// Serializes writers: the case counter, the indexes and the audit chain need one order.
-    writer: Mutex<()>,
+    writer: Mutex<WriterState>,
     commits: Arc<GroupCommit>,
 }
 
@@ -149,13 +150,13 @@ impl Store {
             }
         };
         let commits = GroupCommit::start(tree.clone());
-        let store = Store { tree, writer: Mutex::new(()), commits };
+        let store = Store { tree, writer: Mutex::new(WriterState::default()), commits };
         store.check_schema()?;
         Ok(store)
     }
 
     fn check_schema(&self) -> Result<()> {
-        let _writer = self.lock_writer();
+        let writer = self.lock_writer();
         match self.tree.get(keys::META_SCHEMA)? {
             Some(value) if value.as_ref() == [SCHEMA_VERSION] => Ok(()),
             Some(value) => Err(StorageError::Corrupt {
@@ -163,25 +164,36 @@ impl Store {
                 reason: format!("schema version {:?} is not {SCHEMA_VERSION}", value.as_ref()),
             }),
             None => {
-                self.tree.insert(keys::META_SCHEMA, &[SCHEMA_VERSION])?;
-                let ticket = self.commits.ticket();
-                drop(_writer);
-                self.commits.wait(ticket)
+                let mut batch = sled::Batch::default();
+                batch.insert(keys::META_SCHEMA, &[SCHEMA_VERSION]);
+                self.commit(batch, writer)
             }
         }
     }
 
-    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+    fn lock_writer(&self) -> Writer<'_> {
+        // Announce the writer before queueing for the lock, so the flusher can wait for it to
+        // join the next flush instead of flushing just before it arrives.
+        let arrival = self.commits.arrive();
         // A writer that panicked left no half-applied batch (batches are atomic), so the lock's
         // poison flag carries no information worth failing on.
-        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        let mut guard = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A batch abandoned by an earlier error never reached sled; its head must not be used.
+        guard.pending_head = None;
+        Writer { guard, arrival }
     }
 
     /// Applies `batch` and waits until it is durable. Called with the writer lock held; the
     /// lock is released before waiting so other writers can join the same flush.
-    fn commit(&self, batch: sled::Batch, writer: MutexGuard<'_, ()>) -> Result<()> {
-        self.tree.apply_batch(batch)?;
-        let ticket = self.commits.ticket();
+    fn commit(&self, batch: sled::Batch, mut writer: Writer<'_>) -> Result<()> {
+        let applied = self.tree.apply_batch(batch);
+        // The cached head moves only with a batch that was applied; a failed one leaves it.
+        let pending = writer.pending_head.take();
+        applied?;
+        if pending.is_some() {
+            writer.head = pending;
+        }
+        let ticket = self.commits.ticket(&writer.arrival);
         drop(writer);
         self.commits.wait(ticket)
     }
@@ -189,7 +201,7 @@ impl Store {
     /// Records an alert: a duplicate of one already seen, a repeat folded into its open case, or
     /// a new case. Returns once the result is durable.
     pub fn ingest(&self, request: IngestRequest<'_>) -> Result<Ingested> {
-        let writer = self.lock_writer();
+        let mut writer = self.lock_writer();
         let alert = request.alert;
         let now = request.now;
         if let Some(source_alert_id) = &alert.source_alert_id {
@@ -245,6 +257,7 @@ impl Store {
             "alert_count": case.alert_count,
         });
         self.append_audit(
+            &mut writer,
             &mut batch,
             audit::NewRecord {
                 at: now,
@@ -270,7 +283,7 @@ impl Store {
         now: Timestamp,
         decide: impl FnOnce(Case) -> (Case, Vec<Effect>),
     ) -> Result<Applied> {
-        let writer = self.lock_writer();
+        let mut writer = self.lock_writer();
         let before = self.case_locked(case_id)?;
         let verdicts_before = before.confirmation.verdicts.len();
         let was_closed = before.state == CaseState::ClosedExpected;
@@ -305,6 +318,7 @@ impl Store {
             }
         }
         let record = self.append_audit(
+            &mut writer,
             &mut batch,
             audit::NewRecord {
                 at: now,
@@ -328,9 +342,10 @@ impl Store {
         detail: serde_json::Value,
         now: Timestamp,
     ) -> Result<AuditRecord> {
-        let writer = self.lock_writer();
+        let mut writer = self.lock_writer();
         let mut batch = sled::Batch::default();
         let record = self.append_audit(
+            &mut writer,
             &mut batch,
             audit::NewRecord { at: now, case_id, kind, actor, playbook_version: None, detail },
         )?;
@@ -338,10 +353,18 @@ impl Store {
         Ok(record)
     }
 
-    fn append_audit(&self, batch: &mut sled::Batch, entry: audit::NewRecord<'_>) -> Result<AuditRecord> {
-        let head: audit::Head = match self.tree.get(keys::META_AUDIT_HEAD)? {
-            Some(value) => decode(&value, "audit head")?,
-            None => audit::Head::genesis(),
+    fn append_audit(
+        &self,
+        writer: &mut WriterState,
+        batch: &mut sled::Batch,
+        entry: audit::NewRecord<'_>,
+    ) -> Result<AuditRecord> {
+        let head = match writer.pending_head.clone().or_else(|| writer.head.clone()) {
+            Some(head) => head,
+            None => match self.tree.get(keys::META_AUDIT_HEAD)? {
+                Some(value) => decode(&value, "audit head")?,
+                None => audit::Head::genesis(),
+            },
         };
         let record = AuditRecord::chained(&head, entry);
         batch.insert(keys::audit(record.seq), encode(&record));
@@ -349,6 +372,7 @@ impl Store {
             batch.insert(keys::case_audit(case_id, record.seq), &[]);
         }
         batch.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
+        writer.pending_head = Some(record.head());
         Ok(record)
     }
 
@@ -500,13 +524,14 @@ impl Store {
 
     /// Adds an outbound call to the outbox; it is durable when this returns.
     pub fn enqueue_outbox(&self, entry: &OutboxEntry, now: Timestamp) -> Result<bool> {
-        let writer = self.lock_writer();
+        let mut writer = self.lock_writer();
         if self.tree.get(keys::outbox(&entry.id))?.is_some() {
             return Ok(false);
         }
         let mut batch = sled::Batch::default();
         batch.insert(keys::outbox(&entry.id), encode(entry));
         self.append_audit(
+            &mut writer,
             &mut batch,
             audit::NewRecord {
                 at: now,
@@ -539,7 +564,7 @@ impl Store {
         detail: serde_json::Value,
         now: Timestamp,
     ) -> Result<()> {
-        let writer = self.lock_writer();
+        let mut writer = self.lock_writer();
         let mut batch = sled::Batch::default();
         if done {
             batch.remove(keys::outbox(&entry.id));
@@ -548,6 +573,7 @@ impl Store {
         }
         let kind = if done { "outbox.delivered" } else { "outbox.attempt" };
         self.append_audit(
+            &mut writer,
             &mut batch,
             audit::NewRecord {
                 at: now,
@@ -582,6 +608,35 @@ impl Drop for Store {
         if let Err(error) = self.tree.flush() {
             tracing::warn!(error = %error, "the store could not be flushed on close");
         }
+    }
+}
+
+/// What the writer lock guards besides the order of writes: the audit chain's head, cached so
+/// that appending a record does not read it back from sled each time.
+#[derive(Default)]
+struct WriterState {
+    head: Option<audit::Head>,
+    /// The head a batch being built will leave, until that batch is applied.
+    pending_head: Option<audit::Head>,
+}
+
+/// The writer lock, held together with the writer's place in the flusher's count. Fields drop
+/// in order: the lock is released first, then the writer stops counting as in flight.
+struct Writer<'a> {
+    guard: MutexGuard<'a, WriterState>,
+    arrival: Arrival<'a>,
+}
+
+impl Deref for Writer<'_> {
+    type Target = WriterState;
+    fn deref(&self) -> &WriterState {
+        &self.guard
+    }
+}
+
+impl DerefMut for Writer<'_> {
+    fn deref_mut(&mut self) -> &mut WriterState {
+        &mut self.guard
     }
 }
 
