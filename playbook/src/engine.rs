@@ -191,6 +191,11 @@ pub enum CaseEvent {
         by: Actor,
         justification: String,
     },
+    /// A SOC member asks for one end of an escalated movement to be cut off the network.
+    Isolate {
+        side: Side,
+        by: Actor,
+    },
     /// A reminder deadline stored with the case has passed.
     ReminderDue,
 }
@@ -221,6 +226,10 @@ pub enum Effect {
     },
     /// Offer (or, on the owner's "not expected", recommend) isolating a system.
     ProposeIsolation {
+        side: Side,
+    },
+    /// Call the configured isolation webhooks for a system.
+    CallIsolationWebhook {
         side: Side,
     },
     ScheduleReminder {
@@ -329,6 +338,16 @@ pub struct Case {
     pub escalation: Option<Decision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Decision>,
+    /// Isolation requested, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub isolations: Vec<IsolationRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolationRequest {
+    pub side: Side,
+    pub by: Actor,
+    pub at: Timestamp,
 }
 
 /// `Alert` holds a JSON value and so is not `Eq`; cases compare alerts by their serialized form.
@@ -422,6 +441,7 @@ impl Case {
             answers: BTreeMap::new(),
             escalation: None,
             resolution: None,
+            isolations: Vec::new(),
         };
         let mut effects = vec![Effect::PostCard];
         if playbook.confirmation.ask_on_open {
@@ -600,6 +620,27 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             case.confirmation.deadline = None;
             case.resolution = Some(Decision { by, at: now, text: Some(justification) });
             (case, vec![Effect::UpdateCard])
+        }
+        CaseEvent::Isolate { side, by } => {
+            if !by.soc {
+                return case.refuse("only members of the SOC isolate a system");
+            }
+            if case.state != CaseState::Escalated {
+                return case.refuse("escalate the case before isolating a system");
+            }
+            let system = match side {
+                Side::Source => &case.alert().source,
+                Side::Target => &case.alert().target,
+            };
+            if system.is_unknown() {
+                return case.refuse("the alert does not name that system");
+            }
+            if case.isolations.iter().any(|request| request.side == side) {
+                return case.refuse("isolation of that system was already requested");
+            }
+            let mut case = case;
+            case.isolations.push(IsolationRequest { side, by, at: now });
+            (case, vec![Effect::CallIsolationWebhook { side }, Effect::UpdateCard])
         }
         CaseEvent::ReminderDue => {
             let due = case.confirmation.deadline.is_some_and(|deadline| deadline <= now);

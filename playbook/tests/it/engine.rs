@@ -480,9 +480,20 @@ fn events_move_the_case_and_wrong_people_are_refused() {
         &apply(&playbook, case.clone(), CaseEvent::Escalate { by: soc("sam"), reason: None }, later).1,
         "already escalated",
     );
+    // Isolation is a SOC decision, once per system.
+    let isolate = |by: Actor| CaseEvent::Isolate { side: Side::Target, by };
+    refused(&apply(&playbook, case.clone(), isolate(member("frank")), later).1, "only members of the SOC");
+    let (case, effects) = apply(&playbook, case, isolate(soc("sam")), later);
+    assert_eq!(effects, vec![Effect::CallIsolationWebhook { side: Side::Target }, Effect::UpdateCard]);
+    assert_eq!(case.isolations.len(), 1);
+    refused(&apply(&playbook, case.clone(), isolate(soc("sam")), later).1, "already requested");
 
     // The owner's "expected" closes a case without concerns; a finished case takes nothing more.
     let (case, _) = opened(helpdesk_facts(true));
+    refused(
+        &apply(&playbook, case.clone(), CaseEvent::Isolate { side: Side::Source, by: soc("sam") }, later).1,
+        "escalate the case before",
+    );
     let (case, _) = apply(
         &playbook,
         case,
