@@ -11,6 +11,8 @@
 //! | `h/`   | movement key                | history                        |
 //! | `s/`   | source, 0x1f, target        | last seen (u64 millis)         |
 //! | `o/`   | outbox entry id             | outbox entry                   |
+//! | `e/`   | effect sequence (u64)       | an effect waiting to be done   |
+//! | `k/`   | case id (u64)               | where the case's card is       |
 
 use vouch_playbook::CaseId;
 
@@ -19,6 +21,8 @@ use crate::{Result, StorageError};
 pub(crate) const META_SCHEMA: &[u8] = b"m/schema";
 pub(crate) const META_NEXT_CASE: &[u8] = b"m/next_case";
 pub(crate) const META_AUDIT_HEAD: &[u8] = b"m/audit_head";
+pub(crate) const META_NEXT_EFFECT: &[u8] = b"m/next_effect";
+pub(crate) const EFFECT_PREFIX: &[u8] = b"e/";
 pub(crate) const CASE_PREFIX: &[u8] = b"c/";
 pub(crate) const AUDIT_PREFIX: &[u8] = b"a/";
 pub(crate) const OUTBOX_PREFIX: &[u8] = b"o/";
@@ -106,4 +110,16 @@ pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64> {
 pub(crate) fn decode_case_id(bytes: &[u8], what: &str) -> Result<CaseId> {
     CaseId::new(decode_u64(bytes, what)?)
         .ok_or_else(|| StorageError::Corrupt { key: what.to_string(), reason: "case id zero".to_string() })
+}
+
+pub(crate) fn effect(seq: u64) -> Vec<u8> {
+    with_prefix(EFFECT_PREFIX, &[&seq.to_be_bytes()])
+}
+
+pub(crate) fn seq_of_effect(key: &[u8]) -> Result<u64> {
+    tail_u64(key, 2 + 8, "effect key")
+}
+
+pub(crate) fn card(id: CaseId) -> Vec<u8> {
+    with_prefix(b"k/", &[&id.number().to_be_bytes()])
 }

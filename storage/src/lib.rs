@@ -104,6 +104,23 @@ pub struct Applied {
     pub record: AuditRecord,
 }
 
+/// An effect the engine decided and the bot has yet to carry out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEffect {
+    pub seq: u64,
+    pub case_id: CaseId,
+    pub effect: Effect,
+}
+
+/// Where a case's card lives in chat: the message and the discussion thread started on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRef {
+    pub channel_id: vouch_playbook::Snowflake,
+    pub message_id: vouch_playbook::Snowflake,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<vouch_playbook::Snowflake>,
+}
+
 /// A call to the outside world waiting to be made (isolation webhooks and the like). It is
 /// written before anything is sent, and its id never changes, so a retry is the same request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +269,7 @@ impl Store {
         batch.insert(grouping_key, encode(&GroupEntry { case_id: case.id, last_alert_at: now }));
         self.record_movement(&mut batch, &movement, history, now, None);
         batch.insert(keys::case(case.id), encode(&case));
+        self.queue_effects(&mut batch, case.id, &effects)?;
         let detail = serde_json::json!({
             "alert": &alert,
             "alert_count": case.alert_count,
@@ -299,6 +317,7 @@ impl Store {
         };
         if refusal.is_none() {
             batch.insert(keys::case(case_id), encode(&case));
+            self.queue_effects(&mut batch, case_id, &effects)?;
             let newly_expected = case
                 .confirmation
                 .verdicts
@@ -374,6 +393,61 @@ impl Store {
         batch.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
         writer.pending_head = Some(record.head());
         Ok(record)
+    }
+
+    /// Queues effects for the bot in the same batch as the change that caused them, so a crash
+    /// can neither lose them nor run them for a change that did not happen.
+    fn queue_effects(&self, batch: &mut sled::Batch, case_id: CaseId, effects: &[Effect]) -> Result<()> {
+        let mut next = match self.tree.get(keys::META_NEXT_EFFECT)? {
+            Some(value) => keys::decode_u64(&value, "effect counter")?,
+            None => 1,
+        };
+        for effect in effects {
+            if matches!(effect, Effect::Refused { .. }) {
+                continue;
+            }
+            batch.insert(keys::effect(next), encode(&PendingEffect { seq: next, case_id, effect: effect.clone() }));
+            next += 1;
+        }
+        batch.insert(keys::META_NEXT_EFFECT, &next.to_be_bytes());
+        Ok(())
+    }
+
+    /// Effects not yet carried out, oldest first.
+    pub fn pending_effects(&self, limit: usize) -> Result<Vec<PendingEffect>> {
+        self.tree
+            .scan_prefix(keys::EFFECT_PREFIX)
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let mut pending: PendingEffect = decode(&value, "effect")?;
+                pending.seq = keys::seq_of_effect(&key)?;
+                Ok(pending)
+            })
+            .collect()
+    }
+
+    /// Marks an effect done. Durable when this returns, so it is not carried out again.
+    pub fn complete_effect(&self, seq: u64) -> Result<()> {
+        let writer = self.lock_writer();
+        let mut batch = sled::Batch::default();
+        batch.remove(keys::effect(seq));
+        self.commit(batch, writer)
+    }
+
+    /// Records where a case's card was posted.
+    pub fn set_card(&self, case_id: CaseId, card: &CardRef) -> Result<()> {
+        let writer = self.lock_writer();
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::card(case_id), encode(card));
+        self.commit(batch, writer)
+    }
+
+    pub fn card(&self, case_id: CaseId) -> Result<Option<CardRef>> {
+        match self.tree.get(keys::card(case_id))? {
+            Some(value) => Ok(Some(decode(&value, "card")?)),
+            None => Ok(None),
+        }
     }
 
     fn case_locked(&self, case_id: CaseId) -> Result<Case> {

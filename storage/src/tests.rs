@@ -281,3 +281,45 @@ fn a_store_in_use_is_refused_with_a_clear_error() {
     let error = Store::open(directory.path(), &StoreOptions::default()).err().expect("second open fails");
     assert!(error.to_string().contains("in use by another process"), "{error}");
 }
+
+#[test]
+fn effects_are_queued_with_their_change_and_done_once() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let playbook = Playbook::builtin();
+    let case_id = {
+        let store = Store::open(directory.path(), &StoreOptions::default()).expect("store");
+        let opened = ingest(&store, &playbook, alert(Some("e1"), "WS-1", "SRV-9", "carol"), T0);
+        // With nobody in the directory, the SOC is notified after the card is posted.
+        let kinds: Vec<String> = store
+            .pending_effects(100)
+            .expect("pending")
+            .iter()
+            .map(|pending| serde_json::to_value(&pending.effect).expect("json")["effect"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(kinds, ["post_card", "notify_soc"]);
+        let stranger = Actor { discord_id: None, person: None, name: "mallory".to_string(), soc: false };
+        let event = CaseEvent::Escalate { by: stranger.clone(), reason: None };
+        store
+            .apply_event(opened.case.id, "click.escalate", Some(&stranger), json!({}), T0, |case| apply(&playbook, case, event, T0))
+            .expect("recorded");
+        assert_eq!(store.pending_effects(100).expect("pending").len(), 2, "a refusal queues nothing");
+        let first = store.pending_effects(1).expect("pending").remove(0);
+        store.complete_effect(first.seq).expect("done");
+        store
+            .set_card(
+                opened.case.id,
+                &CardRef {
+                    channel_id: vouch_playbook::Snowflake::parse("10").expect("id"),
+                    message_id: vouch_playbook::Snowflake::parse("11").expect("id"),
+                    thread_id: None,
+                },
+            )
+            .expect("card");
+        opened.case.id
+    };
+    let store = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    let pending = store.pending_effects(100).expect("pending");
+    assert_eq!(pending.len(), 1, "the completed effect stays done after a restart");
+    assert!(matches!(pending[0].effect, Effect::NotifySoc { .. }));
+    assert_eq!(store.card(case_id).expect("card").map(|card| card.message_id.get()), Some(11));
+}
