@@ -150,7 +150,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         directory: config.directory,
         playbook: config.playbook,
         grouping_window_minutes: ingest.grouping_window_minutes,
+        effects_ready: Arc::new(tokio::sync::Notify::new()),
     });
+    let discord = match config.settings.discord.clone() {
+        Some(settings) => Some(crate::discord::start(settings, Arc::clone(&service)).await?),
+        None => {
+            tracing::warn!("no [discord] settings: running the alert API and store only");
+            None
+        }
+    };
     let state = Arc::new(AppState {
         service,
         token: ingest.token,
@@ -171,6 +179,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the HTTP server failed")?;
+    if let Some(discord) = discord {
+        discord.shutdown().await;
+    }
     tracing::info!("shutting down: flushing the store");
     store.close().context("the store could not be flushed")?;
     Ok(())

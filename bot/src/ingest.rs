@@ -181,10 +181,9 @@ async fn accept_alert(
     let status = serde_json::to_value(ingested.status).unwrap_or(Value::Null);
     state.metrics.alert_accepted(format_id, status.as_str().unwrap_or("unknown"));
     tracing::info!(case_id = %ingested.case.id, status = %status, format = format_id, "alert accepted");
-    for effect in &ingested.effects {
-        // Carrying out effects (cards, pings, reminders) belongs to the Discord layer; until it
-        // runs, the decisions are on the case and visible through the API.
-        tracing::debug!(case_id = %ingested.case.id, ?effect, "effect decided");
+    if !ingested.effects.is_empty() {
+        // The effects are queued in the store with the case; the Discord worker carries them out.
+        state.service.effects_ready.notify_one();
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"case_id": ingested.case.id, "status": status}))).into_response())
 }

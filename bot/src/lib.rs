@@ -3,6 +3,7 @@
 //! - [`cli`]: the command line (`run`, `check-config`, `audit verify|export`).
 //! - [`ingest`]: the HTTP API (axum): alert intake, case queries, health and metrics.
 //! - [`auth`]: bearer tokens and Standard Webhooks signatures on incoming requests.
+//! - [`discord`]: the serenity client, the card/ping effect worker and the click handler.
 //! - [`service`]: ties the store, the directory and the engine together for one alert or event.
 //! - [`metrics`]: Prometheus counters.
 //!
@@ -10,6 +11,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod discord;
 pub mod ingest;
 pub mod metrics;
 pub mod service;

@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Notify;
 use vouch_config::Directory;
-use vouch_playbook::{apply, open_case, Alert, Case, CaseEvent, Playbook, Timestamp};
-use vouch_storage::{IngestRequest, Ingested, StorageError, Store};
+use vouch_playbook::{apply, open_case, Actor, Alert, Case, CaseEvent, CaseId, Playbook, Timestamp};
+use vouch_storage::{Applied, IngestRequest, Ingested, StorageError, Store};
 
 pub struct Service {
     pub store: Arc<Store>,
     pub directory: Directory,
     pub playbook: Playbook,
     pub grouping_window_minutes: u32,
+    /// Woken whenever a change queued effects, so the Discord worker carries them out promptly.
+    pub effects_ready: Arc<Notify>,
 }
 
 impl Service {
@@ -33,5 +36,19 @@ impl Service {
             open: &open,
             fold: &fold,
         })
+    }
+
+    /// Applies an event (a click, a form, a timer) to a case through the engine and records it,
+    /// refusals included. Durable on return. Blocking: call it from a blocking thread.
+    pub fn apply(
+        &self,
+        case_id: CaseId,
+        kind: &str,
+        actor: &Actor,
+        detail: serde_json::Value,
+        event: CaseEvent,
+        now: Timestamp,
+    ) -> Result<Applied, StorageError> {
+        self.store.apply_event(case_id, kind, Some(actor), detail, now, |case| apply(&self.playbook, case, event, now))
     }
 }

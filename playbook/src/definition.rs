@@ -340,8 +340,18 @@ impl Playbook {
             if question.answers.is_empty() || question.answers.len() > 5 {
                 problems.push(format!("questions.{}: needs 1 to 5 answers (one button row)", question.id));
             }
+            // Ids travel in Discord button ids (100 characters at most), so they stay short.
+            if question.id.as_str().len() > 32 {
+                problems.push(format!("questions.{}: the id is longer than 32 characters", question.id));
+            }
             let mut answer_ids = BTreeSet::new();
             for answer in &question.answers {
+                if answer.id.as_str().len() > 32 {
+                    problems.push(format!(
+                        "questions.{}: answer id `{}` is longer than 32 characters",
+                        question.id, answer.id
+                    ));
+                }
                 if !answer_ids.insert(&answer.id) {
                     problems.push(format!("questions.{}: answer `{}` appears twice", question.id, answer.id));
                 }

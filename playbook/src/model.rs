@@ -87,7 +87,12 @@ impl Account {
             return Some(Account::with_domain(name, Some(domain)));
         }
         if let Some((name, domain)) = text.split_once('@') {
-            if !name.is_empty() && !domain.is_empty() {
+            // Only `user@corp.example`: anything else with an '@' (say `<@123>`) is a name.
+            let plain = |part: &str| {
+                !part.is_empty()
+                    && part.chars().all(|character| character.is_alphanumeric() || "._-$".contains(character))
+            };
+            if plain(name) && plain(domain) {
                 return Some(Account::with_domain(name, Some(domain)));
             }
         }

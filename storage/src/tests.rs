@@ -294,13 +294,17 @@ fn effects_are_queued_with_their_change_and_done_once() {
             .pending_effects(100)
             .expect("pending")
             .iter()
-            .map(|pending| serde_json::to_value(&pending.effect).expect("json")["effect"].as_str().unwrap_or("").to_string())
+            .map(|pending| {
+                serde_json::to_value(&pending.effect).expect("json")["effect"].as_str().unwrap_or("").to_string()
+            })
             .collect();
         assert_eq!(kinds, ["post_card", "notify_soc"]);
         let stranger = Actor { discord_id: None, person: None, name: "mallory".to_string(), soc: false };
         let event = CaseEvent::Escalate { by: stranger.clone(), reason: None };
         store
-            .apply_event(opened.case.id, "click.escalate", Some(&stranger), json!({}), T0, |case| apply(&playbook, case, event, T0))
+            .apply_event(opened.case.id, "click.escalate", Some(&stranger), json!({}), T0, |case| {
+                apply(&playbook, case, event, T0)
+            })
             .expect("recorded");
         assert_eq!(store.pending_effects(100).expect("pending").len(), 2, "a refusal queues nothing");
         let first = store.pending_effects(1).expect("pending").remove(0);

@@ -6,4 +6,5 @@ mod support;
 mod audit;
 mod config;
 mod crash;
+mod discord;
 mod ingest;

@@ -21,7 +21,103 @@ pub struct Workspace {
     pub folder: tempfile::TempDir,
 }
 
+/// The directory the Discord tests use: every person has a Discord id.
+pub const DISCORD_DIRECTORY: &str = r#"
+[[people]]
+id = "alice"
+name = "Alice Martin"
+discord_id = "100000000000000001"
+manager = "dana"
+roles = ["helpdesk"]
+workstations = ["WS-17"]
+accounts = ["alice"]
+
+[[people]]
+id = "bob"
+name = "Bob Stone"
+discord_id = "100000000000000002"
+manager = "dana"
+roles = ["admin"]
+workstations = ["WS-02"]
+accounts = ["bob"]
+delegates = ["carol"]
+
+[[people]]
+id = "carol"
+name = "Carol Diaz"
+discord_id = "100000000000000003"
+manager = "dana"
+roles = ["developer"]
+workstations = ["WS-42"]
+accounts = ["carol"]
+
+[[people]]
+id = "dana"
+name = "Dana Kim"
+discord_id = "100000000000000005"
+roles = ["manager"]
+
+[[people]]
+id = "sam"
+name = "Sam Okafor"
+discord_id = "100000000000000004"
+roles = ["soc"]
+
+[[assets]]
+hostname = "WS-17"
+ips = ["10.0.0.17"]
+kind = "workstation"
+owner = "alice"
+criticality = "low"
+
+[[assets]]
+hostname = "WS-42"
+ips = ["10.0.0.42"]
+kind = "workstation"
+owner = "carol"
+criticality = "low"
+
+[[assets]]
+hostname = "SRV-DB-01"
+ips = ["10.0.5.1"]
+kind = "server"
+owner = "bob"
+criticality = "high"
+
+[[assets]]
+hostname = "DC-01"
+ips = ["10.0.1.1"]
+kind = "domain_controller"
+owner = "bob"
+"#;
+
+pub const DISCORD_TOKEN: &str = "e2e-discord-bot-token-41c9";
+pub const TRIAGE_CHANNEL: u64 = 800_000_000_000_000_001;
+pub const SOC_ROLE: u64 = 800_000_000_000_000_010;
+pub const ONCALL_ROLE: u64 = 800_000_000_000_000_011;
+
 impl Workspace {
+    /// A workspace whose Vouch talks to the given simulator (over TLS when it serves TLS).
+    pub fn discord(simulator: &discord_simulator::Simulator) -> Workspace {
+        let workspace = Workspace::new("");
+        let folder = workspace.folder.path();
+        std::fs::write(folder.join("directory.toml"), DISCORD_DIRECTORY).expect("write");
+        let mut discord = format!(
+            "\n[discord]\napi_base = \"{}\"\ntoken = {{ env = \"DISCORD_TOKEN\" }}\nguild_id = \"{}\"\n\
+             triage_channel_id = \"{TRIAGE_CHANNEL}\"\nsoc_role_id = \"{SOC_ROLE}\"\noncall_role_id = \"{ONCALL_ROLE}\"\n",
+            simulator.api_base(),
+            discord_simulator::GUILD_ID
+        );
+        if let Some(pem) = simulator.ca_pem() {
+            std::fs::write(folder.join("ca.pem"), pem).expect("write");
+            discord.push_str("ca_file = \"ca.pem\"\n");
+        }
+        let mut settings = std::fs::read_to_string(workspace.config()).expect("read");
+        settings.push_str(&discord);
+        std::fs::write(workspace.config(), settings).expect("write");
+        workspace
+    }
+
     pub fn new(extra_ingest: &str) -> Workspace {
         let folder = tempfile::tempdir().expect("temp dir");
         let directory = std::fs::read_to_string(repository_file("config/directory.example.toml")).expect("example");
@@ -45,6 +141,7 @@ impl Workspace {
             .current_dir(self.folder.path())
             .env("VOUCH_INGEST_TOKEN", INGEST_TOKEN)
             .env("VOUCH_INGEST_SIGNING_SECRET", SIGNING_SECRET)
+            .env("DISCORD_TOKEN", DISCORD_TOKEN)
             .env("VOUCH_LOG", "info");
         command
     }

@@ -96,11 +96,12 @@ impl Simulator {
         Ok(Simulator { inner, rest_address, ca_pem, tasks })
     }
 
-    /// The base URL the bot is configured with: `https://discord.com` (resolved to the
-    /// simulator) with TLS, else `http://127.0.0.1:<port>`.
+    /// The base URL the bot is configured with: `https://127.0.0.1:<port>` with TLS (the bot
+    /// resolves `discord.com` there and checks the certificate against [`Simulator::ca_pem`]),
+    /// else `http://127.0.0.1:<port>`.
     pub fn api_base(&self) -> String {
         match self.ca_pem {
-            Some(_) => "https://discord.com".to_string(),
+            Some(_) => format!("https://{}", self.rest_address),
             None => format!("http://{}", self.rest_address),
         }
     }
@@ -140,6 +141,11 @@ impl Simulator {
     /// The next requests are answered with these statuses, in order, whatever they ask.
     pub fn inject_failures(&self, statuses: &[u16]) {
         self.world().injected_failures.extend(statuses.iter().copied());
+    }
+
+    /// Stops injecting failures.
+    pub fn clear_failures(&self) {
+        self.world().injected_failures.clear();
     }
 
     /// Drops every gateway connection without a close frame.

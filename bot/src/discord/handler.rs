@@ -1,0 +1,407 @@
+//! Answers to gateway events: clicks, form submissions, slash commands, and start-up work.
+//!
+//! Every click is written to the store (answer, refusal or form opened) before Discord gets its
+//! answer, which comes right after the write, well within the 3 seconds Discord allows. Posting
+//! and pinging are left to the effect worker.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use serenity::all::{
+    ActionRowComponent, CommandInteraction, CommandOptionType, ComponentInteraction, Context, CreateActionRow,
+    CreateCommand, CreateCommandOption, CreateInputText, CreateInteractionResponse, CreateInteractionResponseMessage,
+    CreateModal, EventHandler, GuildId, InputTextStyle, Interaction, Member, ModalInteraction, Ready, RoleId, User,
+};
+use vouch_config::DiscordSettings;
+use vouch_playbook::engine::ConfirmVerdict;
+use vouch_playbook::facts::Criticality;
+use vouch_playbook::{Actor, CaseEvent, CaseId, CaseState, Effect, Snowflake};
+
+use super::custom_id::{Action, ButtonId};
+use super::render;
+use crate::service::Service;
+
+/// The form field that carries a justification.
+const JUSTIFICATION_FIELD: &str = "justification";
+
+pub(super) struct Handler {
+    pub(super) settings: DiscordSettings,
+    pub(super) service: Arc<Service>,
+}
+
+/// What became of a click, for the answer Discord gets.
+enum Outcome {
+    Refused(String),
+    Applied { case: Box<vouch_playbook::Case>, verdict: Option<ConfirmVerdict> },
+    Failed,
+}
+
+#[serenity::async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, ctx: Context, ready: Ready) {
+        // serenity runs this again on every re-identify: everything here is idempotent (a bulk
+        // overwrite of the commands, and a nudge to the worker, which posts each card once).
+        tracing::info!(user = %ready.user.name, session = %ready.session_id, "connected to Discord");
+        let guild = GuildId::new(self.settings.guild_id.get());
+        let commands = vec![
+            CreateCommand::new("case").description("Show a case").add_option(
+                CreateCommandOption::new(CommandOptionType::String, "id", "The case id, such as LM-42").required(true),
+            ),
+            CreateCommand::new("cases").description("List the open cases"),
+            CreateCommand::new("oncall").description("Who is paged when a case is escalated"),
+        ];
+        if let Err(error) = guild.set_commands(&ctx.http, commands).await {
+            tracing::warn!(error = %error, "cannot register the slash commands");
+        }
+        self.service.effects_ready.notify_one();
+    }
+
+    async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        match interaction {
+            Interaction::Component(component) => self.on_component(&ctx, &component).await,
+            Interaction::Modal(modal) => self.on_modal(&ctx, &modal).await,
+            Interaction::Command(command) => self.on_command(&ctx, &command).await,
+            _ => {}
+        }
+    }
+}
+
+fn ephemeral(text: impl Into<String>) -> CreateInteractionResponse {
+    CreateInteractionResponse::Message(
+        CreateInteractionResponseMessage::new().content(text).ephemeral(true).allowed_mentions(render::no_mentions()),
+    )
+}
+
+fn snowflake(id: u64) -> Option<Snowflake> {
+    Snowflake::parse(&id.to_string()).ok()
+}
+
+impl Handler {
+    fn actor(&self, user: &User, member: Option<&Member>) -> Actor {
+        let discord_id = snowflake(user.id.get());
+        let person = discord_id.and_then(|id| self.service.directory.person_by_discord(id));
+        let soc_role = RoleId::new(self.settings.soc_role_id.get());
+        Actor {
+            discord_id,
+            person: person.map(|person| person.id.clone()),
+            name: person.map_or_else(|| user.name.clone(), |person| person.name.clone()),
+            soc: member.is_some_and(|member| member.roles.contains(&soc_role)),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Service) -> Result<T, vouch_storage::StorageError> + Send + 'static,
+    ) -> Option<T> {
+        let service = Arc::clone(&self.service);
+        match tokio::task::spawn_blocking(move || work(&service)).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                tracing::error!(error = %error, "the store refused a click");
+                None
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "a click's store task failed");
+                None
+            }
+        }
+    }
+
+    /// Records a click that never reached a case (a malformed or forged id).
+    async fn record_refusal(&self, actor: &Actor, detail: serde_json::Value) {
+        let actor = actor.clone();
+        self.blocking(move |service| {
+            service.store.record("refused.click.invalid", None, Some(&actor), detail, crate::now())
+        })
+        .await;
+    }
+
+    /// Applies a click's event through the engine and records it; durable on return.
+    async fn apply(
+        &self,
+        case_id: CaseId,
+        kind: &str,
+        actor: &Actor,
+        detail: serde_json::Value,
+        event: CaseEvent,
+    ) -> Outcome {
+        let verdict = match &event {
+            CaseEvent::Confirm { verdict, .. } => Some(*verdict),
+            _ => None,
+        };
+        let kind = kind.to_string();
+        let actor = actor.clone();
+        let applied =
+            self.blocking(move |service| service.apply(case_id, &kind, &actor, detail, event, crate::now())).await;
+        let Some(applied) = applied else { return Outcome::Failed };
+        if let Some(reason) = applied.effects.iter().find_map(|effect| match effect {
+            Effect::Refused { reason } => Some(reason.clone()),
+            _ => None,
+        }) {
+            return Outcome::Refused(reason);
+        }
+        self.service.effects_ready.notify_one();
+        Outcome::Applied { case: Box::new(applied.case), verdict }
+    }
+
+    async fn respond(&self, ctx: &Context, response: CreateInteractionResponse, answer: impl AsyncRespond) {
+        if let Err(error) = answer.send(ctx, response).await {
+            tracing::warn!(error = %error, "cannot answer an interaction");
+        }
+    }
+
+    async fn on_component(&self, ctx: &Context, component: &ComponentInteraction) {
+        let actor = self.actor(&component.user, component.member.as_ref());
+        let detail = json!({
+            "custom_id": component.data.custom_id,
+            "message_id": component.message.id.get().to_string(),
+            "channel_id": component.channel_id.get().to_string(),
+        });
+        let id = match ButtonId::parse(&component.data.custom_id) {
+            Ok(id) => id,
+            Err(reason) => {
+                self.record_refusal(&actor, json!({"request": detail, "reason": reason})).await;
+                self.respond(ctx, ephemeral(format!("This button isn't one Vouch can act on: {reason}.")), component)
+                    .await;
+                return;
+            }
+        };
+        let case_id = id.case_id;
+        // Closing, and vouching for a critical system, ask for a justification first.
+        let needs_form = match &id.action {
+            Action::Close => actor.soc,
+            Action::Confirm(ConfirmVerdict::Expected) => {
+                let case = self.blocking(move |service| service.store.case(case_id)).await;
+                case.is_some_and(|case| case.opening.criticality == Criticality::Critical && case.is_asked(&actor))
+            }
+            _ => false,
+        };
+        if needs_form {
+            let recorded_actor = actor.clone();
+            let recorded = self
+                .blocking(move |service| {
+                    service.store.record(
+                        "click.form_opened",
+                        Some(case_id),
+                        Some(&recorded_actor),
+                        detail,
+                        crate::now(),
+                    )
+                })
+                .await;
+            if recorded.is_none() {
+                self.respond(ctx, ephemeral("Vouch could not record this click; please try again."), component).await;
+                return;
+            }
+            let title = match id.action {
+                Action::Close => format!("Close {case_id} as expected"),
+                _ => format!("Vouch for {case_id}"),
+            };
+            let input =
+                CreateInputText::new(InputTextStyle::Paragraph, "Why is this movement expected?", JUSTIFICATION_FIELD)
+                    .required(true)
+                    .min_length(3)
+                    .max_length(1000);
+            let modal = CreateModal::new(id.to_string(), title).components(vec![CreateActionRow::InputText(input)]);
+            self.respond(ctx, CreateInteractionResponse::Modal(modal), component).await;
+            return;
+        }
+        let (kind, event) = match id.action {
+            Action::Answer { question, answer } => {
+                ("click.answer", CaseEvent::Answer { question, answer, by: actor.clone() })
+            }
+            Action::AskOwner => ("click.ask_owner", CaseEvent::AskConfirmation { by: actor.clone() }),
+            Action::Escalate => ("click.escalate", CaseEvent::Escalate { by: actor.clone(), reason: None }),
+            // Only non-SOC members get here; the engine refuses them and the refusal is recorded.
+            Action::Close => ("click.close", CaseEvent::Close { by: actor.clone(), justification: String::new() }),
+            Action::Confirm(verdict) => {
+                ("click.confirm", CaseEvent::Confirm { verdict, by: actor.clone(), justification: None })
+            }
+            Action::Isolate(side) => ("click.isolate", CaseEvent::Isolate { side, by: actor.clone() }),
+        };
+        let outcome = self.apply(case_id, kind, &actor, detail, event).await;
+        let response = match outcome {
+            Outcome::Failed => ephemeral("Vouch could not record this click; please try again."),
+            Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
+            Outcome::Applied { case, verdict } => {
+                let card = self.blocking(move |service| service.store.card(case_id)).await.flatten();
+                let on_card = card.is_some_and(|card| card.message_id.get() == component.message.id.get());
+                if on_card {
+                    let playbook = &self.service.playbook;
+                    CreateInteractionResponse::UpdateMessage(
+                        CreateInteractionResponseMessage::new()
+                            .embed(render::card_embed(&case, playbook))
+                            .components(render::card_components(&case, playbook))
+                            .allowed_mentions(render::no_mentions()),
+                    )
+                } else {
+                    // A confirmation request: record the answer on it and retire its buttons.
+                    let answered = match verdict {
+                        Some(ConfirmVerdict::Expected) => "Expected",
+                        Some(ConfirmVerdict::NotExpected) => "Not expected",
+                        Some(ConfirmVerdict::NotMe) => "Not me",
+                        None => "Done",
+                    };
+                    let content = format!(
+                        "{}\n**{answered}**, answered by {}.",
+                        component.message.content,
+                        render::inert(&actor.name, 100)
+                    );
+                    CreateInteractionResponse::UpdateMessage(
+                        CreateInteractionResponseMessage::new()
+                            .content(render::cap(&content, 1900))
+                            .components(render::confirmation_buttons(&case, true))
+                            .allowed_mentions(render::no_mentions()),
+                    )
+                }
+            }
+        };
+        self.respond(ctx, response, component).await;
+    }
+
+    async fn on_modal(&self, ctx: &Context, modal: &ModalInteraction) {
+        let actor = self.actor(&modal.user, modal.member.as_ref());
+        let justification = modal
+            .data
+            .components
+            .iter()
+            .flat_map(|row| row.components.iter())
+            .find_map(|component| match component {
+                ActionRowComponent::InputText(input) if input.custom_id == JUSTIFICATION_FIELD => input.value.clone(),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let detail = json!({"custom_id": modal.data.custom_id, "justification": justification});
+        let id = match ButtonId::parse(&modal.data.custom_id) {
+            Ok(id) => id,
+            Err(reason) => {
+                self.record_refusal(&actor, json!({"request": detail, "reason": reason})).await;
+                self.respond(ctx, ephemeral(format!("This form isn't one Vouch can act on: {reason}.")), modal).await;
+                return;
+            }
+        };
+        let (kind, event) = match id.action {
+            Action::Close => {
+                ("form.close", CaseEvent::Close { by: actor.clone(), justification: justification.clone() })
+            }
+            Action::Confirm(ConfirmVerdict::Expected) => (
+                "form.confirm",
+                CaseEvent::Confirm {
+                    verdict: ConfirmVerdict::Expected,
+                    by: actor.clone(),
+                    justification: Some(justification.clone()),
+                },
+            ),
+            _ => {
+                let reason = "this form does not exist".to_string();
+                self.record_refusal(&actor, json!({"request": detail, "reason": reason})).await;
+                self.respond(ctx, ephemeral(format!("This form isn't one Vouch can act on: {reason}.")), modal).await;
+                return;
+            }
+        };
+        let response = match self.apply(id.case_id, kind, &actor, detail, event).await {
+            Outcome::Failed => ephemeral("Vouch could not record this; please try again."),
+            Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
+            Outcome::Applied { case, .. } => ephemeral(format!("Recorded. {}", render::state_line(&case))),
+        };
+        self.respond(ctx, response, modal).await;
+    }
+
+    async fn on_command(&self, ctx: &Context, command: &CommandInteraction) {
+        let text = match command.data.name.as_str() {
+            "case" => {
+                let id_text =
+                    command.data.options.first().and_then(|option| option.value.as_str()).unwrap_or("").to_string();
+                match id_text.parse::<CaseId>() {
+                    Err(reason) => reason,
+                    Ok(case_id) => {
+                        let found = self
+                            .blocking(move |service| {
+                                Ok((service.store.case(case_id).ok(), service.store.card(case_id)?))
+                            })
+                            .await;
+                        match found {
+                            Some((Some(case), card)) => {
+                                let link = card
+                                    .map(|card| {
+                                        format!(
+                                            "\nhttps://discord.com/channels/{}/{}/{}",
+                                            self.settings.guild_id.get(),
+                                            card.channel_id.get(),
+                                            card.message_id.get()
+                                        )
+                                    })
+                                    .unwrap_or_default();
+                                format!(
+                                    "**{}**: {} → {}, {} alert(s). {}{link}",
+                                    case.id,
+                                    render::inert(&case.alert().source.label(), 100),
+                                    render::inert(&case.alert().target.label(), 100),
+                                    case.alert_count,
+                                    render::state_line(&case)
+                                )
+                            }
+                            _ => format!("There is no case {case_id}."),
+                        }
+                    }
+                }
+            }
+            "cases" => {
+                let open = [CaseState::Open, CaseState::AwaitingConfirmation, CaseState::Escalated];
+                match self.blocking(move |service| service.store.cases(Some(&open))).await {
+                    Some(cases) if cases.is_empty() => "No open cases.".to_string(),
+                    Some(cases) => {
+                        let lines: Vec<String> = cases
+                            .iter()
+                            .rev()
+                            .take(20)
+                            .map(|case| {
+                                format!(
+                                    "**{}** {} → {}: {}",
+                                    case.id,
+                                    render::inert(&case.alert().source.label(), 60),
+                                    render::inert(&case.alert().target.label(), 60),
+                                    render::state_line(case)
+                                )
+                            })
+                            .collect();
+                        format!("{} open case(s), newest first:\n{}", cases.len(), lines.join("\n"))
+                    }
+                    None => "Vouch could not read its cases; please try again.".to_string(),
+                }
+            }
+            "oncall" => match self.settings.oncall_role_id {
+                Some(role) => format!("Escalations page the <@&{}> role.", role.get()),
+                None => format!(
+                    "No on-call role is configured; escalations page the SOC role <@&{}>.",
+                    self.settings.soc_role_id.get()
+                ),
+            },
+            other => format!("Vouch has no /{other} command."),
+        };
+        self.respond(ctx, ephemeral(render::cap(&text, 1900)), command).await;
+    }
+}
+
+/// Anything that can answer an interaction (a click, a form, a command).
+trait AsyncRespond {
+    async fn send(self, ctx: &Context, response: CreateInteractionResponse) -> serenity::Result<()>;
+}
+
+impl AsyncRespond for &ComponentInteraction {
+    async fn send(self, ctx: &Context, response: CreateInteractionResponse) -> serenity::Result<()> {
+        self.create_response(&ctx.http, response).await
+    }
+}
+
+impl AsyncRespond for &ModalInteraction {
+    async fn send(self, ctx: &Context, response: CreateInteractionResponse) -> serenity::Result<()> {
+        self.create_response(&ctx.http, response).await
+    }
+}
+
+impl AsyncRespond for &CommandInteraction {
+    async fn send(self, ctx: &Context, response: CreateInteractionResponse) -> serenity::Result<()> {
+        self.create_response(&ctx.http, response).await
+    }
+}

@@ -1,0 +1,434 @@
+//! The triage conversation: the real `vouch` binary, through serenity with its rate limiter
+//! on, against the Discord simulator over HTTPS on 127.0.0.1. Every request body the bot sends
+//! is checked against Discord's official API description; each test ends by asserting that no
+//! request was rejected.
+
+use std::time::Duration;
+
+use discord_simulator::{Simulator, SimulatorOptions, StoredMessage, World};
+use serde_json::{json, Value};
+
+use crate::support::{
+    get_json, native_alert, post_alert, Running, Workspace, DISCORD_TOKEN, ONCALL_ROLE, SOC_ROLE, TRIAGE_CHANNEL,
+};
+
+const ALICE: u64 = 100_000_000_000_000_001;
+const BOB: u64 = 100_000_000_000_000_002;
+const CAROL: u64 = 100_000_000_000_000_003;
+const SAM: u64 = 100_000_000_000_000_004;
+const DANA: u64 = 100_000_000_000_000_005;
+const MALLORY: u64 = 100_000_000_000_000_777;
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn simulator(tls: bool) -> Simulator {
+    let spec = discord_simulator::bundled_spec_path();
+    let simulator = Simulator::start(SimulatorOptions { tls, spec_path: &spec, bot_token: DISCORD_TOKEN })
+        .await
+        .expect("the simulator starts");
+    simulator.add_text_channel(TRIAGE_CHANNEL, "triage");
+    for (id, name, roles) in [
+        (ALICE, "alice", vec![]),
+        (BOB, "bob", vec![]),
+        (CAROL, "carol", vec![]),
+        (DANA, "dana", vec![]),
+        (SAM, "sam", vec![SOC_ROLE]),
+        (MALLORY, "mallory", vec![]),
+    ] {
+        simulator.add_member(id, name, &roles);
+    }
+    simulator
+}
+
+/// The card of the case with this id, once posted.
+async fn card(simulator: &Simulator, case_id: &str) -> StoredMessage {
+    let prefix = format!("{case_id} ");
+    simulator
+        .wait_for(&format!("the card of {case_id}"), WAIT, |world| {
+            world
+                .channel_messages(TRIAGE_CHANNEL)
+                .into_iter()
+                .find(|message| {
+                    message.json["embeds"][0]["title"].as_str().is_some_and(|title| title.starts_with(&prefix))
+                })
+                .cloned()
+        })
+        .await
+}
+
+/// The newest message in the card's thread that mentions `user`.
+async fn ping_for(simulator: &Simulator, card: &StoredMessage, user: u64) -> StoredMessage {
+    let mention = format!("<@{user}>");
+    let thread = card.id;
+    simulator
+        .wait_for(&format!("a ping for {user} in thread {thread}"), WAIT, |world| {
+            world
+                .channel_messages(thread)
+                .into_iter()
+                .rev()
+                .find(|message| message.content().contains(&mention))
+                .cloned()
+        })
+        .await
+}
+
+/// Cards in the triage channel (ephemeral answers to clicks are not cards).
+fn cards_in(world: &World) -> usize {
+    world.channel_messages(TRIAGE_CHANNEL).into_iter().filter(|message| message.ephemeral_for.is_none()).count()
+}
+
+fn button(message: &StoredMessage, label: &str) -> String {
+    message
+        .buttons()
+        .into_iter()
+        .find(|(text, _, _)| text.trim_start_matches("✓ ") == label)
+        .map(|(_, id, _)| id)
+        .unwrap_or_else(|| panic!("no button {label:?} on {:?}", message.buttons()))
+}
+
+fn assert_ephemeral_refusal(response: &Value, fragment: &str) {
+    assert_eq!(response["type"], 4, "{response}");
+    assert_eq!(
+        response["data"]["flags"].as_u64().map(|flags| flags & 64),
+        Some(64),
+        "refusals are ephemeral: {response}"
+    );
+    let content = response["data"]["content"].as_str().unwrap_or("");
+    assert!(content.contains(fragment), "expected {fragment:?} in {content:?}");
+}
+
+fn assert_conformant(simulator: &Simulator, vouch: &Running) {
+    let violations = simulator.violations();
+    assert!(
+        violations.is_empty(),
+        "requests rejected by Discord's API description: {violations:#?}\nlog:\n{}",
+        vouch.log()
+    );
+}
+
+fn requests_to(world: &World, path_fragment: &str) -> Vec<Value> {
+    world
+        .requests
+        .iter()
+        .filter(|request| request.path.contains(path_fragment))
+        .filter_map(|request| request.body.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_card_asks_the_owner_who_vouches_and_only_the_right_people_count() {
+    let simulator = simulator(true).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+
+    // Alice (helpdesk) reaches Bob's database server from her own workstation.
+    let mut alert = native_alert("edr-100", "WS-17", "SRV-DB-01", "CORP\\alice");
+    alert["program"] = json!({"path": "C:\\Windows\\System32\\mstsc.exe", "command_line": "mstsc.exe /v:SRV-DB-01"});
+    alert["logon_type"] = json!(10);
+    let (status, body) = post_alert(&vouch.base, &alert).await;
+    assert_eq!(status, 202, "{body}");
+    let case_id = body["case_id"].as_str().expect("case id").to_string();
+
+    // 1. One card with the whole context, the question buttons and a thread; Bob is pinged in
+    //    the thread and is the only one who could be.
+    let card = card(&simulator, &case_id).await;
+    let embed = &card.json["embeds"][0];
+    let fields: Vec<String> = embed["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .map(|field| field["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    for name in [
+        "Source",
+        "Target",
+        "Account",
+        "Connection",
+        "Program",
+        "Detection",
+        "Alerts",
+        "Known harmless scenarios",
+        "History",
+        "Who vouches",
+    ] {
+        assert!(fields.iter().any(|field| field == name), "the card lacks {name}: {fields:?}");
+    }
+    let text = embed.to_string();
+    for fragment in [
+        "WS\\\\-17",
+        "SRV\\\\-DB\\\\-01",
+        "helpdesk",
+        "remote access over RDP",
+        "mstsc.exe",
+        "Bob Stone",
+        "T1021.001",
+        "Helpdesk remote support",
+    ] {
+        assert!(text.contains(fragment), "the card lacks {fragment:?}: {text}");
+    }
+    let labels: Vec<String> = card.buttons().into_iter().map(|(label, _, _)| label).collect();
+    for label in [
+        "Fits normal use",
+        "Does not fit",
+        "A person, interactively",
+        "A program or script",
+        "Ask owner",
+        "Escalate",
+        "Close as expected",
+    ] {
+        assert!(labels.iter().any(|existing| existing == label), "no {label:?} button: {labels:?}");
+    }
+    assert!(card.custom_ids().iter().all(|id| id.len() <= 100));
+    let ping = ping_for(&simulator, &card, BOB).await;
+    simulator.with_world(|world| {
+        assert!(
+            world.channels.get(&card.id).is_some_and(|thread| thread.kind == 11),
+            "a thread was opened on the card"
+        );
+        assert_eq!(cards_in(world), 1, "exactly one card");
+        let posted = requests_to(world, &format!("/channels/{}/messages", card.id));
+        let ping_request = posted
+            .iter()
+            .find(|body| body["content"].as_str().is_some_and(|content| content.contains(&format!("<@{BOB}>"))))
+            .expect("ping request");
+        assert_eq!(
+            ping_request["allowed_mentions"]["users"],
+            json!([BOB.to_string()]),
+            "only Bob may be pinged: {ping_request}"
+        );
+        assert_eq!(ping_request["allowed_mentions"]["parse"], json!([]));
+        assert!(ping_request["allowed_mentions"]["roles"].as_array().is_none_or(Vec::is_empty));
+        let card_request = requests_to(world, &format!("/channels/{TRIAGE_CHANNEL}/messages")).remove(0);
+        assert_eq!(card_request["allowed_mentions"]["parse"], json!([]), "the card pings nobody");
+    });
+
+    // 3. Mallory clicks Bob's button, Alice (not SOC) clicks Escalate: refused, recorded, no change.
+    let refused = simulator.click(MALLORY, ping.id, &button(&ping, "Expected"));
+    assert_ephemeral_refusal(&simulator.response(refused, WAIT).await, "asked of Bob Stone");
+    let refused = simulator.click(ALICE, card.id, &button(&card, "Escalate"));
+    assert_ephemeral_refusal(&simulator.response(refused, WAIT).await, "only members of the SOC escalate");
+    let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+    assert_eq!(case["state"], "awaiting_confirmation");
+    let kinds: Vec<&str> =
+        case["events"].as_array().expect("events").iter().filter_map(|event| event["kind"].as_str()).collect();
+    assert!(kinds.contains(&"refused.click.confirm") && kinds.contains(&"refused.click.escalate"), "{kinds:?}");
+
+    // A SOC member answers a question on the card: the card itself is updated in the answer.
+    let answered = simulator.click(SAM, card.id, &button(&card, "A person, interactively"));
+    let response = simulator.response(answered, WAIT).await;
+    assert_eq!(response["type"], 7, "{response}");
+    assert!(response.to_string().contains("Answered **A person, interactively** by Sam Okafor"), "{response}");
+
+    // 2. Bob clicks Expected: on disk before the answer (it survives a SIGKILL right after),
+    //    the card shows it, and the case records it with the playbook version.
+    let clicked = simulator.click(BOB, ping.id, &button(&ping, "Expected"));
+    let response = simulator.response(clicked, WAIT).await;
+    assert_eq!(response["type"], 7, "the confirmation message is updated: {response}");
+    vouch.kill_hard();
+    let vouch = workspace.start();
+    let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+    assert_eq!(case["state"], "closed_expected", "{case}");
+    let answer = &case["confirmers"][0]["answers"][0];
+    assert_eq!(answer["verdict"], "expected");
+    assert_eq!(answer["by"]["person"], "bob");
+    assert_eq!(case["playbook_version"], 1);
+    let confirm_event = case["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|event| event["kind"] == "click.confirm")
+        .expect("recorded")
+        .clone();
+    assert_eq!(confirm_event["playbook_version"], 1);
+    assert_eq!(confirm_event["actor"]["discord_id"], BOB.to_string());
+    simulator
+        .wait_for("the card to show the case closed", WAIT, |world| {
+            world
+                .message(card.id)
+                .filter(|message| {
+                    message.json["embeds"][0]["description"]
+                        .as_str()
+                        .is_some_and(|text| text.contains("Closed as expected by Bob Stone"))
+                })
+                .map(|_| ())
+        })
+        .await;
+    // 5. After the restart, clicks on the old card still work (and a closed case refuses them).
+    let late = simulator.click(SAM, card.id, &button(&card, "Escalate"));
+    assert_ephemeral_refusal(&simulator.response(late, WAIT).await, "already closed");
+    assert_eq!(simulator.with_world(cards_in), 1, "no second card after the restart");
+    assert_conformant(&simulator, &vouch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_me_goes_to_the_manager_and_not_expected_pages_on_call() {
+    let simulator = simulator(true).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("edr-200", "WS-17", "SRV-DB-01", "alice")).await;
+    let case_id = body["case_id"].as_str().expect("id").to_string();
+    let card = card(&simulator, &case_id).await;
+    let ping = ping_for(&simulator, &card, BOB).await;
+
+    let clicked = simulator.click(BOB, ping.id, &button(&ping, "Not me / wrong person"));
+    assert_eq!(simulator.response(clicked, WAIT).await["type"], 7);
+    let manager_ping = ping_for(&simulator, &card, DANA).await;
+    assert!(manager_ping.content().contains("manager of the account's holder"), "{}", manager_ping.content());
+
+    let clicked = simulator.click(DANA, manager_ping.id, &button(&manager_ping, "Not expected"));
+    assert_eq!(simulator.response(clicked, WAIT).await["type"], 7);
+    let page = simulator
+        .wait_for("on-call to be paged in the thread", WAIT, |world| {
+            world
+                .channel_messages(card.id)
+                .into_iter()
+                .find(|message| message.content().contains(&format!("<@&{ONCALL_ROLE}>")))
+                .cloned()
+        })
+        .await;
+    assert!(page.content().contains("did not expect"), "{}", page.content());
+    simulator.with_world(|world| {
+        let page_request = requests_to(world, &format!("/channels/{}/messages", card.id))
+            .into_iter()
+            .find(|body| {
+                body["content"].as_str().is_some_and(|content| content.contains(&format!("<@&{ONCALL_ROLE}>")))
+            })
+            .expect("page request");
+        assert_eq!(page_request["allowed_mentions"]["roles"], json!([ONCALL_ROLE.to_string()]));
+    });
+    let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+    assert_eq!(case["state"], "escalated");
+    // The card now offers isolation to the SOC.
+    let escalated_card = simulator
+        .wait_for("the card to offer isolation", WAIT, |world| {
+            world
+                .message(card.id)
+                .filter(|message| message.buttons().iter().any(|(label, _, _)| label == "Isolate target"))
+                .cloned()
+        })
+        .await;
+    let isolate = simulator.click(SAM, escalated_card.id, &button(&escalated_card, "Isolate target"));
+    assert_eq!(simulator.response(isolate, WAIT).await["type"], 7);
+    let _ = SOC_ROLE;
+    assert_conformant(&simulator, &vouch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_is_posted_once_even_when_vouch_dies_before_posting_it() {
+    let simulator = simulator(true).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    // Discord fails every request for a while: the alert is accepted but no card gets out.
+    simulator.inject_failures(&[503; 400]);
+    let (status, body) = post_alert(&vouch.base, &native_alert("edr-300", "WS-17", "SRV-DB-01", "alice")).await;
+    assert_eq!(status, 202);
+    let case_id = body["case_id"].as_str().expect("id").to_string();
+    simulator
+        .wait_for("a failed attempt to post the card", WAIT, |world| {
+            world
+                .requests
+                .iter()
+                .any(|request| request.path == format!("/channels/{TRIAGE_CHANNEL}/messages") && request.status == 503)
+                .then_some(())
+        })
+        .await;
+    vouch.kill_hard();
+    simulator.with_world(|_| ());
+    // Discord recovers; Vouch restarts and posts the card exactly once.
+    simulator.clear_failures();
+    let vouch = workspace.start();
+    let card = card(&simulator, &case_id).await;
+    let ping = ping_for(&simulator, &card, BOB).await;
+    let clicked = simulator.click(BOB, ping.id, &button(&ping, "Expected"));
+    assert_eq!(simulator.response(clicked, WAIT).await["type"], 7);
+    // A second restart re-runs startup (`ready`) and must not post anything twice.
+    assert_eq!(vouch.terminate(), 0);
+    let vouch = workspace.start();
+    let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+    assert_eq!(case["state"], "closed_expected");
+    simulator.wait_for("the second run to connect", WAIT, |world| (world.gateway_identifies >= 3).then_some(())).await;
+    simulator.with_world(|world| {
+        assert_eq!(cards_in(world), 1, "one card");
+        let pings = world
+            .channel_messages(card.id)
+            .into_iter()
+            .filter(|message| message.content().contains(&format!("<@{BOB}>")))
+            .count();
+        assert_eq!(pings, 1, "one ping");
+    });
+    assert_conformant(&simulator, &vouch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_text_stays_inert() {
+    let simulator = simulator(true).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    let mut alert = native_alert("edr-400", "@everyone", "SRV-DB-01", "<@100000000000000004>");
+    alert["program"] = json!({"path": "C:\\tools\\`tick`.exe", "command_line": "run **bold** <@&800000000000000010> @here [x](http://evil)"});
+    let (_, body) = post_alert(&vouch.base, &alert).await;
+    let case_id = body["case_id"].as_str().expect("id").to_string();
+    let card = card(&simulator, &case_id).await;
+    let text = card.json["embeds"][0].to_string();
+    assert!(!text.contains("@everyone") && !text.contains("@here"), "mentions stay broken: {text}");
+    assert!(!text.contains("<@100000000000000004>") && !text.contains("<@&800000000000000010>"), "{text}");
+    assert!(text.contains("\\\\*\\\\*bold\\\\*\\\\*"), "markdown is escaped: {text}");
+    ping_for(&simulator, &card, BOB).await;
+    simulator.with_world(|world| {
+        for request in
+            world.requests.iter().filter(|request| request.method == "POST" && request.path.ends_with("/messages"))
+        {
+            let body = request.body.as_ref().expect("a body");
+            let allowed = &body["allowed_mentions"];
+            assert_eq!(allowed["parse"], json!([]), "no message may ping by parsing: {body}");
+            let users = allowed["users"].as_array().cloned().unwrap_or_default();
+            assert!(users.iter().all(|user| user == &json!(BOB.to_string())), "only the asked owner: {body}");
+        }
+    });
+    assert_conformant(&simulator, &vouch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_are_answered_after_the_gateway_drops() {
+    let simulator = simulator(true).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("edr-500", "WS-17", "SRV-DB-01", "alice")).await;
+    let card = card(&simulator, body["case_id"].as_str().expect("id")).await;
+    simulator.wait_for("the bot to identify", WAIT, |world| (world.gateway_identifies >= 1).then_some(())).await;
+    simulator.drop_gateway();
+    let clicked = simulator.click(SAM, card.id, &button(&card, "Fits normal use"));
+    let response = simulator.response(clicked, Duration::from_secs(60)).await;
+    assert_eq!(response["type"], 7, "{response}");
+    simulator.with_world(|world| {
+        assert!(
+            world.gateway_resumes + world.gateway_identifies >= 2,
+            "the bot came back (resumed or identified again)"
+        );
+    });
+    assert_conformant(&simulator, &vouch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slash_commands_answer_privately() {
+    let simulator = simulator(false).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("edr-600", "WS-17", "SRV-DB-01", "alice")).await;
+    let case_id = body["case_id"].as_str().expect("id").to_string();
+    let card = card(&simulator, &case_id).await;
+    ping_for(&simulator, &card, BOB).await;
+    simulator.wait_for("the commands to be registered", WAIT, |world| (world.commands.len() == 3).then_some(())).await;
+    let asked =
+        simulator.slash_command(SAM, TRIAGE_CHANNEL, "case", json!([{"name": "id", "type": 3, "value": case_id}]));
+    let response = simulator.response(asked, WAIT).await;
+    assert_eq!(response["data"]["flags"], 64);
+    assert!(
+        response["data"]["content"].as_str().is_some_and(|content| content.contains("https://discord.com/channels/")),
+        "{response}"
+    );
+    let listed = simulator.slash_command(SAM, TRIAGE_CHANNEL, "cases", json!([]));
+    assert!(simulator.response(listed, WAIT).await.to_string().contains(&case_id));
+    let oncall = simulator.slash_command(SAM, TRIAGE_CHANNEL, "oncall", json!([]));
+    assert!(simulator.response(oncall, WAIT).await.to_string().contains(&ONCALL_ROLE.to_string()));
+    assert_conformant(&simulator, &vouch);
+}
