@@ -432,3 +432,93 @@ async fn slash_commands_answer_privately() {
     assert!(simulator.response(oncall, WAIT).await.to_string().contains(&ONCALL_ROLE.to_string()));
     assert_conformant(&simulator, &vouch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_and_vouching_for_a_critical_system_ask_for_a_justification() {
+    let simulator = simulator(true).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("edr-700", "WS-17", "SRV-DB-01", "alice")).await;
+    let first = body["case_id"].as_str().expect("id").to_string();
+    let first_card = card(&simulator, &first).await;
+    let close = button(&first_card, "Close as expected");
+    let clicked = simulator.click(SAM, first_card.id, &close);
+    let form = simulator.response(clicked, WAIT).await;
+    assert_eq!(form["type"], 9, "a form opens: {form}");
+    assert_eq!(form["data"]["custom_id"], close);
+    let submitted = simulator.submit_modal(
+        SAM,
+        TRIAGE_CHANNEL,
+        Some(first_card.id),
+        &close,
+        &[("justification", "Change CHG-1042: DB patching")],
+    );
+    let answer = simulator.response(submitted, WAIT).await;
+    assert!(
+        answer["data"]["content"].as_str().is_some_and(|text| text.contains("Closed as expected by Sam Okafor")),
+        "{answer}"
+    );
+    let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{first}")).await;
+    assert_eq!(case["state"], "closed_expected");
+    assert_eq!(case["resolution"]["text"], "Change CHG-1042: DB patching");
+
+    // Bob vouching for movement onto a domain controller must say why.
+    let (_, body) = post_alert(&vouch.base, &native_alert("edr-701", "WS-17", "DC-01", "alice")).await;
+    let second = body["case_id"].as_str().expect("id").to_string();
+    let card = card(&simulator, &second).await;
+    let ping = ping_for(&simulator, &card, BOB).await;
+    let expected = button(&ping, "Expected");
+    let clicked = simulator.click(BOB, ping.id, &expected);
+    assert_eq!(simulator.response(clicked, WAIT).await["type"], 9);
+    let submitted =
+        simulator.submit_modal(BOB, card.id, Some(ping.id), &expected, &[("justification", "Planned DC maintenance")]);
+    simulator.response(submitted, WAIT).await;
+    let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{second}")).await;
+    let verdict = &case["confirmers"][0]["answers"][0];
+    assert_eq!(verdict["verdict"], "expected");
+    assert_eq!(verdict["justification"], "Planned DC maintenance");
+    assert_eq!(case["state"], "open", "a critical target is a concern: the SOC still decides");
+    assert_conformant(&simulator, &vouch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_cases_stays_within_the_channel_limit() {
+    let cases: usize = std::env::var("VOUCH_E2E_STORM_CASES").ok().and_then(|text| text.parse().ok()).unwrap_or(30);
+    let simulator = simulator(true).await;
+    simulator.limit_channel_posts(5, Duration::from_secs(5));
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    for index in 0..cases {
+        let (status, _) = post_alert(
+            &vouch.base,
+            &native_alert(&format!("storm-{index}"), "WS-17", &format!("SRV-{index}"), "alice"),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    // Five cards per five seconds at best, plus slack for a loaded machine.
+    let patience = Duration::from_secs(cases as u64 + 60);
+    simulator.wait_for(&format!("{cases} cards"), patience, |world| (cards_in(world) >= cases).then_some(())).await;
+    simulator.with_world(|world| {
+        let mut titles: Vec<String> = world
+            .channel_messages(TRIAGE_CHANNEL)
+            .into_iter()
+            .filter_map(|message| message.json["embeds"][0]["title"].as_str().map(str::to_string))
+            .collect();
+        let posted = titles.len();
+        titles.sort();
+        titles.dedup();
+        assert_eq!((posted, titles.len()), (cases, cases), "every card once, none twice");
+        let posts: Vec<&discord_simulator::RequestRecord> = world
+            .requests
+            .iter()
+            .filter(|request| {
+                request.method == "POST" && request.path == format!("/channels/{TRIAGE_CHANNEL}/messages")
+            })
+            .collect();
+        let limited = posts.iter().filter(|request| request.status == 429).count();
+        assert_eq!(posts.len() - limited, cases, "each rate-limited post was retried until it went through");
+        eprintln!("storm: {cases} cards, {limited} answered 429 and retried");
+    });
+    assert_conformant(&simulator, &vouch);
+}

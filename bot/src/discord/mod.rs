@@ -30,8 +30,11 @@ use crate::service::Service;
 /// Discord lets a channel take 5 messages per 5 seconds; Vouch paces itself to stay inside.
 const CHANNEL_POSTS: usize = 5;
 const CHANNEL_WINDOW: Duration = Duration::from_secs(5);
-/// How often pending effects are retried when nothing wakes the worker.
-const RETRY_EVERY: Duration = Duration::from_secs(3);
+/// How often the worker looks for pending effects when nothing wakes it.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Backoff after a failed effect: doubling from the first step up to the cap.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// A running Discord connection.
 pub struct DiscordHandle {
@@ -101,7 +104,7 @@ pub async fn start(settings: DiscordSettings, service: Arc<Service>) -> anyhow::
             tracing::error!(error = %error, "the Discord client stopped");
         }
     });
-    let worker = Worker { http, settings, service, pacing: HashMap::new() };
+    let worker = Worker { http, settings, service, pacing: HashMap::new(), backoff: HashMap::new() };
     let worker_task = tokio::spawn(worker.run());
     Ok(DiscordHandle { shard_manager, tasks: vec![client_task, worker_task] })
 }
@@ -112,6 +115,8 @@ struct Worker {
     settings: DiscordSettings,
     service: Arc<Service>,
     pacing: HashMap<ChannelId, VecDeque<Instant>>,
+    /// Cases whose last effect failed: how many times in a row, and when to try again.
+    backoff: HashMap<CaseId, (u32, Instant)>,
 }
 
 fn channel(id: Snowflake) -> ChannelId {
@@ -155,8 +160,13 @@ impl Worker {
                 last_update.insert(item.case_id, item.seq);
             }
         }
+        let now = Instant::now();
         for item in pending {
             if blocked.contains(&item.case_id) {
+                continue;
+            }
+            if self.backoff.get(&item.case_id).is_some_and(|(_, retry_at)| *retry_at > now) {
+                blocked.insert(item.case_id);
                 continue;
             }
             let superseded = item.effect == Effect::UpdateCard && last_update.get(&item.case_id) != Some(&item.seq);
@@ -165,9 +175,20 @@ impl Worker {
                 Ok(()) => {
                     let seq = item.seq;
                     self.blocking(move |service| service.store.complete_effect(seq)).await?;
+                    self.backoff.remove(&item.case_id);
                 }
                 Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), case_id = %item.case_id, effect = ?item.effect, "effect failed; will retry");
+                    let failures = self.backoff.get(&item.case_id).map_or(0, |(failures, _)| *failures) + 1;
+                    let delay = BACKOFF_FIRST.saturating_mul(1 << failures.min(6).saturating_sub(1)).min(BACKOFF_CAP);
+                    self.backoff.insert(item.case_id, (failures, Instant::now() + delay));
+                    tracing::warn!(
+                        error = %format!("{error:#}"),
+                        case_id = %item.case_id,
+                        effect = ?item.effect,
+                        failures,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "effect failed; will retry"
+                    );
                     blocked.insert(item.case_id);
                 }
             }
