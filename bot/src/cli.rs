@@ -35,6 +35,10 @@ enum Command {
         #[arg(long, env = "VOUCH_CONFIG", default_value = "vouch.toml")]
         config: PathBuf,
     },
+    /// See the whole flow without a Discord server: Vouch against a simulated guild, fed
+    /// sample alerts, with a transcript of the triage channel as people click.
+    #[cfg(feature = "demo")]
+    Demo,
     /// Check or export the tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -71,6 +75,8 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
+        #[cfg(feature = "demo")]
+        Command::Demo => crate::demo::main(),
         Command::Audit { command: AuditCommand::Verify { config, file } } => audit_verify(&config, file.as_deref()),
         Command::Audit { command: AuditCommand::Export { config, case, output } } => {
             audit_export(&config, case.as_deref(), output.as_deref())
@@ -142,7 +148,30 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// A running Vouch: the HTTP API, the store and (when configured) Discord.
+pub struct Running {
+    pub address: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    store: Arc<Store>,
+    discord: Option<crate::discord::DiscordHandle>,
+}
+
+impl Running {
+    /// Stops taking requests, lets those in flight finish, disconnects and flushes the store.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await.context("the HTTP server task failed")?.context("the HTTP server failed")?;
+        if let Some(discord) = self.discord {
+            discord.shutdown().await;
+        }
+        tracing::info!("shutting down: flushing the store");
+        self.store.close().context("the store could not be flushed")
+    }
+}
+
+/// Starts Vouch from a valid configuration.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = Arc::new(open_store(&config)?);
     let ingest = config.settings.ingest.clone();
     let service = Arc::new(Service {
@@ -171,20 +200,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", ingest.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.settings.storage.data_dir.display(), "vouch is listening");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(Running { address, stop, server, store, discord })
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
     // The first line on standard output names the bound address, so a supervisor (or a test)
     // that asked for port 0 learns the real one.
-    println!("vouch: listening on {address}");
+    println!("vouch: listening on {}", running.address);
     let _ = std::io::stdout().flush();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
-    if let Some(discord) = discord {
-        discord.shutdown().await;
-    }
-    tracing::info!("shutting down: flushing the store");
-    store.close().context("the store could not be flushed")?;
-    Ok(())
+    shutdown_signal().await;
+    running.stop().await
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,7 @@
 //! The `vouch` binary's library: everything that does I/O.
 //!
-//! - [`cli`]: the command line (`run`, `check-config`, `audit verify|export`).
+//! - [`cli`]: the command line (`run`, `check-config`, `audit verify|export`, `demo`).
+//! - `demo`: Vouch against the built-in Discord simulator, with a transcript.
 //! - [`ingest`]: the HTTP API (axum): alert intake, case queries, health and metrics.
 //! - [`auth`]: bearer tokens and Standard Webhooks signatures on incoming requests.
 //! - [`discord`]: the serenity client, the card/ping effect worker and the click handler.
@@ -11,6 +12,8 @@
 
 pub mod auth;
 pub mod cli;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod discord;
 pub mod ingest;
 pub mod metrics;

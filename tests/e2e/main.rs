@@ -6,5 +6,6 @@ mod support;
 mod audit;
 mod config;
 mod crash;
+mod demo;
 mod discord;
 mod ingest;
