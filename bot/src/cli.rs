@@ -155,6 +155,7 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     store: Arc<Store>,
     discord: Option<crate::discord::DiscordHandle>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -165,6 +166,9 @@ impl Running {
         if let Some(discord) = self.discord {
             discord.shutdown().await;
         }
+        for task in self.background {
+            task.abort();
+        }
         tracing::info!("shutting down: flushing the store");
         self.store.close().context("the store could not be flushed")
     }
@@ -172,6 +176,11 @@ impl Running {
 
 /// Starts Vouch from a valid configuration.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_clock(config, Arc::new(crate::SystemClock)).await
+}
+
+/// Starts Vouch reading time from `clock` (tests move a [`crate::ManualClock`]).
+pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> anyhow::Result<Running> {
     let store = Arc::new(open_store(&config)?);
     let ingest = config.settings.ingest.clone();
     let service = Arc::new(Service {
@@ -180,7 +189,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         playbook: config.playbook,
         grouping_window_minutes: ingest.grouping_window_minutes,
         effects_ready: Arc::new(tokio::sync::Notify::new()),
+        outbox_ready: Arc::new(tokio::sync::Notify::new()),
+        webhooks: config.settings.webhooks.clone(),
+        clock,
     });
+    let mut background = Vec::new();
+    if !service.webhooks.is_empty() {
+        let deliverer = crate::webhooks::Deliverer::new(
+            Arc::clone(&service),
+            config.settings.webhooks.clone(),
+            config.settings.delivery.clone(),
+        )?;
+        background.push(tokio::spawn(deliverer.run()));
+    }
     let discord = match config.settings.discord.clone() {
         Some(settings) => Some(crate::discord::start(settings, Arc::clone(&service)).await?),
         None => {
@@ -208,7 +229,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             })
             .await
     });
-    Ok(Running { address, stop, server, store, discord })
+    Ok(Running { address, stop, server, store, discord, background })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -147,7 +147,7 @@ async fn accept_alert(
             header("webhook-timestamp"),
             header("webhook-signature"),
             &body,
-            crate::now().unix_millis() / 1000,
+            state.service.clock.now().unix_millis() / 1000,
         )
         .map_err(|error| ApiError::Unauthorized(error.to_string()))?;
     }
@@ -166,7 +166,7 @@ async fn accept_alert(
     let payload: Value = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadRequest("the body is not valid JSON".to_string(), vec![FieldProblem::new("", error.to_string())])
     })?;
-    let now = crate::now();
+    let now = state.service.clock.now();
     let alert = normalize(&payload, format, now)
         .map_err(|problems| ApiError::BadRequest("the alert has problems".to_string(), problems))?;
     let format_id = alert.format.id();

@@ -6,6 +6,7 @@
 //! - [`auth`]: bearer tokens and Standard Webhooks signatures on incoming requests.
 //! - [`discord`]: the serenity client, the card/ping effect worker and the click handler.
 //! - [`service`]: ties the store, the directory and the engine together for one alert or event.
+//! - [`webhooks`]: isolation requests delivered from the outbox, signed and retried.
 //! - [`metrics`]: Prometheus counters.
 //!
 //! Decisions come from `vouch_playbook`; this crate carries them out.
@@ -18,7 +19,9 @@ pub mod discord;
 pub mod ingest;
 pub mod metrics;
 pub mod service;
+pub mod webhooks;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use vouch_playbook::Timestamp;
@@ -27,4 +30,41 @@ use vouch_playbook::Timestamp;
 pub fn now() -> Timestamp {
     let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis()).unwrap_or(0);
     Timestamp::from_unix_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+}
+
+/// Where Vouch reads the time. Production uses [`SystemClock`]; tests that must move time
+/// (reminders, retries) use [`ManualClock`] instead of sleeping.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        now()
+    }
+}
+
+/// A clock that moves only when told to.
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> ManualClock {
+        ManualClock(AtomicI64::new(start.unix_millis()))
+    }
+
+    pub fn advance_minutes(&self, minutes: u32) {
+        self.0.fetch_add(i64::from(minutes) * 60_000, Ordering::SeqCst);
+    }
+
+    pub fn set(&self, at: Timestamp) {
+        self.0.store(at.unix_millis(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_millis(self.0.load(Ordering::SeqCst))
+    }
 }

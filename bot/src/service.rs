@@ -14,6 +14,10 @@ pub struct Service {
     pub grouping_window_minutes: u32,
     /// Woken whenever a change queued effects, so the Discord worker carries them out promptly.
     pub effects_ready: Arc<Notify>,
+    /// Woken when isolation requests are added to the outbox.
+    pub outbox_ready: Arc<Notify>,
+    pub webhooks: Vec<vouch_config::WebhookSettings>,
+    pub clock: Arc<dyn crate::Clock>,
 }
 
 impl Service {

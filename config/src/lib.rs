@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 pub use directory::{Account, Asset, Directory, Person, Share};
 pub use settings::{
-    DiscordSettings, IngestSettings, Secret, Settings, StorageSettings, WebhookPreset, WebhookSettings,
+    DeliverySettings, DiscordSettings, IngestSettings, Secret, Settings, StorageSettings, WebhookPreset,
+    WebhookSettings,
 };
 
 use reader::{SourceFile, TableReader};

@@ -93,13 +93,40 @@ impl WebhookPreset {
     ];
 }
 
-/// An isolation webhook (the escalation issue delivers to these).
+impl WebhookPreset {
+    pub fn id(self) -> &'static str {
+        WebhookPreset::NAMES.iter().find(|(_, preset)| *preset == self).map_or("generic", |(name, _)| name)
+    }
+}
+
+/// An isolation webhook. `url` is the receiver (generic) or the API's base URL (presets).
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
     pub name: String,
     pub url: String,
     pub preset: WebhookPreset,
+    /// The first is current; more are accepted while a secret is rotated. For the generic preset
+    /// these are Standard Webhooks signing secrets (`whsec_...`); for the EDR presets, the API
+    /// credential (CrowdStrike's client secret, Defender's bearer token, SentinelOne's API token,
+    /// Elastic's API key).
     pub secrets: Vec<Secret>,
+    /// CrowdStrike's OAuth2 client id.
+    pub client_id: Option<String>,
+}
+
+/// How isolation requests are delivered and retried.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub max_attempts: u32,
+    pub first_retry_ms: u64,
+    pub max_retry_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> DeliverySettings {
+        DeliverySettings { max_attempts: 6, first_retry_ms: 1000, max_retry_ms: 300_000, timeout_ms: 10_000 }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +136,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub storage: StorageSettings,
     pub webhooks: Vec<WebhookSettings>,
+    pub delivery: DeliverySettings,
 }
 
 /// What a settings file yields even when parts of it are wrong, so the files it names can still
@@ -140,6 +168,16 @@ fn secret(
             None
         }
     }
+}
+
+/// An optional secret reference.
+fn secret_optional(
+    table: &TableReader<'_>,
+    key: &'static str,
+    base: &Path,
+    environment: &dyn Environment,
+) -> Option<Secret> {
+    secret(table, key, base, environment, false)
 }
 
 fn resolve_secret(reference: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> Option<Secret> {
@@ -314,6 +352,17 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
                     webhook.problem("preset", "one of generic, crowdstrike, defender, sentinelone, elastic");
                 }
                 let secret = secret(webhook, "secret", base, environment, true);
+                let previous_secret = secret_optional(webhook, "previous_secret", base, environment);
+                let client_id = webhook.string("client_id");
+                if preset == Some(WebhookPreset::CrowdStrike) && client_id.is_none() {
+                    webhook.problem("client_id", "the crowdstrike preset needs the OAuth2 client_id");
+                }
+                if preset == Some(WebhookPreset::Generic)
+                    && secret.as_ref().is_some_and(|secret| !secret.expose().starts_with("whsec_"))
+                {
+                    webhook
+                        .problem("secret", "a generic webhook signs with a Standard Webhooks secret (whsec_<base64>)");
+                }
                 webhook.finish();
                 if let Some(name) = &name {
                     if webhook_names.contains(name) {
@@ -321,12 +370,43 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
                     }
                     webhook_names.push(name.clone());
                 }
-                Some(WebhookSettings { name: name?, url: url?, preset: preset?, secrets: vec![secret?] })
+                let mut secrets = vec![secret?];
+                secrets.extend(previous_secret);
+                Some(WebhookSettings {
+                    name: name?,
+                    url: url?.trim_end_matches('/').to_string(),
+                    preset: preset?,
+                    secrets,
+                    client_id,
+                })
             })
             .collect();
 
+        let delivery = match root.table("delivery") {
+            Some(table) => {
+                let defaults = DeliverySettings::default();
+                let delivery = DeliverySettings {
+                    max_attempts: table
+                        .integer("max_attempts", 1..21)
+                        .map_or(defaults.max_attempts, |value| value as u32),
+                    first_retry_ms: table
+                        .integer("first_retry_ms", 10..3_600_001)
+                        .map_or(defaults.first_retry_ms, |value| value as u64),
+                    max_retry_ms: table
+                        .integer("max_retry_ms", 10..86_400_001)
+                        .map_or(defaults.max_retry_ms, |value| value as u64),
+                    timeout_ms: table
+                        .integer("timeout_ms", 100..120_001)
+                        .map_or(defaults.timeout_ms, |value| value as u64),
+                };
+                table.finish();
+                delivery
+            }
+            None => DeliverySettings::default(),
+        };
+
         let settings = match (ingest, storage) {
-            (Some(ingest), Some(storage)) => Some(Settings { discord, ingest, storage, webhooks }),
+            (Some(ingest), Some(storage)) => Some(Settings { discord, ingest, storage, webhooks, delivery }),
             _ => None,
         };
         CompiledSettings { settings, directory_files, playbook_file }

@@ -138,6 +138,13 @@ impl Actor {
         same_person || same_discord
     }
 
+    /// The same human: the same directory person, or the same Discord account.
+    pub fn same_person(&self, other: &Actor) -> bool {
+        let same_person = self.person.is_some() && self.person == other.person;
+        let same_discord = self.discord_id.is_some() && self.discord_id == other.discord_id;
+        same_person || same_discord
+    }
+
     fn is_or_delegates_for(&self, person: &PersonRef) -> bool {
         self.is(person) || person.delegates.iter().any(|delegate| self.is(delegate))
     }
@@ -191,10 +198,23 @@ pub enum CaseEvent {
         by: Actor,
         justification: String,
     },
-    /// A SOC member asks for one end of an escalated movement to be cut off the network.
+    /// A SOC member asks for one end of an escalated movement to be cut off the network, or, for
+    /// a critical system another member asked to isolate, approves that request.
     Isolate {
         side: Side,
         by: Actor,
+    },
+    /// A SOC member undoes an isolation.
+    ReleaseIsolation {
+        side: Side,
+        by: Actor,
+    },
+    /// A webhook answered (or finally failed) for an isolation request.
+    IsolationDelivered {
+        request_id: String,
+        webhook: String,
+        ok: bool,
+        detail: String,
     },
     /// A reminder deadline stored with the case has passed.
     ReminderDue,
@@ -228,9 +248,13 @@ pub enum Effect {
     ProposeIsolation {
         side: Side,
     },
-    /// Call the configured isolation webhooks for a system.
+    /// Call the configured isolation webhooks for a request (see `Case::isolations`).
     CallIsolationWebhook {
-        side: Side,
+        request_id: String,
+    },
+    /// Say something in the case's thread, pinging nobody.
+    Announce {
+        message: String,
     },
     ScheduleReminder {
         at: Timestamp,
@@ -343,11 +367,43 @@ pub struct Case {
     pub isolations: Vec<IsolationRequest>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationAction {
+    Isolate,
+    Release,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationStatus {
+    /// A critical system: a second SOC member must approve before anything is sent.
+    AwaitingApproval,
+    /// Approved and handed to the webhooks.
+    Requested,
+}
+
+/// One request to isolate (or release) a system.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IsolationRequest {
+    /// Stable and unique: the webhooks' idempotency key is derived from it.
+    pub id: String,
     pub side: Side,
-    pub by: Actor,
+    pub action: IsolationAction,
+    pub status: IsolationStatus,
+    pub requested_by: Actor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<Actor>,
     pub at: Timestamp,
+    /// What each webhook answered, by webhook name: `true` delivered, `false` failed for good.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deliveries: BTreeMap<String, bool>,
+}
+
+impl IsolationRequest {
+    pub fn delivered(&self) -> bool {
+        self.deliveries.values().any(|ok| *ok)
+    }
 }
 
 /// `Alert` holds a JSON value and so is not `Eq`; cases compare alerts by their serialized form.
@@ -456,6 +512,39 @@ impl Case {
         &self.alert.0
     }
 
+    /// One end of the movement.
+    pub fn system(&self, side: Side) -> &crate::model::System {
+        match side {
+            Side::Source => &self.alert().source,
+            Side::Target => &self.alert().target,
+        }
+    }
+
+    /// What the directory knew about one end when the case opened.
+    pub fn asset(&self, side: Side) -> Option<&crate::facts::AssetFacts> {
+        match side {
+            Side::Source => self.facts.source.as_ref(),
+            Side::Target => self.facts.target.as_ref(),
+        }
+    }
+
+    /// The newest isolation request for one end, if any.
+    pub fn latest_isolation(&self, side: Side) -> Option<&IsolationRequest> {
+        self.isolations.iter().rev().find(|request| request.side == side)
+    }
+
+    fn next_isolation_id(&self, side: Side, action: IsolationAction) -> String {
+        let side = match side {
+            Side::Source => "source",
+            Side::Target => "target",
+        };
+        let action = match action {
+            IsolationAction::Isolate => "isolate",
+            IsolationAction::Release => "release",
+        };
+        format!("{}-{side}-{action}-{}", self.id, self.isolations.len() + 1)
+    }
+
     /// Whether this person (or their delegate) is the one being asked to confirm now.
     pub fn is_asked(&self, actor: &Actor) -> bool {
         match self.confirmation.current_confirmer() {
@@ -517,7 +606,11 @@ impl Case {
 
 /// Applies one event to a case. A refused event leaves the case as it was and says why.
 pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) -> (Case, Vec<Effect>) {
-    if case.state.is_finished() && !matches!(event, CaseEvent::AlertGrouped { .. }) {
+    let allowed_when_finished = matches!(
+        event,
+        CaseEvent::AlertGrouped { .. } | CaseEvent::ReleaseIsolation { .. } | CaseEvent::IsolationDelivered { .. }
+    );
+    if case.state.is_finished() && !allowed_when_finished {
         return case.refuse("this case is already closed");
     }
     let (mut case, effects) = match event {
@@ -628,19 +721,106 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             if case.state != CaseState::Escalated {
                 return case.refuse("escalate the case before isolating a system");
             }
-            let system = match side {
-                Side::Source => &case.alert().source,
-                Side::Target => &case.alert().target,
-            };
-            if system.is_unknown() {
+            if case.system(side).is_unknown() {
                 return case.refuse("the alert does not name that system");
             }
-            if case.isolations.iter().any(|request| request.side == side) {
-                return case.refuse("isolation of that system was already requested");
+            let latest = case.latest_isolation(side).cloned();
+            let mut case = case;
+            match latest {
+                Some(request)
+                    if request.action == IsolationAction::Isolate
+                        && request.status == IsolationStatus::AwaitingApproval =>
+                {
+                    if request.requested_by.same_person(&by) {
+                        return case.refuse("isolating a critical system needs a second SOC member's approval");
+                    }
+                    let request_id = request.id.clone();
+                    if let Some(pending) = case.isolations.iter_mut().find(|candidate| candidate.id == request_id) {
+                        pending.status = IsolationStatus::Requested;
+                        pending.approved_by = Some(by);
+                    }
+                    (case, vec![Effect::CallIsolationWebhook { request_id }, Effect::UpdateCard])
+                }
+                Some(request)
+                    if request.action == IsolationAction::Isolate && request.deliveries.values().all(|ok| *ok) =>
+                {
+                    case.refuse("isolation of that system was already requested")
+                }
+                _ => {
+                    let critical = case.asset(side).is_some_and(|asset| asset.criticality == Criticality::Critical);
+                    let id = case.next_isolation_id(side, IsolationAction::Isolate);
+                    let status = if critical { IsolationStatus::AwaitingApproval } else { IsolationStatus::Requested };
+                    case.isolations.push(IsolationRequest {
+                        id: id.clone(),
+                        side,
+                        action: IsolationAction::Isolate,
+                        status,
+                        requested_by: by.clone(),
+                        approved_by: None,
+                        at: now,
+                        deliveries: BTreeMap::new(),
+                    });
+                    if critical {
+                        let message = format!(
+                            "{} asks to isolate the critical system {}; a second SOC member must approve with the Isolate button.",
+                            by.name,
+                            case.system(side).label()
+                        );
+                        (case, vec![Effect::UpdateCard, Effect::NotifySoc { message }])
+                    } else {
+                        (case, vec![Effect::CallIsolationWebhook { request_id: id }, Effect::UpdateCard])
+                    }
+                }
+            }
+        }
+        CaseEvent::ReleaseIsolation { side, by } => {
+            if !by.soc {
+                return case.refuse("only members of the SOC release an isolation");
+            }
+            let isolated = case.latest_isolation(side).is_some_and(|request| {
+                request.action == IsolationAction::Isolate && request.status == IsolationStatus::Requested
+            });
+            if !isolated {
+                return case.refuse("that system has no isolation to release");
             }
             let mut case = case;
-            case.isolations.push(IsolationRequest { side, by, at: now });
-            (case, vec![Effect::CallIsolationWebhook { side }, Effect::UpdateCard])
+            let id = case.next_isolation_id(side, IsolationAction::Release);
+            case.isolations.push(IsolationRequest {
+                id: id.clone(),
+                side,
+                action: IsolationAction::Release,
+                status: IsolationStatus::Requested,
+                requested_by: by,
+                approved_by: None,
+                at: now,
+                deliveries: BTreeMap::new(),
+            });
+            (case, vec![Effect::CallIsolationWebhook { request_id: id }, Effect::UpdateCard])
+        }
+        CaseEvent::IsolationDelivered { request_id, webhook, ok, detail } => {
+            let mut case = case;
+            let Some(request) = case.isolations.iter_mut().find(|request| request.id == request_id) else {
+                return case.refuse(format!("there is no isolation request {request_id}"));
+            };
+            request.deliveries.insert(webhook.clone(), ok);
+            let verb = match request.action {
+                IsolationAction::Isolate => "isolate",
+                IsolationAction::Release => "release",
+            };
+            let system = match request.side {
+                Side::Source => case.alert().source.label(),
+                Side::Target => case.alert().target.label(),
+            };
+            let effect = if ok {
+                Effect::Announce {
+                    message: format!("The {webhook} webhook accepted the request to {verb} {system} ({request_id})."),
+                }
+            } else {
+                Effect::NotifySoc {
+                    message: format!("The request to {verb} {system} could not be delivered to {webhook}: {detail}. Act through the EDR console."),
+                }
+            };
+            (case, vec![effect, Effect::UpdateCard])
         }
         CaseEvent::ReminderDue => {
             let due = case.confirmation.deadline.is_some_and(|deadline| deadline <= now);

@@ -9,3 +9,4 @@ mod crash;
 mod demo;
 mod discord;
 mod ingest;
+mod isolation;

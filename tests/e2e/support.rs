@@ -83,13 +83,17 @@ ips = ["10.0.5.1"]
 kind = "server"
 owner = "bob"
 criticality = "high"
+edr_ids = { crowdstrike = "aid-srv-db-01" }
 
 [[assets]]
 hostname = "DC-01"
 ips = ["10.0.1.1"]
 kind = "domain_controller"
 owner = "bob"
+edr_ids = { crowdstrike = "aid-dc-01" }
 "#;
+
+pub const WEBHOOK_SECRET: &str = "whsec_QmVlcy1uZWVzLWtub3ctYmVzdC0yMDI2LWUyZQ==";
 
 pub const DISCORD_TOKEN: &str = "e2e-discord-bot-token-41c9";
 pub const TRIAGE_CHANNEL: u64 = 800_000_000_000_000_001;
@@ -118,6 +122,14 @@ impl Workspace {
         workspace
     }
 
+    /// Adds settings (whole tables) to `vouch.toml`.
+    pub fn append_settings(&self, text: &str) {
+        let mut settings = std::fs::read_to_string(self.config()).expect("read");
+        settings.push('\n');
+        settings.push_str(text);
+        std::fs::write(self.config(), settings).expect("write");
+    }
+
     pub fn new(extra_ingest: &str) -> Workspace {
         let folder = tempfile::tempdir().expect("temp dir");
         let directory = std::fs::read_to_string(repository_file("config/directory.example.toml")).expect("example");
@@ -142,6 +154,7 @@ impl Workspace {
             .env("VOUCH_INGEST_TOKEN", INGEST_TOKEN)
             .env("VOUCH_INGEST_SIGNING_SECRET", SIGNING_SECRET)
             .env("DISCORD_TOKEN", DISCORD_TOKEN)
+            .env("VOUCH_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("VOUCH_LOG", "info");
         command
     }

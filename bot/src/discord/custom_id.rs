@@ -22,7 +22,9 @@ pub enum Action {
     /// Opens the justification form; the form's submission closes the case.
     Close,
     Confirm(ConfirmVerdict),
+    /// Isolate one end (or, for a critical system another member asked to isolate, approve).
     Isolate(Side),
+    Release(Side),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +49,16 @@ impl fmt::Display for ButtonId {
                 };
                 write!(formatter, "{VERSION}:{case}:c:{verdict}")
             }
-            Action::Isolate(side) => {
-                let side = match side {
-                    Side::Source => "src",
-                    Side::Target => "dst",
-                };
-                write!(formatter, "{VERSION}:{case}:iso:{side}")
-            }
+            Action::Isolate(side) => write!(formatter, "{VERSION}:{case}:iso:{}", side_code(*side)),
+            Action::Release(side) => write!(formatter, "{VERSION}:{case}:rel:{}", side_code(*side)),
         }
+    }
+}
+
+fn side_code(side: Side) -> &'static str {
+    match side {
+        Side::Source => "src",
+        Side::Target => "dst",
     }
 }
 
@@ -96,6 +100,8 @@ impl ButtonId {
             ["c", "notme"] => Action::Confirm(ConfirmVerdict::NotMe),
             ["iso", "src"] => Action::Isolate(Side::Source),
             ["iso", "dst"] => Action::Isolate(Side::Target),
+            ["rel", "src"] => Action::Release(Side::Source),
+            ["rel", "dst"] => Action::Release(Side::Target),
             _ => return Err("the button id names no action Vouch knows".to_string()),
         };
         Ok(ButtonId { case_id, action })
@@ -124,6 +130,7 @@ mod tests {
         check("v1:7:c:unexp", Ok("v1:7:c:unexp"));
         check("v1:7:c:notme", Ok("v1:7:c:notme"));
         check("v1:7:iso:dst", Ok("v1:7:iso:dst"));
+        check("v1:7:rel:src", Ok("v1:7:rel:src"));
         check("v2:42:ask", Err("version"));
         check("v1:0:ask", Err("no case"));
         check("v1:-1:ask", Err("no case"));

@@ -111,7 +111,7 @@ impl Handler {
     async fn record_refusal(&self, actor: &Actor, detail: serde_json::Value) {
         let actor = actor.clone();
         self.blocking(move |service| {
-            service.store.record("refused.click.invalid", None, Some(&actor), detail, crate::now())
+            service.store.record("refused.click.invalid", None, Some(&actor), detail, service.clock.now())
         })
         .await;
     }
@@ -131,8 +131,9 @@ impl Handler {
         };
         let kind = kind.to_string();
         let actor = actor.clone();
-        let applied =
-            self.blocking(move |service| service.apply(case_id, &kind, &actor, detail, event, crate::now())).await;
+        let applied = self
+            .blocking(move |service| service.apply(case_id, &kind, &actor, detail, event, service.clock.now()))
+            .await;
         let Some(applied) = applied else { return Outcome::Failed };
         if let Some(reason) = applied.effects.iter().find_map(|effect| match effect {
             Effect::Refused { reason } => Some(reason.clone()),
@@ -185,7 +186,7 @@ impl Handler {
                         Some(case_id),
                         Some(&recorded_actor),
                         detail,
-                        crate::now(),
+                        service.clock.now(),
                     )
                 })
                 .await;
@@ -218,6 +219,7 @@ impl Handler {
                 ("click.confirm", CaseEvent::Confirm { verdict, by: actor.clone(), justification: None })
             }
             Action::Isolate(side) => ("click.isolate", CaseEvent::Isolate { side, by: actor.clone() }),
+            Action::Release(side) => ("click.release", CaseEvent::ReleaseIsolation { side, by: actor.clone() }),
         };
         let outcome = self.apply(case_id, kind, &actor, detail, event).await;
         let response = match outcome {

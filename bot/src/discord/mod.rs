@@ -21,7 +21,7 @@ use serenity::all::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use vouch_config::DiscordSettings;
-use vouch_playbook::engine::{PingReason, Side};
+use vouch_playbook::engine::{IsolationAction, PingReason, Side};
 use vouch_playbook::{CaseId, Effect, Snowflake};
 use vouch_storage::{CardRef, PendingEffect};
 
@@ -347,24 +347,59 @@ impl Worker {
                 self.post_in_thread(case_id, CreateMessage::new().content(text).allowed_mentions(render::no_mentions()))
                     .await
             }
-            Effect::CallIsolationWebhook { side } => {
-                let system = match side {
-                    Side::Source => &case.alert().source,
-                    Side::Target => &case.alert().target,
+            Effect::CallIsolationWebhook { request_id } => {
+                let Some(request) = case.isolations.iter().find(|request| &request.id == request_id).cloned() else {
+                    return Ok(());
                 };
-                let requested_by = case
-                    .isolations
-                    .iter()
-                    .rev()
-                    .find(|request| request.side == *side)
-                    .map(|request| render::inert(&request.by.name, 100))
-                    .unwrap_or_default();
-                let text = format!(
-                    "Isolation of **{}** was requested by {requested_by} and recorded. No isolation webhook delivery runs in this version yet; contain the host through your EDR console.",
-                    render::inert(&system.label(), 200)
+                let entries =
+                    crate::webhooks::outbox_entries(&case, request_id, &service.webhooks, service.clock.now());
+                let names: Vec<String> = service.webhooks.iter().map(|webhook| webhook.name.clone()).collect();
+                if !entries.is_empty() {
+                    let now = service.clock.now();
+                    self.blocking(move |service| {
+                        for entry in &entries {
+                            service.store.enqueue_outbox(entry, now)?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    service.outbox_ready.notify_one();
+                }
+                let verb = match request.action {
+                    IsolationAction::Isolate => "Isolation",
+                    IsolationAction::Release => "Release of the isolation",
+                };
+                let mut text = format!(
+                    "{verb} of **{}** was requested by {}",
+                    render::inert(&case.system(request.side).label(), 200),
+                    render::inert(&request.requested_by.name, 100)
                 );
+                if let Some(approver) = &request.approved_by {
+                    text.push_str(&format!(" and approved by {}", render::inert(&approver.name, 100)));
+                }
+                if names.is_empty() {
+                    let role = RoleId::new(self.settings.soc_role_id.get());
+                    text = format!(
+                        "<@&{}> {text}, but no isolation webhook is configured: contain the host through the EDR console.",
+                        role.get()
+                    );
+                    return self
+                        .post_in_thread(
+                            case_id,
+                            CreateMessage::new().content(text).allowed_mentions(render::mention_only_role(role)),
+                        )
+                        .await;
+                }
+                text.push_str(&format!("; delivering to {} ({}).", names.join(", "), request.id));
                 self.post_in_thread(case_id, CreateMessage::new().content(text).allowed_mentions(render::no_mentions()))
                     .await
+            }
+            Effect::Announce { message } => {
+                self.post_in_thread(
+                    case_id,
+                    CreateMessage::new().content(render::inert(message, 1900)).allowed_mentions(render::no_mentions()),
+                )
+                .await
             }
             // The deadline is stored with the case; the reminder timer reads it from there.
             Effect::ScheduleReminder { .. } => Ok(()),

@@ -7,7 +7,7 @@
 use serenity::builder::{CreateActionRow, CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter};
 use serenity::model::application::ButtonStyle;
 use serenity::model::id::{RoleId, UserId};
-use vouch_playbook::engine::{Confirmer, ScenarioVerdict, Side};
+use vouch_playbook::engine::{Confirmer, IsolationAction, IsolationStatus, ScenarioVerdict, Side};
 use vouch_playbook::model::{Account, System};
 use vouch_playbook::{Case, CaseState, Playbook};
 
@@ -332,6 +332,29 @@ pub fn card_embed(case: &Case, playbook: &Playbook) -> CreateEmbed {
         })
         .collect();
     fields.add("Who vouches", chain.join("\n"), false);
+    if !case.isolations.is_empty() {
+        let lines: Vec<String> = case
+            .isolations
+            .iter()
+            .map(|request| {
+                let verb = if request.action == IsolationAction::Isolate { "isolate" } else { "release" };
+                let state = match (request.status, request.deliveries.is_empty()) {
+                    (IsolationStatus::AwaitingApproval, _) => "awaiting a second SOC member".to_string(),
+                    (IsolationStatus::Requested, true) => "sending".to_string(),
+                    (IsolationStatus::Requested, false) => request
+                        .deliveries
+                        .iter()
+                        .map(|(webhook, ok)| {
+                            format!("{} {}", inert(webhook, 40), if *ok { "delivered" } else { "failed" })
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                format!("{verb} {}: {state}", inert(&case.system(request.side).label(), 100))
+            })
+            .collect();
+        fields.add("Isolation", lines.join("\n"), false);
+    }
 
     let mut embed = CreateEmbed::new()
         .title(title)
@@ -371,7 +394,7 @@ pub fn card_components(case: &Case, playbook: &Playbook) -> Vec<CreateActionRow>
     }
     let asked = case.state == CaseState::AwaitingConfirmation;
     let escalated = case.state == CaseState::Escalated;
-    let mut actions = vec![
+    let actions = vec![
         button(
             ButtonId::new(case.id, Action::AskOwner),
             "Ask owner",
@@ -381,21 +404,32 @@ pub fn card_components(case: &Case, playbook: &Playbook) -> Vec<CreateActionRow>
         button(ButtonId::new(case.id, Action::Escalate), "Escalate", ButtonStyle::Danger, finished || escalated),
         button(ButtonId::new(case.id, Action::Close), "Close as expected", ButtonStyle::Success, finished),
     ];
-    if escalated {
-        for (side, label, system) in [
-            (Side::Source, "Isolate source", &case.alert().source),
-            (Side::Target, "Isolate target", &case.alert().target),
-        ] {
-            let requested = case.isolations.iter().any(|request| request.side == side);
-            actions.push(button(
-                ButtonId::new(case.id, Action::Isolate(side)),
-                label,
-                ButtonStyle::Danger,
-                requested || system.is_unknown(),
+    rows.push(CreateActionRow::Buttons(actions));
+    let mut isolation_buttons = Vec::new();
+    for side in [Side::Source, Side::Target] {
+        let end = if side == Side::Source { "source" } else { "target" };
+        let latest = case.latest_isolation(side);
+        let isolated = latest.is_some_and(|request| {
+            request.action == IsolationAction::Isolate && request.status == IsolationStatus::Requested
+        });
+        let awaiting = latest.is_some_and(|request| request.status == IsolationStatus::AwaitingApproval);
+        if escalated && !isolated {
+            let label = if awaiting { format!("Approve isolating {end}") } else { format!("Isolate {end}") };
+            let id = ButtonId::new(case.id, Action::Isolate(side));
+            isolation_buttons.push(button(id, &label, ButtonStyle::Danger, case.system(side).is_unknown()));
+        }
+        if isolated {
+            isolation_buttons.push(button(
+                ButtonId::new(case.id, Action::Release(side)),
+                &format!("Release {end}"),
+                ButtonStyle::Secondary,
+                false,
             ));
         }
     }
-    rows.push(CreateActionRow::Buttons(actions));
+    if !isolation_buttons.is_empty() {
+        rows.push(CreateActionRow::Buttons(isolation_buttons));
+    }
     rows
 }
 

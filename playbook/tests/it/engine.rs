@@ -484,7 +484,10 @@ fn events_move_the_case_and_wrong_people_are_refused() {
     let isolate = |by: Actor| CaseEvent::Isolate { side: Side::Target, by };
     refused(&apply(&playbook, case.clone(), isolate(member("frank")), later).1, "only members of the SOC");
     let (case, effects) = apply(&playbook, case, isolate(soc("sam")), later);
-    assert_eq!(effects, vec![Effect::CallIsolationWebhook { side: Side::Target }, Effect::UpdateCard]);
+    assert_eq!(
+        effects,
+        vec![Effect::CallIsolationWebhook { request_id: "LM-1-target-isolate-1".to_string() }, Effect::UpdateCard]
+    );
     assert_eq!(case.isolations.len(), 1);
     refused(&apply(&playbook, case.clone(), isolate(soc("sam")), later).1, "already requested");
 
@@ -586,4 +589,52 @@ fn the_builtin_playbook_is_valid_and_broken_ones_are_refused() {
     {
         assert!(error.contains(fragment), "{error}");
     }
+}
+
+#[test]
+fn critical_systems_need_a_second_soc_member_and_isolation_can_be_released() {
+    let playbook = Playbook::builtin();
+    let mut facts = helpdesk_facts(true);
+    if let Some(target) = facts.target.as_mut() {
+        target.kind = AssetKind::DomainController;
+        target.criticality = Criticality::Critical;
+    }
+    let (case, _) = opened(facts);
+    let (case, _) = apply(&playbook, case, CaseEvent::Escalate { by: soc("sam"), reason: None }, NOW);
+    let isolate = |by: Actor| CaseEvent::Isolate { side: Side::Target, by };
+    let (case, effects) = apply(&playbook, case, isolate(soc("sam")), NOW);
+    assert!(effects
+        .iter()
+        .any(|effect| matches!(effect, Effect::NotifySoc { message } if message.contains("second SOC member"))));
+    assert!(!effects.iter().any(|effect| matches!(effect, Effect::CallIsolationWebhook { .. })), "nothing fires yet");
+    let (same, effects) = apply(&playbook, case.clone(), isolate(soc("sam")), NOW);
+    assert!(matches!(effects.as_slice(), [Effect::Refused { reason }] if reason.contains("second SOC member")));
+    assert_eq!(same, case);
+    let mut second = soc("tess");
+    second.discord_id = Some(Snowflake::parse("901").expect("id"));
+    let (case, effects) = apply(&playbook, case, isolate(second), NOW);
+    let request_id = "LM-1-target-isolate-1".to_string();
+    assert_eq!(effects[0], Effect::CallIsolationWebhook { request_id: request_id.clone() });
+    assert_eq!(case.isolations[0].approved_by.as_ref().map(|actor| actor.name.as_str()), Some("tess"));
+
+    let delivered = CaseEvent::IsolationDelivered {
+        request_id: request_id.clone(),
+        webhook: "edr".to_string(),
+        ok: true,
+        detail: String::new(),
+    };
+    let (case, effects) = apply(&playbook, case, delivered, NOW);
+    assert!(matches!(&effects[0], Effect::Announce { message } if message.contains("accepted")));
+    assert!(case.isolations[0].delivered());
+    let release = |by: Actor| CaseEvent::ReleaseIsolation { side: Side::Target, by };
+    assert!(matches!(
+        apply(&playbook, case.clone(), release(member("frank")), NOW).1.as_slice(),
+        [Effect::Refused { .. }]
+    ));
+    let (case, effects) = apply(&playbook, case, release(soc("sam")), NOW);
+    assert_eq!(effects[0], Effect::CallIsolationWebhook { request_id: "LM-1-target-release-2".to_string() });
+    assert!(matches!(
+        apply(&playbook, case, release(soc("sam")), NOW).1.as_slice(),
+        [Effect::Refused { reason }] if reason.contains("no isolation to release")
+    ));
 }

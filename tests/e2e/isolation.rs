@@ -1,0 +1,226 @@
+//! Escalation to containment: isolation requests leave through the outbox to a real HTTP
+//! receiver on 127.0.0.1, signed, retried under one id, across a SIGKILL.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use discord_simulator::{Simulator, SimulatorOptions, StoredMessage};
+use serde_json::Value;
+
+use crate::support::{
+    get_json, native_alert, post_alert, Workspace, DISCORD_TOKEN, SOC_ROLE, TRIAGE_CHANNEL, WEBHOOK_SECRET,
+};
+
+const SAM: u64 = 100_000_000_000_000_004;
+const TESS: u64 = 100_000_000_000_000_009;
+const WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+struct Received {
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+    at: Instant,
+    answered: u16,
+}
+
+struct Receiver {
+    /// Statuses to answer with, in order; 200 once they run out.
+    script: Vec<u16>,
+    received: Vec<Received>,
+    arrived: Arc<tokio::sync::Notify>,
+}
+
+async fn receive(State(receiver): State<Arc<Mutex<Receiver>>>, headers: HeaderMap, body: String) -> StatusCode {
+    let mut receiver = receiver.lock().expect("receiver");
+    let answered = if receiver.script.is_empty() { 200 } else { receiver.script.remove(0) };
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or("").to_string();
+    receiver.received.push(Received {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+        body,
+        at: Instant::now(),
+        answered,
+    });
+    receiver.arrived.notify_waiters();
+    StatusCode::from_u16(answered).unwrap_or(StatusCode::OK)
+}
+
+/// Waits (bounded) until the receiver has seen `count` requests.
+async fn wait_for_requests(receiver: &Arc<Mutex<Receiver>>, count: usize) {
+    let arrived = Arc::clone(&receiver.lock().expect("receiver").arrived);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let notified = arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if receiver.lock().expect("receiver").received.len() >= count {
+            return;
+        }
+        assert!(
+            tokio::time::timeout_at(deadline, notified).await.is_ok(),
+            "the receiver saw fewer than {count} requests"
+        );
+    }
+}
+
+async fn start_receiver(script: Vec<u16>) -> (String, Arc<Mutex<Receiver>>) {
+    let receiver = Arc::new(Mutex::new(Receiver { script, received: Vec::new(), arrived: Arc::default() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = axum::Router::new().route("/isolate", axum::routing::post(receive)).with_state(Arc::clone(&receiver));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{address}/isolate"), receiver)
+}
+
+async fn setup(script: Vec<u16>) -> (Simulator, Workspace, Arc<Mutex<Receiver>>) {
+    let spec = discord_simulator::bundled_spec_path();
+    let simulator = Simulator::start(SimulatorOptions { tls: true, spec_path: &spec, bot_token: DISCORD_TOKEN })
+        .await
+        .expect("simulator");
+    simulator.add_text_channel(TRIAGE_CHANNEL, "triage");
+    simulator.add_member(SAM, "sam", &[SOC_ROLE]);
+    simulator.add_member(TESS, "tess", &[SOC_ROLE]);
+    simulator.add_member(100_000_000_000_000_002, "bob", &[]);
+    let (url, receiver) = start_receiver(script).await;
+    let workspace = Workspace::discord(&simulator);
+    workspace.append_settings(&format!(
+        "[[webhooks]]\nname = \"edr\"\nurl = \"{url}\"\npreset = \"generic\"\nsecret = {{ env = \"VOUCH_WEBHOOK_SECRET\" }}\n\n\
+         [delivery]\nmax_attempts = 6\nfirst_retry_ms = 400\nmax_retry_ms = 5000\ntimeout_ms = 5000\n"
+    ));
+    (simulator, workspace, receiver)
+}
+
+async fn card_of(simulator: &Simulator, case_id: &str) -> StoredMessage {
+    let prefix = format!("{case_id} ");
+    simulator
+        .wait_for("the card", WAIT, |world| {
+            world
+                .channel_messages(TRIAGE_CHANNEL)
+                .into_iter()
+                .find(|message| {
+                    message.json["embeds"][0]["title"].as_str().is_some_and(|title| title.starts_with(&prefix))
+                })
+                .cloned()
+        })
+        .await
+}
+
+/// Clicks a card button by label once the card shows it, and waits for the answer.
+async fn click_card(simulator: &Simulator, user: u64, card_id: u64, label: &str) -> Value {
+    let custom_id = simulator
+        .wait_for(&format!("a {label} button"), WAIT, |world| {
+            world
+                .message(card_id)
+                .and_then(|card| card.buttons().into_iter().find(|(text, _, disabled)| text == label && !disabled))
+                .map(|(_, id, _)| id)
+        })
+        .await;
+    let clicked = simulator.click(user, card_id, &custom_id);
+    simulator.response(clicked, WAIT).await
+}
+
+async fn thread_says(simulator: &Simulator, thread: u64, fragment: &str) -> String {
+    simulator
+        .wait_for(&format!("the thread to say {fragment:?}"), WAIT, |world| {
+            world
+                .channel_messages(thread)
+                .into_iter()
+                .find(|message| message.content().contains(fragment))
+                .map(|message| message.content().to_string())
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_is_signed_retried_under_one_id_and_survives_sigkill() {
+    let (simulator, workspace, receiver) = setup(vec![500, 500, 500]).await;
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("iso-1", "WS-17", "SRV-DB-01", "alice")).await;
+    let case_id = body["case_id"].as_str().expect("id").to_string();
+    let card = card_of(&simulator, &case_id).await;
+    assert_eq!(click_card(&simulator, SAM, card.id, "Escalate").await["type"], 7);
+    assert_eq!(click_card(&simulator, SAM, card.id, "Isolate target").await["type"], 7);
+
+    // Kill Vouch in the middle of the retries; the restarted one finishes the delivery.
+    wait_for_requests(&receiver, 2).await;
+    vouch.kill_hard();
+    let vouch = workspace.start();
+    thread_says(&simulator, card.id, "The edr webhook accepted the request to isolate SRV").await;
+
+    let received = receiver.lock().expect("receiver").received.clone();
+    assert!(received.len() >= 4, "three failures then success: {} attempts", received.len());
+    let first = &received[0];
+    assert!(received.iter().all(|attempt| attempt.id == first.id), "one webhook-id for every attempt: {received:#?}");
+    assert_eq!(first.id, format!("{case_id}-target-isolate-1:edr"));
+    assert_eq!(received.iter().filter(|attempt| attempt.answered == 200).count(), 1, "isolated exactly once");
+    let gaps: Vec<Duration> = received.windows(2).map(|pair| pair[1].at.duration_since(pair[0].at)).collect();
+    assert!(gaps.iter().all(|gap| *gap >= Duration::from_millis(300)), "backoff between attempts: {gaps:?}");
+    let secret = vouch_config::Secret::new(WEBHOOK_SECRET.to_string(), "test".to_string());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    for attempt in &received {
+        vouch::auth::verify_signature(
+            std::slice::from_ref(&secret),
+            Some(&attempt.id),
+            Some(&attempt.timestamp),
+            Some(&attempt.signature),
+            attempt.body.as_bytes(),
+            now,
+        )
+        .unwrap_or_else(|error| panic!("the signature of {} does not verify: {error}", attempt.id));
+        let body: Value = serde_json::from_str(&attempt.body).expect("JSON body");
+        assert_eq!(body["action"], "isolate");
+        assert_eq!(body["target"]["edr_ids"]["crowdstrike"], "aid-srv-db-01", "the target's EDR id from the directory");
+        assert_eq!(body["requested_by"]["name"], "Sam Okafor");
+        assert_eq!(body["case_id"], case_id);
+    }
+    assert!(received.windows(2).all(|pair| pair[0].body == pair[1].body), "every attempt sends the same body");
+
+    let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+    let kinds: Vec<&str> =
+        case["events"].as_array().expect("events").iter().filter_map(|event| event["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"outbox.enqueued") && kinds.contains(&"outbox.attempt") && kinds.contains(&"outbox.delivered"),
+        "{kinds:?}"
+    );
+    assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_system_needs_a_second_soc_member() {
+    let (simulator, workspace, receiver) = setup(Vec::new()).await;
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("iso-2", "WS-17", "DC-01", "alice")).await;
+    let case_id = body["case_id"].as_str().expect("id").to_string();
+    let card = card_of(&simulator, &case_id).await;
+    click_card(&simulator, SAM, card.id, "Escalate").await;
+    click_card(&simulator, SAM, card.id, "Isolate target").await;
+    thread_says(&simulator, card.id, "a second SOC member must approve").await;
+    let again = click_card(&simulator, SAM, card.id, "Approve isolating target").await;
+    assert_eq!(again["data"]["flags"], 64, "the same member cannot approve: {again}");
+    assert!(again.to_string().contains("second SOC member"), "{again}");
+    assert!(receiver.lock().expect("receiver").received.is_empty(), "nothing was sent before approval");
+    click_card(&simulator, TESS, card.id, "Approve isolating target").await;
+    thread_says(&simulator, card.id, "The edr webhook accepted the request to isolate DC").await;
+    let received = receiver.lock().expect("receiver").received.clone();
+    assert_eq!(received.len(), 1);
+    let body: Value = serde_json::from_str(&received[0].body).expect("JSON");
+    assert_eq!(body["approved_by"]["discord_id"], TESS.to_string());
+    assert_eq!(body["target"]["edr_ids"]["crowdstrike"], "aid-dc-01");
+
+    // Release goes through the same path, under its own id.
+    click_card(&simulator, SAM, card.id, "Release target").await;
+    thread_says(&simulator, card.id, "accepted the request to release DC").await;
+    let received = receiver.lock().expect("receiver").received.clone();
+    assert_eq!(received.len(), 2);
+    assert_eq!(serde_json::from_str::<Value>(&received[1].body).expect("JSON")["action"], "release");
+    assert_ne!(received[0].id, received[1].id);
+    assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
+    drop(vouch);
+}
