@@ -201,7 +201,10 @@ impl Deliverer {
                     continue;
                 }
             }
-            self.attempt(entry).await?;
+            if let Some(at) = self.attempt(entry).await? {
+                let wait = Duration::from_millis(at.millis_since(self.service.clock.now()).max(0) as u64);
+                next = Some(next.map_or(wait, |current| current.min(wait)));
+            }
         }
         Ok(next)
     }
@@ -210,7 +213,8 @@ impl Deliverer {
         self.webhooks.iter().find(|webhook| webhook.name == name)
     }
 
-    async fn attempt(&self, mut entry: OutboxEntry) -> anyhow::Result<()> {
+    /// Makes one attempt; returns when the next one is due, if the entry stays pending.
+    async fn attempt(&self, mut entry: OutboxEntry) -> anyhow::Result<Option<Timestamp>> {
         let delivery: Delivery = serde_json::from_value(entry.payload.clone())?;
         entry.attempts += 1;
         let outcome = match (&delivery.impossible, self.webhook(&delivery.webhook)) {
@@ -223,22 +227,23 @@ impl Deliverer {
         match outcome {
             Outcome::Delivered(status) => {
                 tracing::info!(id = %entry.id, status, attempts = entry.attempts, "isolation request delivered");
-                self.finish(entry, &delivery, true, format!("HTTP {status}"), now).await
+                self.finish(entry, &delivery, true, format!("HTTP {status}"), now).await.map(|()| None)
             }
             Outcome::Retry { after, detail } if entry.attempts < self.policy.max_attempts => {
                 let delay =
                     after.unwrap_or_else(|| self.backoff(&entry)).min(Duration::from_millis(self.policy.max_retry_ms));
-                entry.next_attempt_at = Some(now.plus_millis(delay.as_millis() as i64));
+                let next_attempt_at = now.plus_millis(delay.as_millis() as i64);
+                entry.next_attempt_at = Some(next_attempt_at);
                 tracing::warn!(id = %entry.id, attempt = entry.attempts, retry_in_ms = delay.as_millis() as u64, detail = %detail, "isolation delivery failed; will retry");
                 let record = json!({"id": entry.id, "attempt": entry.attempts, "result": detail, "retry_in_ms": delay.as_millis() as u64});
                 tokio::task::spawn_blocking(move || service.store.settle_outbox(&entry, false, record, now)).await??;
-                Ok(())
+                Ok(Some(next_attempt_at))
             }
             Outcome::Retry { detail, .. } => {
                 let detail = format!("gave up after {} attempts, last: {detail}", entry.attempts);
-                self.finish(entry, &delivery, false, detail, now).await
+                self.finish(entry, &delivery, false, detail, now).await.map(|()| None)
             }
-            Outcome::Failed(detail) => self.finish(entry, &delivery, false, detail, now).await,
+            Outcome::Failed(detail) => self.finish(entry, &delivery, false, detail, now).await.map(|()| None),
         }
     }
 
