@@ -151,6 +151,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
 /// A running Vouch: the HTTP API, the store and (when configured) Discord.
 pub struct Running {
     pub address: std::net::SocketAddr,
+    pub service: Arc<Service>,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     store: Arc<Store>,
@@ -192,6 +193,9 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         outbox_ready: Arc::new(tokio::sync::Notify::new()),
         webhooks: config.settings.webhooks.clone(),
         clock,
+        oncall: config.settings.oncall.clone(),
+        timers: config.settings.timers.clone(),
+        timers_ready: Arc::new(tokio::sync::Notify::new()),
     });
     let mut background = Vec::new();
     if !service.webhooks.is_empty() {
@@ -202,6 +206,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         )?;
         background.push(tokio::spawn(deliverer.run()));
     }
+    background.push(tokio::spawn(crate::timers::run(Arc::clone(&service))));
     let discord = match config.settings.discord.clone() {
         Some(settings) => Some(crate::discord::start(settings, Arc::clone(&service)).await?),
         None => {
@@ -209,6 +214,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
             None
         }
     };
+    let service_handle = Arc::clone(&service);
     let state = Arc::new(AppState {
         service,
         token: ingest.token,
@@ -229,7 +235,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
             })
             .await
     });
-    Ok(Running { address, stop, server, store, discord, background })
+    Ok(Running { address, service: service_handle, stop, server, store, discord, background })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 //! - [`discord`]: the serenity client, the card/ping effect worker and the click handler.
 //! - [`service`]: ties the store, the directory and the engine together for one alert or event.
 //! - [`webhooks`]: isolation requests delivered from the outbox, signed and retried.
+//! - [`timers`]: stored deadlines (reminders, unacknowledged pages) and the daily digest.
 //! - [`metrics`]: Prometheus counters.
 //!
 //! Decisions come from `vouch_playbook`; this crate carries them out.
@@ -19,6 +20,7 @@ pub mod discord;
 pub mod ingest;
 pub mod metrics;
 pub mod service;
+pub mod timers;
 pub mod webhooks;
 
 use std::sync::atomic::{AtomicI64, Ordering};

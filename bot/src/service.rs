@@ -18,6 +18,10 @@ pub struct Service {
     pub outbox_ready: Arc<Notify>,
     pub webhooks: Vec<vouch_config::WebhookSettings>,
     pub clock: Arc<dyn crate::Clock>,
+    pub oncall: Option<vouch_config::OnCallRotation>,
+    pub timers: vouch_config::TimerSettings,
+    /// Wakes the timer to check deadlines now (after a change, or when a test moved the clock).
+    pub timers_ready: Arc<Notify>,
 }
 
 impl Service {
@@ -54,5 +58,23 @@ impl Service {
         now: Timestamp,
     ) -> Result<Applied, StorageError> {
         self.store.apply_event(case_id, kind, Some(actor), detail, now, |case| apply(&self.playbook, case, event, now))
+    }
+
+    /// Who is on call now, as directory people: (primary, secondary).
+    pub fn on_call(&self) -> (Option<&vouch_config::Person>, Option<&vouch_config::Person>) {
+        let Some(rotation) = &self.oncall else { return (None, None) };
+        let (primary, secondary) = rotation.on_call(self.clock.now());
+        let person = |id: Option<vouch_playbook::PersonId>| id.and_then(|id| self.directory.person(&id));
+        (person(primary), person(secondary))
+    }
+
+    /// "Sam Okafor (then Dana Kim)", or None without a rotation.
+    pub fn on_call_line(&self) -> Option<String> {
+        let (primary, secondary) = self.on_call();
+        let primary = primary?;
+        Some(match secondary {
+            Some(secondary) => format!("{} (secondary {})", primary.name, secondary.name),
+            None => primary.name.clone(),
+        })
     }
 }

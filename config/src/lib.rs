@@ -7,12 +7,14 @@
 
 mod directory;
 mod reader;
+mod schedule;
 mod settings;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use directory::{Account, Asset, Directory, Person, Share};
+pub use schedule::{CronSchedule, OnCallRotation, Override, TimerSettings};
 pub use settings::{
     DeliverySettings, DiscordSettings, IngestSettings, Secret, Settings, StorageSettings, WebhookPreset,
     WebhookSettings,
@@ -123,6 +125,22 @@ pub fn load(path: &Path, environment: &dyn Environment) -> Result<Config, Config
         None => Some(vouch_playbook::Playbook::builtin()),
     };
     let settings = compiled.settings;
+    if let Some(settings) = &settings {
+        // The rotation names people; the directory must know them (to ping them by Discord id).
+        if let Some(rotation) = &settings.oncall {
+            let named = rotation.people.iter().chain(rotation.overrides.iter().map(|cover| &cover.person));
+            for person in named {
+                if directory.person(person).is_none() && compiled.directory_files.is_some() {
+                    problems.push(ConfigProblem {
+                        file: path.display().to_string(),
+                        line: settings.oncall_line,
+                        key: "oncall".to_string(),
+                        message: format!("`{person}` is not a person in the directory"),
+                    });
+                }
+            }
+        }
+    }
     problems.sort_by(|left, right| (&left.file, left.line).cmp(&(&right.file, right.line)));
     match (settings, playbook, problems.is_empty()) {
         (Some(settings), Some(playbook), true) => Ok(Config { settings, directory, playbook }),

@@ -104,6 +104,11 @@ impl<'a> TableReader<'a> {
         self.item(key).is_some_and(|item| item.as_str().is_some())
     }
 
+    /// Whether the key is missing altogether.
+    pub(crate) fn string_is_absent(&self, key: &str) -> bool {
+        self.table.get(key).is_none()
+    }
+
     pub(crate) fn required_string(&self, key: &'static str) -> Option<String> {
         let value = self.string(key);
         if value.is_none() && self.table.get(key).is_none() {

@@ -8,6 +8,7 @@ use vouch_playbook::Snowflake;
 
 use crate::directory::DirectoryFiles;
 use crate::reader::{SourceFile, TableReader};
+use crate::schedule::{CronSchedule, OnCallRotation, Override, TimerSettings};
 use crate::{relative_to, with_toml, Environment};
 
 /// A secret value. Its `Debug` and `Display` never show it.
@@ -137,6 +138,10 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub webhooks: Vec<WebhookSettings>,
     pub delivery: DeliverySettings,
+    pub timers: TimerSettings,
+    pub oncall: Option<OnCallRotation>,
+    /// Where `oncall.people` is written, to report people the directory lacks.
+    pub(crate) oncall_line: Option<usize>,
 }
 
 /// What a settings file yields even when parts of it are wrong, so the files it names can still
@@ -405,8 +410,77 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
             None => DeliverySettings::default(),
         };
 
+        let cron = |table: &TableReader<'_>, key: &'static str| -> Option<CronSchedule> {
+            let text = table.string(key)?;
+            CronSchedule::parse(&text).map_err(|message| table.problem(key, message)).ok()
+        };
+        let timers = match root.table("timers") {
+            Some(table) => {
+                let check_every = table.integer("check_every_seconds", 1..3601).unwrap_or(30) as u64;
+                let business_hours = cron(&table, "business_hours");
+                let digest = cron(&table, "digest");
+                table.finish();
+                TimerSettings { check_every: std::time::Duration::from_secs(check_every), business_hours, digest }
+            }
+            None => TimerSettings::default(),
+        };
+        let mut oncall_line = None;
+        let oncall = root.table("oncall").and_then(|table| {
+            oncall_line = table.file.line_of(table.span_of("people"));
+            let people: Vec<vouch_playbook::PersonId> = table
+                .strings("people")
+                .iter()
+                .filter_map(|id| {
+                    vouch_playbook::PersonId::parse(id).map_err(|message| table.problem("people", message)).ok()
+                })
+                .collect();
+            if people.is_empty() {
+                table.problem("people", "name at least one person, in turn order");
+            }
+            let handoff = cron(&table, "handoff");
+            if handoff.is_none() && table.string_is_absent("handoff") {
+                table.problem("handoff", "is required: a cron expression for when the next person takes over");
+            }
+            let start = table.required_string("start").and_then(|text| {
+                vouch_playbook::Timestamp::parse(&text).or_else(|| {
+                    table.problem("start", "an RFC 3339 time, such as 2026-11-02T09:00:00Z");
+                    None
+                })
+            });
+            let overrides: Vec<Override> = table
+                .tables("overrides")
+                .iter()
+                .filter_map(|cover| {
+                    let person = cover.required_string("person").and_then(|id| {
+                        vouch_playbook::PersonId::parse(&id).map_err(|message| cover.problem("person", message)).ok()
+                    });
+                    let time = |key: &'static str| {
+                        cover.required_string(key).and_then(|text| {
+                            vouch_playbook::Timestamp::parse(&text).or_else(|| {
+                                cover.problem(key, "an RFC 3339 time");
+                                None
+                            })
+                        })
+                    };
+                    let (from, until) = (time("from"), time("until"));
+                    cover.finish();
+                    if let (Some(from), Some(until)) = (from, until) {
+                        if until <= from {
+                            cover.problem("until", "must be after from");
+                            return None;
+                        }
+                    }
+                    Some(Override { person: person?, from: from?, until: until? })
+                })
+                .collect();
+            table.finish();
+            Some(OnCallRotation { people, handoff: handoff?, start: start?, overrides })
+        });
+
         let settings = match (ingest, storage) {
-            (Some(ingest), Some(storage)) => Some(Settings { discord, ingest, storage, webhooks, delivery }),
+            (Some(ingest), Some(storage)) => {
+                Some(Settings { discord, ingest, storage, webhooks, delivery, timers, oncall, oncall_line })
+            }
             _ => None,
         };
         CompiledSettings { settings, directory_files, playbook_file }

@@ -280,6 +280,10 @@ pub struct ConfirmationPolicy {
 pub struct Timers {
     pub remind_after_minutes: PerCriticality,
     pub reassign_after_reminders: PerCriticality,
+    /// How long on-call has to acknowledge a page before it is repeated.
+    pub page_ack_minutes: u32,
+    /// Repeats of an unacknowledged page before it goes to the secondary.
+    pub page_repings: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

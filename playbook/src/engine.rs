@@ -216,7 +216,11 @@ pub enum CaseEvent {
         ok: bool,
         detail: String,
     },
-    /// A reminder deadline stored with the case has passed.
+    /// On-call acknowledges the page.
+    Acknowledge {
+        by: Actor,
+    },
+    /// A deadline stored with the case (a confirmation reminder or an unacknowledged page) passed.
     ReminderDue,
 }
 
@@ -241,8 +245,13 @@ pub enum Effect {
     NotifySoc {
         message: String,
     },
+    /// Page on-call: the primary, or (after a page went unacknowledged) the secondary.
     PageOnCall {
         reason: String,
+        #[serde(default)]
+        secondary: bool,
+        #[serde(default)]
+        reminder: bool,
     },
     /// Offer (or, on the owner's "not expected", recommend) isolating a system.
     ProposeIsolation {
@@ -365,6 +374,23 @@ pub struct Case {
     /// Isolation requested, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub isolations: Vec<IsolationRequest>,
+    /// The on-call page of an escalated case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<Page>,
+}
+
+/// Where an on-call page stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub paged_at: Timestamp,
+    /// When the page is repeated (or handed to the secondary) if nobody acknowledged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    pub repings: u32,
+    pub secondary: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<Decision>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -498,6 +524,7 @@ impl Case {
             escalation: None,
             resolution: None,
             isolations: Vec::new(),
+            page: None,
         };
         let mut effects = vec![Effect::PostCard];
         if playbook.confirmation.ask_on_open {
@@ -588,12 +615,19 @@ impl Case {
         (self, vec![Effect::Refused { reason: reason.into() }])
     }
 
-    fn escalate(mut self, by: Actor, reason: Option<String>, now: Timestamp) -> (Case, Vec<Effect>) {
+    fn escalate(
+        mut self,
+        playbook: &Playbook,
+        by: Actor,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> (Case, Vec<Effect>) {
         let page_reason = reason.clone().unwrap_or_else(|| format!("escalated by {}", by.name));
         self.state = CaseState::Escalated;
         self.confirmation.deadline = None;
         self.escalation = Some(Decision { by, at: now, text: reason });
-        let mut effects = vec![Effect::UpdateCard, Effect::PageOnCall { reason: page_reason }];
+        let mut effects = vec![Effect::UpdateCard];
+        effects.extend(self.page_on_call(playbook, page_reason, now));
         if !self.alert().source.is_unknown() {
             effects.push(Effect::ProposeIsolation { side: Side::Source });
         }
@@ -601,6 +635,37 @@ impl Case {
             effects.push(Effect::ProposeIsolation { side: Side::Target });
         }
         (self, effects)
+    }
+
+    /// Pages on-call (unless a page is already out) and arms its acknowledgement deadline.
+    fn page_on_call(&mut self, playbook: &Playbook, reason: String, now: Timestamp) -> Vec<Effect> {
+        if self.page.as_ref().is_some_and(|page| page.acknowledged.is_none()) {
+            return Vec::new();
+        }
+        let deadline = now.plus_minutes(playbook.timers.page_ack_minutes.max(1));
+        self.page = Some(Page {
+            paged_at: now,
+            deadline: Some(deadline),
+            repings: 0,
+            secondary: false,
+            acknowledged: None,
+            reason: reason.clone(),
+        });
+        vec![
+            Effect::PageOnCall { reason, secondary: false, reminder: false },
+            Effect::ScheduleReminder { at: deadline },
+        ]
+    }
+
+    /// The earliest stored deadline: a confirmation reminder or an unacknowledged page.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let confirmation =
+            (self.state == CaseState::AwaitingConfirmation).then_some(self.confirmation.deadline).flatten();
+        let page = self.page.as_ref().filter(|page| page.acknowledged.is_none()).and_then(|page| page.deadline);
+        match (confirmation, page) {
+            (Some(left), Some(right)) => Some(left.min(right)),
+            (left, right) => left.or(right),
+        }
     }
 }
 
@@ -683,7 +748,7 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
                 }
                 ConfirmVerdict::NotExpected => {
                     let reason = format!("{} did not expect this movement", by.name);
-                    case.escalate(by, Some(reason), now)
+                    case.escalate(playbook, by, Some(reason), now)
                 }
                 ConfirmVerdict::NotMe => {
                     let next = case.confirmation.current.map_or(0, |index| index + 1);
@@ -698,7 +763,7 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             if case.state == CaseState::Escalated {
                 return case.refuse("this case is already escalated");
             }
-            case.escalate(by, reason, now)
+            case.escalate(playbook, by, reason, now)
         }
         CaseEvent::Close { by, justification } => {
             if !by.soc {
@@ -822,30 +887,85 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             };
             (case, vec![effect, Effect::UpdateCard])
         }
+        CaseEvent::Acknowledge { by } => {
+            if !by.soc {
+                return case.refuse("only members of the SOC acknowledge a page");
+            }
+            let mut case = case;
+            match case.page.as_mut() {
+                Some(page) if page.acknowledged.is_none() => {
+                    page.acknowledged = Some(Decision { by: by.clone(), at: now, text: None });
+                    page.deadline = None;
+                }
+                Some(_) => return case.refuse("the page was already acknowledged"),
+                None => return case.refuse("nobody has been paged for this case"),
+            }
+            let message = format!("{} acknowledged the page and is on it.", by.name);
+            (case, vec![Effect::Announce { message }, Effect::UpdateCard])
+        }
         CaseEvent::ReminderDue => {
-            let due = case.confirmation.deadline.is_some_and(|deadline| deadline <= now);
-            if case.state != CaseState::AwaitingConfirmation || !due {
+            let mut case = case;
+            let mut effects = Vec::new();
+            // An unacknowledged page is repeated, then handed to the secondary.
+            let page_due = case.page.as_ref().is_some_and(|page| {
+                page.acknowledged.is_none() && page.deadline.is_some_and(|deadline| deadline <= now)
+            });
+            if page_due {
+                let repings_allowed = playbook.timers.page_repings;
+                let ack_minutes = playbook.timers.page_ack_minutes.max(1);
+                if let Some(page) = case.page.as_mut() {
+                    if page.repings < repings_allowed {
+                        page.repings += 1;
+                        effects.push(Effect::PageOnCall {
+                            reason: page.reason.clone(),
+                            secondary: page.secondary,
+                            reminder: true,
+                        });
+                    } else if !page.secondary {
+                        page.secondary = true;
+                        page.repings = 0;
+                        effects.push(Effect::PageOnCall {
+                            reason: page.reason.clone(),
+                            secondary: true,
+                            reminder: false,
+                        });
+                    }
+                    let at = now.plus_minutes(ack_minutes);
+                    page.deadline = (!effects.is_empty()).then_some(at);
+                    if page.deadline.is_some() {
+                        effects.push(Effect::ScheduleReminder { at });
+                    }
+                }
+            }
+            let confirmation_due = case.state == CaseState::AwaitingConfirmation
+                && case.confirmation.deadline.is_some_and(|deadline| deadline <= now);
+            if confirmation_due {
+                let reassign_after = playbook.timers.reassign_after_reminders.get(case.opening.criticality);
+                if case.confirmation.reminders_sent >= reassign_after {
+                    let next = case.confirmation.current.map_or(0, |index| index + 1);
+                    let (asked, ask_effects) = case.ask(playbook, next, now);
+                    case = asked;
+                    effects.extend(ask_effects);
+                    // Silence all the way down the chain: on-call takes it.
+                    if case.confirmation.current_confirmer() == Some(&Confirmer::Soc) {
+                        let reason = "nobody confirmed this movement in time".to_string();
+                        effects.extend(case.page_on_call(playbook, reason, now));
+                    }
+                } else {
+                    case.confirmation.reminders_sent += 1;
+                    let at = now.plus_minutes(case.remind_after(playbook));
+                    case.confirmation.deadline = Some(at);
+                    if let Some(person) = case.confirmation.current_confirmer().and_then(Confirmer::person) {
+                        effects.push(Effect::PingPerson { person: person.clone(), reason: PingReason::Reminder });
+                        effects.push(Effect::ScheduleReminder { at });
+                    }
+                }
+            }
+            if effects.is_empty() {
                 // A stale timer (the case moved on, or the deadline was pushed back): nothing to do.
                 return (case, Vec::new());
             }
-            let reassign_after = playbook.timers.reassign_after_reminders.get(case.opening.criticality);
-            if case.confirmation.reminders_sent >= reassign_after {
-                let next = case.confirmation.current.map_or(0, |index| index + 1);
-                case.ask(playbook, next, now)
-            } else {
-                let mut case = case;
-                case.confirmation.reminders_sent += 1;
-                let at = now.plus_minutes(case.remind_after(playbook));
-                case.confirmation.deadline = Some(at);
-                let effects = match case.confirmation.current_confirmer().and_then(Confirmer::person) {
-                    Some(person) => vec![
-                        Effect::PingPerson { person: person.clone(), reason: PingReason::Reminder },
-                        Effect::ScheduleReminder { at },
-                    ],
-                    None => Vec::new(),
-                };
-                (case, effects)
-            }
+            (case, effects)
         }
     };
     case.updated_at = now;

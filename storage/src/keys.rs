@@ -123,3 +123,8 @@ pub(crate) fn seq_of_effect(key: &[u8]) -> Result<u64> {
 pub(crate) fn card(id: CaseId) -> Vec<u8> {
     with_prefix(b"k/", &[&id.number().to_be_bytes()])
 }
+
+/// A named point in time Vouch keeps across restarts (such as when the digest last went out).
+pub(crate) fn marker(name: &str) -> Vec<u8> {
+    with_prefix(b"m/marker/", &[name.as_bytes()])
+}

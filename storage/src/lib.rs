@@ -435,6 +435,21 @@ impl Store {
         self.commit(batch, writer)
     }
 
+    /// A named point in time kept across restarts.
+    pub fn marker(&self, name: &str) -> Result<Option<Timestamp>> {
+        match self.tree.get(keys::marker(name))? {
+            Some(value) => Ok(Some(Timestamp::from_unix_millis(keys::decode_u64(&value, "marker")? as i64))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_marker(&self, name: &str, at: Timestamp) -> Result<()> {
+        let writer = self.lock_writer();
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::marker(name), &(at.unix_millis().max(0) as u64).to_be_bytes());
+        self.commit(batch, writer)
+    }
+
     /// Records where a case's card was posted.
     pub fn set_card(&self, case_id: CaseId, card: &CardRef) -> Result<()> {
         let writer = self.lock_writer();

@@ -2,6 +2,7 @@
 //! real HTTP on 127.0.0.1. One test binary (see matklad's "Delete cargo integration tests").
 
 mod support;
+mod timers;
 
 mod audit;
 mod config;

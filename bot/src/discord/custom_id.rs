@@ -25,6 +25,8 @@ pub enum Action {
     /// Isolate one end (or, for a critical system another member asked to isolate, approve).
     Isolate(Side),
     Release(Side),
+    /// On-call acknowledges the page.
+    Acknowledge,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,7 @@ impl fmt::Display for ButtonId {
             }
             Action::Isolate(side) => write!(formatter, "{VERSION}:{case}:iso:{}", side_code(*side)),
             Action::Release(side) => write!(formatter, "{VERSION}:{case}:rel:{}", side_code(*side)),
+            Action::Acknowledge => write!(formatter, "{VERSION}:{case}:ack"),
         }
     }
 }
@@ -102,6 +105,7 @@ impl ButtonId {
             ["iso", "dst"] => Action::Isolate(Side::Target),
             ["rel", "src"] => Action::Release(Side::Source),
             ["rel", "dst"] => Action::Release(Side::Target),
+            ["ack"] => Action::Acknowledge,
             _ => return Err("the button id names no action Vouch knows".to_string()),
         };
         Ok(ButtonId { case_id, action })
@@ -131,6 +135,7 @@ mod tests {
         check("v1:7:c:notme", Ok("v1:7:c:notme"));
         check("v1:7:iso:dst", Ok("v1:7:iso:dst"));
         check("v1:7:rel:src", Ok("v1:7:rel:src"));
+        check("v1:7:ack", Ok("v1:7:ack"));
         check("v2:42:ask", Err("version"));
         check("v1:0:ask", Err("no case"));
         check("v1:-1:ask", Err("no case"));

@@ -207,6 +207,7 @@ impl Handler {
             self.respond(ctx, CreateInteractionResponse::Modal(modal), component).await;
             return;
         }
+        let acknowledging = id.action == Action::Acknowledge;
         let (kind, event) = match id.action {
             Action::Answer { question, answer } => {
                 ("click.answer", CaseEvent::Answer { question, answer, by: actor.clone() })
@@ -220,6 +221,7 @@ impl Handler {
             }
             Action::Isolate(side) => ("click.isolate", CaseEvent::Isolate { side, by: actor.clone() }),
             Action::Release(side) => ("click.release", CaseEvent::ReleaseIsolation { side, by: actor.clone() }),
+            Action::Acknowledge => ("click.acknowledge", CaseEvent::Acknowledge { by: actor.clone() }),
         };
         let outcome = self.apply(case_id, kind, &actor, detail, event).await;
         let response = match outcome {
@@ -232,7 +234,7 @@ impl Handler {
                     let playbook = &self.service.playbook;
                     CreateInteractionResponse::UpdateMessage(
                         CreateInteractionResponseMessage::new()
-                            .embed(render::card_embed(&case, playbook))
+                            .embed(render::card_embed(&case, playbook, self.service.on_call_line().as_deref()))
                             .components(render::card_components(&case, playbook))
                             .allowed_mentions(render::no_mentions()),
                     )
@@ -242,6 +244,7 @@ impl Handler {
                         Some(ConfirmVerdict::Expected) => "Expected",
                         Some(ConfirmVerdict::NotExpected) => "Not expected",
                         Some(ConfirmVerdict::NotMe) => "Not me",
+                        None if acknowledging => "Acknowledged",
                         None => "Done",
                     };
                     let content = format!(
@@ -249,10 +252,15 @@ impl Handler {
                         component.message.content,
                         render::inert(&actor.name, 100)
                     );
+                    let buttons = if acknowledging {
+                        render::acknowledge_buttons(&case)
+                    } else {
+                        render::confirmation_buttons(&case, true)
+                    };
                     CreateInteractionResponse::UpdateMessage(
                         CreateInteractionResponseMessage::new()
                             .content(render::cap(&content, 1900))
-                            .components(render::confirmation_buttons(&case, true))
+                            .components(buttons)
                             .allowed_mentions(render::no_mentions()),
                     )
                 }

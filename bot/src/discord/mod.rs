@@ -148,6 +148,14 @@ impl Worker {
     /// One pass over everything pending. A case whose effect fails keeps its later effects
     /// for the next pass, so its messages never come out of order.
     async fn pass(&mut self) -> anyhow::Result<()> {
+        if self.blocking(crate::timers::digest_due).await? {
+            let text = self.blocking(crate::timers::digest_text).await?;
+            let triage = channel(self.settings.triage_channel_id);
+            self.pace(triage).await;
+            triage
+                .send_message(&self.http, CreateMessage::new().content(text).allowed_mentions(render::no_mentions()))
+                .await?;
+        }
         let pending = self.blocking(|service| service.store.pending_effects(500)).await?;
         if pending.is_empty() {
             return Ok(());
@@ -239,7 +247,7 @@ impl Worker {
                 // The nonce makes a repeated post (after a crash between posting and recording
                 // it) come back as the same message instead of a second card.
                 let message = CreateMessage::new()
-                    .embed(render::card_embed(&case, playbook))
+                    .embed(render::card_embed(&case, playbook, service.on_call_line().as_deref()))
                     .components(render::card_components(&case, playbook))
                     .allowed_mentions(render::no_mentions())
                     .nonce(Nonce::String(format!("vouch-{}", case.id.number())))
@@ -268,7 +276,7 @@ impl Worker {
             Effect::UpdateCard => {
                 let Some(card) = self.card(case_id).await? else { return Ok(()) };
                 let edit = EditMessage::new()
-                    .embed(render::card_embed(&case, playbook))
+                    .embed(render::card_embed(&case, playbook, service.on_call_line().as_deref()))
                     .components(render::card_components(&case, playbook))
                     .allowed_mentions(render::no_mentions());
                 channel(card.channel_id).edit_message(&self.http, MessageId::new(card.message_id.get()), edit).await?;
@@ -320,19 +328,44 @@ impl Worker {
                 )
                 .await
             }
-            Effect::PageOnCall { reason } => {
+            Effect::PageOnCall { reason, secondary, reminder } => {
                 let role = RoleId::new(self.settings.oncall_role_id.unwrap_or(self.settings.soc_role_id).get());
+                let (primary, second) = service.on_call();
+                let person = if *secondary { second.or(primary) } else { primary };
+                let user = person.and_then(|person| person.discord_id).map(|id| UserId::new(id.get()));
+                let lead = match (reminder, secondary) {
+                    (true, _) => "Reminder: nobody has acknowledged this page yet. ",
+                    (false, true) => "The page was not acknowledged; paging the secondary. ",
+                    (false, false) => "",
+                };
+                let who = match user {
+                    Some(user) => format!("<@{}> <@&{}>", user.get(), role.get()),
+                    None => format!("<@&{}>", role.get()),
+                };
                 let text = format!(
-                    "<@&{}> On-call, you are paged for {}: {}",
-                    role.get(),
+                    "{lead}{who} On-call, you are paged for {}: {}. Acknowledge when you are on it.",
                     case.id,
                     render::inert(reason, 1500)
                 );
-                self.post_in_thread(
-                    case_id,
-                    CreateMessage::new().content(text).allowed_mentions(render::mention_only_role(role)),
-                )
-                .await
+                let allowed = match user {
+                    Some(user) => render::mention_only_user_and_role(user, role),
+                    None => render::mention_only_role(role),
+                };
+                let message = CreateMessage::new()
+                    .content(text.clone())
+                    .components(render::acknowledge_buttons(&case))
+                    .allowed_mentions(allowed);
+                self.post_in_thread(case_id, message).await?;
+                if let Some(user) = user {
+                    let dm = user.create_dm_channel(&self.http).await?;
+                    self.pace(dm.id).await;
+                    let direct = CreateMessage::new()
+                        .content(format!("{lead}You are paged for {}: {}.", case.id, render::inert(reason, 1500)))
+                        .components(render::acknowledge_buttons(&case))
+                        .allowed_mentions(render::no_mentions());
+                    dm.id.send_message(&self.http, direct).await?;
+                }
+                Ok(())
             }
             Effect::ProposeIsolation { side } => {
                 let system = match side {

@@ -59,6 +59,21 @@ pub fn mention_only_user(user: UserId) -> CreateAllowedMentions {
     CreateAllowedMentions::new().users(vec![user]).empty_roles().everyone(false).replied_user(false)
 }
 
+pub fn mention_only_user_and_role(user: UserId, role: RoleId) -> CreateAllowedMentions {
+    CreateAllowedMentions::new().users(vec![user]).roles(vec![role]).everyone(false).replied_user(false)
+}
+
+/// The on-call page's button.
+pub fn acknowledge_buttons(case: &Case) -> Vec<CreateActionRow> {
+    let acknowledged = case.page.as_ref().is_some_and(|page| page.acknowledged.is_some());
+    vec![CreateActionRow::Buttons(vec![button(
+        ButtonId::new(case.id, Action::Acknowledge),
+        "Acknowledge",
+        ButtonStyle::Primary,
+        acknowledged,
+    )])]
+}
+
 pub fn mention_only_role(role: RoleId) -> CreateAllowedMentions {
     CreateAllowedMentions::new().empty_users().roles(vec![role]).everyone(false).replied_user(false)
 }
@@ -168,7 +183,7 @@ impl Fields {
     }
 }
 
-pub fn card_embed(case: &Case, playbook: &Playbook) -> CreateEmbed {
+pub fn card_embed(case: &Case, playbook: &Playbook, on_call: Option<&str>) -> CreateEmbed {
     let alert = case.alert();
     let title = cap(
         &format!("{} · {} → {}", case.id, inert(&alert.source.label(), 100), inert(&alert.target.label(), 100)),
@@ -332,6 +347,16 @@ pub fn card_embed(case: &Case, playbook: &Playbook) -> CreateEmbed {
         })
         .collect();
     fields.add("Who vouches", chain.join("\n"), false);
+    if let Some(on_call) = on_call {
+        let mut line = format!("On call now: {}", inert(on_call, 200));
+        if let Some(page) = &case.page {
+            match &page.acknowledged {
+                Some(decision) => line.push_str(&format!("\nPage acknowledged by {}", inert(&decision.by.name, 100))),
+                None => line.push_str("\nPaged; not acknowledged yet"),
+            }
+        }
+        fields.add("On call", line, false);
+    }
     if !case.isolations.is_empty() {
         let lines: Vec<String> = case
             .isolations

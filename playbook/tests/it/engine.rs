@@ -473,7 +473,9 @@ fn events_move_the_case_and_wrong_people_are_refused() {
         later,
     );
     assert_eq!(case.state, CaseState::Escalated);
-    assert!(effects.iter().any(|effect| matches!(effect, Effect::PageOnCall { reason } if reason.contains("frank"))));
+    assert!(effects
+        .iter()
+        .any(|effect| matches!(effect, Effect::PageOnCall { reason, .. } if reason.contains("frank"))));
     assert!(effects.contains(&Effect::ProposeIsolation { side: Side::Source }));
     assert!(effects.contains(&Effect::ProposeIsolation { side: Side::Target }));
     refused(
@@ -637,4 +639,57 @@ fn critical_systems_need_a_second_soc_member_and_isolation_can_be_released() {
         apply(&playbook, case, release(soc("sam")), NOW).1.as_slice(),
         [Effect::Refused { reason }] if reason.contains("no isolation to release")
     ));
+}
+
+#[test]
+fn an_unacknowledged_page_is_repeated_then_goes_to_the_secondary() {
+    let playbook = Playbook::builtin();
+    let (case, _) = opened(helpdesk_facts(true));
+    let (case, effects) = apply(&playbook, case, CaseEvent::Escalate { by: soc("sam"), reason: None }, NOW);
+    assert!(effects.contains(&Effect::PageOnCall {
+        reason: "escalated by sam".to_string(),
+        secondary: false,
+        reminder: false
+    }));
+    let deadline = case.next_deadline().expect("the page has a deadline");
+    assert_eq!(deadline, NOW.plus_minutes(15));
+    let (case, effects) = apply(&playbook, case, CaseEvent::ReminderDue, deadline);
+    assert!(
+        effects.iter().any(|effect| matches!(effect, Effect::PageOnCall { secondary: false, reminder: true, .. })),
+        "{effects:?}"
+    );
+    let deadline = case.next_deadline().expect("armed again");
+    let (case, effects) = apply(&playbook, case, CaseEvent::ReminderDue, deadline);
+    assert!(
+        effects.iter().any(|effect| matches!(effect, Effect::PageOnCall { secondary: true, reminder: false, .. })),
+        "{effects:?}"
+    );
+    assert!(matches!(
+        apply(&playbook, case.clone(), CaseEvent::Acknowledge { by: member("frank") }, NOW).1.as_slice(),
+        [Effect::Refused { .. }]
+    ));
+    let (case, effects) = apply(&playbook, case, CaseEvent::Acknowledge { by: soc("sam") }, deadline);
+    assert!(matches!(&effects[0], Effect::Announce { message } if message.contains("acknowledged")));
+    assert_eq!(case.next_deadline(), None, "an acknowledged page is not chased");
+    assert!(matches!(
+        apply(&playbook, case, CaseEvent::Acknowledge { by: soc("sam") }, NOW).1.as_slice(),
+        [Effect::Refused { .. }]
+    ));
+}
+
+#[test]
+fn silence_down_the_whole_chain_pages_on_call() {
+    let playbook = Playbook::builtin();
+    let (mut case, _) = opened(helpdesk_facts(true));
+    let mut paged = false;
+    for _ in 0..6 {
+        let Some(deadline) = case.next_deadline() else { break };
+        let (next, effects) = apply(&playbook, case, CaseEvent::ReminderDue, deadline);
+        case = next;
+        paged |= effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::PageOnCall { reason, .. } if reason.contains("nobody confirmed")));
+    }
+    assert!(paged, "on-call is paged when nobody in the chain answers");
+    assert_eq!(case.confirmation.current_confirmer(), Some(&Confirmer::Soc));
 }
