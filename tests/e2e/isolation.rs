@@ -232,3 +232,95 @@ async fn a_critical_system_needs_a_second_soc_member() {
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
     drop(vouch);
 }
+
+/// One request as an EDR API received it.
+#[derive(Clone, Debug)]
+struct ApiCall {
+    path: String,
+    authorization: String,
+    body: String,
+}
+
+async fn edr_api(
+    State(calls): State<Arc<Mutex<Vec<ApiCall>>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    let authorization = headers.get("authorization").and_then(|value| value.to_str().ok()).unwrap_or("").to_string();
+    let path = uri.path_and_query().map(ToString::to_string).unwrap_or_default();
+    calls.lock().expect("calls").push(ApiCall { path: path.clone(), authorization, body });
+    if path.starts_with("/crowdstrike/oauth2/token") {
+        return (
+            StatusCode::CREATED,
+            r#"{"access_token": "cs-token", "expires_in": 1799, "token_type": "bearer"}"#.to_string(),
+        );
+    }
+    (StatusCode::OK, "{}".to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_preset_sends_its_vendors_request() {
+    let (simulator, workspace, _receiver) = setup(Vec::new()).await;
+    let calls: Arc<Mutex<Vec<ApiCall>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let app = axum::Router::new().fallback(edr_api).with_state(Arc::clone(&calls));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    // Replace the generic webhook by the four EDR presets, all pointing at the fake APIs.
+    let settings = std::fs::read_to_string(workspace.config()).expect("read");
+    let settings = settings[..settings.find("[[webhooks]]").expect("webhooks")].to_string();
+    std::fs::write(workspace.config(), settings).expect("write");
+    workspace.append_settings(&format!(
+        "[[webhooks]]\nname = \"falcon\"\nurl = \"{base}/crowdstrike\"\npreset = \"crowdstrike\"\nclient_id = \"cs-client\"\nsecret = {{ env = \"VOUCH_WEBHOOK_SECRET\" }}\n\n\
+         [[webhooks]]\nname = \"mde\"\nurl = \"{base}/defender\"\npreset = \"defender\"\nsecret = {{ env = \"VOUCH_WEBHOOK_SECRET\" }}\n\n\
+         [[webhooks]]\nname = \"s1\"\nurl = \"{base}/s1\"\npreset = \"sentinelone\"\nsecret = {{ env = \"VOUCH_WEBHOOK_SECRET\" }}\n\n\
+         [[webhooks]]\nname = \"elastic\"\nurl = \"{base}/elastic\"\npreset = \"elastic\"\nsecret = {{ env = \"VOUCH_WEBHOOK_SECRET\" }}\n"
+    ));
+    let directory = std::fs::read_to_string(workspace.folder.path().join("directory.toml")).expect("read").replace(
+        "edr_ids = { crowdstrike = \"aid-srv-db-01\" }",
+        "edr_ids = { crowdstrike = \"aid-srv-db-01\", defender = \"mde-srv-db-01\", sentinelone = \"s1-srv-db-01\", elastic = \"el-srv-db-01\" }",
+    );
+    std::fs::write(workspace.folder.path().join("directory.toml"), directory).expect("write");
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("iso-3", "WS-17", "SRV-DB-01", "alice")).await;
+    let card = card_of(&simulator, body["case_id"].as_str().expect("id")).await;
+    click_card(&simulator, SAM, card.id, "Escalate").await;
+    click_card(&simulator, SAM, card.id, "Isolate target").await;
+    for webhook in ["falcon", "mde", "s1", "elastic"] {
+        thread_says(&simulator, card.id, &format!("The {webhook} webhook accepted the request to isolate")).await;
+    }
+    let calls = calls.lock().expect("calls").clone();
+    let find = |prefix: &str| {
+        calls
+            .iter()
+            .find(|call| call.path.starts_with(prefix))
+            .cloned()
+            .unwrap_or_else(|| panic!("no call to {prefix}: {calls:#?}"))
+    };
+    let token = find("/crowdstrike/oauth2/token");
+    assert!(token.body.contains("client_id=cs-client"), "{}", token.body);
+    let contain = find("/crowdstrike/devices/entities/devices-actions/v2?action_name=contain");
+    assert_eq!(
+        (contain.authorization.as_str(), serde_json::from_str::<Value>(&contain.body).expect("JSON")),
+        ("Bearer cs-token", serde_json::json!({"ids": ["aid-srv-db-01"]}))
+    );
+    let defender = find("/defender/api/machines/mde-srv-db-01/isolate");
+    assert_eq!(defender.authorization, format!("Bearer {WEBHOOK_SECRET}"));
+    assert_eq!(serde_json::from_str::<Value>(&defender.body).expect("JSON")["IsolationType"], "Full");
+    let s1 = find("/s1/web/api/v2.1/agents/actions/disconnect");
+    assert_eq!(s1.authorization, format!("ApiToken {WEBHOOK_SECRET}"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&s1.body).expect("JSON"),
+        serde_json::json!({"filter": {"ids": ["s1-srv-db-01"]}})
+    );
+    let elastic = find("/elastic/api/endpoint/action/isolate");
+    assert_eq!(elastic.authorization, format!("ApiKey {WEBHOOK_SECRET}"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&elastic.body).expect("JSON")["endpoint_ids"],
+        serde_json::json!(["el-srv-db-01"])
+    );
+    assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
+}
