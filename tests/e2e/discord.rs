@@ -9,7 +9,7 @@ use discord_simulator::{Simulator, SimulatorOptions, StoredMessage, World};
 use serde_json::{json, Value};
 
 use crate::support::{
-    get_json, native_alert, post_alert, Running, Workspace, DISCORD_TOKEN, ONCALL_ROLE, SOC_ROLE, TRIAGE_CHANNEL,
+    card, get_json, native_alert, post_alert, Running, Workspace, DISCORD_TOKEN, ONCALL_ROLE, SOC_ROLE, TRIAGE_CHANNEL,
 };
 
 const ALICE: u64 = 100_000_000_000_000_001;
@@ -37,22 +37,6 @@ async fn simulator(tls: bool) -> Simulator {
         simulator.add_member(id, name, &roles);
     }
     simulator
-}
-
-/// The card of the case with this id, once posted.
-async fn card(simulator: &Simulator, case_id: &str) -> StoredMessage {
-    let prefix = format!("{case_id} ");
-    simulator
-        .wait_for(&format!("the card of {case_id}"), WAIT, |world| {
-            world
-                .channel_messages(TRIAGE_CHANNEL)
-                .into_iter()
-                .find(|message| {
-                    message.json["embeds"][0]["title"].as_str().is_some_and(|title| title.starts_with(&prefix))
-                })
-                .cloned()
-        })
-        .await
 }
 
 /// The newest message in the card's thread that mentions `user`.

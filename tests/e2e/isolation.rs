@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use discord_simulator::{Simulator, SimulatorOptions, StoredMessage};
+use discord_simulator::{Simulator, SimulatorOptions};
 use serde_json::Value;
 
 use crate::support::{
-    get_json, native_alert, post_alert, Workspace, DISCORD_TOKEN, SOC_ROLE, TRIAGE_CHANNEL, WEBHOOK_SECRET,
+    card, get_json, native_alert, post_alert, Workspace, DISCORD_TOKEN, SOC_ROLE, TRIAGE_CHANNEL, WEBHOOK_SECRET,
 };
 
 const SAM: u64 = 100_000_000_000_000_004;
@@ -97,21 +97,6 @@ async fn setup(script: Vec<u16>) -> (Simulator, Workspace, Arc<Mutex<Receiver>>)
     (simulator, workspace, receiver)
 }
 
-async fn card_of(simulator: &Simulator, case_id: &str) -> StoredMessage {
-    let prefix = format!("{case_id} ");
-    simulator
-        .wait_for("the card", WAIT, |world| {
-            world
-                .channel_messages(TRIAGE_CHANNEL)
-                .into_iter()
-                .find(|message| {
-                    message.json["embeds"][0]["title"].as_str().is_some_and(|title| title.starts_with(&prefix))
-                })
-                .cloned()
-        })
-        .await
-}
-
 /// Clicks a card button by label once the card shows it, and waits for the answer.
 async fn click_card(simulator: &Simulator, user: u64, card_id: u64, label: &str) -> Value {
     let custom_id = simulator
@@ -144,7 +129,7 @@ async fn isolation_is_signed_retried_under_one_id_and_survives_sigkill() {
     let vouch = workspace.start();
     let (_, body) = post_alert(&vouch.base, &native_alert("iso-1", "WS-17", "SRV-DB-01", "alice")).await;
     let case_id = body["case_id"].as_str().expect("id").to_string();
-    let card = card_of(&simulator, &case_id).await;
+    let card = card(&simulator, &case_id).await;
     assert_eq!(click_card(&simulator, SAM, card.id, "Escalate").await["type"], 7);
     assert_eq!(click_card(&simulator, SAM, card.id, "Isolate target").await["type"], 7);
 
@@ -206,7 +191,7 @@ async fn a_critical_system_needs_a_second_soc_member() {
     let vouch = workspace.start();
     let (_, body) = post_alert(&vouch.base, &native_alert("iso-2", "WS-17", "DC-01", "alice")).await;
     let case_id = body["case_id"].as_str().expect("id").to_string();
-    let card = card_of(&simulator, &case_id).await;
+    let card = card(&simulator, &case_id).await;
     click_card(&simulator, SAM, card.id, "Escalate").await;
     click_card(&simulator, SAM, card.id, "Isolate target").await;
     thread_says(&simulator, card.id, "a second SOC member must approve").await;
@@ -286,7 +271,7 @@ async fn each_preset_sends_its_vendors_request() {
     std::fs::write(workspace.folder.path().join("directory.toml"), directory).expect("write");
     let vouch = workspace.start();
     let (_, body) = post_alert(&vouch.base, &native_alert("iso-3", "WS-17", "SRV-DB-01", "alice")).await;
-    let card = card_of(&simulator, body["case_id"].as_str().expect("id")).await;
+    let card = card(&simulator, body["case_id"].as_str().expect("id")).await;
     click_card(&simulator, SAM, card.id, "Escalate").await;
     click_card(&simulator, SAM, card.id, "Isolate target").await;
     for webhook in ["falcon", "mde", "s1", "elastic"] {

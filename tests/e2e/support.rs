@@ -272,3 +272,19 @@ pub fn native_alert(id: &str, source: &str, target: &str, account: &str) -> serd
         "account": account, "protocol": "rdp", "mitre": ["T1021.001"], "severity": "high"
     })
 }
+
+/// The card of the case with this id in the triage channel, once posted.
+pub async fn card(simulator: &discord_simulator::Simulator, case_id: &str) -> discord_simulator::StoredMessage {
+    let prefix = format!("{case_id} ");
+    simulator
+        .wait_for(&format!("the card of {case_id}"), std::time::Duration::from_secs(30), |world| {
+            world
+                .channel_messages(TRIAGE_CHANNEL)
+                .into_iter()
+                .find(|message| {
+                    message.json["embeds"][0]["title"].as_str().is_some_and(|title| title.starts_with(&prefix))
+                })
+                .cloned()
+        })
+        .await
+}

@@ -8,7 +8,7 @@ use discord_simulator::{Simulator, SimulatorOptions, StoredMessage};
 use vouch::{Clock, ManualClock};
 use vouch_playbook::Timestamp;
 
-use crate::support::{native_alert, post_alert, Workspace, DISCORD_TOKEN, ONCALL_ROLE, SOC_ROLE, TRIAGE_CHANNEL};
+use crate::support::{card, native_alert, post_alert, Workspace, DISCORD_TOKEN, ONCALL_ROLE, SOC_ROLE, TRIAGE_CHANNEL};
 
 const BOB: u64 = 100_000_000_000_000_002;
 const SAM: u64 = 100_000_000_000_000_004;
@@ -82,15 +82,7 @@ async fn silence_is_chased_at_the_configured_offsets_across_a_restart() {
     // SRV-DB-01 is a high-criticality server: 60 minutes to answer, one reminder, then the next person.
     let (_, body) = post_alert(&base, &native_alert("t-1", "WS-17", "SRV-DB-01", "alice")).await;
     let case_id = body["case_id"].as_str().expect("id").to_string();
-    let card = simulator
-        .wait_for("the card", WAIT, |world| {
-            world
-                .channel_messages(TRIAGE_CHANNEL)
-                .into_iter()
-                .find(|message| !message.json["embeds"].as_array().is_none_or(Vec::is_empty))
-                .cloned()
-        })
-        .await;
+    let card = card(&simulator, &case_id).await;
     let embed = card.json["embeds"][0].to_string();
     assert!(
         embed.contains("On call now: Sam Okafor") && embed.contains("secondary Dana Kim"),
@@ -148,19 +140,7 @@ async fn silence_is_chased_at_the_configured_offsets_across_a_restart() {
     clock.set(Timestamp::parse("2026-12-05T11:00:00Z").expect("time"));
     let (_, body) = post_alert(&base, &native_alert("t-2", "WS-42", "SRV-DB-01", "carol")).await;
     let second = body["case_id"].as_str().expect("id").to_string();
-    let second_card = simulator
-        .wait_for("the second card", WAIT, |world| {
-            world
-                .channel_messages(TRIAGE_CHANNEL)
-                .into_iter()
-                .find(|message| {
-                    message.json["embeds"][0]["title"]
-                        .as_str()
-                        .is_some_and(|title| title.starts_with(&format!("{second} ")))
-                })
-                .cloned()
-        })
-        .await;
+    let second_card = crate::support::card(&simulator, &second).await;
     wait_thread(&simulator, second_card.id, &format!("<@{BOB}>"), 1).await;
     advance(&clock, &running, 90);
     // The digest (08:00 daily) and the Saturday reminder are both due now: only the digest goes out.
