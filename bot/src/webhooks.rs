@@ -217,6 +217,7 @@ impl Deliverer {
     async fn attempt(&self, mut entry: OutboxEntry) -> anyhow::Result<Option<Timestamp>> {
         let delivery: Delivery = serde_json::from_value(entry.payload.clone())?;
         entry.attempts += 1;
+        tracing::info!(id = %entry.id, attempt = entry.attempts, webhook = %delivery.webhook, "delivering an isolation request");
         let outcome = match (&delivery.impossible, self.webhook(&delivery.webhook)) {
             (Some(reason), _) => Outcome::Failed(reason.clone()),
             (None, None) => Outcome::Failed(format!("the webhook {} is no longer configured", delivery.webhook)),

@@ -309,3 +309,17 @@ async fn each_preset_sends_its_vendors_request() {
     );
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delivery_is_reported_to_the_soc_and_not_retried() {
+    let (simulator, workspace, receiver) = setup(vec![403]).await;
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("iso-4", "WS-17", "SRV-DB-01", "alice")).await;
+    let card = card(&simulator, body["case_id"].as_str().expect("id")).await;
+    click_card(&simulator, SAM, card.id, "Escalate").await;
+    click_card(&simulator, SAM, card.id, "Isolate target").await;
+    let notice = thread_says(&simulator, card.id, "could not be delivered to edr").await;
+    assert!(notice.contains(&format!("<@&{SOC_ROLE}>")) && notice.contains("HTTP 403"), "{notice}");
+    assert_eq!(receiver.lock().expect("receiver").received.len(), 1, "a 403 is final: no retry");
+    assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
+}

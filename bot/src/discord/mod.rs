@@ -397,6 +397,7 @@ impl Worker {
                     })
                     .await?;
                     service.outbox_ready.notify_one();
+                    tracing::info!(case_id = %case.id, request_id = %request.id, "isolation request queued for delivery");
                 }
                 let verb = match request.action {
                     IsolationAction::Isolate => "Isolation",
