@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use vouch_playbook::engine::Confirmer;
-use vouch_playbook::{Actor, Case, CaseEvent, CaseState};
+use vouch_playbook::{Actor, Case, CaseEvent};
 
 use crate::service::Service;
 
@@ -44,12 +44,13 @@ fn may_chase(service: &Service, case: &Case, now: vouch_playbook::Timestamp) -> 
     }
 }
 
-/// Applies `ReminderDue` to every case with a passed deadline; returns how many fired.
+/// Applies `ReminderDue` to every case with a passed deadline; returns how many fired. The
+/// store keeps an index of deadlines, so this reads only the cases that are due.
 fn due_reminders(service: &Service) -> Result<usize, vouch_storage::StorageError> {
     let now = service.clock.now();
-    let open = [CaseState::AwaitingConfirmation, CaseState::Escalated, CaseState::Open];
     let mut fired = 0;
-    for case in service.store.cases(Some(&open))? {
+    for case_id in service.store.due_cases(now)? {
+        let case = service.store.case(case_id)?;
         let Some(deadline) = case.next_deadline() else { continue };
         if deadline > now || !may_chase(service, &case, now) {
             continue;

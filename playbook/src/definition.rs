@@ -212,7 +212,7 @@ impl FactName {
             FactName::ShareIsAdministrative => "share is a built-in administrative share",
             FactName::ShareOwnedByAccountHolder => "share belongs to the account holder",
             FactName::ProgramFamily => "program family",
-            FactName::HistorySourceDistinctTargets => "distinct systems this source reached recently",
+            FactName::HistorySourceDistinctTargets => "distinct systems this source has reached",
         }
     }
 

@@ -9,10 +9,12 @@
 //! | `i/`   | format, 0x1f, source alert id | case id (u64)                |
 //! | `g/`   | grouping key                | open case of the movement      |
 //! | `h/`   | movement key                | history                        |
-//! | `s/`   | source, 0x1f, target        | last seen (u64 millis)         |
+//! | `s/`   | source, 0x1f, target        | empty (this pair was seen)     |
+//! | `n/`   | source                      | distinct targets reached (u64) |
 //! | `o/`   | outbox entry id             | outbox entry                   |
 //! | `e/`   | effect sequence (u64)       | an effect waiting to be done   |
 //! | `k/`   | case id (u64)               | where the case's card is       |
+//! | `d/`   | deadline (u64 millis), case | empty (the deadline index)     |
 
 use vouch_playbook::CaseId;
 
@@ -23,6 +25,7 @@ pub(crate) const META_NEXT_CASE: &[u8] = b"m/next_case";
 pub(crate) const META_AUDIT_HEAD: &[u8] = b"m/audit_head";
 pub(crate) const META_NEXT_EFFECT: &[u8] = b"m/next_effect";
 pub(crate) const EFFECT_PREFIX: &[u8] = b"e/";
+pub(crate) const DEADLINE_PREFIX: &[u8] = b"d/";
 pub(crate) const CASE_PREFIX: &[u8] = b"c/";
 pub(crate) const AUDIT_PREFIX: &[u8] = b"a/";
 pub(crate) const OUTBOX_PREFIX: &[u8] = b"o/";
@@ -85,10 +88,9 @@ pub(crate) fn history(movement_key: &str) -> Vec<u8> {
     with_prefix(b"h/", &[movement_key.as_bytes()])
 }
 
-pub(crate) fn source_targets_prefix(source: &str) -> Vec<u8> {
-    let mut key = with_prefix(b"s/", &[source.as_bytes()]);
-    key.push(0x1f);
-    key
+/// How many distinct targets a source has reached.
+pub(crate) fn source_count(source: &str) -> Vec<u8> {
+    with_prefix(b"n/", &[source.as_bytes()])
 }
 
 pub(crate) fn source_target(source: &str, target: &str) -> Vec<u8> {
@@ -127,4 +129,20 @@ pub(crate) fn card(id: CaseId) -> Vec<u8> {
 /// A named point in time Vouch keeps across restarts (such as when the digest last went out).
 pub(crate) fn marker(name: &str) -> Vec<u8> {
     with_prefix(b"m/marker/", &[name.as_bytes()])
+}
+
+pub(crate) fn deadline(at: vouch_playbook::Timestamp, id: CaseId) -> Vec<u8> {
+    let mut key = DEADLINE_PREFIX.to_vec();
+    key.extend_from_slice(&(at.unix_millis().max(0) as u64).to_be_bytes());
+    key.extend_from_slice(&id.number().to_be_bytes());
+    key
+}
+
+pub(crate) fn decode_deadline(key: &[u8]) -> Result<(vouch_playbook::Timestamp, CaseId)> {
+    if key.len() != 2 + 8 + 8 {
+        return Err(StorageError::Corrupt { key: "deadline index".to_string(), reason: format!("key of {} bytes", key.len()) });
+    }
+    let at = decode_u64(&key[2..10], "deadline index")?;
+    let id = decode_case_id(&key[10..18], "deadline index")?;
+    Ok((vouch_playbook::Timestamp::from_unix_millis(at as i64), id))
 }

@@ -27,8 +27,6 @@ use group_commit::{Arrival, GroupCommit};
 
 /// Every stored value starts with this byte, so a later layout can be told apart and migrated.
 const SCHEMA_VERSION: u8 = 1;
-/// How far back "recently" reaches for counting the distinct systems a source touched.
-const RECENT_TARGETS_WINDOW_MILLIS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Past confirmations kept per movement for the history hint.
 const KEPT_CONFIRMATIONS: usize = 20;
 
@@ -233,6 +231,7 @@ impl Store {
         let movement = MovementKey::of(&alert);
         let history = self.history_of(&movement, now)?;
 
+        let mut previous_deadline = None;
         let open_case = match self.tree.get(&grouping_key)? {
             Some(value) => {
                 let group: GroupEntry = decode(&value, "group index")?;
@@ -246,6 +245,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         let (status, case, effects, audit_kind) = match open_case {
             Some(case) => {
+                previous_deadline = case.next_deadline();
                 let (case, effects) = (request.fold)(case, &alert);
                 (IngestStatus::Grouped, case, effects, "alert.grouped")
             }
@@ -269,6 +269,7 @@ impl Store {
         batch.insert(grouping_key, encode(&GroupEntry { case_id: case.id, last_alert_at: now }));
         self.record_movement(&mut batch, &movement, history, now, None);
         batch.insert(keys::case(case.id), encode(&case));
+        index_deadline(&mut batch, case.id, previous_deadline, case.next_deadline());
         self.queue_effects(&mut batch, case.id, &effects)?;
         let detail = serde_json::json!({
             "alert": &alert,
@@ -303,6 +304,7 @@ impl Store {
     ) -> Result<Applied> {
         let mut writer = self.lock_writer();
         let before = self.case_locked(case_id)?;
+        let previous_deadline = before.next_deadline();
         let verdicts_before = before.confirmation.verdicts.len();
         let was_closed = before.state == CaseState::ClosedExpected;
         let (case, effects) = decide(before);
@@ -317,6 +319,7 @@ impl Store {
         };
         if refusal.is_none() {
             batch.insert(keys::case(case_id), encode(&case));
+            index_deadline(&mut batch, case_id, previous_deadline, case.next_deadline());
             self.queue_effects(&mut batch, case_id, &effects)?;
             let newly_expected = case
                 .confirmation
@@ -433,6 +436,20 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.remove(keys::effect(seq));
         self.commit(batch, writer)
+    }
+
+    /// Cases whose stored deadline (reminder or page) is at or before `now`, soonest first.
+    pub fn due_cases(&self, now: Timestamp) -> Result<Vec<CaseId>> {
+        let mut due = Vec::new();
+        for entry in self.tree.scan_prefix(keys::DEADLINE_PREFIX) {
+            let (key, _) = entry?;
+            let (deadline, case_id) = keys::decode_deadline(&key)?;
+            if deadline > now {
+                break;
+            }
+            due.push(case_id);
+        }
+        Ok(due)
     }
 
     /// A named point in time kept across restarts.
@@ -565,19 +582,16 @@ impl Store {
         self.history_of(movement, now)
     }
 
-    fn history_of(&self, movement: &MovementKey, now: Timestamp) -> Result<History> {
+    fn history_of(&self, movement: &MovementKey, _now: Timestamp) -> Result<History> {
         let mut history: History = match self.tree.get(keys::history(&movement.encode()))? {
             Some(value) => decode(&value, "history")?,
             None => History::default(),
         };
-        let mut distinct = 0u64;
-        for entry in self.tree.scan_prefix(keys::source_targets_prefix(&movement.source)).take(10_000) {
-            let (_, value) = entry?;
-            let last = Timestamp::from_unix_millis(keys::decode_u64(&value, "source target")? as i64);
-            if now.millis_since(last) <= RECENT_TARGETS_WINDOW_MILLIS {
-                distinct += 1;
-            }
-        }
+        // A counter kept per source, so the hint costs one read however many systems it reached.
+        let distinct = match self.tree.get(keys::source_count(&movement.source))? {
+            Some(value) => keys::decode_u64(&value, "source count")?,
+            None => 0,
+        };
         history.source_distinct_targets = Some(distinct);
         Ok(history)
     }
@@ -600,10 +614,12 @@ impl Store {
                 history.seen += 1;
                 history.first_seen.get_or_insert(now);
                 history.last_seen = Some(now);
-                batch.insert(
-                    keys::source_target(&movement.source, &movement.target),
-                    &(now.unix_millis().max(0) as u64).to_be_bytes(),
-                );
+                let pair = keys::source_target(&movement.source, &movement.target);
+                if !matches!(self.tree.contains_key(&pair), Ok(true)) {
+                    batch.insert(pair, &[]);
+                    let reached = history.source_distinct_targets.unwrap_or(0) + 1;
+                    batch.insert(keys::source_count(&movement.source), &reached.to_be_bytes());
+                }
             }
         }
         // The distinct-target count is recomputed on read; it is not part of the stored history.
@@ -697,6 +713,19 @@ impl Drop for Store {
         if let Err(error) = self.tree.flush() {
             tracing::warn!(error = %error, "the store could not be flushed on close");
         }
+    }
+}
+
+/// Keeps the deadline index in step with a case's next deadline.
+fn index_deadline(batch: &mut sled::Batch, case_id: CaseId, before: Option<Timestamp>, after: Option<Timestamp>) {
+    if before == after {
+        return;
+    }
+    if let Some(before) = before {
+        batch.remove(keys::deadline(before, case_id));
+    }
+    if let Some(after) = after {
+        batch.insert(keys::deadline(after, case_id), &[]);
     }
 }
 
