@@ -211,6 +211,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         Some(settings) => Some(crate::discord::start(settings, Arc::clone(&service)).await?),
         None => {
             tracing::warn!("no [discord] settings: running the alert API and store only");
+            background.push(tokio::spawn(drain_effects(Arc::clone(&service))));
             None
         }
     };
@@ -236,6 +237,32 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
             .await
     });
     Ok(Running { address, service: service_handle, stop, server, store, discord, background })
+}
+
+/// Without Discord nobody can carry out cards and pings; the decisions stay on the cases and in
+/// the audit log, and the queue is emptied so it does not grow without bound.
+async fn drain_effects(service: Arc<Service>) {
+    loop {
+        let notified = service.effects_ready.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let drained = Arc::clone(&service);
+        let result = tokio::task::spawn_blocking(move || -> Result<usize, vouch_storage::StorageError> {
+            let pending = drained.store.pending_effects(1000)?;
+            for item in &pending {
+                tracing::debug!(case_id = %item.case_id, effect = ?item.effect, "no Discord: effect not carried out");
+                drained.store.complete_effect(item.seq)?;
+            }
+            Ok(pending.len())
+        })
+        .await;
+        match result {
+            Ok(Ok(count)) if count > 0 => continue,
+            Ok(Err(error)) => tracing::warn!(error = %error, "cannot drain effects"),
+            _ => {}
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), notified).await;
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -140,7 +140,10 @@ pub(crate) fn deadline(at: vouch_playbook::Timestamp, id: CaseId) -> Vec<u8> {
 
 pub(crate) fn decode_deadline(key: &[u8]) -> Result<(vouch_playbook::Timestamp, CaseId)> {
     if key.len() != 2 + 8 + 8 {
-        return Err(StorageError::Corrupt { key: "deadline index".to_string(), reason: format!("key of {} bytes", key.len()) });
+        return Err(StorageError::Corrupt {
+            key: "deadline index".to_string(),
+            reason: format!("key of {} bytes", key.len()),
+        });
     }
     let at = decode_u64(&key[2..10], "deadline index")?;
     let id = decode_case_id(&key[10..18], "deadline index")?;
