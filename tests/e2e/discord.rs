@@ -81,6 +81,10 @@ fn assert_ephemeral_refusal(response: &Value, fragment: &str) {
 }
 
 fn assert_conformant(simulator: &Simulator, vouch: &Running) {
+    let log = vouch.log();
+    for secret in [DISCORD_TOKEN, crate::support::INGEST_TOKEN, crate::support::WEBHOOK_SECRET] {
+        assert!(!log.contains(secret), "a secret appears in Vouch's output");
+    }
     let violations = simulator.violations();
     assert!(
         violations.is_empty(),

@@ -182,6 +182,8 @@ async fn isolation_is_signed_retried_under_one_id_and_survives_sigkill() {
         kinds.contains(&"outbox.enqueued") && kinds.contains(&"outbox.attempt") && kinds.contains(&"outbox.delivered"),
         "{kinds:?}"
     );
+    let leaked = case.to_string().contains(WEBHOOK_SECRET) || vouch.log().contains(WEBHOOK_SECRET);
+    assert!(!leaked, "the webhook secret never appears in the case API or the log");
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
 }
 

@@ -162,3 +162,22 @@ mod tests {
         assert!(id.to_string().len() <= MAX_LENGTH, "{} is {} long", id, id.to_string().len());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::ButtonId;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        /// Any text is either refused or parsed into an id that prints back to itself.
+        #[test]
+        fn parsing_never_panics_and_round_trips(text in "(v1|v2|)(:[a-z0-9\\-+]{0,22}){0,5}|\\PC{0,120}") {
+            if let Ok(id) = ButtonId::parse(&text) {
+                prop_assert_eq!(id.to_string(), text);
+            }
+        }
+    }
+}

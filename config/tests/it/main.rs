@@ -217,3 +217,27 @@ fn secrets_never_show_in_debug_output() {
     assert!(!debug.contains("ingest-token-123"), "the token leaked into Debug output");
     assert!(debug.contains("env:VOUCH_INGEST_TOKEN"), "the origin is shown instead");
 }
+
+mod hostile {
+    //! The loader answers any file with a configuration or a list of problems, never a panic.
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_settings_or_directory_text_loads_or_is_refused(
+            settings in "(\\[(ingest|storage|directory|discord|timers|oncall|delivery)\\]\\n|[a-z_]{1,12} = (\"[ -~]{0,20}\"|[0-9]{1,6}|true|\\[\\]|\\{ env = \"X\" \\})\\n|\\[\\[(webhooks|people|assets)\\]\\]\\n){0,12}",
+            directory in "(\\[\\[(people|accounts|assets)\\]\\]\\n|[a-z_]{1,12} = (\"[ -~]{0,20}\"|[0-9]{1,4}|\\[\"[a-z]{1,5}\"\\])\\n){0,12}",
+        ) {
+            let folder = tempfile::tempdir().expect("temp dir");
+            std::fs::write(folder.path().join("vouch.toml"), format!("[directory]\nfile = \"d.toml\"\n{settings}")).expect("write");
+            std::fs::write(folder.path().join("d.toml"), directory).expect("write");
+            match vouch_config::load(&folder.path().join("vouch.toml"), &super::FakeEnvironment(Default::default())) {
+                Ok(_) => {}
+                Err(error) => prop_assert!(!error.problems().is_empty()),
+            }
+        }
+    }
+}

@@ -693,3 +693,121 @@ fn silence_down_the_whole_chain_pages_on_call() {
     assert!(paged, "on-call is paged when nobody in the chain answers");
     assert_eq!(case.confirmation.current_confirmer(), Some(&Confirmer::Soc));
 }
+
+/// Who may do what: every action against every kind of member, allowed or refused, and a
+/// refusal never changes the case.
+#[test]
+fn authorization_matrix() {
+    let playbook = Playbook::builtin();
+    let mut facts = helpdesk_facts(true);
+    if let Some(owner) = facts.target.as_mut().and_then(|target| target.owner.as_mut()) {
+        owner.delegates = vec![person("gina")];
+    }
+    let (awaiting, _) = opened(facts);
+    let (escalated, _) = apply(&playbook, awaiting.clone(), CaseEvent::Escalate { by: soc("sam"), reason: None }, NOW);
+    let (isolated, _) =
+        apply(&playbook, escalated.clone(), CaseEvent::Isolate { side: Side::Target, by: soc("sam") }, NOW);
+
+    let mut oncall = soc("oscar");
+    oncall.discord_id = Some(Snowflake::parse("902").expect("id"));
+    // A member clicking in a DM: no guild roles reach Vouch, so never SOC.
+    let frank_in_dm = Actor { soc: false, ..member("frank") };
+    let members: Vec<(&str, Actor)> = vec![
+        ("asked owner", member("frank")),
+        ("delegate", member("gina")),
+        ("another owner", member("olivia")),
+        ("manager (not asked yet)", member("bob")),
+        ("SOC member", soc("sam")),
+        ("on-call (SOC)", oncall),
+        (
+            "unknown member",
+            Actor {
+                discord_id: Some(Snowflake::parse("777").expect("id")),
+                person: None,
+                name: "mallory".to_string(),
+                soc: false,
+            },
+        ),
+        ("owner in a DM", frank_in_dm),
+    ];
+    let question = vouch_playbook::QuestionId::parse("interactive").expect("id");
+    let answer = vouch_playbook::AnswerId::parse("interactive").expect("id");
+    type Action = fn(&Actor, &vouch_playbook::QuestionId, &vouch_playbook::AnswerId) -> CaseEvent;
+    // (action, the case it is tried on, which members may: owner, delegate, other owner, manager, SOC, on-call, unknown, owner in DM)
+    let actions: Vec<(&str, Action, &Case, [bool; 8])> = vec![
+        (
+            "answer a question",
+            |by, question, answer| CaseEvent::Answer {
+                question: question.clone(),
+                answer: answer.clone(),
+                by: by.clone(),
+            },
+            &awaiting,
+            [false, false, false, false, true, true, false, false],
+        ),
+        (
+            "confirm expected",
+            |by, _, _| CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: by.clone(), justification: None },
+            &awaiting,
+            [true, true, false, false, false, false, false, true],
+        ),
+        (
+            "confirm not expected",
+            |by, _, _| CaseEvent::Confirm { verdict: ConfirmVerdict::NotExpected, by: by.clone(), justification: None },
+            &awaiting,
+            [true, true, false, false, false, false, false, true],
+        ),
+        (
+            "not me",
+            |by, _, _| CaseEvent::Confirm { verdict: ConfirmVerdict::NotMe, by: by.clone(), justification: None },
+            &awaiting,
+            [true, true, false, false, false, false, false, true],
+        ),
+        (
+            "escalate",
+            |by, _, _| CaseEvent::Escalate { by: by.clone(), reason: None },
+            &awaiting,
+            [false, false, false, false, true, true, false, false],
+        ),
+        (
+            "close as expected",
+            |by, _, _| CaseEvent::Close { by: by.clone(), justification: "change 12".to_string() },
+            &awaiting,
+            [false, false, false, false, true, true, false, false],
+        ),
+        (
+            "ask the owner again",
+            |by, _, _| CaseEvent::AskConfirmation { by: by.clone() },
+            &escalated,
+            [false, false, false, false, true, true, false, false],
+        ),
+        (
+            "isolate",
+            |by, _, _| CaseEvent::Isolate { side: Side::Source, by: by.clone() },
+            &escalated,
+            [false, false, false, false, true, true, false, false],
+        ),
+        (
+            "release",
+            |by, _, _| CaseEvent::ReleaseIsolation { side: Side::Target, by: by.clone() },
+            &isolated,
+            [false, false, false, false, true, true, false, false],
+        ),
+        (
+            "acknowledge the page",
+            |by, _, _| CaseEvent::Acknowledge { by: by.clone() },
+            &escalated,
+            [false, false, false, false, true, true, false, false],
+        ),
+    ];
+    for (action, event, case, allowed) in actions {
+        for ((kind, actor), expected) in members.iter().zip(allowed) {
+            let (after, effects) = apply(&playbook, case.clone(), event(actor, &question, &answer), NOW);
+            let refused = matches!(effects.as_slice(), [Effect::Refused { .. }]);
+            assert_eq!(!refused, expected, "{action} by {kind}: {effects:?}");
+            if refused {
+                assert_eq!(&after, case, "{action} by {kind}: a refusal changes nothing");
+            }
+        }
+    }
+}

@@ -1,4 +1,5 @@
 //! The playbook crate's tests, through its public API only.
 
 mod engine;
+mod hostile;
 mod normalize;
