@@ -1352,8 +1352,8 @@ impl Subject<'_> {
         let found = self.playbook.questions.iter().find(|question| question.id.as_str() == id);
         match found {
             Some(question) => (question.id.clone(), question.prompt_for(kind).to_string()),
-            // The loader guarantees both questions exist; this keeps the engine total anyway.
-            None => (QuestionId::parse(id).unwrap_or_else(|_| unreachable_question()), String::new()),
+            // The loader guarantees both questions exist, and their ids are valid slugs.
+            None => (QuestionId::parse(id).expect("the playbook's question ids are slugs"), String::new()),
         }
     }
 
@@ -1432,6 +1432,3 @@ fn fact_id(name: FactName) -> String {
     serde_json::to_value(name).ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default()
 }
 
-fn unreachable_question() -> QuestionId {
-    QuestionId::parse("unknown").unwrap_or_else(|_| unreachable!("`unknown` is a valid slug"))
-}
