@@ -1431,4 +1431,3 @@ fn truth(value: bool) -> Truth {
 fn fact_id(name: FactName) -> String {
     serde_json::to_value(name).ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default()
 }
-

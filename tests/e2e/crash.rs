@@ -98,3 +98,134 @@ async fn acknowledged_alerts_survive_sigkill() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("audit log intact"), "{stdout}");
 }
+
+/// With Discord: SIGKILL while cards are posted and clicks answered. Every click Discord got an
+/// answer for is in the audit log, every case gets exactly one card, the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_clicks_survive_sigkill_and_cards_are_never_doubled() {
+    use crate::support::{DISCORD_TOKEN, SOC_ROLE, TRIAGE_CHANNEL};
+    use discord_simulator::{Simulator, SimulatorOptions};
+
+    const SAM: u64 = 100_000_000_000_000_004;
+    let rounds: u64 = std::env::var("VOUCH_E2E_CRASH_ROUNDS").ok().and_then(|text| text.parse().ok()).unwrap_or(6);
+    let seed = 0x5eed_0002;
+    let mut random = Lcg(seed);
+    let spec = discord_simulator::bundled_spec_path();
+    let simulator = Simulator::start(SimulatorOptions { tls: true, spec_path: &spec, bot_token: DISCORD_TOKEN })
+        .await
+        .expect("simulator");
+    simulator.add_text_channel(TRIAGE_CHANNEL, "triage");
+    simulator.add_member(SAM, "sam", &[SOC_ROLE]);
+    simulator.add_member(100_000_000_000_000_002, "bob", &[]);
+    let workspace = Workspace::discord(&simulator);
+    let mut clicks: Vec<u64> = Vec::new();
+    let mut posted = 0;
+    for round in 0..rounds {
+        let vouch = workspace.start();
+        for index in 0..3 {
+            let (status, _) = post_alert(
+                &vouch.base,
+                &native_alert(&format!("c{round}-{index}"), "WS-17", &format!("SRV-{round}-{index}"), "alice"),
+            )
+            .await;
+            assert_eq!(status, 202);
+            posted += 1;
+        }
+        // Click answers on whatever cards exist, and kill after a seeded number of answers.
+        let answers_before_kill = 1 + random.next(6) as usize;
+        let mut answered = 0;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while answered < answers_before_kill && tokio::time::Instant::now() < deadline {
+            let cards: Vec<discord_simulator::StoredMessage> = simulator.with_world(|world| {
+                world
+                    .channel_messages(TRIAGE_CHANNEL)
+                    .into_iter()
+                    .filter(|message| message.ephemeral_for.is_none())
+                    .cloned()
+                    .collect()
+            });
+            if cards.is_empty() {
+                simulator
+                    .wait_for("a card", std::time::Duration::from_secs(30), |world| {
+                        (!world.channel_messages(TRIAGE_CHANNEL).is_empty()).then_some(())
+                    })
+                    .await;
+                continue;
+            }
+            let card = &cards[random.next(cards.len() as u64) as usize];
+            let buttons: Vec<String> = card
+                .buttons()
+                .into_iter()
+                .filter(|(label, _, disabled)| !disabled && (label.contains("normal use") || label.contains("fit")))
+                .map(|(_, id, _)| id)
+                .collect();
+            let Some(custom_id) = buttons.get(random.next(buttons.len().max(1) as u64) as usize) else { continue };
+            let interaction = simulator.click(SAM, card.id, custom_id);
+            clicks.push(interaction);
+            simulator.response(interaction, std::time::Duration::from_secs(30)).await;
+            answered += 1;
+        }
+        // A few more clicks in flight as the process dies.
+        for _ in 0..random.next(3) {
+            if let Some(card) = simulator.with_world(|world| {
+                world
+                    .channel_messages(TRIAGE_CHANNEL)
+                    .into_iter()
+                    .find(|message| message.ephemeral_for.is_none())
+                    .cloned()
+            }) {
+                if let Some((_, custom_id, _)) = card.buttons().into_iter().find(|(label, _, _)| label.contains("fit"))
+                {
+                    clicks.push(simulator.click(SAM, card.id, &custom_id));
+                }
+            }
+        }
+        vouch.kill_hard();
+    }
+
+    let vouch = workspace.start();
+    simulator
+        .wait_for(&format!("{posted} cards"), std::time::Duration::from_secs(120), |world| {
+            (world
+                .channel_messages(TRIAGE_CHANNEL)
+                .into_iter()
+                .filter(|message| message.ephemeral_for.is_none())
+                .count()
+                >= posted)
+                .then_some(())
+        })
+        .await;
+    let mut recorded_clicks = 0;
+    for number in 1..=posted {
+        let (status, case) = get_json(&vouch.base, &format!("/api/v1/cases/LM-{number}")).await;
+        assert_eq!(status, 200, "every acknowledged alert has its case (seed {seed:#x})");
+        recorded_clicks +=
+            case["events"].as_array().expect("events").iter().filter(|event| event["kind"] == "click.answer").count();
+    }
+    let acknowledged = simulator.with_world(|world| {
+        clicks.iter().filter(|id| world.interactions.get(id).is_some_and(|record| record.response.is_some())).count()
+    });
+    assert!(
+        recorded_clicks >= acknowledged,
+        "{acknowledged} clicks answered but {recorded_clicks} recorded (seed {seed:#x})"
+    );
+    eprintln!("crash with Discord: {rounds} rounds, {posted} cases, {} clicks, {acknowledged} answered, {recorded_clicks} recorded", clicks.len());
+    simulator.with_world(|world| {
+        let mut titles: Vec<String> = world
+            .channel_messages(TRIAGE_CHANNEL)
+            .into_iter()
+            .filter(|message| message.ephemeral_for.is_none())
+            .filter_map(|message| message.json["embeds"][0]["title"].as_str().map(str::to_string))
+            .collect();
+        let cards = titles.len();
+        titles.sort();
+        titles.dedup();
+        assert_eq!((cards, titles.len()), (posted, posted), "one card per case, none twice (seed {seed:#x})");
+    });
+    assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
+    assert_eq!(vouch.terminate(), 0);
+    let config = workspace.config();
+    let (code, stdout, stderr) =
+        workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
