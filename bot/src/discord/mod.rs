@@ -55,7 +55,7 @@ impl DiscordHandle {
 /// limiter must then be off: serenity 0.12.5 only honours the proxy that way). An `https://`
 /// base keeps the limiter on: `discord.com` is resolved to the base's address and the optional
 /// extra root certificate is trusted, so TLS is verified as usual.
-async fn build_http(settings: &DiscordSettings) -> anyhow::Result<Http> {
+pub async fn build_http(settings: &DiscordSettings) -> anyhow::Result<Http> {
     let token = settings.token.expose();
     let builder = HttpBuilder::new(token).default_allowed_mentions(render::no_mentions());
     if settings.api_base.starts_with("http://") {

@@ -133,6 +133,15 @@ impl Simulator {
             .insert(id, Channel { id, kind: 0, name: name.to_string(), parent_id: None, recipient: None });
     }
 
+    /// Puts a message (as if another user posted it) in a channel; returns its id.
+    pub fn post_message(&self, channel_id: u64, sent: &Value) -> u64 {
+        let mut world = self.world();
+        let id = world.snowflake();
+        let json = world::message_json(id, channel_id, Some(GUILD_ID), sent, world::user_json(1, "someone", false));
+        world.messages.push(StoredMessage { id, channel_id, json, ephemeral_for: None, nonce: None, edits: 0 });
+        id
+    }
+
     /// Limits message posts per channel, answering 429 beyond it.
     pub fn limit_channel_posts(&self, posts: usize, window: Duration) {
         self.world().channel_limit = Some((posts, window));

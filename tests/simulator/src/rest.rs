@@ -73,11 +73,20 @@ fn respond(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body:
     } else {
         route(inner, &mut world, method, &segments, parsed.as_ref())
     };
+    let retry_after = response
+        .headers()
+        .get("x-ratelimit-reset-after")
+        .filter(|_| response.status() == StatusCode::TOO_MANY_REQUESTS)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<f64>().ok())
+        .map(Duration::from_secs_f64);
     world.requests.push(RequestRecord {
         method: method.to_string(),
         path: path.clone(),
         status: response.status().as_u16(),
         body: parsed,
+        at: Instant::now(),
+        retry_after,
     });
     response
 }

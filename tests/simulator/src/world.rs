@@ -91,6 +91,10 @@ pub struct RequestRecord {
     pub path: String,
     pub status: u16,
     pub body: Option<Value>,
+    /// When the request arrived.
+    pub at: Instant,
+    /// For a 429, how long the sender was told to wait.
+    pub retry_after: Option<Duration>,
 }
 
 pub struct World {

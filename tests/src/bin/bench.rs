@@ -1,7 +1,7 @@
 //! Vouch's benchmarks. Each compares Vouch with a baseline measured in the same run, because
 //! absolute numbers on a shared 2-core machine drift. Loopback only; bounded in count and time.
 //!
-//!     cargo run --release -p vouch-tests --bin bench -- ingest|card|click|footprint|all
+//!     cargo run --release -p vouch-tests --bin bench -- ingest|click|card|storm|footprint|all
 //!
 //! BENCHMARKS.md documents each, with the latest numbers.
 
@@ -302,6 +302,214 @@ async fn bench_card() {
     running.stop().await.expect("stops");
 }
 
+/// A bare serenity bot: answers every button at once, records nothing. The click baseline.
+struct BareBot;
+
+#[serenity::async_trait]
+impl serenity::all::EventHandler for BareBot {
+    async fn interaction_create(&self, ctx: serenity::all::Context, interaction: serenity::all::Interaction) {
+        if let serenity::all::Interaction::Component(component) = interaction {
+            let _ = component.create_response(&ctx.http, serenity::all::CreateInteractionResponse::Acknowledge).await;
+        }
+    }
+}
+
+/// Clicks `count` buttons on `message` one after another; returns dispatch → answer times.
+async fn click_times(simulator: &Simulator, message: u64, buttons: &[String], count: usize) -> Stats {
+    let mut latencies = Vec::with_capacity(count);
+    let started = Instant::now();
+    for index in 0..count {
+        let interaction = simulator.click(SAM, message, &buttons[index % buttons.len()]);
+        simulator.response(interaction, Duration::from_secs(30)).await;
+        let took = simulator.with_world(|world| {
+            world
+                .interactions
+                .get(&interaction)
+                .and_then(|record| record.response.as_ref().map(|(_, at)| at.duration_since(record.dispatched_at)))
+        });
+        latencies.push(took.unwrap_or_default());
+    }
+    Stats { count, elapsed: started.elapsed(), latencies }
+}
+
+async fn bench_click() {
+    println!("== click: INTERACTION_CREATE dispatched → callback received, 1 000 clicks");
+    let count = 1000;
+    // Baseline: a bare serenity bot with the same HTTP client set-up, answering at once.
+    let bare_simulator = simulator().await;
+    bare_simulator.add_text_channel(TRIAGE, "triage");
+    let folder = tempfile::tempdir().expect("temp dir");
+    std::fs::write(folder.path().join("ca.pem"), bare_simulator.ca_pem().unwrap_or_default()).expect("write");
+    let settings = vouch_config::DiscordSettings {
+        api_base: bare_simulator.api_base(),
+        ca_file: Some(folder.path().join("ca.pem")),
+        token: vouch_config::Secret::new(DISCORD_TOKEN.to_string(), "bench".to_string()),
+        guild_id: vouch_playbook::Snowflake::parse(&discord_simulator::GUILD_ID.to_string()).expect("id"),
+        triage_channel_id: vouch_playbook::Snowflake::parse(&TRIAGE.to_string()).expect("id"),
+        soc_role_id: vouch_playbook::Snowflake::parse(&SOC_ROLE.to_string()).expect("id"),
+        oncall_role_id: None,
+        dm_confirmers: false,
+    };
+    let http = vouch::discord::build_http(&settings).await.expect("http");
+    let mut client = serenity::all::ClientBuilder::new_with_http(http, serenity::all::GatewayIntents::GUILDS)
+        .event_handler(BareBot)
+        .await
+        .expect("client");
+    let shards = std::sync::Arc::clone(&client.shard_manager);
+    tokio::spawn(async move {
+        let _ = client.start().await;
+    });
+    bare_simulator
+        .wait_for("the bare bot to connect", Duration::from_secs(30), |world| {
+            (world.gateway_identifies > 0).then_some(())
+        })
+        .await;
+    let button = json!({"content": "x", "components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "Go", "custom_id": "go"}]}]});
+    let message = bare_simulator.post_message(TRIAGE, &button);
+    let baseline = click_times(&bare_simulator, message, &["go".to_string()], count).await;
+    shards.shutdown_all().await;
+
+    let simulator = simulator().await;
+    let folder = tempfile::tempdir().expect("temp dir");
+    let running = start_vouch(folder.path(), Some(&simulator)).await;
+    let base = format!("http://{}", running.address);
+    reqwest::Client::new()
+        .post(format!("{base}/api/v1/alerts"))
+        .bearer_auth(INGEST_TOKEN)
+        .header("content-type", "application/json")
+        .body(alert("click-1", "WS-17", "SRV-DB-01"))
+        .send()
+        .await
+        .expect("sent");
+    let card = simulator
+        .wait_for("the card", Duration::from_secs(30), |world| {
+            world.channel_messages(TRIAGE).into_iter().find(|message| !message.buttons().is_empty()).cloned()
+        })
+        .await;
+    let buttons: Vec<String> = card
+        .buttons()
+        .into_iter()
+        .filter(|(label, _, _)| label.contains("normal use") || label == "Does not fit")
+        .map(|(_, id, _)| id)
+        .collect();
+    let vouch = click_times(&simulator, card.id, &buttons, count).await;
+    println!("  bare serenity bot, no recording : {}", baseline.line());
+    println!("  Vouch, click recorded durably   : {}", vouch.line());
+    println!(
+        "  p50 {:.2}x, p99 {:.2}x the baseline",
+        vouch.percentile(0.5).as_secs_f64() / baseline.percentile(0.5).as_secs_f64(),
+        vouch.percentile(0.99).as_secs_f64() / baseline.percentile(0.99).as_secs_f64()
+    );
+    assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
+    running.stop().await.expect("stops");
+}
+
+async fn bench_storm() {
+    let grouped: usize = 10_000;
+    let distinct: usize = std::env::var("STORM_DISTINCT").ok().and_then(|text| text.parse().ok()).unwrap_or(100);
+    println!(
+        "== storm: {grouped} alerts of one movement in 60 s plus {distinct} distinct, channel limited to 5 posts / 5 s"
+    );
+    let simulator = simulator().await;
+    simulator.limit_channel_posts(5, Duration::from_secs(5));
+    let folder = tempfile::tempdir().expect("temp dir");
+    let running = start_vouch(folder.path(), Some(&simulator)).await;
+    let base = format!("http://{}", running.address);
+    let started = Instant::now();
+    let storm = {
+        let base = base.clone();
+        tokio::spawn(async move { paced_storm(&base, grouped, Duration::from_secs(60)).await })
+    };
+    let spread = post_alerts(&base, 8, distinct, true, "storm").await;
+    let storm = storm.await.expect("storm");
+    println!("  storm of one movement : {}", storm.line());
+    println!("  distinct movements    : {}", spread.line());
+    let cases = distinct + 1;
+    simulator
+        .wait_for("every card", Duration::from_secs(distinct as u64 * 2 + 120), |world| {
+            (world.channel_messages(TRIAGE).into_iter().filter(|message| message.ephemeral_for.is_none()).count()
+                >= cases)
+                .then_some(())
+        })
+        .await;
+    let last_card = started.elapsed();
+    let floor = Duration::from_secs(((cases.saturating_sub(5)) as u64).div_ceil(5) * 5);
+    let all_cases = running.service.store.cases(None).expect("cases");
+    let storm_case = all_cases
+        .iter()
+        .find(|case| case.alert().source.hostname.as_deref() == Some("WS-66"))
+        .expect("the storm's case")
+        .clone();
+    let counted: u64 = all_cases.iter().map(|case| case.alert_count).sum();
+    assert_eq!(counted, (grouped + distinct) as u64, "every alert is counted in a case");
+    simulator.with_world(|world| {
+        let mut titles: Vec<String> = world
+            .channel_messages(TRIAGE)
+            .into_iter()
+            .filter_map(|message| message.json["embeds"][0]["title"].as_str().map(str::to_string))
+            .collect();
+        let posted = titles.len();
+        titles.sort();
+        titles.dedup();
+        assert_eq!((posted, titles.len()), (cases, cases), "every case posted once");
+        let posts: Vec<&discord_simulator::RequestRecord> = world
+            .requests
+            .iter()
+            .filter(|request| request.method == "POST" && request.path == format!("/channels/{TRIAGE}/messages"))
+            .collect();
+        let mut early = 0;
+        for (index, request) in posts.iter().enumerate() {
+            if let Some(wait) = request.retry_after {
+                early += posts[index + 1..].iter().filter(|later| later.at < request.at + wait).count();
+            }
+        }
+        let limited = posts.iter().filter(|request| request.status == 429).count();
+        println!("  429 answers: {limited}; requests sent before a 429's retry_after ran out: {early}");
+    });
+    println!(
+        "  the storm's case counted {} alerts (sent {grouped}); all cases together {counted}",
+        storm_case.alert_count
+    );
+    println!(
+        "  last card after {:.1} s; the 5 / 5 s floor for {cases} cards is {:.0} s ({:.2}x)",
+        last_card.as_secs_f64(),
+        floor.as_secs_f64(),
+        last_card.as_secs_f64() / floor.as_secs_f64().max(1.0)
+    );
+    running.stop().await.expect("stops");
+}
+
+/// `count` alerts of one movement spread evenly over `duration`.
+async fn paced_storm(base: &str, count: usize, duration: Duration) -> Stats {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(duration / count as u32);
+    let mut tasks = Vec::with_capacity(count);
+    for index in 0..count {
+        ticker.tick().await;
+        let client = client.clone();
+        let url = format!("{base}/api/v1/alerts");
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let response = client
+                .post(&url)
+                .bearer_auth(INGEST_TOKEN)
+                .header("content-type", "application/json")
+                .body(alert(&format!("storm-one-{index}"), "WS-66", "SRV-DB-01"))
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(response.status().as_u16(), 202);
+            sent.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    for task in tasks {
+        latencies.push(task.await.expect("sender"));
+    }
+    Stats { count, elapsed: started.elapsed(), latencies }
+}
+
 async fn bench_footprint() {
     println!("== footprint: memory, reopen time and disk with 100 000 cases");
     let folder = tempfile::tempdir().expect("temp dir");
@@ -344,13 +552,17 @@ fn main() {
             "ingest" => bench_ingest().await,
             "card" => bench_card().await,
             "footprint" => bench_footprint().await,
+            "click" => bench_click().await,
+            "storm" => bench_storm().await,
             "all" => {
                 bench_ingest().await;
+                bench_click().await;
                 bench_card().await;
+                bench_storm().await;
                 bench_footprint().await;
             }
             other => {
-                eprintln!("unknown benchmark {other}: ingest, card, footprint or all");
+                eprintln!("unknown benchmark {other}: ingest, click, card, storm, footprint or all");
                 std::process::exit(2);
             }
         }
