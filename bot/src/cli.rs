@@ -222,6 +222,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         signing_secrets: ingest.signing_secrets,
         max_body_bytes: ingest.max_body_bytes,
         metrics: Metrics::default(),
+        seen_signatures: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(ingest.listen)
         .await

@@ -31,7 +31,16 @@ pub struct AppState {
     pub signing_secrets: Vec<Secret>,
     pub max_body_bytes: usize,
     pub metrics: Metrics,
+    /// Signed message ids seen within the signature window, so a captured request cannot be
+    /// sent again while its timestamp is still fresh.
+    pub seen_signatures: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
+
+/// A request that has not arrived whole within this time is answered 408 (a slow-body sender
+/// cannot hold a connection open forever).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// At most this many signed message ids are remembered; past it, the oldest are forgotten first.
+const SEEN_SIGNATURES_MAX: usize = 100_000;
 
 /// One error type for the API, mapped to a status and a plain JSON body. Details of internal
 /// failures are logged, not sent.
@@ -80,6 +89,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         // the server buffer anything.
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_bearer))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count_refusals));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -150,6 +160,19 @@ async fn accept_alert(
             state.service.clock.now().unix_millis() / 1000,
         )
         .map_err(|error| ApiError::Unauthorized(error.to_string()))?;
+        let id = header("webhook-id").unwrap_or_default().to_string();
+        let now_seconds = state.service.clock.now().unix_millis() / 1000;
+        let mut seen = state.seen_signatures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        seen.retain(|_, at| now_seconds - *at <= crate::auth::SIGNATURE_TOLERANCE_SECONDS * 2);
+        if seen.contains_key(&id) {
+            return Err(ApiError::Unauthorized("this webhook-id was already received: a replayed request".to_string()));
+        }
+        if seen.len() >= SEEN_SIGNATURES_MAX {
+            if let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(id, _)| id.clone()) {
+                seen.remove(&oldest);
+            }
+        }
+        seen.insert(id, now_seconds);
     }
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);

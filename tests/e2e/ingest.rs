@@ -214,6 +214,7 @@ async fn signed_ingest_refuses_unsigned_stale_and_forged_requests() {
             "no webhook-signature matches",
         ),
         ("valid", "msg_3", now, body.clone(), body.clone(), 202, "\"status\":\"new\""),
+        ("the same signed request replayed", "msg_3", now, body.clone(), body.clone(), 401, "replayed"),
     ];
     for (name, id, timestamp, signed, sent, status, answer) in cases {
         let mut request = client()
@@ -236,4 +237,28 @@ async fn signed_ingest_refuses_unsigned_stale_and_forged_requests() {
     }
     let (_, listing) = get_json(&vouch.base, "/api/v1/cases").await;
     assert_eq!(listing["cases"].as_array().map(Vec::len), Some(1), "only the valid request was stored");
+}
+
+#[tokio::test]
+async fn a_slow_body_is_cut_off_with_408_and_stores_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let workspace = Workspace::new("");
+    let vouch = workspace.start();
+    let address = vouch.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/alerts HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {INGEST_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"vouch_alert\": 1,"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    // The rest of the body never comes. Vouch must answer on its own, within its timeout.
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
+        .await
+        .expect("an answer within 30 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let (_, listing) = get_json(&vouch.base, "/api/v1/cases").await;
+    assert_eq!(listing["cases"].as_array().map(Vec::len), Some(0));
 }
