@@ -325,3 +325,68 @@ async fn a_refused_delivery_is_reported_to_the_soc_and_not_retried() {
     assert_eq!(receiver.lock().expect("receiver").received.len(), 1, "a 403 is final: no retry");
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
 }
+
+/// A receiver that misbehaves at the TCP level: the first connection is closed without an
+/// answer, the second gets no answer before the client's timeout, the third is accepted.
+async fn flaky_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/isolate", listener.local_addr().expect("address"));
+    let ids: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&ids);
+    tokio::spawn(async move {
+        let mut connection = 0;
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            connection += 1;
+            let mut request = vec![0u8; 16 * 1024];
+            let read = stream.read(&mut request).await.unwrap_or(0);
+            let text = String::from_utf8_lossy(&request[..read]).to_string();
+            if let Some(line) = text.lines().find(|line| line.to_ascii_lowercase().starts_with("webhook-id:")) {
+                seen.lock().expect("ids").push(line[11..].trim().to_string());
+            }
+            match connection {
+                1 => drop(stream),
+                2 => {
+                    // Hold the connection without answering until the client gives up.
+                    let mut rest = [0u8; 1];
+                    let _ = stream.read(&mut rest).await;
+                }
+                _ => {
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                }
+            }
+        }
+    });
+    (url, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_resets_and_timeouts_are_retried_under_the_same_id() {
+    let (simulator, workspace, _unused) = setup(Vec::new()).await;
+    let (url, ids) = flaky_receiver().await;
+    let settings = std::fs::read_to_string(workspace.config()).expect("read");
+    let settings = settings[..settings.find("[[webhooks]]").expect("webhooks")].to_string();
+    std::fs::write(workspace.config(), settings).expect("write");
+    workspace.append_settings(&format!(
+        "[[webhooks]]\nname = \"edr\"\nurl = \"{url}\"\npreset = \"generic\"\nsecret = {{ env = \"VOUCH_WEBHOOK_SECRET\" }}\n\n\
+         [delivery]\nmax_attempts = 5\nfirst_retry_ms = 200\nmax_retry_ms = 2000\ntimeout_ms = 500\n"
+    ));
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("iso-5", "WS-17", "SRV-DB-01", "alice")).await;
+    let card = card(&simulator, body["case_id"].as_str().expect("id")).await;
+    click_card(&simulator, SAM, card.id, "Escalate").await;
+    click_card(&simulator, SAM, card.id, "Isolate target").await;
+    thread_says(&simulator, card.id, "The edr webhook accepted the request to isolate SRV").await;
+    let ids = ids.lock().expect("ids").clone();
+    assert_eq!(ids.len(), 3, "reset, timeout, success: {ids:?}");
+    assert!(ids.iter().all(|id| id == &ids[0]), "one webhook-id throughout: {ids:?}");
+    let log = vouch.log();
+    assert!(
+        log.contains("could not connect") || log.contains("request failed"),
+        "the reset is logged as a network error"
+    );
+    assert!(log.contains("timed out"), "the timeout is logged");
+    assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
+}
