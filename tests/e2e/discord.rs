@@ -510,3 +510,32 @@ async fn a_storm_of_cases_stays_within_the_channel_limit() {
     });
     assert_conformant(&simulator, &vouch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_discord_keeps_refusing_is_given_up_without_blocking_the_case() {
+    let simulator = simulator(true).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("edr-800", "WS-17", "SRV-DB-01", "alice")).await;
+    let case_id = body["case_id"].as_str().expect("id").to_string();
+    let card = card(&simulator, &case_id).await;
+    ping_for(&simulator, &card, BOB).await;
+    // The card's edits are refused from now on (say, someone removed the bot's permission).
+    simulator.refuse_path(&format!("/channels/{TRIAGE_CHANNEL}/messages/{}", card.id), 403, 3);
+    let clicked = simulator.click(SAM, card.id, &button(&card, "Escalate"));
+    simulator.response(clicked, WAIT).await;
+    // The later effects of the case (the page in the thread) still go out.
+    simulator
+        .wait_for("on-call to be paged despite the refused card edit", Duration::from_secs(60), |world| {
+            world
+                .channel_messages(card.id)
+                .into_iter()
+                .any(|message| message.content().contains("you are paged"))
+                .then_some(())
+        })
+        .await;
+    let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+    let abandoned = case["events"].as_array().expect("events").iter().any(|event| event["kind"] == "effect.abandoned");
+    assert!(abandoned, "giving up is recorded in the audit log");
+    assert_conformant(&simulator, &vouch);
+}

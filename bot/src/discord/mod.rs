@@ -35,6 +35,17 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Backoff after a failed effect: doubling from the first step up to the cap.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// A request Discord refuses (4xx other than 429) is tried this often before it is given up.
+const REFUSED_ATTEMPTS: u32 = 3;
+
+/// Whether Discord answered with a client error other than a rate limit: trying again will not help.
+fn refused_by_discord(error: &anyhow::Error) -> bool {
+    let status = error.downcast_ref::<serenity::Error>().and_then(|error| match error {
+        serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(response)) => Some(response.status_code),
+        _ => None,
+    });
+    status.is_some_and(|status| status.is_client_error() && status.as_u16() != 429)
+}
 
 /// A running Discord connection.
 pub struct DiscordHandle {
@@ -183,6 +194,25 @@ impl Worker {
                 Ok(()) => {
                     let seq = item.seq;
                     self.blocking(move |service| service.store.complete_effect(seq)).await?;
+                    self.backoff.remove(&item.case_id);
+                }
+                Err(error)
+                    if refused_by_discord(&error)
+                        && self.backoff.get(&item.case_id).map_or(0, |(failures, _)| *failures) + 1
+                            >= REFUSED_ATTEMPTS =>
+                {
+                    // Discord keeps refusing (a deleted message, a missing permission): retrying
+                    // forever would block every later effect of the case. Give up on this one,
+                    // say so in the audit log, and go on.
+                    tracing::error!(error = %format!("{error:#}"), case_id = %item.case_id, effect = ?item.effect, "Discord refused an effect; giving up on it");
+                    let (seq, case_id) = (item.seq, item.case_id);
+                    let detail = serde_json::json!({"effect": item.effect, "error": format!("{error:#}")});
+                    let now = self.service.clock.now();
+                    self.blocking(move |service| {
+                        service.store.record("effect.abandoned", Some(case_id), None, detail, now)?;
+                        service.store.complete_effect(seq)
+                    })
+                    .await?;
                     self.backoff.remove(&item.case_id);
                 }
                 Err(error) => {

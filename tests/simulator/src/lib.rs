@@ -152,6 +152,14 @@ impl Simulator {
         self.world().injected_failures.extend(statuses.iter().copied());
     }
 
+    /// The next `count` requests whose path contains `fragment` are answered with `status`.
+    pub fn refuse_path(&self, fragment: &str, status: u16, count: usize) {
+        let mut world = self.world();
+        for _ in 0..count {
+            world.injected_path_failures.push((fragment.to_string(), status));
+        }
+    }
+
     /// Stops injecting failures.
     pub fn clear_failures(&self) {
         self.world().injected_failures.clear();

@@ -67,6 +67,12 @@ fn respond(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body:
     let response = if needs_bot_token && !authorized {
         world.violations.push(format!("{method} {path}: missing or wrong bot token"));
         json_response(StatusCode::UNAUTHORIZED, json!({"message": "401: Unauthorized", "code": 0}))
+    } else if let Some(index) =
+        world.injected_path_failures.iter().position(|(fragment, _)| path.contains(fragment.as_str()))
+    {
+        let (_, status) = world.injected_path_failures.remove(index);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        json_response(status, json!({"message": "Missing Permissions", "code": 50013}))
     } else if let Some(status) = world.injected_failures.pop_front() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         json_response(status, json!({"message": "injected failure", "code": 0}))

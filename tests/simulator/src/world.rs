@@ -113,6 +113,8 @@ pub struct World {
     pub rate_limited: u64,
     /// Status codes to answer the next requests with, whatever they are (fault injection).
     pub injected_failures: VecDeque<u16>,
+    /// (path fragment, status): the next request whose path contains the fragment gets the status.
+    pub injected_path_failures: Vec<(String, u16)>,
     pub gateway_identifies: u32,
     pub gateway_resumes: u32,
 }
@@ -133,6 +135,7 @@ impl World {
             recent_posts: HashMap::new(),
             rate_limited: 0,
             injected_failures: VecDeque::new(),
+            injected_path_failures: Vec::new(),
             gateway_identifies: 0,
             gateway_resumes: 0,
         }
