@@ -539,3 +539,22 @@ async fn an_effect_discord_keeps_refusing_is_given_up_without_blocking_the_case(
     assert!(abandoned, "giving up is recorded in the audit log");
     assert_conformant(&simulator, &vouch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_are_answered_after_a_failed_resume() {
+    let simulator = simulator(true).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("edr-900", "WS-17", "SRV-DB-01", "alice")).await;
+    let card = card(&simulator, body["case_id"].as_str().expect("id")).await;
+    simulator.wait_for("the bot to identify", WAIT, |world| (world.gateway_identifies >= 1).then_some(())).await;
+    // The session is gone on the gateway's side: the resume fails and the bot must identify anew.
+    simulator.invalidate_sessions();
+    simulator.drop_gateway();
+    simulator
+        .wait_for("a second identify", Duration::from_secs(60), |world| (world.gateway_identifies >= 2).then_some(()))
+        .await;
+    let clicked = simulator.click(SAM, card.id, &button(&card, "Fits normal use"));
+    assert_eq!(simulator.response(clicked, Duration::from_secs(60)).await["type"], 7);
+    assert_conformant(&simulator, &vouch);
+}

@@ -165,6 +165,12 @@ impl Simulator {
         self.world().injected_failures.clear();
     }
 
+    /// Forgets the current gateway session: a resume is answered "invalid session" and the
+    /// bot must identify again.
+    pub fn invalidate_sessions(&self) {
+        self.inner.gateway.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).session_id = None;
+    }
+
     /// Drops every gateway connection without a close frame.
     pub fn drop_gateway(&self) {
         self.inner.drop_generation.send_modify(|generation| *generation += 1);
