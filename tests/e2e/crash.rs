@@ -229,3 +229,59 @@ async fn acknowledged_clicks_survive_sigkill_and_cards_are_never_doubled() {
         workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
+
+/// A full disk: writes fail, the ingest answers 503 (never a 202 it cannot keep), and after a
+/// restart with room again every acknowledged alert is there and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_and_loses_nothing_acknowledged() {
+    use std::os::unix::process::CommandExt;
+    let workspace = Workspace::new("");
+    let config = workspace.config();
+    let mut command = workspace.command(&["run", "--config", config.to_str().expect("path")]);
+    // The data files may not grow past this size: past it, writes fail as on a full disk.
+    // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 6 * 1024 * 1024, rlim_max: libc::RLIM_INFINITY };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let vouch = workspace.start_command(command);
+    let mut acknowledged = Vec::new();
+    let mut unavailable = 0;
+    for index in 0..4000 {
+        let mut alert = native_alert(&format!("full-{index}"), "WS-17", &format!("SRV-{index}"), "alice");
+        alert["program"] = serde_json::json!({"command_line": "x".repeat(3000)});
+        let (status, body) = post_alert(&vouch.base, &alert).await;
+        match status {
+            202 => acknowledged.push(body["case_id"].as_str().expect("id").to_string()),
+            503 => {
+                unavailable += 1;
+                if unavailable >= 3 {
+                    break;
+                }
+            }
+            other => panic!("a full disk must answer 202 or 503, not {other}: {body}"),
+        }
+    }
+    assert!(unavailable >= 3, "the disk never filled up ({} acknowledged)", acknowledged.len());
+    assert!(!acknowledged.is_empty());
+    eprintln!("full disk: {} alerts acknowledged, then 503", acknowledged.len());
+    assert!(vouch.log().contains("the store refused a write"), "the failure is logged:\n{}", vouch.log());
+    vouch.kill_hard();
+    let vouch = workspace.start();
+    for case_id in &acknowledged {
+        let (status, _) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+        assert_eq!(status, 200, "{case_id} was acknowledged before the disk filled");
+    }
+    let (status, _) = post_alert(&vouch.base, &native_alert("after-full", "WS-17", "SRV-X", "alice")).await;
+    assert_eq!(status, 202, "with room again, Vouch takes alerts");
+    assert_eq!(vouch.terminate(), 0);
+    let (code, stdout, stderr) =
+        workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}

@@ -172,12 +172,12 @@ impl Workspace {
     /// Starts `vouch run` and waits for it to say where it listens.
     pub fn start(&self) -> Running {
         let config = self.config();
-        let mut child = self
-            .command(&["run", "--config", config.to_str().expect("utf-8 path")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("vouch starts");
+        self.start_command(self.command(&["run", "--config", config.to_str().expect("utf-8 path")]))
+    }
+
+    /// Starts a prepared `vouch run` command (say, with resource limits).
+    pub fn start_command(&self, mut command: Command) -> Running {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("vouch starts");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
