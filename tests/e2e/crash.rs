@@ -103,20 +103,14 @@ async fn acknowledged_alerts_survive_sigkill() {
 /// answer for is in the audit log, every case gets exactly one card, the chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_clicks_survive_sigkill_and_cards_are_never_doubled() {
-    use crate::support::{DISCORD_TOKEN, SOC_ROLE, TRIAGE_CHANNEL};
-    use discord_simulator::{Simulator, SimulatorOptions};
+    use crate::support::{SOC_ROLE, TRIAGE_CHANNEL};
 
     const SAM: u64 = 100_000_000_000_000_004;
     let rounds: u64 = std::env::var("VOUCH_E2E_CRASH_ROUNDS").ok().and_then(|text| text.parse().ok()).unwrap_or(6);
     let seed = 0x5eed_0002;
     let mut random = Lcg(seed);
-    let spec = discord_simulator::bundled_spec_path();
-    let simulator = Simulator::start(SimulatorOptions { tls: true, spec_path: &spec, bot_token: DISCORD_TOKEN })
-        .await
-        .expect("simulator");
-    simulator.add_text_channel(TRIAGE_CHANNEL, "triage");
-    simulator.add_member(SAM, "sam", &[SOC_ROLE]);
-    simulator.add_member(100_000_000_000_000_002, "bob", &[]);
+    let simulator =
+        crate::support::guild(true, &[(SAM, "sam", &[SOC_ROLE]), (100_000_000_000_000_002, "bob", &[])]).await;
     let workspace = Workspace::discord(&simulator);
     let mut clicks: Vec<u64> = Vec::new();
     let mut posted = 0;
@@ -211,12 +205,7 @@ async fn acknowledged_clicks_survive_sigkill_and_cards_are_never_doubled() {
     );
     eprintln!("crash with Discord: {rounds} rounds, {posted} cases, {} clicks, {acknowledged} answered, {recorded_clicks} recorded", clicks.len());
     simulator.with_world(|world| {
-        let mut titles: Vec<String> = world
-            .channel_messages(TRIAGE_CHANNEL)
-            .into_iter()
-            .filter(|message| message.ephemeral_for.is_none())
-            .filter_map(|message| message.json["embeds"][0]["title"].as_str().map(str::to_string))
-            .collect();
+        let mut titles = world.embed_titles(TRIAGE_CHANNEL);
         let cards = titles.len();
         titles.sort();
         titles.dedup();

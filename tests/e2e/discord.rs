@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use discord_simulator::{Simulator, SimulatorOptions, StoredMessage, World};
+use discord_simulator::{Simulator, StoredMessage, World};
 use serde_json::{json, Value};
 
 use crate::support::{
@@ -21,22 +21,15 @@ const MALLORY: u64 = 100_000_000_000_000_777;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn simulator(tls: bool) -> Simulator {
-    let spec = discord_simulator::bundled_spec_path();
-    let simulator = Simulator::start(SimulatorOptions { tls, spec_path: &spec, bot_token: DISCORD_TOKEN })
-        .await
-        .expect("the simulator starts");
-    simulator.add_text_channel(TRIAGE_CHANNEL, "triage");
-    for (id, name, roles) in [
-        (ALICE, "alice", vec![]),
-        (BOB, "bob", vec![]),
-        (CAROL, "carol", vec![]),
-        (DANA, "dana", vec![]),
-        (SAM, "sam", vec![SOC_ROLE]),
-        (MALLORY, "mallory", vec![]),
-    ] {
-        simulator.add_member(id, name, &roles);
-    }
-    simulator
+    let members: [(u64, &str, &[u64]); 6] = [
+        (ALICE, "alice", &[]),
+        (BOB, "bob", &[]),
+        (CAROL, "carol", &[]),
+        (DANA, "dana", &[]),
+        (SAM, "sam", &[SOC_ROLE]),
+        (MALLORY, "mallory", &[]),
+    ];
+    crate::support::guild(tls, &members).await
 }
 
 /// The newest message in the card's thread that mentions `user`.
@@ -488,22 +481,12 @@ async fn a_storm_of_cases_stays_within_the_channel_limit() {
     let patience = Duration::from_secs(cases as u64 + 60);
     simulator.wait_for(&format!("{cases} cards"), patience, |world| (cards_in(world) >= cases).then_some(())).await;
     simulator.with_world(|world| {
-        let mut titles: Vec<String> = world
-            .channel_messages(TRIAGE_CHANNEL)
-            .into_iter()
-            .filter_map(|message| message.json["embeds"][0]["title"].as_str().map(str::to_string))
-            .collect();
+        let mut titles = world.embed_titles(TRIAGE_CHANNEL);
         let posted = titles.len();
         titles.sort();
         titles.dedup();
         assert_eq!((posted, titles.len()), (cases, cases), "every card once, none twice");
-        let posts: Vec<&discord_simulator::RequestRecord> = world
-            .requests
-            .iter()
-            .filter(|request| {
-                request.method == "POST" && request.path == format!("/channels/{TRIAGE_CHANNEL}/messages")
-            })
-            .collect();
+        let posts = world.message_posts(TRIAGE_CHANNEL);
         let limited = posts.iter().filter(|request| request.status == 429).count();
         assert_eq!(posts.len() - limited, cases, "each rate-limited post was retried until it went through");
         eprintln!("storm: {cases} cards, {limited} answered 429 and retried");

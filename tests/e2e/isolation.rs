@@ -6,12 +6,10 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use discord_simulator::{Simulator, SimulatorOptions};
+use discord_simulator::Simulator;
 use serde_json::Value;
 
-use crate::support::{
-    card, get_json, native_alert, post_alert, Workspace, DISCORD_TOKEN, SOC_ROLE, TRIAGE_CHANNEL, WEBHOOK_SECRET,
-};
+use crate::support::{card, get_json, native_alert, post_alert, Workspace, SOC_ROLE, WEBHOOK_SECRET};
 
 const SAM: u64 = 100_000_000_000_000_004;
 const TESS: u64 = 100_000_000_000_000_009;
@@ -80,14 +78,9 @@ async fn start_receiver(script: Vec<u16>) -> (String, Arc<Mutex<Receiver>>) {
 }
 
 async fn setup(script: Vec<u16>) -> (Simulator, Workspace, Arc<Mutex<Receiver>>) {
-    let spec = discord_simulator::bundled_spec_path();
-    let simulator = Simulator::start(SimulatorOptions { tls: true, spec_path: &spec, bot_token: DISCORD_TOKEN })
-        .await
-        .expect("simulator");
-    simulator.add_text_channel(TRIAGE_CHANNEL, "triage");
-    simulator.add_member(SAM, "sam", &[SOC_ROLE]);
-    simulator.add_member(TESS, "tess", &[SOC_ROLE]);
-    simulator.add_member(100_000_000_000_000_002, "bob", &[]);
+    let members: [(u64, &str, &[u64]); 3] =
+        [(SAM, "sam", &[SOC_ROLE]), (TESS, "tess", &[SOC_ROLE]), (100_000_000_000_000_002, "bob", &[])];
+    let simulator = crate::support::guild(true, &members).await;
     let (url, receiver) = start_receiver(script).await;
     let workspace = Workspace::discord(&simulator);
     workspace.append_settings(&format!(

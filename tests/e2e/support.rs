@@ -288,3 +288,15 @@ pub async fn card(simulator: &discord_simulator::Simulator, case_id: &str) -> di
         })
         .await
 }
+
+/// A simulated guild with the triage channel and these members (id, name, roles).
+pub async fn guild(tls: bool, members: &[(u64, &str, &[u64])]) -> discord_simulator::Simulator {
+    let spec = discord_simulator::bundled_spec_path();
+    let options = discord_simulator::SimulatorOptions { tls, spec_path: &spec, bot_token: DISCORD_TOKEN };
+    let simulator = discord_simulator::Simulator::start(options).await.expect("the simulator starts");
+    simulator.add_text_channel(TRIAGE_CHANNEL, "triage");
+    for (id, name, roles) in members {
+        simulator.add_member(*id, name, roles);
+    }
+    simulator
+}

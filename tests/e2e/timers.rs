@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use discord_simulator::{Simulator, SimulatorOptions, StoredMessage};
+use discord_simulator::{Simulator, StoredMessage};
 use vouch::{Clock, ManualClock};
 use vouch_playbook::Timestamp;
 
@@ -61,14 +61,8 @@ async fn wait_thread(simulator: &Simulator, thread: u64, fragment: &str, count: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_is_chased_at_the_configured_offsets_across_a_restart() {
-    let spec = discord_simulator::bundled_spec_path();
-    let simulator = Simulator::start(SimulatorOptions { tls: true, spec_path: &spec, bot_token: DISCORD_TOKEN })
-        .await
-        .expect("simulator");
-    simulator.add_text_channel(TRIAGE_CHANNEL, "triage");
-    simulator.add_member(SAM, "sam", &[SOC_ROLE]);
-    simulator.add_member(BOB, "bob", &[]);
-    simulator.add_member(DANA, "dana", &[]);
+    let members: [(u64, &str, &[u64]); 3] = [(SAM, "sam", &[SOC_ROLE]), (BOB, "bob", &[]), (DANA, "dana", &[])];
+    let simulator = crate::support::guild(true, &members).await;
     let workspace = Workspace::discord(&simulator);
     workspace.append_settings(
         "[timers]\ncheck_every_seconds = 1\nbusiness_hours = \"* * 8-17 * * Mon-Fri\"\ndigest = \"0 0 8 * * *\"\n\n\

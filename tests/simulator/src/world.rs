@@ -150,6 +150,20 @@ impl World {
         self.messages.iter().find(|message| message.id == id)
     }
 
+    /// The titles of the embeds posted in a channel, in order (one per card).
+    pub fn embed_titles(&self, channel_id: u64) -> Vec<String> {
+        self.channel_messages(channel_id)
+            .into_iter()
+            .filter_map(|message| message.json["embeds"][0]["title"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Every request that posted a message in a channel, answered or not.
+    pub fn message_posts(&self, channel_id: u64) -> Vec<&RequestRecord> {
+        let path = format!("/channels/{channel_id}/messages");
+        self.requests.iter().filter(|request| request.method == "POST" && request.path == path).collect()
+    }
+
     pub fn channel_messages(&self, channel_id: u64) -> Vec<&StoredMessage> {
         self.messages.iter().filter(|message| message.channel_id == channel_id).collect()
     }

@@ -449,20 +449,12 @@ async fn bench_storm() {
     let counted: u64 = all_cases.iter().map(|case| case.alert_count).sum();
     assert_eq!(counted, (grouped + distinct) as u64, "every alert is counted in a case");
     simulator.with_world(|world| {
-        let mut titles: Vec<String> = world
-            .channel_messages(TRIAGE)
-            .into_iter()
-            .filter_map(|message| message.json["embeds"][0]["title"].as_str().map(str::to_string))
-            .collect();
+        let mut titles = world.embed_titles(TRIAGE);
         let posted = titles.len();
         titles.sort();
         titles.dedup();
         assert_eq!((posted, titles.len()), (cases, cases), "every case posted once");
-        let posts: Vec<&discord_simulator::RequestRecord> = world
-            .requests
-            .iter()
-            .filter(|request| request.method == "POST" && request.path == format!("/channels/{TRIAGE}/messages"))
-            .collect();
+        let posts = world.message_posts(TRIAGE);
         let mut early = 0;
         for (index, request) in posts.iter().enumerate() {
             if let Some(wait) = request.retry_after {
