@@ -252,7 +252,10 @@ async fn drain_effects(service: Arc<Service>) {
             let pending = drained.store.pending_effects(1000)?;
             for item in &pending {
                 tracing::debug!(case_id = %item.case_id, effect = ?item.effect, "no Discord: effect not carried out");
-                drained.store.complete_effect(item.seq)?;
+            }
+            let seqs: Vec<u64> = pending.iter().map(|item| item.seq).collect();
+            if !seqs.is_empty() {
+                drained.store.complete_effects(&seqs)?;
             }
             Ok(pending.len())
         })

@@ -193,14 +193,8 @@ async fn accept_alert(
     let alert = normalize(&payload, format, now)
         .map_err(|problems| ApiError::BadRequest("the alert has problems".to_string(), problems))?;
     let format_id = alert.format.id();
-    let service = Arc::clone(&state.service);
-    let ingested = tokio::task::spawn_blocking(move || service.ingest(alert, now))
-        .await
-        .map_err(|error| {
-            tracing::error!(error = %error, "the ingest task failed");
-            ApiError::Unavailable
-        })?
-        .map_err(|error| store_unavailable(state, &error))?;
+    let ingested =
+        state.service.ingest_durably(alert, now).await.map_err(|error| store_unavailable(state, &error))?;
     let status = serde_json::to_value(ingested.status).unwrap_or(Value::Null);
     state.metrics.alert_accepted(format_id, status.as_str().unwrap_or("unknown"));
     tracing::info!(case_id = %ingested.case.id, status = %status, format = format_id, "alert accepted");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use vouch_config::Directory;
 use vouch_playbook::{apply, open_case, Actor, Alert, Case, CaseEvent, CaseId, Playbook, Timestamp};
-use vouch_storage::{Applied, IngestRequest, Ingested, StorageError, Store};
+use vouch_storage::{Applied, IngestRequest, Ingested, Pending, StorageError, Store};
 
 pub struct Service {
     pub store: Arc<Store>,
@@ -28,6 +28,17 @@ impl Service {
     /// Turns an alert into a new, grouped or duplicate case, durably. Blocking: call it from a
     /// blocking thread.
     pub fn ingest(&self, alert: Alert, now: Timestamp) -> Result<Ingested, StorageError> {
+        self.begin_ingest(alert, now)?.wait()
+    }
+
+    /// [`Service::ingest`] for async callers: the engine and the store's in-memory write run on
+    /// the calling task (a few tens of microseconds under the writer lock), and the wait for the
+    /// flush does not hold a thread.
+    pub async fn ingest_durably(&self, alert: Alert, now: Timestamp) -> Result<Ingested, StorageError> {
+        self.begin_ingest(alert, now)?.durable().await
+    }
+
+    fn begin_ingest(&self, alert: Alert, now: Timestamp) -> Result<Pending<Ingested>, StorageError> {
         let facts = self.directory.facts_for(&alert);
         let playbook = &self.playbook;
         let open = |id, alert: Alert, history: &_| {
@@ -37,7 +48,7 @@ impl Service {
         let fold = |case: Case, alert: &Alert| {
             apply(playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now)
         };
-        self.store.ingest(IngestRequest {
+        self.store.begin_ingest(IngestRequest {
             alert,
             grouping_window_millis: i64::from(self.grouping_window_minutes) * 60_000,
             now,
@@ -58,6 +69,22 @@ impl Service {
         now: Timestamp,
     ) -> Result<Applied, StorageError> {
         self.store.apply_event(case_id, kind, Some(actor), detail, now, |case| apply(&self.playbook, case, event, now))
+    }
+
+    /// [`Service::apply`] for async callers, like [`Service::ingest_durably`].
+    pub async fn apply_durably(
+        &self,
+        case_id: CaseId,
+        kind: &str,
+        actor: &Actor,
+        detail: serde_json::Value,
+        event: CaseEvent,
+        now: Timestamp,
+    ) -> Result<Applied, StorageError> {
+        self.store
+            .begin_apply_event(case_id, kind, Some(actor), detail, now, |case| apply(&self.playbook, case, event, now))?
+            .durable()
+            .await
     }
 
     /// Who is on call now, as directory people: (primary, secondary).

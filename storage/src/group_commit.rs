@@ -8,8 +8,17 @@
 //! Writers also announce themselves before they queue for the writer lock. When a ticket wakes
 //! the flusher while other writers are still on their way, it waits for them (at most
 //! [`GATHER_LIMIT`]) so one flush covers them all; a lone writer is flushed at once.
+//!
+//! Each ticket has its own completion slot, woken by the flusher alone: a writer waiting for its
+//! flush is never woken by other writers' comings and goings (with one shared condition variable
+//! every ticket woke every waiter). A slot can be waited on by a blocked thread or awaited by an
+//! async task, so an HTTP request does not need a blocking thread just to wait for the disk.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,13 +43,96 @@ struct State {
     durable: u64,
     /// Every ticket up to this one was in a flush that failed, with the error.
     failed_through: u64,
-    failure: Option<String>,
     stopping: bool,
     /// Writers between announcing themselves and taking their ticket.
     in_flight: usize,
     /// The flusher thread has ended; nothing issued after this becomes durable.
     stopped: bool,
     stats: FlushStats,
+    /// Tickets not yet settled, in ticket order.
+    waiting: VecDeque<(u64, Arc<Slot>)>,
+}
+
+/// How a ticket's flush ended.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Durable,
+    Failed(Arc<str>),
+    Stopped,
+}
+
+impl Outcome {
+    fn into_result(self) -> Result<()> {
+        match self {
+            Outcome::Durable => Ok(()),
+            Outcome::Failed(error) => Err(StorageError::Flush(error.to_string())),
+            Outcome::Stopped => Err(StorageError::ShuttingDown),
+        }
+    }
+}
+
+/// Where the flusher leaves one ticket's outcome, and how it wakes whoever waits for it.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    settled: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    outcome: Option<Outcome>,
+    waker: Option<Waker>,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn settle(&self, outcome: Outcome) {
+        let waker = {
+            let mut state = self.lock();
+            state.outcome = Some(outcome);
+            state.waker.take()
+        };
+        self.settled.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// A writer's claim on the next flush: wait on it (blocking) or await it.
+pub(crate) struct Ticket {
+    slot: Arc<Slot>,
+}
+
+impl Ticket {
+    /// Blocks until the ticket's writes are durable, or their flush failed.
+    pub(crate) fn wait(self) -> Result<()> {
+        let mut state = self.slot.lock();
+        loop {
+            if let Some(outcome) = state.outcome.clone() {
+                return outcome.into_result();
+            }
+            state = self.slot.settled.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+}
+
+impl Future for Ticket {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut state = self.slot.lock();
+        match state.outcome.clone() {
+            Some(outcome) => Poll::Ready(outcome.into_result()),
+            None => {
+                state.waker = Some(context.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
 }
 
 pub(crate) struct GroupCommit {
@@ -75,7 +167,11 @@ impl GroupCommit {
                 }
                 if state.stopping && state.issued == state.durable.max(state.failed_through) {
                     state.stopped = true;
-                    self.changed.notify_all();
+                    let abandoned: Vec<_> = state.waiting.drain(..).map(|(_, slot)| slot).collect();
+                    drop(state);
+                    for slot in abandoned {
+                        slot.settle(Outcome::Stopped);
+                    }
                     return;
                 }
                 let gather_until = Instant::now() + GATHER_LIMIT;
@@ -95,19 +191,29 @@ impl GroupCommit {
             let started = Instant::now();
             let outcome = db.flush();
             let micros = started.elapsed().as_micros() as u64;
-            let mut state = self.lock();
-            state.stats.flushes += 1;
-            state.stats.total_micros += micros;
-            state.stats.max_micros = state.stats.max_micros.max(micros);
-            match outcome {
-                Ok(_) => state.durable = target,
-                Err(error) => {
-                    state.stats.failures += 1;
-                    state.failed_through = target;
-                    state.failure = Some(error.to_string());
+            let settled = {
+                let mut state = self.lock();
+                state.stats.flushes += 1;
+                state.stats.total_micros += micros;
+                state.stats.max_micros = state.stats.max_micros.max(micros);
+                match outcome {
+                    Ok(_) => state.durable = target,
+                    Err(_) => {
+                        state.stats.failures += 1;
+                        state.failed_through = target;
+                    }
                 }
+                let covered = state.waiting.iter().take_while(|(ticket, _)| *ticket <= target).count();
+                state.waiting.drain(..covered).map(|(_, slot)| slot).collect::<Vec<_>>()
+            };
+            // Waiters are woken outside the state lock, so they can take their next ticket at once.
+            let outcome = match &outcome {
+                Ok(_) => Outcome::Durable,
+                Err(error) => Outcome::Failed(error.to_string().into()),
+            };
+            for slot in settled {
+                slot.settle(outcome.clone());
             }
-            self.changed.notify_all();
         }
     }
 
@@ -119,32 +225,23 @@ impl GroupCommit {
 
     /// A ticket for everything applied so far. Take it after applying, before waiting; the
     /// writer stops counting as on its way in the same step, so the flusher need not wait for it.
-    pub(crate) fn ticket(&self, arrival: &Arrival<'_>) -> u64 {
+    pub(crate) fn ticket(&self, arrival: &Arrival<'_>) -> Ticket {
+        let slot = Arc::new(Slot::default());
         let mut state = self.lock();
         if arrival.counted.replace(false) {
             state.in_flight = state.in_flight.saturating_sub(1);
         }
-        state.issued += 1;
-        let ticket = state.issued;
-        self.changed.notify_all();
-        ticket
-    }
-
-    /// Blocks until the ticket's writes are durable, or their flush failed.
-    pub(crate) fn wait(&self, ticket: u64) -> Result<()> {
-        let mut state = self.lock();
-        loop {
-            if state.durable >= ticket {
-                return Ok(());
-            }
-            if state.failed_through >= ticket {
-                return Err(StorageError::Flush(state.failure.clone().unwrap_or_default()));
-            }
-            if state.stopped {
-                return Err(StorageError::ShuttingDown);
-            }
-            state = self.changed.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.stopped {
+            drop(state);
+            slot.settle(Outcome::Stopped);
+            return Ticket { slot };
         }
+        state.issued += 1;
+        let number = state.issued;
+        state.waiting.push_back((number, Arc::clone(&slot)));
+        // Only the flusher waits on this condition variable.
+        self.changed.notify_one();
+        Ticket { slot }
     }
 
     pub(crate) fn stats(&self) -> FlushStats {
@@ -173,7 +270,7 @@ impl Drop for Arrival<'_> {
         if self.counted.get() {
             let mut state = self.commits.lock();
             state.in_flight = state.in_flight.saturating_sub(1);
-            self.commits.changed.notify_all();
+            self.commits.changed.notify_one();
         }
     }
 }

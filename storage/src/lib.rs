@@ -23,7 +23,7 @@ use vouch_playbook::{Actor, Alert, Case, CaseId, CaseState, MovementKey, Timesta
 
 pub use audit::{AuditRecord, AuditReport};
 pub use group_commit::FlushStats;
-use group_commit::{Arrival, GroupCommit};
+use group_commit::{Arrival, GroupCommit, Ticket};
 
 /// Every stored value starts with this byte, so a later layout can be told apart and migrated.
 const SCHEMA_VERSION: u8 = 1;
@@ -132,6 +132,29 @@ pub struct OutboxEntry {
     pub payload: serde_json::Value,
 }
 
+/// A write applied to the store and waiting for the flush that makes it durable. Its value must
+/// not be acknowledged to anyone before [`Pending::wait`] (blocking) or [`Pending::durable`]
+/// (async) returns it.
+#[must_use = "a write is not durable until it is waited on"]
+pub struct Pending<T> {
+    value: T,
+    ticket: Ticket,
+}
+
+impl<T> Pending<T> {
+    /// Blocks the thread until the write is durable.
+    pub fn wait(self) -> Result<T> {
+        self.ticket.wait()?;
+        Ok(self.value)
+    }
+
+    /// Waits without blocking a thread until the write is durable.
+    pub async fn durable(self) -> Result<T> {
+        self.ticket.await?;
+        Ok(self.value)
+    }
+}
+
 pub struct Store {
     tree: sled::Db,
     /// Serializes writers: the case counter, the indexes and the audit chain need one order.
@@ -200,7 +223,13 @@ impl Store {
 
     /// Applies `batch` and waits until it is durable. Called with the writer lock held; the
     /// lock is released before waiting so other writers can join the same flush.
-    fn commit(&self, batch: sled::Batch, mut writer: Writer<'_>) -> Result<()> {
+    fn commit(&self, batch: sled::Batch, writer: Writer<'_>) -> Result<()> {
+        self.commit_pending(batch, writer)?.wait()
+    }
+
+    /// Applies `batch` and returns the ticket for the flush that will make it durable. The
+    /// writer lock is released on return.
+    fn commit_pending(&self, batch: sled::Batch, mut writer: Writer<'_>) -> Result<Ticket> {
         let applied = self.tree.apply_batch(batch);
         // The cached head moves only with a batch that was applied; a failed one leaves it.
         let pending = writer.pending_head.take();
@@ -208,14 +237,18 @@ impl Store {
         if pending.is_some() {
             writer.head = pending;
         }
-        let ticket = self.commits.ticket(&writer.arrival);
-        drop(writer);
-        self.commits.wait(ticket)
+        Ok(self.commits.ticket(&writer.arrival))
     }
 
     /// Records an alert: a duplicate of one already seen, a repeat folded into its open case, or
     /// a new case. Returns once the result is durable.
     pub fn ingest(&self, request: IngestRequest<'_>) -> Result<Ingested> {
+        self.begin_ingest(request)?.wait()
+    }
+
+    /// [`Store::ingest`] without waiting for the flush: the result may be acknowledged only
+    /// once the returned [`Pending`] is waited on or awaited.
+    pub fn begin_ingest(&self, request: IngestRequest<'_>) -> Result<Pending<Ingested>> {
         let mut writer = self.lock_writer();
         let alert = request.alert;
         let now = request.now;
@@ -224,7 +257,13 @@ impl Store {
             if let Some(value) = self.tree.get(&index_key)? {
                 let case_id = keys::decode_case_id(&value, "alert index")?;
                 let case = self.case_locked(case_id)?;
-                return Ok(Ingested { status: IngestStatus::Duplicate, case, effects: Vec::new() });
+                // A duplicate writes nothing, but what it saw must be durable before anyone is
+                // told about it: the first copy may still be waiting for its flush.
+                let ticket = self.commits.ticket(&writer.arrival);
+                return Ok(Pending {
+                    value: Ingested { status: IngestStatus::Duplicate, case, effects: Vec::new() },
+                    ticket,
+                });
             }
         }
         let grouping_key = keys::group(&alert.grouping_key().encode());
@@ -287,8 +326,8 @@ impl Store {
                 detail,
             },
         )?;
-        self.commit(batch, writer)?;
-        Ok(Ingested { status, case, effects })
+        let ticket = self.commit_pending(batch, writer)?;
+        Ok(Pending { value: Ingested { status, case, effects }, ticket })
     }
 
     /// Applies an event to a case through `decide` (the engine's `apply`) and records it in the
@@ -302,6 +341,19 @@ impl Store {
         now: Timestamp,
         decide: impl FnOnce(Case) -> (Case, Vec<Effect>),
     ) -> Result<Applied> {
+        self.begin_apply_event(case_id, kind, actor, detail, now, decide)?.wait()
+    }
+
+    /// [`Store::apply_event`] without waiting for the flush; see [`Pending`].
+    pub fn begin_apply_event(
+        &self,
+        case_id: CaseId,
+        kind: &str,
+        actor: Option<&Actor>,
+        detail: serde_json::Value,
+        now: Timestamp,
+        decide: impl FnOnce(Case) -> (Case, Vec<Effect>),
+    ) -> Result<Pending<Applied>> {
         let mut writer = self.lock_writer();
         let before = self.case_locked(case_id)?;
         let previous_deadline = before.next_deadline();
@@ -351,8 +403,8 @@ impl Store {
                 detail,
             },
         )?;
-        self.commit(batch, writer)?;
-        Ok(Applied { case, effects, record })
+        let ticket = self.commit_pending(batch, writer)?;
+        Ok(Pending { value: Applied { case, effects, record }, ticket })
     }
 
     /// Records something that concerns no single case (a refused click on a forged id, say).
@@ -364,6 +416,18 @@ impl Store {
         detail: serde_json::Value,
         now: Timestamp,
     ) -> Result<AuditRecord> {
+        self.begin_record(kind, case_id, actor, detail, now)?.wait()
+    }
+
+    /// [`Store::record`] without waiting for the flush; see [`Pending`].
+    pub fn begin_record(
+        &self,
+        kind: &str,
+        case_id: Option<CaseId>,
+        actor: Option<&Actor>,
+        detail: serde_json::Value,
+        now: Timestamp,
+    ) -> Result<Pending<AuditRecord>> {
         let mut writer = self.lock_writer();
         let mut batch = sled::Batch::default();
         let record = self.append_audit(
@@ -371,8 +435,8 @@ impl Store {
             &mut batch,
             audit::NewRecord { at: now, case_id, kind, actor, playbook_version: None, detail },
         )?;
-        self.commit(batch, writer)?;
-        Ok(record)
+        let ticket = self.commit_pending(batch, writer)?;
+        Ok(Pending { value: record, ticket })
     }
 
     fn append_audit(
@@ -432,9 +496,16 @@ impl Store {
 
     /// Marks an effect done. Durable when this returns, so it is not carried out again.
     pub fn complete_effect(&self, seq: u64) -> Result<()> {
+        self.complete_effects(&[seq])
+    }
+
+    /// Marks several effects done in one write.
+    pub fn complete_effects(&self, seqs: &[u64]) -> Result<()> {
         let writer = self.lock_writer();
         let mut batch = sled::Batch::default();
-        batch.remove(keys::effect(seq));
+        for seq in seqs {
+            batch.remove(keys::effect(*seq));
+        }
         self.commit(batch, writer)
     }
 

@@ -129,12 +129,14 @@ impl Handler {
             CaseEvent::Confirm { verdict, .. } => Some(*verdict),
             _ => None,
         };
-        let kind = kind.to_string();
-        let actor = actor.clone();
-        let applied = self
-            .blocking(move |service| service.apply(case_id, &kind, &actor, detail, event, service.clock.now()))
-            .await;
-        let Some(applied) = applied else { return Outcome::Failed };
+        let applied = match self.service.apply_durably(case_id, kind, actor, detail, event, self.service.clock.now()).await
+        {
+            Ok(applied) => applied,
+            Err(error) => {
+                tracing::error!(error = %error, case_id = %case_id, "the store refused a click");
+                return Outcome::Failed;
+            }
+        };
         if let Some(reason) = applied.effects.iter().find_map(|effect| match effect {
             Effect::Refused { reason } => Some(reason.clone()),
             _ => None,
@@ -228,7 +230,12 @@ impl Handler {
             Outcome::Failed => ephemeral("Vouch could not record this click; please try again."),
             Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
             Outcome::Applied { case, verdict } => {
-                let card = self.blocking(move |service| service.store.card(case_id)).await.flatten();
+                // A point read that sled answers from its cache; not worth a hop to a blocking thread
+                // while the interaction's three seconds run.
+                let card = self.service.store.card(case_id).unwrap_or_else(|error| {
+                    tracing::warn!(error = %error, case_id = %case_id, "cannot read where the card is");
+                    None
+                });
                 let on_card = card.is_some_and(|card| card.message_id.get() == component.message.id.get());
                 if on_card {
                     let playbook = &self.service.playbook;
