@@ -26,7 +26,10 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = respond(&inner, &method, &uri, &headers, &body);
+    // Timings (an interaction's answer) are taken when the request arrives, before the
+    // simulator's own checks of the body, so a bigger body is not charged for our validation.
+    let received_at = Instant::now();
+    let response = respond(&inner, &method, &uri, &headers, &body, received_at);
     inner.changed.notify_waiters();
     response
 }
@@ -35,7 +38,14 @@ fn json_response(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn respond(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
+fn respond(
+    inner: &Inner,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    received_at: Instant,
+) -> Response {
     let Some(path) = uri.path().strip_prefix("/api/v10") else {
         return json_response(StatusCode::NOT_FOUND, json!({"message": "404: Not Found", "code": 0}));
     };
@@ -77,7 +87,7 @@ fn respond(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body:
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         json_response(status, json!({"message": "injected failure", "code": 0}))
     } else {
-        route(inner, &mut world, method, &segments, parsed.as_ref())
+        route(inner, &mut world, method, &segments, parsed.as_ref(), received_at)
     };
     let retry_after = response
         .headers()
@@ -138,7 +148,14 @@ fn not_found(world: &mut World, method: &Method, segments: &[&str]) -> Response 
     json_response(StatusCode::NOT_FOUND, json!({"message": "Unknown", "code": 10003}))
 }
 
-fn route(inner: &Inner, world: &mut World, method: &Method, segments: &[&str], body: Option<&Value>) -> Response {
+fn route(
+    inner: &Inner,
+    world: &mut World,
+    method: &Method,
+    segments: &[&str],
+    body: Option<&Value>,
+    received_at: Instant,
+) -> Response {
     let empty = json!({});
     let body = body.unwrap_or(&empty);
     match (method.as_str(), segments) {
@@ -250,7 +267,7 @@ fn route(inner: &Inner, world: &mut World, method: &Method, segments: &[&str], b
             }
             apply_callback(world, &record, body);
             if let Some(stored) = world.interactions.get_mut(&interaction_id) {
-                stored.response = Some((body.clone(), Instant::now()));
+                stored.response = Some((body.clone(), received_at));
             }
             StatusCode::NO_CONTENT.into_response()
         }
