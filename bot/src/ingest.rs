@@ -91,11 +91,17 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count_refusals));
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/metrics", get(metrics))
-        .merge(authenticated)
-        .with_state(state)
+    Router::new().route("/healthz", get(health)).route("/metrics", get(metrics)).merge(authenticated).with_state(state)
+}
+
+/// Healthy unless the store has failed and is not reopened yet (a full disk, say): then 503, so
+/// a supervisor or load balancer sees what the senders of alerts see.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    if state.service.store.is_failed() {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "store_failed"}))).into_response()
+    } else {
+        Json(json!({"status": "ok", "store_reopened": state.service.store.reopen_count()})).into_response()
+    }
 }
 
 async fn require_bearer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -193,8 +199,7 @@ async fn accept_alert(
     let alert = normalize(&payload, format, now)
         .map_err(|problems| ApiError::BadRequest("the alert has problems".to_string(), problems))?;
     let format_id = alert.format.id();
-    let ingested =
-        state.service.ingest_durably(alert, now).await.map_err(|error| store_unavailable(state, &error))?;
+    let ingested = state.service.ingest_durably(alert, now).await.map_err(|error| store_unavailable(state, &error))?;
     let status = serde_json::to_value(ingested.status).unwrap_or(Value::Null);
     state.metrics.alert_accepted(format_id, status.as_str().unwrap_or("unknown"));
     tracing::info!(case_id = %ingested.case.id, status = %status, format = format_id, "alert accepted");

@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
@@ -139,12 +140,19 @@ pub(crate) struct GroupCommit {
     state: Mutex<State>,
     changed: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Shared with the store, which reopens sled after a failure.
+    failed: Arc<AtomicBool>,
 }
 
 impl GroupCommit {
-    pub(crate) fn start(db: sled::Db) -> Arc<GroupCommit> {
-        let commits =
-            Arc::new(GroupCommit { state: Mutex::default(), changed: Condvar::new(), thread: Mutex::new(None) });
+    /// Starts the flusher for `db`; a failed flush sets `failed`.
+    pub(crate) fn start(db: sled::Db, failed: Arc<AtomicBool>) -> Arc<GroupCommit> {
+        let commits = Arc::new(GroupCommit {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            thread: Mutex::new(None),
+            failed,
+        });
         let worker = Arc::clone(&commits);
         let handle = std::thread::Builder::new()
             .name("vouch-store-flush".to_string())
@@ -196,11 +204,13 @@ impl GroupCommit {
                 state.stats.flushes += 1;
                 state.stats.total_micros += micros;
                 state.stats.max_micros = state.stats.max_micros.max(micros);
-                match outcome {
+                match &outcome {
                     Ok(_) => state.durable = target,
-                    Err(_) => {
+                    Err(error) => {
+                        tracing::error!(error = %error, "a flush of the store failed");
                         state.stats.failures += 1;
                         state.failed_through = target;
+                        self.failed.store(true, Ordering::Release);
                     }
                 }
                 let covered = state.waiting.iter().take_while(|(ticket, _)| *ticket <= target).count();

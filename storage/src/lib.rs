@@ -13,8 +13,10 @@ mod group_commit;
 mod keys;
 
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use vouch_playbook::engine::{ConfirmVerdict, Effect};
@@ -50,6 +52,29 @@ pub enum StorageError {
     NoSuchCase(CaseId),
     #[error("the store is shutting down")]
     ShuttingDown,
+    #[error("the store failed and is not reopened yet")]
+    Unavailable,
+}
+
+impl StorageError {
+    /// Whether the error came from the disk (full, failing, gone) rather than from the data.
+    fn is_io_failure(&self) -> bool {
+        matches!(self, StorageError::Sled(sled::Error::Io(_)) | StorageError::Flush(_))
+    }
+}
+
+/// Writes the store's public methods that run on the current sled instance: each takes it
+/// (reopening a failed one when due) and notes an I/O failure in the result.
+macro_rules! through_the_current_generation {
+    ($($(#[$doc:meta])* pub fn $name:ident(&self $(, $argument:ident: $type:ty)* $(,)?) -> $output:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&self $(, $argument: $type)*) -> $output {
+                let generation = self.generation()?;
+                self.watch(generation.$name($($argument),*))
+            }
+        )*
+    };
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -161,7 +186,29 @@ impl<T> Pending<T> {
     }
 }
 
+/// How often a failed store may be reopened: often enough to come back soon after the disk has
+/// room again, rarely enough not to spend the machine on a disk that stays full.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The durable store. After an I/O failure (a full disk, say) sled refuses every later call, so
+/// the store drops that sled instance and opens the files again, at most once per
+/// [`REOPEN_INTERVAL`], on the next call; until then calls fail with [`StorageError::Unavailable`].
+/// sled recovers from its log as after a crash: everything made durable before the failure is
+/// there, and nothing that failed was acknowledged.
 pub struct Store {
+    path: PathBuf,
+    options: StoreOptions,
+    /// The sled instance in use; `None` between dropping a failed one and opening the next.
+    current: RwLock<Option<Arc<Generation>>>,
+    /// Set by any I/O failure, including one met by the flusher thread.
+    failed: Arc<AtomicBool>,
+    /// When the last reopening was tried; also keeps two callers from reopening at once.
+    last_reopen: Mutex<Option<Instant>>,
+    reopened: AtomicU64,
+}
+
+/// One sled instance and everything tied to it.
+struct Generation {
     tree: sled::Db,
     /// Serializes writers: the case counter, the indexes and the audit chain need one order.
     writer: Mutex<WriterState>,
@@ -171,6 +218,172 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `path`. Only one process may have it open.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Store> {
+        let failed = Arc::new(AtomicBool::new(false));
+        // A store closed a moment ago in this same process may still hold sled's lock briefly.
+        let generation = Generation::open(path, options, Duration::from_secs(2), &failed)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            options: options.clone(),
+            current: RwLock::new(Some(Arc::new(generation))),
+            failed,
+            last_reopen: Mutex::new(None),
+            reopened: AtomicU64::new(0),
+        })
+    }
+
+    /// How many times the store was reopened after a failure.
+    pub fn reopen_count(&self) -> u64 {
+        self.reopened.load(Ordering::Relaxed)
+    }
+
+    /// Whether the store met an I/O failure it has not yet recovered from.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn generation(&self) -> Result<Arc<Generation>> {
+        if self.failed.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone().ok_or(StorageError::Unavailable)
+    }
+
+    /// Notes an I/O failure so that the next call reopens the store.
+    fn watch<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result {
+            if error.is_io_failure() && !self.failed.swap(true, Ordering::AcqRel) {
+                tracing::error!(error = %error, path = %self.path.display(), "the store failed; it will be reopened");
+            }
+        }
+        result
+    }
+
+    fn reopen(&self) -> Result<()> {
+        let mut last_reopen = match self.last_reopen.try_lock() {
+            Ok(guard) => guard,
+            // Someone else is reopening it right now.
+            Err(_) => return Err(StorageError::Unavailable),
+        };
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if last_reopen.is_some_and(|at| at.elapsed() < REOPEN_INTERVAL) {
+            return Err(StorageError::Unavailable);
+        }
+        *last_reopen = Some(Instant::now());
+        // Let go of the failed instance first: sled holds its files' lock until the last handle
+        // (ours, and those of calls still finishing) is dropped.
+        let failed_generation = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        drop(failed_generation);
+        let generation = Generation::open(&self.path, &self.options, Duration::ZERO, &self.failed)
+            .inspect_err(|error| tracing::warn!(error = %error, "the store cannot be reopened yet"))?;
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(generation));
+        self.failed.store(false, Ordering::Release);
+        self.reopened.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(path = %self.path.display(), "the store was reopened after a failure");
+        Ok(())
+    }
+
+    /// Records an alert: a duplicate of one already seen, a repeat folded into its open case, or
+    /// a new case. Returns once the result is durable.
+    pub fn ingest(&self, request: IngestRequest<'_>) -> Result<Ingested> {
+        self.begin_ingest(request)?.wait()
+    }
+
+    /// Applies an event to a case through `decide` (the engine's `apply`) and records it in the
+    /// audit log, refusals included. Returns once durable.
+    pub fn apply_event(
+        &self,
+        case_id: CaseId,
+        kind: &str,
+        actor: Option<&Actor>,
+        detail: serde_json::Value,
+        now: Timestamp,
+        decide: impl FnOnce(Case) -> (Case, Vec<Effect>),
+    ) -> Result<Applied> {
+        self.begin_apply_event(case_id, kind, actor, detail, now, decide)?.wait()
+    }
+
+    /// Records something that concerns no single case (a refused click on a forged id, say).
+    pub fn record(
+        &self,
+        kind: &str,
+        case_id: Option<CaseId>,
+        actor: Option<&Actor>,
+        detail: serde_json::Value,
+        now: Timestamp,
+    ) -> Result<AuditRecord> {
+        self.begin_record(kind, case_id, actor, detail, now)?.wait()
+    }
+
+    /// Every audit record in chain order.
+    pub fn audit_records(&self) -> Box<dyn Iterator<Item = Result<AuditRecord>>> {
+        match self.generation() {
+            Ok(generation) => Box::new(generation.audit_records()),
+            Err(error) => Box::new(std::iter::once(Err(error))),
+        }
+    }
+
+    through_the_current_generation! {
+        /// [`Store::ingest`] without waiting for the flush: the result may be acknowledged only
+        /// once the returned [`Pending`] is waited on or awaited.
+        pub fn begin_ingest(&self, request: IngestRequest<'_>) -> Result<Pending<Ingested>>;
+        /// [`Store::apply_event`] without waiting for the flush; see [`Pending`].
+        pub fn begin_apply_event(&self, case_id: CaseId, kind: &str, actor: Option<&Actor>, detail: serde_json::Value, now: Timestamp, decide: impl FnOnce(Case) -> (Case, Vec<Effect>)) -> Result<Pending<Applied>>;
+        /// [`Store::record`] without waiting for the flush; see [`Pending`].
+        pub fn begin_record(&self, kind: &str, case_id: Option<CaseId>, actor: Option<&Actor>, detail: serde_json::Value, now: Timestamp) -> Result<Pending<AuditRecord>>;
+        /// Effects not yet carried out, oldest first.
+        pub fn pending_effects(&self, limit: usize) -> Result<Vec<PendingEffect>>;
+        /// Marks an effect done. Durable when this returns, so it is not carried out again.
+        pub fn complete_effect(&self, seq: u64) -> Result<()>;
+        /// Marks several effects done in one write.
+        pub fn complete_effects(&self, seqs: &[u64]) -> Result<()>;
+        /// Cases whose stored deadline (reminder or page) is at or before `now`, soonest first.
+        pub fn due_cases(&self, now: Timestamp) -> Result<Vec<CaseId>>;
+        /// A named point in time kept across restarts.
+        pub fn marker(&self, name: &str) -> Result<Option<Timestamp>>;
+        pub fn set_marker(&self, name: &str, at: Timestamp) -> Result<()>;
+        /// Records where a case's card was posted.
+        pub fn set_card(&self, case_id: CaseId, card: &CardRef) -> Result<()>;
+        pub fn card(&self, case_id: CaseId) -> Result<Option<CardRef>>;
+        pub fn case(&self, case_id: CaseId) -> Result<Case>;
+        /// Every case, oldest first, optionally only those in the given states.
+        pub fn cases(&self, states: Option<&[CaseState]>) -> Result<Vec<Case>>;
+        /// How many cases are in each state.
+        pub fn case_counts(&self) -> Result<Vec<(CaseState, u64)>>;
+        /// The audit trail of one case, in order.
+        pub fn case_audit(&self, case_id: CaseId) -> Result<Vec<AuditRecord>>;
+        /// Checks the whole audit chain against the head stored beside it.
+        pub fn verify_audit(&self) -> Result<AuditReport>;
+        /// How often this movement was seen and vouched for.
+        pub fn history(&self, movement: &MovementKey, now: Timestamp) -> Result<History>;
+        /// Adds an outbound call to the outbox; it is durable when this returns.
+        pub fn enqueue_outbox(&self, entry: &OutboxEntry, now: Timestamp) -> Result<bool>;
+        pub fn outbox(&self) -> Result<Vec<OutboxEntry>>;
+        /// Updates an outbox entry after an attempt, or removes it when `done`, with an audit record.
+        pub fn settle_outbox(&self, entry: &OutboxEntry, done: bool, detail: serde_json::Value, now: Timestamp) -> Result<()>;
+        /// Flushes everything and stops the flusher. Called on shutdown; dropping does the same.
+        pub fn close(&self) -> Result<()>;
+        pub fn size_on_disk(&self) -> Result<u64>;
+    }
+
+    pub fn flush_stats(&self) -> FlushStats {
+        self.generation().map(|generation| generation.flush_stats()).unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    fn tree(&self) -> sled::Db {
+        self.generation().expect("the store is open").tree.clone()
+    }
+}
+
+impl Generation {
+    fn open(
+        path: &Path,
+        options: &StoreOptions,
+        wait_for_lock: Duration,
+        failed: &Arc<AtomicBool>,
+    ) -> Result<Generation> {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
@@ -180,23 +393,22 @@ impl Store {
         // sled releases its file lock from deferred (epoch-based) cleanup, so a store closed a
         // moment ago in this same process can still hold it briefly. Another process holding it
         // does not let go, and after the grace period the error is reported as it is.
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let tree = loop {
             match config.open() {
                 Ok(tree) => break tree,
                 Err(sled::Error::Io(error))
-                    if error.to_string().contains("could not acquire lock")
-                        && started.elapsed() < std::time::Duration::from_secs(2) =>
+                    if error.to_string().contains("could not acquire lock") && started.elapsed() < wait_for_lock =>
                 {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(source) => return Err(StorageError::Open { path: path.display().to_string(), source }),
             }
         };
-        let commits = GroupCommit::start(tree.clone());
-        let store = Store { tree, writer: Mutex::new(WriterState::default()), commits };
-        store.check_schema()?;
-        Ok(store)
+        let commits = GroupCommit::start(tree.clone(), Arc::clone(failed));
+        let generation = Generation { tree, writer: Mutex::new(WriterState::default()), commits };
+        generation.check_schema()?;
+        Ok(generation)
     }
 
     fn check_schema(&self) -> Result<()> {
@@ -246,15 +458,7 @@ impl Store {
         Ok(self.commits.ticket(&writer.arrival))
     }
 
-    /// Records an alert: a duplicate of one already seen, a repeat folded into its open case, or
-    /// a new case. Returns once the result is durable.
-    pub fn ingest(&self, request: IngestRequest<'_>) -> Result<Ingested> {
-        self.begin_ingest(request)?.wait()
-    }
-
-    /// [`Store::ingest`] without waiting for the flush: the result may be acknowledged only
-    /// once the returned [`Pending`] is waited on or awaited.
-    pub fn begin_ingest(&self, request: IngestRequest<'_>) -> Result<Pending<Ingested>> {
+    fn begin_ingest(&self, request: IngestRequest<'_>) -> Result<Pending<Ingested>> {
         let mut writer = self.lock_writer();
         let alert = request.alert;
         let now = request.now;
@@ -336,22 +540,7 @@ impl Store {
         Ok(Pending { value: Ingested { status, case, effects }, ticket })
     }
 
-    /// Applies an event to a case through `decide` (the engine's `apply`) and records it in the
-    /// audit log, refusals included. Returns once durable.
-    pub fn apply_event(
-        &self,
-        case_id: CaseId,
-        kind: &str,
-        actor: Option<&Actor>,
-        detail: serde_json::Value,
-        now: Timestamp,
-        decide: impl FnOnce(Case) -> (Case, Vec<Effect>),
-    ) -> Result<Applied> {
-        self.begin_apply_event(case_id, kind, actor, detail, now, decide)?.wait()
-    }
-
-    /// [`Store::apply_event`] without waiting for the flush; see [`Pending`].
-    pub fn begin_apply_event(
+    fn begin_apply_event(
         &self,
         case_id: CaseId,
         kind: &str,
@@ -413,20 +602,7 @@ impl Store {
         Ok(Pending { value: Applied { case, effects, record }, ticket })
     }
 
-    /// Records something that concerns no single case (a refused click on a forged id, say).
-    pub fn record(
-        &self,
-        kind: &str,
-        case_id: Option<CaseId>,
-        actor: Option<&Actor>,
-        detail: serde_json::Value,
-        now: Timestamp,
-    ) -> Result<AuditRecord> {
-        self.begin_record(kind, case_id, actor, detail, now)?.wait()
-    }
-
-    /// [`Store::record`] without waiting for the flush; see [`Pending`].
-    pub fn begin_record(
+    fn begin_record(
         &self,
         kind: &str,
         case_id: Option<CaseId>,
@@ -486,8 +662,7 @@ impl Store {
         Ok(())
     }
 
-    /// Effects not yet carried out, oldest first.
-    pub fn pending_effects(&self, limit: usize) -> Result<Vec<PendingEffect>> {
+    fn pending_effects(&self, limit: usize) -> Result<Vec<PendingEffect>> {
         self.tree
             .scan_prefix(keys::EFFECT_PREFIX)
             .take(limit)
@@ -500,13 +675,11 @@ impl Store {
             .collect()
     }
 
-    /// Marks an effect done. Durable when this returns, so it is not carried out again.
-    pub fn complete_effect(&self, seq: u64) -> Result<()> {
+    fn complete_effect(&self, seq: u64) -> Result<()> {
         self.complete_effects(&[seq])
     }
 
-    /// Marks several effects done in one write.
-    pub fn complete_effects(&self, seqs: &[u64]) -> Result<()> {
+    fn complete_effects(&self, seqs: &[u64]) -> Result<()> {
         let writer = self.lock_writer();
         let mut batch = sled::Batch::default();
         for seq in seqs {
@@ -515,8 +688,7 @@ impl Store {
         self.commit(batch, writer)
     }
 
-    /// Cases whose stored deadline (reminder or page) is at or before `now`, soonest first.
-    pub fn due_cases(&self, now: Timestamp) -> Result<Vec<CaseId>> {
+    fn due_cases(&self, now: Timestamp) -> Result<Vec<CaseId>> {
         let mut due = Vec::new();
         for entry in self.tree.scan_prefix(keys::DEADLINE_PREFIX) {
             let (key, _) = entry?;
@@ -529,30 +701,28 @@ impl Store {
         Ok(due)
     }
 
-    /// A named point in time kept across restarts.
-    pub fn marker(&self, name: &str) -> Result<Option<Timestamp>> {
+    fn marker(&self, name: &str) -> Result<Option<Timestamp>> {
         match self.tree.get(keys::marker(name))? {
             Some(value) => Ok(Some(Timestamp::from_unix_millis(keys::decode_u64(&value, "marker")? as i64))),
             None => Ok(None),
         }
     }
 
-    pub fn set_marker(&self, name: &str, at: Timestamp) -> Result<()> {
+    fn set_marker(&self, name: &str, at: Timestamp) -> Result<()> {
         let writer = self.lock_writer();
         let mut batch = sled::Batch::default();
         batch.insert(keys::marker(name), &(at.unix_millis().max(0) as u64).to_be_bytes());
         self.commit(batch, writer)
     }
 
-    /// Records where a case's card was posted.
-    pub fn set_card(&self, case_id: CaseId, card: &CardRef) -> Result<()> {
+    fn set_card(&self, case_id: CaseId, card: &CardRef) -> Result<()> {
         let writer = self.lock_writer();
         let mut batch = sled::Batch::default();
         batch.insert(keys::card(case_id), encode(card));
         self.commit(batch, writer)
     }
 
-    pub fn card(&self, case_id: CaseId) -> Result<Option<CardRef>> {
+    fn card(&self, case_id: CaseId) -> Result<Option<CardRef>> {
         match self.tree.get(keys::card(case_id))? {
             Some(value) => Ok(Some(decode(&value, "card")?)),
             None => Ok(None),
@@ -566,12 +736,11 @@ impl Store {
         }
     }
 
-    pub fn case(&self, case_id: CaseId) -> Result<Case> {
+    fn case(&self, case_id: CaseId) -> Result<Case> {
         self.case_locked(case_id)
     }
 
-    /// Every case, oldest first, optionally only those in the given states.
-    pub fn cases(&self, states: Option<&[CaseState]>) -> Result<Vec<Case>> {
+    fn cases(&self, states: Option<&[CaseState]>) -> Result<Vec<Case>> {
         let mut cases = Vec::new();
         for entry in self.tree.scan_prefix(keys::CASE_PREFIX) {
             let (_, value) = entry?;
@@ -583,8 +752,7 @@ impl Store {
         Ok(cases)
     }
 
-    /// How many cases are in each state.
-    pub fn case_counts(&self) -> Result<Vec<(CaseState, u64)>> {
+    fn case_counts(&self) -> Result<Vec<(CaseState, u64)>> {
         let mut counts: Vec<(CaseState, u64)> = CaseState::ALL.iter().map(|state| (*state, 0)).collect();
         for case in self.cases(None)? {
             if let Some(entry) = counts.iter_mut().find(|(state, _)| *state == case.state) {
@@ -594,8 +762,7 @@ impl Store {
         Ok(counts)
     }
 
-    /// The audit trail of one case, in order.
-    pub fn case_audit(&self, case_id: CaseId) -> Result<Vec<AuditRecord>> {
+    fn case_audit(&self, case_id: CaseId) -> Result<Vec<AuditRecord>> {
         let mut records = Vec::new();
         for entry in self.tree.scan_prefix(keys::case_audit_prefix(case_id)) {
             let (key, _) = entry?;
@@ -607,16 +774,14 @@ impl Store {
         Ok(records)
     }
 
-    /// Every audit record in chain order.
-    pub fn audit_records(&self) -> impl Iterator<Item = Result<AuditRecord>> + '_ {
+    fn audit_records(&self) -> impl Iterator<Item = Result<AuditRecord>> + 'static {
         self.tree.scan_prefix(keys::AUDIT_PREFIX).map(|entry| {
             let (_, value) = entry?;
             decode(&value, "audit record")
         })
     }
 
-    /// Checks the whole audit chain against the head stored beside it.
-    pub fn verify_audit(&self) -> Result<AuditReport> {
+    fn verify_audit(&self) -> Result<AuditReport> {
         let head: Option<audit::Head> = match self.tree.get(keys::META_AUDIT_HEAD)? {
             Some(value) => Some(decode(&value, "audit head")?),
             None => None,
@@ -654,8 +819,7 @@ impl Store {
         Ok(report)
     }
 
-    /// How often this movement was seen and vouched for.
-    pub fn history(&self, movement: &MovementKey, now: Timestamp) -> Result<History> {
+    fn history(&self, movement: &MovementKey, now: Timestamp) -> Result<History> {
         self.history_of(movement, now)
     }
 
@@ -704,8 +868,7 @@ impl Store {
         batch.insert(keys::history(&movement.encode()), encode(&history));
     }
 
-    /// Adds an outbound call to the outbox; it is durable when this returns.
-    pub fn enqueue_outbox(&self, entry: &OutboxEntry, now: Timestamp) -> Result<bool> {
+    fn enqueue_outbox(&self, entry: &OutboxEntry, now: Timestamp) -> Result<bool> {
         let mut writer = self.lock_writer();
         if self.tree.get(keys::outbox(&entry.id))?.is_some() {
             return Ok(false);
@@ -728,7 +891,7 @@ impl Store {
         Ok(true)
     }
 
-    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+    fn outbox(&self) -> Result<Vec<OutboxEntry>> {
         self.tree
             .scan_prefix(keys::OUTBOX_PREFIX)
             .map(|entry| {
@@ -738,14 +901,7 @@ impl Store {
             .collect()
     }
 
-    /// Updates an outbox entry after an attempt, or removes it when `done`, with an audit record.
-    pub fn settle_outbox(
-        &self,
-        entry: &OutboxEntry,
-        done: bool,
-        detail: serde_json::Value,
-        now: Timestamp,
-    ) -> Result<()> {
+    fn settle_outbox(&self, entry: &OutboxEntry, done: bool, detail: serde_json::Value, now: Timestamp) -> Result<()> {
         let mut writer = self.lock_writer();
         let mut batch = sled::Batch::default();
         if done {
@@ -769,22 +925,21 @@ impl Store {
         self.commit(batch, writer)
     }
 
-    pub fn flush_stats(&self) -> FlushStats {
+    fn flush_stats(&self) -> FlushStats {
         self.commits.stats()
     }
 
-    /// Flushes everything and stops the flusher. Called on shutdown; dropping does the same.
-    pub fn close(&self) -> Result<()> {
+    fn close(&self) -> Result<()> {
         self.commits.stop();
         self.tree.flush().map(|_| ()).map_err(StorageError::from)
     }
 
-    pub fn size_on_disk(&self) -> Result<u64> {
+    fn size_on_disk(&self) -> Result<u64> {
         Ok(self.tree.size_on_disk()?)
     }
 }
 
-impl Drop for Store {
+impl Drop for Generation {
     fn drop(&mut self) {
         self.commits.stop();
         if let Err(error) = self.tree.flush() {

@@ -165,9 +165,9 @@ fn concurrent_writers_share_flushes_and_keep_one_chain() {
 fn rewrite_record(store: &Store, seq: u64, change: impl FnOnce(&mut AuditRecord)) {
     let key = keys::audit(seq);
     let mut record: AuditRecord =
-        decode(&store.tree.get(&key).expect("read").expect("present"), "record").expect("decodes");
+        decode(&store.tree().get(&key).expect("read").expect("present"), "record").expect("decodes");
     change(&mut record);
-    store.tree.insert(key, encode(&record)).expect("write");
+    store.tree().insert(key, encode(&record)).expect("write");
 }
 
 #[test]
@@ -193,36 +193,36 @@ fn tampering_with_the_audit_chain_is_detected() {
         (
             "removed",
             |store| {
-                store.tree.remove(keys::audit(2)).expect("remove");
+                store.tree().remove(keys::audit(2)).expect("remove");
             },
             "removed, inserted or reordered",
         ),
         (
             "removed newest",
             |store| {
-                store.tree.remove(keys::audit(4)).expect("remove");
+                store.tree().remove(keys::audit(4)).expect("remove");
             },
             "head says #4",
         ),
         (
             "reordered",
             |store| {
-                let second = store.tree.get(keys::audit(2)).expect("read").expect("present");
-                let third = store.tree.get(keys::audit(3)).expect("read").expect("present");
-                store.tree.insert(keys::audit(2), third).expect("write");
-                store.tree.insert(keys::audit(3), second).expect("write");
+                let second = store.tree().get(keys::audit(2)).expect("read").expect("present");
+                let third = store.tree().get(keys::audit(3)).expect("read").expect("present");
+                store.tree().insert(keys::audit(2), third).expect("write");
+                store.tree().insert(keys::audit(3), second).expect("write");
             },
             "stored under #2 says it is #3",
         ),
         (
             "inserted",
             |store| {
-                let head = store.tree.get(keys::audit(4)).expect("read").expect("present");
+                let head = store.tree().get(keys::audit(4)).expect("read").expect("present");
                 let mut record: AuditRecord = decode(&head, "record").expect("decodes");
                 record.seq = 5;
                 record.prev_hash = record.hash.clone();
                 record.hash = record.compute_hash();
-                store.tree.insert(keys::audit(5), encode(&record)).expect("write");
+                store.tree().insert(keys::audit(5), encode(&record)).expect("write");
             },
             "chain ends at #5 but the store's head says #4",
         ),

@@ -222,7 +222,7 @@ async fn acknowledged_clicks_survive_sigkill_and_cards_are_never_doubled() {
 /// A full disk: writes fail, the ingest answers 503 (never a 202 it cannot keep), and after a
 /// restart with room again every acknowledged alert is there and the chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_answers_503_and_loses_nothing_acknowledged() {
+async fn a_full_disk_answers_503_recovers_without_a_restart_and_loses_nothing_acknowledged() {
     use std::os::unix::process::CommandExt;
     let workspace = Workspace::new("");
     let config = workspace.config();
@@ -261,14 +261,47 @@ async fn a_full_disk_answers_503_and_loses_nothing_acknowledged() {
     assert!(!acknowledged.is_empty());
     eprintln!("full disk: {} alerts acknowledged, then 503", acknowledged.len());
     assert!(vouch.log().contains("the store refused a write"), "the failure is logged:\n{}", vouch.log());
+    let (status, health) = get_json(&vouch.base, "/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (503, Some("store_failed")), "health shows the failure");
+
+    // Make room: lift the running process's file-size limit. Vouch reopens its store by itself
+    // and takes alerts again, without a restart.
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: prlimit on our own child process, with a valid limit and no old-limit pointer.
+    let lifted =
+        unsafe { libc::prlimit(vouch.pid() as libc::pid_t, libc::RLIMIT_FSIZE, &unlimited, std::ptr::null_mut()) };
+    assert_eq!(lifted, 0, "cannot lift the limit: {}", std::io::Error::last_os_error());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut attempt = 0;
+    let recovered_case = loop {
+        attempt += 1;
+        let alert = native_alert(&format!("after-room-{attempt}"), "WS-17", "SRV-ROOM", "alice");
+        let (status, body) = post_alert(&vouch.base, &alert).await;
+        match status {
+            202 => break body["case_id"].as_str().expect("id").to_string(),
+            503 if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => panic!("with room again Vouch must take alerts, got {other}: {body}\n{}", vouch.log()),
+        }
+    };
+    assert!(vouch.log().contains("the store was reopened after a failure"), "{}", vouch.log());
+    let (status, health) = get_json(&vouch.base, "/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    for case_id in acknowledged.iter().chain([&recovered_case]) {
+        let (status, _) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+        assert_eq!(status, 200, "{case_id} was acknowledged; the reopened store has it");
+    }
+
+    // And everything acknowledged, before and after, survives a hard kill.
     vouch.kill_hard();
     let vouch = workspace.start();
-    for case_id in &acknowledged {
+    for case_id in acknowledged.iter().chain([&recovered_case]) {
         let (status, _) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
-        assert_eq!(status, 200, "{case_id} was acknowledged before the disk filled");
+        assert_eq!(status, 200, "{case_id} was acknowledged");
     }
     let (status, _) = post_alert(&vouch.base, &native_alert("after-full", "WS-17", "SRV-X", "alice")).await;
-    assert_eq!(status, 202, "with room again, Vouch takes alerts");
+    assert_eq!(status, 202, "after a restart, Vouch takes alerts");
     assert_eq!(vouch.terminate(), 0);
     let (code, stdout, stderr) =
         workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);

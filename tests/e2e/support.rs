@@ -206,6 +206,10 @@ pub struct Running {
 }
 
 impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill_hard(mut self) {
         // SIGKILL: no destructor, no flush, no goodbye.
         self.child.kill().expect("kill");

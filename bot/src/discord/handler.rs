@@ -129,14 +129,14 @@ impl Handler {
             CaseEvent::Confirm { verdict, .. } => Some(*verdict),
             _ => None,
         };
-        let applied = match self.service.apply_durably(case_id, kind, actor, detail, event, self.service.clock.now()).await
-        {
-            Ok(applied) => applied,
-            Err(error) => {
-                tracing::error!(error = %error, case_id = %case_id, "the store refused a click");
-                return Outcome::Failed;
-            }
-        };
+        let applied =
+            match self.service.apply_durably(case_id, kind, actor, detail, event, self.service.clock.now()).await {
+                Ok(applied) => applied,
+                Err(error) => {
+                    tracing::error!(error = %error, case_id = %case_id, "the store refused a click");
+                    return Outcome::Failed;
+                }
+            };
         if let Some(reason) = applied.effects.iter().find_map(|effect| match effect {
             Effect::Refused { reason } => Some(reason.clone()),
             _ => None,

@@ -283,8 +283,7 @@ async fn bench_ingest() {
     for senders in [1usize, 8, 64].into_iter().filter(|senders| only.is_none_or(|only| only == *senders)) {
         let count = if senders == 1 { 1000 } else { 4000 };
         let records = Arc::clone(&alert_only);
-        let baseline =
-            tokio::task::spawn_blocking(move || raw_sled(senders, count, &records)).await.expect("baseline");
+        let baseline = tokio::task::spawn_blocking(move || raw_sled(senders, count, &records)).await.expect("baseline");
         let records = Arc::clone(&vouch_records);
         let same_records =
             tokio::task::spawn_blocking(move || raw_sled(senders, count, &records)).await.expect("baseline");
