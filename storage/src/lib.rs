@@ -71,7 +71,7 @@ macro_rules! through_the_current_generation {
             $(#[$doc])*
             pub fn $name(&self $(, $argument: $type)*) -> $output {
                 let generation = self.generation()?;
-                self.watch(generation.$name($($argument),*))
+                self.watch(&generation, generation.$name($($argument),*))
             }
         )*
     };
@@ -200,8 +200,6 @@ pub struct Store {
     options: StoreOptions,
     /// The sled instance in use; `None` between dropping a failed one and opening the next.
     current: RwLock<Option<Arc<Generation>>>,
-    /// Set by any I/O failure, including one met by the flusher thread.
-    failed: Arc<AtomicBool>,
     /// When the last reopening was tried; also keeps two callers from reopening at once.
     last_reopen: Mutex<Option<Instant>>,
     reopened: AtomicU64,
@@ -213,19 +211,20 @@ struct Generation {
     /// Serializes writers: the case counter, the indexes and the audit chain need one order.
     writer: Mutex<WriterState>,
     commits: Arc<GroupCommit>,
+    /// Set by an I/O failure of this instance, including one met by its flusher thread. Each
+    /// instance has its own, so a late failure of a replaced one cannot fail its successor.
+    failed: Arc<AtomicBool>,
 }
 
 impl Store {
     /// Opens (or creates) the store in `path`. Only one process may have it open.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Store> {
-        let failed = Arc::new(AtomicBool::new(false));
         // A store closed a moment ago in this same process may still hold sled's lock briefly.
-        let generation = Generation::open(path, options, Duration::from_secs(2), &failed)?;
+        let generation = Generation::open(path, options, Duration::from_secs(2))?;
         Ok(Store {
             path: path.to_path_buf(),
             options: options.clone(),
             current: RwLock::new(Some(Arc::new(generation))),
-            failed,
             last_reopen: Mutex::new(None),
             reopened: AtomicU64::new(0),
         })
@@ -238,20 +237,28 @@ impl Store {
 
     /// Whether the store met an I/O failure it has not yet recovered from.
     pub fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.current_generation().is_none_or(|generation| generation.is_failed())
+    }
+
+    fn current_generation(&self) -> Option<Arc<Generation>> {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     fn generation(&self) -> Result<Arc<Generation>> {
-        if self.failed.load(Ordering::Acquire) {
-            self.reopen()?;
+        match self.current_generation() {
+            Some(generation) if !generation.is_failed() => Ok(generation),
+            failed => {
+                drop(failed);
+                self.reopen()?;
+                self.current_generation().ok_or(StorageError::Unavailable)
+            }
         }
-        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone().ok_or(StorageError::Unavailable)
     }
 
-    /// Notes an I/O failure so that the next call reopens the store.
-    fn watch<T>(&self, result: Result<T>) -> Result<T> {
+    /// Notes an I/O failure of `generation` so that a later call reopens the store.
+    fn watch<T>(&self, generation: &Generation, result: Result<T>) -> Result<T> {
         if let Err(error) = &result {
-            if error.is_io_failure() && !self.failed.swap(true, Ordering::AcqRel) {
+            if error.is_io_failure() && !generation.failed.swap(true, Ordering::AcqRel) {
                 tracing::error!(error = %error, path = %self.path.display(), "the store failed; it will be reopened");
             }
         }
@@ -264,7 +271,7 @@ impl Store {
             // Someone else is reopening it right now.
             Err(_) => return Err(StorageError::Unavailable),
         };
-        if !self.failed.load(Ordering::Acquire) {
+        if !self.is_failed() {
             return Ok(());
         }
         if last_reopen.is_some_and(|at| at.elapsed() < REOPEN_INTERVAL) {
@@ -275,10 +282,9 @@ impl Store {
         // (ours, and those of calls still finishing) is dropped.
         let failed_generation = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         drop(failed_generation);
-        let generation = Generation::open(&self.path, &self.options, Duration::ZERO, &self.failed)
+        let generation = Generation::open(&self.path, &self.options, Duration::ZERO)
             .inspect_err(|error| tracing::warn!(error = %error, "the store cannot be reopened yet"))?;
         *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(generation));
-        self.failed.store(false, Ordering::Release);
         self.reopened.fetch_add(1, Ordering::Relaxed);
         tracing::info!(path = %self.path.display(), "the store was reopened after a failure");
         Ok(())
@@ -378,12 +384,7 @@ impl Store {
 }
 
 impl Generation {
-    fn open(
-        path: &Path,
-        options: &StoreOptions,
-        wait_for_lock: Duration,
-        failed: &Arc<AtomicBool>,
-    ) -> Result<Generation> {
+    fn open(path: &Path, options: &StoreOptions, wait_for_lock: Duration) -> Result<Generation> {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
@@ -405,10 +406,15 @@ impl Generation {
                 Err(source) => return Err(StorageError::Open { path: path.display().to_string(), source }),
             }
         };
-        let commits = GroupCommit::start(tree.clone(), Arc::clone(failed));
-        let generation = Generation { tree, writer: Mutex::new(WriterState::default()), commits };
+        let failed = Arc::new(AtomicBool::new(false));
+        let commits = GroupCommit::start(tree.clone(), Arc::clone(&failed));
+        let generation = Generation { tree, writer: Mutex::new(WriterState::default()), commits, failed };
         generation.check_schema()?;
         Ok(generation)
+    }
+
+    fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     fn check_schema(&self) -> Result<()> {

@@ -493,12 +493,34 @@ async fn bench_click() {
         .map(|(_, id, _)| id)
         .collect();
     let vouch = click_times(&simulator, card.id, &buttons, count).await;
+    // The floor a durable click cannot go under: one small record made durable in the same
+    // store, one after another, with nothing else running.
+    let store_service = Arc::clone(&running.service);
+    let durable_write = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let latencies = (0..count)
+            .map(|index| {
+                let sent = Instant::now();
+                let now = store_service.clock.now();
+                store_service.store.record("bench.floor", None, None, json!({"index": index}), now).expect("recorded");
+                sent.elapsed()
+            })
+            .collect();
+        Stats { count, elapsed: started.elapsed(), latencies }
+    })
+    .await
+    .expect("floor");
     println!("  bare serenity bot, no recording : {}", baseline.line());
     println!("  Vouch, click recorded durably   : {}", vouch.line());
+    println!("  one durable write alone (floor) : {}", durable_write.line());
     println!(
-        "  p50 {:.2}x, p99 {:.2}x the baseline",
+        "  p50 {:.2}x, p99 {:.2}x the baseline; the bare bot plus the durable write alone would be p50 {:.2}x, p99 {:.2}x",
         vouch.percentile(0.5).as_secs_f64() / baseline.percentile(0.5).as_secs_f64(),
-        vouch.percentile(0.99).as_secs_f64() / baseline.percentile(0.99).as_secs_f64()
+        vouch.percentile(0.99).as_secs_f64() / baseline.percentile(0.99).as_secs_f64(),
+        (baseline.percentile(0.5) + durable_write.percentile(0.5)).as_secs_f64()
+            / baseline.percentile(0.5).as_secs_f64(),
+        (baseline.percentile(0.99) + durable_write.percentile(0.99)).as_secs_f64()
+            / baseline.percentile(0.99).as_secs_f64()
     );
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
     running.stop().await.expect("stops");
