@@ -129,6 +129,8 @@ pub type FoldAlert<'a> = dyn Fn(Case, &Alert) -> (Case, Vec<Effect>) + 'a;
 pub struct Applied {
     pub case: Case,
     pub effects: Vec<Effect>,
+    /// The effects as queued for the bot, with their places in the queue.
+    pub queued: Vec<PendingEffect>,
     /// The audit record written for the event.
     pub record: AuditRecord,
 }
@@ -344,6 +346,10 @@ impl Store {
         pub fn complete_effect(&self, seq: u64) -> Result<()>;
         /// Marks several effects done in one write.
         pub fn complete_effects(&self, seqs: &[u64]) -> Result<()>;
+        /// Drops effects that something else already carried out (a click's answer that redrew
+        /// the card makes its queued card update redundant), without waiting for a flush: if a
+        /// crash loses this, the effect is merely carried out again.
+        pub fn forget_effects(&self, seqs: &[u64]) -> Result<()>;
         /// Cases whose stored deadline (reminder or page) is at or before `now`, soonest first.
         pub fn due_cases(&self, now: Timestamp) -> Result<Vec<CaseId>>;
         /// A named point in time kept across restarts.
@@ -570,10 +576,11 @@ impl Generation {
             Some(reason) => (format!("refused.{kind}"), serde_json::json!({"request": detail, "reason": reason})),
             None => (kind.to_string(), detail),
         };
+        let mut queued = Vec::new();
         if refusal.is_none() {
             batch.insert(keys::case(case_id), encode(&case));
             index_deadline(&mut batch, case_id, previous_deadline, case.next_deadline());
-            self.queue_effects(&mut batch, case_id, &effects)?;
+            queued = self.queue_effects(&mut batch, case_id, &effects)?;
             let newly_expected = case
                 .confirmation
                 .verdicts
@@ -605,7 +612,7 @@ impl Generation {
             },
         )?;
         let ticket = self.commit_pending(batch, writer)?;
-        Ok(Pending { value: Applied { case, effects, record }, ticket })
+        Ok(Pending { value: Applied { case, effects, queued, record }, ticket })
     }
 
     fn begin_record(
@@ -652,20 +659,28 @@ impl Generation {
 
     /// Queues effects for the bot in the same batch as the change that caused them, so a crash
     /// can neither lose them nor run them for a change that did not happen.
-    fn queue_effects(&self, batch: &mut sled::Batch, case_id: CaseId, effects: &[Effect]) -> Result<()> {
+    fn queue_effects(
+        &self,
+        batch: &mut sled::Batch,
+        case_id: CaseId,
+        effects: &[Effect],
+    ) -> Result<Vec<PendingEffect>> {
         let mut next = match self.tree.get(keys::META_NEXT_EFFECT)? {
             Some(value) => keys::decode_u64(&value, "effect counter")?,
             None => 1,
         };
+        let mut queued = Vec::with_capacity(effects.len());
         for effect in effects {
             if matches!(effect, Effect::Refused { .. }) {
                 continue;
             }
-            batch.insert(keys::effect(next), encode(&PendingEffect { seq: next, case_id, effect: effect.clone() }));
+            let pending = PendingEffect { seq: next, case_id, effect: effect.clone() };
+            batch.insert(keys::effect(next), encode(&pending));
+            queued.push(pending);
             next += 1;
         }
         batch.insert(keys::META_NEXT_EFFECT, &next.to_be_bytes());
-        Ok(())
+        Ok(queued)
     }
 
     fn pending_effects(&self, limit: usize) -> Result<Vec<PendingEffect>> {
@@ -683,6 +698,19 @@ impl Generation {
 
     fn complete_effect(&self, seq: u64) -> Result<()> {
         self.complete_effects(&[seq])
+    }
+
+    fn forget_effects(&self, seqs: &[u64]) -> Result<()> {
+        let writer = self.lock_writer();
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.remove(keys::effect(*seq));
+        }
+        // No ticket: the removal rides along with the next flush anyone asks for (see
+        // `Store::forget_effects`), so it does not cost a flush of its own.
+        self.tree.apply_batch(batch)?;
+        drop(writer);
+        Ok(())
     }
 
     fn complete_effects(&self, seqs: &[u64]) -> Result<()> {

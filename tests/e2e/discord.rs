@@ -502,10 +502,11 @@ async fn an_effect_discord_keeps_refusing_is_given_up_without_blocking_the_case(
     let (_, body) = post_alert(&vouch.base, &native_alert("edr-800", "WS-17", "SRV-DB-01", "alice")).await;
     let case_id = body["case_id"].as_str().expect("id").to_string();
     let card = card(&simulator, &case_id).await;
-    ping_for(&simulator, &card, BOB).await;
+    let ping = ping_for(&simulator, &card, BOB).await;
     // The card's edits are refused from now on (say, someone removed the bot's permission).
     simulator.refuse_path(&format!("/channels/{TRIAGE_CHANNEL}/messages/{}", card.id), 403, 3);
-    let clicked = simulator.click(SAM, card.id, &button(&card, "Escalate"));
+    // The owner answers in the thread, so the card has to be edited by the bot itself.
+    let clicked = simulator.click(BOB, ping.id, &button(&ping, "Not expected"));
     simulator.response(clicked, WAIT).await;
     // The later effects of the case (the page in the thread) still go out.
     simulator
@@ -539,5 +540,32 @@ async fn clicks_are_answered_after_a_failed_resume() {
         .await;
     let clicked = simulator.click(SAM, card.id, &button(&card, "Fits normal use"));
     assert_eq!(simulator.response(clicked, Duration::from_secs(60)).await["type"], 7);
+    assert_conformant(&simulator, &vouch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_on_the_card_redraws_it_in_its_answer_without_a_second_edit() {
+    let simulator = simulator(true).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("edr-950", "WS-17", "SRV-DB-01", "alice")).await;
+    let card = card(&simulator, body["case_id"].as_str().expect("id")).await;
+    let clicked = simulator.click(SAM, card.id, &button(&card, "Escalate"));
+    let answer = simulator.response(clicked, WAIT).await;
+    assert_eq!(answer["type"], 7, "the answer itself redraws the card");
+    assert!(answer.to_string().contains("Escalated"), "{answer}");
+    // The escalation's other effects come after the card update in the case's queue; once the
+    // page is out, a card edit would have been made before it.
+    let card_path = format!("/channels/{TRIAGE_CHANNEL}/messages/{}", card.id);
+    let edits = simulator
+        .wait_for("on-call to be paged", WAIT, |world| {
+            let paged =
+                world.channel_messages(card.id).into_iter().any(|message| message.content().contains("you are paged"));
+            paged.then(|| {
+                world.requests.iter().filter(|request| request.method == "PATCH" && request.path == card_path).count()
+            })
+        })
+        .await;
+    assert_eq!(edits, 0, "the click's answer already showed the escalation; an edit would only spend the rate limit");
     assert_conformant(&simulator, &vouch);
 }

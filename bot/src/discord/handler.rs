@@ -16,6 +16,7 @@ use vouch_config::DiscordSettings;
 use vouch_playbook::engine::ConfirmVerdict;
 use vouch_playbook::facts::Criticality;
 use vouch_playbook::{Actor, CaseEvent, CaseId, CaseState, Effect, Snowflake};
+use vouch_storage::PendingEffect;
 
 use super::custom_id::{Action, ButtonId};
 use super::render;
@@ -32,7 +33,13 @@ pub(super) struct Handler {
 /// What became of a click, for the answer Discord gets.
 enum Outcome {
     Refused(String),
-    Applied { case: Box<vouch_playbook::Case>, verdict: Option<ConfirmVerdict> },
+    /// Recorded; `queued` are the effects waiting for the worker, which is woken once the
+    /// interaction is answered (see [`Handler::hand_over_effects`]).
+    Applied {
+        case: Box<vouch_playbook::Case>,
+        verdict: Option<ConfirmVerdict>,
+        queued: Vec<PendingEffect>,
+    },
     Failed,
 }
 
@@ -143,13 +150,38 @@ impl Handler {
         }) {
             return Outcome::Refused(reason);
         }
-        self.service.effects_ready.notify_one();
-        Outcome::Applied { case: Box::new(applied.case), verdict }
+        Outcome::Applied { case: Box::new(applied.case), verdict, queued: applied.queued }
     }
 
-    async fn respond(&self, ctx: &Context, response: CreateInteractionResponse, answer: impl AsyncRespond) {
-        if let Err(error) = answer.send(ctx, response).await {
-            tracing::warn!(error = %error, "cannot answer an interaction");
+    /// Wakes the effect worker for a click's effects. When the click's own answer already redrew
+    /// the card, its queued card update would only repeat that edit (and spend the channel's
+    /// rate limit on it), so it is dropped.
+    fn hand_over_effects(&self, queued: &[PendingEffect], card_redrawn: bool) {
+        let redundant: Vec<u64> = queued
+            .iter()
+            .filter(|pending| card_redrawn && pending.effect == Effect::UpdateCard)
+            .map(|pending| pending.seq)
+            .collect();
+        let mut remaining = queued.len();
+        if !redundant.is_empty() {
+            match self.service.store.forget_effects(&redundant) {
+                Ok(()) => remaining -= redundant.len(),
+                Err(error) => tracing::warn!(error = %error, "cannot drop a redundant card update; it will be made"),
+            }
+        }
+        if remaining > 0 {
+            self.service.effects_ready.notify_one();
+        }
+    }
+
+    /// Answers an interaction; false when Discord did not take the answer.
+    async fn respond(&self, ctx: &Context, response: CreateInteractionResponse, answer: impl AsyncRespond) -> bool {
+        match answer.send(ctx, response).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot answer an interaction");
+                false
+            }
         }
     }
 
@@ -210,6 +242,10 @@ impl Handler {
             return;
         }
         let acknowledging = id.action == Action::Acknowledge;
+        // Confirmation and acknowledgement buttons live on pings in the thread, every other
+        // button on the card. Deciding by the button, not by the stored card reference, holds
+        // even for a click that beats the recording of where the card was posted.
+        let on_card = !matches!(id.action, Action::Confirm(_) | Action::Acknowledge);
         let (kind, event) = match id.action {
             Action::Answer { question, answer } => {
                 ("click.answer", CaseEvent::Answer { question, answer, by: actor.clone() })
@@ -226,17 +262,12 @@ impl Handler {
             Action::Acknowledge => ("click.acknowledge", CaseEvent::Acknowledge { by: actor.clone() }),
         };
         let outcome = self.apply(case_id, kind, &actor, detail, event).await;
+        let mut queued = Vec::new();
         let response = match outcome {
             Outcome::Failed => ephemeral("Vouch could not record this click; please try again."),
             Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
-            Outcome::Applied { case, verdict } => {
-                // A point read that sled answers from its cache; not worth a hop to a blocking thread
-                // while the interaction's three seconds run.
-                let card = self.service.store.card(case_id).unwrap_or_else(|error| {
-                    tracing::warn!(error = %error, case_id = %case_id, "cannot read where the card is");
-                    None
-                });
-                let on_card = card.is_some_and(|card| card.message_id.get() == component.message.id.get());
+            Outcome::Applied { case, verdict, queued: effects } => {
+                queued = effects;
                 if on_card {
                     let playbook = &self.service.playbook;
                     CreateInteractionResponse::UpdateMessage(
@@ -273,7 +304,16 @@ impl Handler {
                 }
             }
         };
-        self.respond(ctx, response, component).await;
+        let answered = self.respond(ctx, response, component).await;
+        // The answer redrew the case's card only if the clicked message is that card (or the card
+        // is not recorded yet, when the click came before the recording of its post).
+        let card_redrawn = answered
+            && on_card
+            && match self.service.store.card(case_id) {
+                Ok(card) => card.is_none_or(|card| card.message_id.get() == component.message.id.get()),
+                Err(_) => false,
+            };
+        self.hand_over_effects(&queued, card_redrawn);
     }
 
     async fn on_modal(&self, ctx: &Context, modal: &ModalInteraction) {
@@ -319,7 +359,12 @@ impl Handler {
         let response = match self.apply(id.case_id, kind, &actor, detail, event).await {
             Outcome::Failed => ephemeral("Vouch could not record this; please try again."),
             Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
-            Outcome::Applied { case, .. } => ephemeral(format!("Recorded. {}", render::state_line(&case))),
+            Outcome::Applied { case, queued, .. } => {
+                let response = ephemeral(format!("Recorded. {}", render::state_line(&case)));
+                self.respond(ctx, response, modal).await;
+                self.hand_over_effects(&queued, false);
+                return;
+            }
         };
         self.respond(ctx, response, modal).await;
     }

@@ -435,40 +435,6 @@ async fn click_times(simulator: &Simulator, message: u64, buttons: &[String], co
 async fn bench_click() {
     println!("== click: INTERACTION_CREATE dispatched → callback received, 1 000 clicks");
     let count = 1000;
-    // Baseline: a bare serenity bot with the same HTTP client set-up, answering at once.
-    let bare_simulator = simulator().await;
-    bare_simulator.add_text_channel(TRIAGE, "triage");
-    let folder = tempfile::tempdir().expect("temp dir");
-    std::fs::write(folder.path().join("ca.pem"), bare_simulator.ca_pem().unwrap_or_default()).expect("write");
-    let settings = vouch_config::DiscordSettings {
-        api_base: bare_simulator.api_base(),
-        ca_file: Some(folder.path().join("ca.pem")),
-        token: vouch_config::Secret::new(DISCORD_TOKEN.to_string(), "bench".to_string()),
-        guild_id: vouch_playbook::Snowflake::parse(&discord_simulator::GUILD_ID.to_string()).expect("id"),
-        triage_channel_id: vouch_playbook::Snowflake::parse(&TRIAGE.to_string()).expect("id"),
-        soc_role_id: vouch_playbook::Snowflake::parse(&SOC_ROLE.to_string()).expect("id"),
-        oncall_role_id: None,
-        dm_confirmers: false,
-    };
-    let http = vouch::discord::build_http(&settings).await.expect("http");
-    let mut client = serenity::all::ClientBuilder::new_with_http(http, serenity::all::GatewayIntents::GUILDS)
-        .event_handler(BareBot)
-        .await
-        .expect("client");
-    let shards = std::sync::Arc::clone(&client.shard_manager);
-    tokio::spawn(async move {
-        let _ = client.start().await;
-    });
-    bare_simulator
-        .wait_for("the bare bot to connect", Duration::from_secs(30), |world| {
-            (world.gateway_identifies > 0).then_some(())
-        })
-        .await;
-    let button = json!({"content": "x", "components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "Go", "custom_id": "go"}]}]});
-    let message = bare_simulator.post_message(TRIAGE, &button);
-    let baseline = click_times(&bare_simulator, message, &["go".to_string()], count).await;
-    shards.shutdown_all().await;
-
     let simulator = simulator().await;
     let folder = tempfile::tempdir().expect("temp dir");
     let running = start_vouch(folder.path(), Some(&simulator)).await;
@@ -493,6 +459,7 @@ async fn bench_click() {
         .map(|(_, id, _)| id)
         .collect();
     let vouch = click_times(&simulator, card.id, &buttons, count).await;
+    let baseline = bare_bot_click_times(&card, &buttons, count).await;
     // The floor a durable click cannot go under: one small record made durable in the same
     // store, one after another, with nothing else running.
     let store_service = Arc::clone(&running.service);
@@ -524,6 +491,48 @@ async fn bench_click() {
     );
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
     running.stop().await.expect("stops");
+}
+
+/// The click baseline: a bare serenity bot clicked on a copy of Vouch's card.
+async fn bare_bot_click_times(card: &discord_simulator::StoredMessage, buttons: &[String], count: usize) -> Stats {
+    let bare_simulator = simulator().await;
+    // Baseline: a bare serenity bot with the same HTTP client set-up, answering the same clicks
+    // on the same card at once.
+    bare_simulator.add_text_channel(TRIAGE, "triage");
+    let folder = tempfile::tempdir().expect("temp dir");
+    std::fs::write(folder.path().join("ca.pem"), bare_simulator.ca_pem().unwrap_or_default()).expect("write");
+    let settings = vouch_config::DiscordSettings {
+        api_base: bare_simulator.api_base(),
+        ca_file: Some(folder.path().join("ca.pem")),
+        token: vouch_config::Secret::new(DISCORD_TOKEN.to_string(), "bench".to_string()),
+        guild_id: vouch_playbook::Snowflake::parse(&discord_simulator::GUILD_ID.to_string()).expect("id"),
+        triage_channel_id: vouch_playbook::Snowflake::parse(&TRIAGE.to_string()).expect("id"),
+        soc_role_id: vouch_playbook::Snowflake::parse(&SOC_ROLE.to_string()).expect("id"),
+        oncall_role_id: None,
+        dm_confirmers: false,
+    };
+    let http = vouch::discord::build_http(&settings).await.expect("http");
+    let mut client = serenity::all::ClientBuilder::new_with_http(http, serenity::all::GatewayIntents::GUILDS)
+        .event_handler(BareBot)
+        .await
+        .expect("client");
+    let shards = std::sync::Arc::clone(&client.shard_manager);
+    tokio::spawn(async move {
+        let _ = client.start().await;
+    });
+    bare_simulator
+        .wait_for("the bare bot to connect", Duration::from_secs(30), |world| {
+            (world.gateway_identifies > 0).then_some(())
+        })
+        .await;
+    // The same message as Vouch's card, so Discord sends the same interaction to both bots.
+    let same_card =
+        json!({"content": card.json["content"], "embeds": card.json["embeds"], "components": card.json["components"]});
+    let message = bare_simulator.post_message(TRIAGE, &same_card);
+    let baseline = click_times(&bare_simulator, message, buttons, count).await;
+    shards.shutdown_all().await;
+
+    baseline
 }
 
 async fn bench_storm() {
