@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use discord_simulator::{Simulator, SimulatorOptions};
 use serde_json::{json, Value};
 
+/// The allocator the `vouch` binary uses, so Vouch runs here as it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const INGEST_TOKEN: &str = "bench-ingest-token";
 const DISCORD_TOKEN: &str = "bench-discord-token";
 const TRIAGE: u64 = 800_000_000_000_000_001;
@@ -264,6 +268,20 @@ fn raw_sled(writers: usize, count: usize, records: &RecordSet) -> Stats {
     Stats { count, elapsed, latencies }
 }
 
+/// The fastest of three raw-sled runs: a baseline of a fraction of a second is at the mercy of
+/// the shared machine, and its best run is the fairest (and hardest) thing to compare with.
+async fn best_raw_sled(writers: usize, count: usize, records: &RecordSet) -> Stats {
+    let mut best: Option<Stats> = None;
+    for _ in 0..3 {
+        let records = Arc::clone(records);
+        let run = tokio::task::spawn_blocking(move || raw_sled(writers, count, &records)).await.expect("baseline");
+        if best.as_ref().is_none_or(|best| run.rate() > best.rate()) {
+            best = Some(run);
+        }
+    }
+    best.expect("three runs")
+}
+
 async fn bench_ingest() {
     println!("== ingest: durable POST /api/v1/alerts vs raw sled with the same durability");
     let alert_only: RecordSet =
@@ -282,11 +300,8 @@ async fn bench_ingest() {
     let only: Option<usize> = std::env::var("BENCH_SENDERS").ok().and_then(|value| value.parse().ok());
     for senders in [1usize, 8, 64].into_iter().filter(|senders| only.is_none_or(|only| only == *senders)) {
         let count = if senders == 1 { 1000 } else { 4000 };
-        let records = Arc::clone(&alert_only);
-        let baseline = tokio::task::spawn_blocking(move || raw_sled(senders, count, &records)).await.expect("baseline");
-        let records = Arc::clone(&vouch_records);
-        let same_records =
-            tokio::task::spawn_blocking(move || raw_sled(senders, count, &records)).await.expect("baseline");
+        let baseline = best_raw_sled(senders, count, &alert_only).await;
+        let same_records = best_raw_sled(senders, count, &vouch_records).await;
         let flushes_before = running.service.store.flush_stats().flushes;
         let cpu_before = cpu_time();
         let distinct = post_alerts(&base, senders, count, true, &format!("d{senders}")).await;
