@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 use discord_simulator::{Simulator, SimulatorOptions};
 use serde_json::{json, Value};
 
-/// The allocator the `vouch` binary uses, so Vouch runs here as it does in production.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const INGEST_TOKEN: &str = "bench-ingest-token";
 const DISCORD_TOKEN: &str = "bench-discord-token";
 const TRIAGE: u64 = 800_000_000_000_000_001;
