@@ -255,7 +255,9 @@ async fn drain_effects(service: Arc<Service>) {
             }
             let seqs: Vec<u64> = pending.iter().map(|item| item.seq).collect();
             if !seqs.is_empty() {
-                drained.store.complete_effects(&seqs)?;
+                // Nothing is carried out, so nothing needs a flush of its own: should a crash
+                // lose this, the effects are merely dropped again.
+                drained.store.forget_effects(&seqs)?;
             }
             Ok(pending.len())
         })
