@@ -25,15 +25,9 @@ pub struct Service {
 }
 
 impl Service {
-    /// Turns an alert into a new, grouped or duplicate case, durably. Blocking: call it from a
-    /// blocking thread.
-    pub fn ingest(&self, alert: Alert, now: Timestamp) -> Result<Ingested, StorageError> {
-        self.begin_ingest(alert, now)?.wait()
-    }
-
-    /// [`Service::ingest`] for async callers: the engine and the store's in-memory write run on
-    /// the calling task (a few tens of microseconds under the writer lock), and the wait for the
-    /// flush does not hold a thread.
+    /// Turns an alert into a new, grouped or duplicate case, durably. The engine and the store's
+    /// in-memory write run on the calling task (short CPU work under the store's writer lock);
+    /// the wait for the flush holds no thread.
     pub async fn ingest_durably(&self, alert: Alert, now: Timestamp) -> Result<Ingested, StorageError> {
         self.begin_ingest(alert, now)?.durable().await
     }
@@ -68,7 +62,7 @@ impl Service {
         event: CaseEvent,
         now: Timestamp,
     ) -> Result<Applied, StorageError> {
-        self.store.apply_event(case_id, kind, Some(actor), detail, now, |case| apply(&self.playbook, case, event, now))
+        self.begin_apply(case_id, kind, actor, detail, event, now)?.wait()
     }
 
     /// [`Service::apply`] for async callers, like [`Service::ingest_durably`].
@@ -81,10 +75,20 @@ impl Service {
         event: CaseEvent,
         now: Timestamp,
     ) -> Result<Applied, StorageError> {
+        self.begin_apply(case_id, kind, actor, detail, event, now)?.durable().await
+    }
+
+    fn begin_apply(
+        &self,
+        case_id: CaseId,
+        kind: &str,
+        actor: &Actor,
+        detail: serde_json::Value,
+        event: CaseEvent,
+        now: Timestamp,
+    ) -> Result<Pending<Applied>, StorageError> {
         self.store
-            .begin_apply_event(case_id, kind, Some(actor), detail, now, |case| apply(&self.playbook, case, event, now))?
-            .durable()
-            .await
+            .begin_apply_event(case_id, kind, Some(actor), detail, now, |case| apply(&self.playbook, case, event, now))
     }
 
     /// Who is on call now, as directory people: (primary, secondary).
