@@ -207,6 +207,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         background.push(tokio::spawn(deliverer.run()));
     }
     background.push(tokio::spawn(crate::timers::run(Arc::clone(&service))));
+    background.push(tokio::spawn(keep_store_open(Arc::clone(&store))));
     let discord = match config.settings.discord.clone() {
         Some(settings) => Some(crate::discord::start(settings, Arc::clone(&service)).await?),
         None => {
@@ -238,6 +239,26 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
             .await
     });
     Ok(Running { address, service: service_handle, stop, server, store, discord, background })
+}
+
+/// After a disk failure, reopens the store once a second until that works: often enough to take
+/// alerts again soon after the disk has room, rarely enough not to spend the machine on a disk
+/// that stays full. Requests meanwhile get 503 without waiting for it.
+async fn keep_store_open(store: Arc<Store>) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if !store.is_failed() {
+            continue;
+        }
+        let reopening = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || reopening.recover()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(error = %error, "the store cannot be reopened yet"),
+            Err(error) => tracing::warn!(error = %error, "the store's reopening task failed"),
+        }
+    }
 }
 
 /// Without Discord nobody can carry out cards and pings; the decisions stay on the cases and in

@@ -188,22 +188,19 @@ impl<T> Pending<T> {
     }
 }
 
-/// How often a failed store may be reopened: often enough to come back soon after the disk has
-/// room again, rarely enough not to spend the machine on a disk that stays full.
-const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
-
 /// The durable store. After an I/O failure (a full disk, say) sled refuses every later call, so
-/// the store drops that sled instance and opens the files again, at most once per
-/// [`REOPEN_INTERVAL`], on the next call; until then calls fail with [`StorageError::Unavailable`].
-/// sled recovers from its log as after a crash: everything made durable before the failure is
-/// there, and nothing that failed was acknowledged.
+/// the store marks that sled instance failed and every call answers [`StorageError::Unavailable`]
+/// until [`Store::recover`] has dropped it and opened the files again. sled recovers from its log
+/// as after a crash: everything made durable before the failure is there, and nothing that
+/// failed was acknowledged. Reopening is left to the caller's schedule (the bot tries once a
+/// second, on a blocking thread) so that no request waits for it.
 pub struct Store {
     path: PathBuf,
     options: StoreOptions,
     /// The sled instance in use; `None` between dropping a failed one and opening the next.
     current: RwLock<Option<Arc<Generation>>>,
-    /// When the last reopening was tried; also keeps two callers from reopening at once.
-    last_reopen: Mutex<Option<Instant>>,
+    /// Keeps two callers from reopening at once.
+    reopening: Mutex<()>,
     reopened: AtomicU64,
 }
 
@@ -227,7 +224,7 @@ impl Store {
             path: path.to_path_buf(),
             options: options.clone(),
             current: RwLock::new(Some(Arc::new(generation))),
-            last_reopen: Mutex::new(None),
+            reopening: Mutex::new(()),
             reopened: AtomicU64::new(0),
         })
     }
@@ -247,17 +244,11 @@ impl Store {
     }
 
     fn generation(&self) -> Result<Arc<Generation>> {
-        match self.current_generation() {
-            Some(generation) if !generation.is_failed() => Ok(generation),
-            failed => {
-                drop(failed);
-                self.reopen()?;
-                self.current_generation().ok_or(StorageError::Unavailable)
-            }
-        }
+        self.current_generation().filter(|generation| !generation.is_failed()).ok_or(StorageError::Unavailable)
     }
 
-    /// Notes an I/O failure of `generation` so that a later call reopens the store.
+    /// Notes an I/O failure of `generation`, so that calls answer `Unavailable` until
+    /// [`Store::recover`] has reopened the store.
     fn watch<T>(&self, generation: &Generation, result: Result<T>) -> Result<T> {
         if let Err(error) = &result {
             if error.is_io_failure() && !generation.failed.swap(true, Ordering::AcqRel) {
@@ -267,29 +258,23 @@ impl Store {
         result
     }
 
-    fn reopen(&self) -> Result<()> {
-        let mut last_reopen = match self.last_reopen.try_lock() {
-            Ok(guard) => guard,
-            // Someone else is reopening it right now.
-            Err(_) => return Err(StorageError::Unavailable),
-        };
+    /// Reopens a failed store; returns whether it did. Blocking (sled replays its log), so call
+    /// it from a blocking thread. An error means the files cannot be opened yet (the disk is
+    /// still full, or calls still finishing hold the failed instance): try again later.
+    pub fn recover(&self) -> Result<bool> {
+        let _reopening = self.reopening.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !self.is_failed() {
-            return Ok(());
+            return Ok(false);
         }
-        if last_reopen.is_some_and(|at| at.elapsed() < REOPEN_INTERVAL) {
-            return Err(StorageError::Unavailable);
-        }
-        *last_reopen = Some(Instant::now());
         // Let go of the failed instance first: sled holds its files' lock until the last handle
         // (ours, and those of calls still finishing) is dropped.
         let failed_generation = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         drop(failed_generation);
-        let generation = Generation::open(&self.path, &self.options, Duration::ZERO)
-            .inspect_err(|error| tracing::warn!(error = %error, "the store cannot be reopened yet"))?;
+        let generation = Generation::open(&self.path, &self.options, Duration::ZERO)?;
         *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(generation));
         self.reopened.fetch_add(1, Ordering::Relaxed);
         tracing::info!(path = %self.path.display(), "the store was reopened after a failure");
-        Ok(())
+        Ok(true)
     }
 
     /// Records an alert: a duplicate of one already seen, a repeat folded into its open case, or
