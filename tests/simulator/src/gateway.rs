@@ -48,6 +48,10 @@ async fn connection(stream: TcpStream, inner: Arc<Inner>) -> Result<(), String> 
     let mut delivered: Option<u64> = None;
     loop {
         tokio::select! {
+            // A drop asked for before an event is dispatched must win: otherwise the event could
+            // still go out on the dying connection, and a test of what happens across a drop
+            // would not test one.
+            biased;
             changed = drops.changed() => {
                 if changed.is_ok() {
                     // Drop the TCP connection without a close frame, like a network failure.
@@ -64,6 +68,9 @@ async fn connection(stream: TcpStream, inner: Arc<Inner>) -> Result<(), String> 
                         log.events.iter().filter(|(seq, _, _)| *seq > last).cloned().collect()
                     };
                     for (seq, name, data) in pending {
+                        if drops.has_changed().unwrap_or(true) {
+                            return Ok(());
+                        }
                         socket.send(dispatch_frame(seq, &name, &data)).await.map_err(|error| error.to_string())?;
                         delivered = Some(seq);
                     }
