@@ -140,7 +140,7 @@ pub(crate) struct GroupCommit {
     state: Mutex<State>,
     changed: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Shared with the store, which reopens sled after a failure.
+    /// The failure flag of the sled instance this flusher serves; the store then reopens sled.
     failed: Arc<AtomicBool>,
 }
 

@@ -63,8 +63,8 @@ impl StorageError {
     }
 }
 
-/// Writes the store's public methods that run on the current sled instance: each takes it
-/// (reopening a failed one when due) and notes an I/O failure in the result.
+/// Writes the store's public methods that run on the current sled instance: each takes it (or
+/// answers `Unavailable` while it is failed) and notes an I/O failure in the result.
 macro_rules! through_the_current_generation {
     ($($(#[$doc:meta])* pub fn $name:ident(&self $(, $argument:ident: $type:ty)* $(,)?) -> $output:ty;)*) => {
         $(
