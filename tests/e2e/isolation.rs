@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use discord_simulator::Simulator;
 use serde_json::Value;
 
-use crate::support::{card, get_json, native_alert, post_alert, Workspace, SOC_ROLE, WEBHOOK_SECRET};
+use crate::support::{card, get_json, native_alert, post_alert, Lcg, Workspace, SOC_ROLE, WEBHOOK_SECRET};
 
 const SAM: u64 = 100_000_000_000_000_004;
 const TESS: u64 = 100_000_000_000_000_009;
@@ -382,4 +382,108 @@ async fn connection_resets_and_timeouts_are_retried_under_the_same_id() {
     );
     assert!(log.contains("timed out"), "the timeout is logged");
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
+}
+
+/// Everything at once, from a seed: Discord refusing message posts and edits with 5xx and
+/// dropping the gateway, the EDR receiver failing, and Vouch killed hard at a random moment after
+/// each round of alerts and escalations. Afterwards nothing acknowledged is lost and nothing is
+/// doubled: every accepted alert has its case, every case one card, every isolation request one
+/// id and one accepted delivery, and the audit chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_faults_lose_nothing_and_double_nothing() {
+    let seed: u64 = std::env::var("VOUCH_E2E_SOAK_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or(0x50a4);
+    let mut random = Lcg(seed);
+    // At most four failures in all, so every request is accepted within its six attempts.
+    let script: Vec<u16> = (0..4).map(|_| [500, 503, 200][random.next(3) as usize]).collect();
+    let (simulator, workspace, receiver) = setup(script.clone()).await;
+    let mut acknowledged = Vec::new();
+    let mut isolated = Vec::new();
+    for round in 0..3 {
+        let vouch = workspace.start();
+        for index in 0..4 {
+            let source = format!("WS-SOAK-{round}-{index}");
+            let (status, body) =
+                post_alert(&vouch.base, &native_alert(&format!("soak-{round}-{index}"), &source, "SRV-DB-01", "alice"))
+                    .await;
+            assert_eq!(status, 202, "{body}");
+            acknowledged.push(body["case_id"].as_str().expect("id").to_string());
+        }
+        // Discord refuses the next few posts and edits, and perhaps drops the gateway.
+        let status = [500, 502, 503][random.next(3) as usize];
+        simulator.refuse_path("/messages", status, 1 + random.next(3) as usize);
+        if random.next(2) == 0 {
+            simulator.drop_gateway();
+        }
+        // One case of the round is escalated and its target isolated.
+        let escalated = acknowledged[acknowledged.len() - 1 - random.next(4) as usize].clone();
+        let card = card(&simulator, &escalated).await;
+        assert_eq!(click_card(&simulator, SAM, card.id, "Escalate").await["type"], 7);
+        assert_eq!(click_card(&simulator, SAM, card.id, "Isolate target").await["type"], 7);
+        isolated.push(escalated);
+        // Killed at a random moment while cards, pings, pages and deliveries are under way.
+        tokio::time::sleep(Duration::from_millis(random.next(400))).await;
+        vouch.kill_hard();
+    }
+    let vouch = workspace.start();
+    for case_id in &acknowledged {
+        let (status, _) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+        assert_eq!(status, 200, "{case_id} was acknowledged (seed {seed})");
+    }
+    let cards = simulator
+        .wait_for("every case's card", Duration::from_secs(60), |world| {
+            let titles = world.embed_titles(crate::support::TRIAGE_CHANNEL);
+            let counts: Vec<usize> = acknowledged
+                .iter()
+                .map(|case_id| titles.iter().filter(|title| title.starts_with(&format!("{case_id} "))).count())
+                .collect();
+            counts.iter().all(|count| *count >= 1).then_some(counts)
+        })
+        .await;
+    assert!(cards.iter().all(|count| *count == 1), "one card per case, none twice: {cards:?} (seed {seed})");
+    let expected_ids: Vec<String> = isolated.iter().map(|case_id| format!("{case_id}-target-isolate-1:edr")).collect();
+    let deliveries = {
+        let arrived = Arc::clone(&receiver.lock().expect("receiver").arrived);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let notified = arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let received = receiver.lock().expect("receiver").received.clone();
+            let accepted =
+                |id: &String| received.iter().filter(|attempt| &attempt.id == id && attempt.answered == 200).count();
+            if expected_ids.iter().all(|id| accepted(id) >= 1) {
+                break received;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "not every isolation was delivered (seed {seed}): {received:#?}"
+            );
+        }
+    };
+    for id in &expected_ids {
+        let accepted = deliveries.iter().filter(|attempt| &attempt.id == id && attempt.answered == 200).count();
+        assert_eq!(accepted, 1, "{id} accepted exactly once (seed {seed})");
+    }
+    assert!(
+        deliveries.iter().all(|attempt| expected_ids.contains(&attempt.id)),
+        "every attempt carries its request's one id (seed {seed}): {deliveries:#?}"
+    );
+    // The faults were met, not dodged.
+    let (refused, reconnects) = simulator.with_world(|world| {
+        (world.requests.iter().filter(|request| request.status >= 500).count(), world.gateway_identifies)
+    });
+    assert!(refused > 0, "Discord's refusals were met (seed {seed})");
+    eprintln!(
+        "soak seed {seed}: {} cases, {} isolations, {refused} Discord refusals, {reconnects} identifies, \
+         {} webhook attempts (script {script:?})",
+        acknowledged.len(),
+        isolated.len(),
+        deliveries.len()
+    );
+    assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
+    assert_eq!(vouch.terminate(), 0);
+    let config = workspace.config();
+    let (code, stdout, stderr) =
+        workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
 }

@@ -304,3 +304,13 @@ pub async fn guild(tls: bool, members: &[(u64, &str, &[u64])]) -> discord_simula
     }
     simulator
 }
+
+/// A small deterministic generator, so a failing round can be replayed from its seed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % bound
+    }
+}
