@@ -82,10 +82,7 @@ async fn acknowledged_alerts_survive_sigkill() {
         assert_eq!(body["case_id"].as_str(), Some(case_id.as_str()));
     }
     assert_eq!(vouch.terminate(), 0, "a clean SIGTERM exits 0");
-    let config = workspace.config();
-    let (code, stdout, stderr) =
-        workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    let stdout = workspace.assert_audit_intact();
     assert!(stdout.contains("audit log intact"), "{stdout}");
 }
 
@@ -203,10 +200,7 @@ async fn acknowledged_clicks_survive_sigkill_and_cards_are_never_doubled() {
     });
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
     assert_eq!(vouch.terminate(), 0);
-    let config = workspace.config();
-    let (code, stdout, stderr) =
-        workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    workspace.assert_audit_intact();
 }
 
 /// A full disk: writes fail, the ingest answers 503 (never a 202 it cannot keep), and after a
@@ -293,7 +287,5 @@ async fn a_full_disk_answers_503_recovers_without_a_restart_and_loses_nothing_ac
     let (status, _) = post_alert(&vouch.base, &native_alert("after-full", "WS-17", "SRV-X", "alice")).await;
     assert_eq!(status, 202, "after a restart, Vouch takes alerts");
     assert_eq!(vouch.terminate(), 0);
-    let (code, stdout, stderr) =
-        workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    workspace.assert_audit_intact();
 }

@@ -482,8 +482,5 @@ async fn mixed_faults_lose_nothing_and_double_nothing() {
     );
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
     assert_eq!(vouch.terminate(), 0);
-    let config = workspace.config();
-    let (code, stdout, stderr) =
-        workspace.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    workspace.assert_audit_intact();
 }

@@ -170,6 +170,15 @@ impl Workspace {
     }
 
     /// Starts `vouch run` and waits for it to say where it listens.
+    /// Runs `vouch audit verify` on this workspace's store, fails the test unless the chain is
+    /// intact, and returns what the command printed.
+    pub fn assert_audit_intact(&self) -> String {
+        let config = self.config();
+        let (code, stdout, stderr) = self.run_command(&["audit", "verify", "--config", config.to_str().expect("path")]);
+        assert_eq!(code, 0, "the audit chain does not verify: {stdout}{stderr}");
+        stdout
+    }
+
     pub fn start(&self) -> Running {
         let config = self.config();
         self.start_command(self.command(&["run", "--config", config.to_str().expect("utf-8 path")]))
