@@ -329,8 +329,6 @@ impl Store {
         pub fn pending_effects(&self, limit: usize) -> Result<Vec<PendingEffect>>;
         /// Marks an effect done. Durable when this returns, so it is not carried out again.
         pub fn complete_effect(&self, seq: u64) -> Result<()>;
-        /// Marks several effects done in one write.
-        pub fn complete_effects(&self, seqs: &[u64]) -> Result<()>;
         /// Drops effects that something else already carried out (a click's answer that redrew
         /// the card makes its queued card update redundant), without waiting for a flush: if a
         /// crash loses this, the effect is merely carried out again.
@@ -682,29 +680,17 @@ impl Generation {
     }
 
     fn complete_effect(&self, seq: u64) -> Result<()> {
-        self.complete_effects(&[seq])
+        let writer = self.lock_writer();
+        self.commit(removal_of_effects(&[seq]), writer)
     }
 
     fn forget_effects(&self, seqs: &[u64]) -> Result<()> {
         let writer = self.lock_writer();
-        let mut batch = sled::Batch::default();
-        for seq in seqs {
-            batch.remove(keys::effect(*seq));
-        }
         // No ticket: the removal rides along with the next flush anyone asks for (see
         // `Store::forget_effects`), so it does not cost a flush of its own.
-        self.tree.apply_batch(batch)?;
+        self.tree.apply_batch(removal_of_effects(seqs))?;
         drop(writer);
         Ok(())
-    }
-
-    fn complete_effects(&self, seqs: &[u64]) -> Result<()> {
-        let writer = self.lock_writer();
-        let mut batch = sled::Batch::default();
-        for seq in seqs {
-            batch.remove(keys::effect(*seq));
-        }
-        self.commit(batch, writer)
     }
 
     fn due_cases(&self, now: Timestamp) -> Result<Vec<CaseId>> {
@@ -965,6 +951,15 @@ impl Drop for Generation {
             tracing::warn!(error = %error, "the store could not be flushed on close");
         }
     }
+}
+
+/// A batch removing the given effects from the queue.
+fn removal_of_effects(seqs: &[u64]) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for seq in seqs {
+        batch.remove(keys::effect(*seq));
+    }
+    batch
 }
 
 /// Keeps the deadline index in step with a case's next deadline.
