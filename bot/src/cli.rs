@@ -188,7 +188,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         store: Arc::clone(&store),
         directory: config.directory,
         playbook: config.playbook,
-        grouping_window_minutes: ingest.grouping_window_minutes,
+        grouping_window: vouch_playbook::cases::GroupingWindow::minutes(ingest.grouping_window_minutes),
         effects_ready: Arc::new(tokio::sync::Notify::new()),
         outbox_ready: Arc::new(tokio::sync::Notify::new()),
         webhooks: config.settings.webhooks.clone(),
@@ -211,8 +211,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     let discord = match config.settings.discord.clone() {
         Some(settings) => Some(crate::discord::start(settings, Arc::clone(&service)).await?),
         None => {
-            tracing::warn!("no [discord] settings: running the alert API and store only");
-            background.push(tokio::spawn(drain_effects(Arc::clone(&service))));
+            tracing::warn!("no [discord] settings: chat effects are recorded on their cases as not delivered");
+            background.push(tokio::spawn(
+                crate::dispatch::Dispatcher::new(Arc::clone(&service), crate::dispatch::NoChat).run(),
+            ));
             None
         }
     };
@@ -258,37 +260,6 @@ async fn keep_store_open(store: Arc<Store>) {
             Ok(Err(error)) => tracing::warn!(error = %error, "the store cannot be reopened yet"),
             Err(error) => tracing::warn!(error = %error, "the store's reopening task failed"),
         }
-    }
-}
-
-/// Without Discord nobody can carry out cards and pings; the decisions stay on the cases and in
-/// the audit log, and the queue is emptied so it does not grow without bound.
-async fn drain_effects(service: Arc<Service>) {
-    loop {
-        let notified = service.effects_ready.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let drained = Arc::clone(&service);
-        let result = tokio::task::spawn_blocking(move || -> Result<usize, vouch_storage::StorageError> {
-            let pending = drained.store.pending_effects(1000)?;
-            for item in &pending {
-                tracing::debug!(case_id = %item.case_id, effect = ?item.effect, "no Discord: effect not carried out");
-            }
-            let seqs: Vec<u64> = pending.iter().map(|item| item.seq).collect();
-            if !seqs.is_empty() {
-                // Nothing is carried out, so nothing needs a flush of its own: should a crash
-                // lose this, the effects are merely dropped again.
-                drained.store.forget_effects(&seqs)?;
-            }
-            Ok(pending.len())
-        })
-        .await;
-        match result {
-            Ok(Ok(count)) if count > 0 => continue,
-            Ok(Err(error)) => tracing::warn!(error = %error, "cannot drain effects"),
-            _ => {}
-        }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), notified).await;
     }
 }
 

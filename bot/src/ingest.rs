@@ -20,6 +20,8 @@ use vouch_playbook::normalize::{normalize, FieldProblem};
 use vouch_playbook::{AlertFormat, Case, CaseId, CaseState};
 use vouch_storage::{AuditRecord, StorageError};
 
+use crate::service::IngestStatus;
+
 use crate::auth::{bearer_matches, verify_signature};
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -203,8 +205,8 @@ async fn accept_alert(
     let status = serde_json::to_value(ingested.status).unwrap_or(Value::Null);
     state.metrics.alert_accepted(format_id, status.as_str().unwrap_or("unknown"));
     tracing::info!(case_id = %ingested.case.id, status = %status, format = format_id, "alert accepted");
-    if !ingested.effects.is_empty() {
-        // The effects are queued in the store with the case; the Discord worker carries them out.
+    if ingested.status != IngestStatus::Duplicate {
+        // The effects are queued in the store with the case; the dispatcher carries them out.
         state.service.effects_ready.notify_one();
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"case_id": ingested.case.id, "status": status}))).into_response())
@@ -270,12 +272,17 @@ async fn get_case(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
     let found = tokio::task::spawn_blocking(move || {
         let case = service.store.case(case_id)?;
         let events = service.store.case_audit(case_id)?;
-        Ok::<_, StorageError>((case, events))
+        let undelivered = service.store.undelivered(case_id)?;
+        Ok::<_, StorageError>((case, events, undelivered))
     })
     .await
     .map_err(|_| ApiError::Unavailable)?;
     match found {
-        Ok((case, events)) => Ok(Json(case_view(&case, &events)).into_response()),
+        Ok((case, events, undelivered)) => {
+            let mut view = case_view(&case, &events);
+            view["undelivered_effects"] = json!(undelivered);
+            Ok(Json(view).into_response())
+        }
         Err(StorageError::NoSuchCase(id)) => Err(ApiError::NotFound(format!("case {id} does not exist"))),
         Err(error) => Err(store_unavailable(&state, &error)),
     }

@@ -4,8 +4,9 @@
 //! - `demo`: Vouch against the built-in Discord simulator, with a transcript.
 //! - [`ingest`]: the HTTP API (axum): alert intake, case queries, health and metrics.
 //! - [`auth`]: bearer tokens and Standard Webhooks signatures on incoming requests.
-//! - [`discord`]: the serenity client, the card/ping effect worker and the click handler.
-//! - [`service`]: ties the store, the directory and the engine together for one alert or event.
+//! - [`discord`]: the serenity client, the Discord chat sink and the click handler.
+//! - [`service`]: owns every change: the directory, the engine's decisions, one store transaction.
+//! - [`dispatch`]: the one effect dispatcher (order per case, backoff, give-up) and its chat sinks.
 //! - [`webhooks`]: isolation requests delivered from the outbox, signed and retried.
 //! - [`timers`]: stored deadlines (reminders, unacknowledged pages) and the daily digest.
 //! - [`metrics`]: Prometheus counters.
@@ -17,6 +18,7 @@ pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod discord;
+pub mod dispatch;
 pub mod ingest;
 pub mod metrics;
 pub mod service;

@@ -1,20 +1,27 @@
-//! One place where an alert or an event meets the directory, the engine and the store.
+//! The one owner of every change: an alert or an event meets the directory, the engine's pure
+//! decisions and then the store, as one transaction (case, indexes, history, audit record,
+//! effects and outbox entries together).
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use vouch_config::Directory;
-use vouch_playbook::{apply, open_case, Actor, Alert, Case, CaseEvent, CaseId, Playbook, Timestamp};
-use vouch_storage::{Applied, IngestRequest, Ingested, Pending, StorageError, Store};
+use vouch_playbook::cases::{route_alert, vouched_by, Arrival, GroupingWindow, OpenMovement};
+use vouch_playbook::{
+    apply, open_case, Actor, Alert, AuditKind, Case, CaseEvent, CaseId, Effect, EventKind, MovementKey, Playbook,
+    Timestamp,
+};
+use vouch_storage::{AuditRecord, NewRecord, OutboxEntry, Pending, PendingEffect, StorageError, Store, Transaction};
 
 pub struct Service {
     pub store: Arc<Store>,
     pub directory: Directory,
     pub playbook: Playbook,
-    pub grouping_window_minutes: u32,
-    /// Woken whenever a change queued effects, so the Discord worker carries them out promptly.
+    pub grouping_window: GroupingWindow,
+    /// Woken whenever a change queued effects, so the dispatcher carries them out promptly.
     pub effects_ready: Arc<Notify>,
-    /// Woken when isolation requests are added to the outbox.
+    /// Woken when outbound calls are added to the outbox.
     pub outbox_ready: Arc<Notify>,
     pub webhooks: Vec<vouch_config::WebhookSettings>,
     pub clock: Arc<dyn crate::Clock>,
@@ -24,30 +31,100 @@ pub struct Service {
     pub timers_ready: Arc<Notify>,
 }
 
+/// What happened to an ingested alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestStatus {
+    New,
+    Grouped,
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub status: IngestStatus,
+    pub case: Case,
+}
+
+/// What became of an event.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Applied {
+        case: Box<Case>,
+        /// The effects as queued for the dispatcher, with their places in the queue.
+        queued: Vec<PendingEffect>,
+        /// Whether outbound calls were added to the outbox.
+        outbox: bool,
+    },
+    /// Refused by the engine; only the refusal was written.
+    Refused { reason: String },
+    /// The event names a case that does not exist; only the refusal was written.
+    NoSuchCase,
+}
+
 impl Service {
-    /// Turns an alert into a new, grouped or duplicate case, durably. The engine and the store's
-    /// in-memory write run on the calling task (short CPU work under the store's writer lock);
+    /// Turns an alert into a new, grouped or duplicate case, durably. The decisions and the
+    /// store's in-memory write run on the calling task (short CPU work under the writer lock);
     /// the wait for the flush holds no thread.
     pub async fn ingest_durably(&self, alert: Alert, now: Timestamp) -> Result<Ingested, StorageError> {
         self.begin_ingest(alert, now)?.durable().await
     }
 
     fn begin_ingest(&self, alert: Alert, now: Timestamp) -> Result<Pending<Ingested>, StorageError> {
+        // The directory is read outside the writer lock: it does not depend on the store.
         let facts = self.directory.facts_for(&alert);
-        let playbook = &self.playbook;
-        let open = |id, alert: Alert, history: &_| {
-            let opening = open_case(playbook, &alert, &facts, history, now);
-            Case::open(id, playbook, alert, facts.clone(), opening, now)
-        };
-        let fold = |case: Case, alert: &Alert| {
-            apply(playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now)
-        };
-        self.store.begin_ingest(IngestRequest {
-            alert,
-            grouping_window_millis: i64::from(self.grouping_window_minutes) * 60_000,
-            now,
-            open: &open,
-            fold: &fold,
+        let grouping_key = alert.grouping_key();
+        self.store.write(|transaction| {
+            let earlier_copy = match &alert.source_alert_id {
+                Some(id) => transaction.case_of_alert(alert.format.id(), id)?,
+                None => None,
+            };
+            let movement_case = match transaction.movement_case(&grouping_key)? {
+                Some(movement) => transaction.case(movement.case_id)?.map(|case| (movement, case)),
+                None => None,
+            };
+            let last = movement_case.as_ref().map(|(movement, case)| (*movement, case.state));
+            let arrival = route_alert(earlier_copy, last, self.grouping_window, now);
+            if let Arrival::Duplicate(case_id) = arrival {
+                let case = transaction.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
+                // A duplicate writes nothing, but the transaction's ticket still covers what it
+                // saw: its first copy may be waiting for its flush.
+                return Ok(Ingested { status: IngestStatus::Duplicate, case });
+            }
+            let movement = MovementKey::of(&alert);
+            let history = transaction.history(&movement)?;
+            let (status, case, effects, kind) = match (arrival, movement_case) {
+                (Arrival::JoinsOpenCase(_), Some((_, case))) => {
+                    let (case, effects) =
+                        apply(&self.playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now);
+                    // A repeat changes only the count and times: the case is not rewritten.
+                    transaction.put_case_activity(&case);
+                    (IngestStatus::Grouped, case, effects, EventKind::AlertGrouped)
+                }
+                _ => {
+                    let case_id = transaction.allocate_case_id()?;
+                    let opening = open_case(&self.playbook, &alert, &facts, &history, now);
+                    let (case, effects) = Case::open(case_id, &self.playbook, alert.clone(), facts, opening, now);
+                    transaction.put_case(&case)?;
+                    (IngestStatus::New, case, effects, EventKind::AlertNew)
+                }
+            };
+            if let Some(source_alert_id) = &alert.source_alert_id {
+                transaction.index_alert(alert.format.id(), source_alert_id, case.id);
+            }
+            transaction.put_movement_case(&grouping_key, OpenMovement { case_id: case.id, last_alert_at: now });
+            transaction.put_history(&movement, &history.with_sighting(now), true)?;
+            transaction.queue_effects(case.id, &effects)?;
+            let detail = serde_json::json!({"alert": &alert, "alert_count": case.alert_count});
+            transaction.append_audit(NewRecord {
+                at: now,
+                case_id: Some(case.id),
+                kind: AuditKind::Event(kind),
+                actor: None,
+                playbook_version: Some(case.playbook_version),
+                detail,
+            })?;
+            Ok(Ingested { status, case })
         })
     }
 
@@ -56,12 +133,12 @@ impl Service {
     pub fn apply(
         &self,
         case_id: CaseId,
-        kind: &str,
+        kind: EventKind,
         actor: &Actor,
         detail: serde_json::Value,
         event: CaseEvent,
         now: Timestamp,
-    ) -> Result<Applied, StorageError> {
+    ) -> Result<Change, StorageError> {
         self.begin_apply(case_id, kind, actor, detail, event, now)?.wait()
     }
 
@@ -69,26 +146,119 @@ impl Service {
     pub async fn apply_durably(
         &self,
         case_id: CaseId,
-        kind: &str,
+        kind: EventKind,
         actor: &Actor,
         detail: serde_json::Value,
         event: CaseEvent,
         now: Timestamp,
-    ) -> Result<Applied, StorageError> {
+    ) -> Result<Change, StorageError> {
         self.begin_apply(case_id, kind, actor, detail, event, now)?.durable().await
     }
 
     fn begin_apply(
         &self,
         case_id: CaseId,
-        kind: &str,
+        kind: EventKind,
         actor: &Actor,
         detail: serde_json::Value,
         event: CaseEvent,
         now: Timestamp,
-    ) -> Result<Pending<Applied>, StorageError> {
+    ) -> Result<Pending<Change>, StorageError> {
+        let pending = self.store.write(|transaction| {
+            let Some(before) = transaction.case(case_id)? else {
+                // Not filed under the case: that number may belong to a later case.
+                let reason = format!("there is no case {case_id}");
+                refuse(transaction, None, kind, actor, detail, &reason, now, None)?;
+                return Ok(Change::NoSuchCase);
+            };
+            let playbook_version = before.playbook_version;
+            let (case, effects) = apply(&self.playbook, before.clone(), event, now);
+            if let Some(reason) = refusal(&effects) {
+                refuse(transaction, Some(case_id), kind, actor, detail, &reason, now, Some(playbook_version))?;
+                return Ok(Change::Refused { reason });
+            }
+            transaction.put_case(&case)?;
+            if let Some(by) = vouched_by(&before, &case) {
+                let movement = MovementKey::of(case.alert());
+                let history = transaction.history(&movement)?.with_vouch(by, now);
+                transaction.put_history(&movement, &history, false)?;
+            }
+            let outbox = self.enqueue_outbound_calls(transaction, &case, &effects, now)?;
+            let queued = transaction.queue_effects(case_id, &effects)?;
+            transaction.append_audit(NewRecord {
+                at: now,
+                case_id: Some(case_id),
+                kind: AuditKind::Event(kind),
+                actor: Some(actor),
+                playbook_version: Some(case.playbook_version),
+                detail,
+            })?;
+            Ok(Change::Applied { case: Box::new(case), queued, outbox })
+        })?;
+        Ok(pending)
+    }
+
+    /// Writes the outbox entries of the isolation requests a change asked for, in the change's
+    /// own transaction, so that a crash can neither lose a request nor send one for a change
+    /// that did not happen.
+    fn enqueue_outbound_calls(
+        &self,
+        transaction: &mut dyn Transaction,
+        case: &Case,
+        effects: &[Effect],
+        now: Timestamp,
+    ) -> Result<bool, StorageError> {
+        let mut enqueued = false;
+        for effect in effects {
+            let Effect::CallIsolationWebhook { request_id } = effect else { continue };
+            for entry in crate::webhooks::outbox_entries(case, request_id, &self.webhooks, now) {
+                if transaction.enqueue_outbox(&entry)? {
+                    enqueued = true;
+                    let detail = serde_json::json!({"id": entry.id});
+                    transaction.append_audit(vouch_record(
+                        AuditKind::OutboxEnqueued,
+                        Some(entry.case_id),
+                        detail,
+                        now,
+                    ))?;
+                }
+            }
+        }
+        Ok(enqueued)
+    }
+
+    /// Records something that changes no case (a refused click on a forged id, a form opened,
+    /// an effect given up). Durable on return. Blocking.
+    pub fn record(
+        &self,
+        kind: AuditKind,
+        case_id: Option<CaseId>,
+        actor: Option<&Actor>,
+        detail: serde_json::Value,
+    ) -> Result<AuditRecord, StorageError> {
+        let now = self.clock.now();
         self.store
-            .begin_apply_event(case_id, kind, Some(actor), detail, now, |case| apply(&self.playbook, case, event, now))
+            .write(|transaction| {
+                transaction.append_audit(NewRecord { at: now, case_id, kind, actor, playbook_version: None, detail })
+            })?
+            .wait()
+    }
+
+    /// Records an outbound call's attempt, or its end (`done`), with the attempt's audit record.
+    pub fn settle_outbox(
+        &self,
+        entry: &OutboxEntry,
+        done: bool,
+        detail: serde_json::Value,
+    ) -> Result<(), StorageError> {
+        let now = self.clock.now();
+        let kind = if done { AuditKind::OutboxDelivered } else { AuditKind::OutboxAttempt };
+        self.store
+            .write(|transaction| {
+                transaction.settle_outbox(entry, done);
+                transaction.append_audit(vouch_record(kind, Some(entry.case_id), detail, now)).map(|_| ())
+            })?
+            .wait()
     }
 
     /// Who is on call now, as directory people: (primary, secondary).
@@ -99,7 +269,7 @@ impl Service {
         (person(primary), person(secondary))
     }
 
-    /// "Sam Okafor (then Dana Kim)", or None without a rotation.
+    /// "Sam Okafor (secondary Dana Kim)", or None without a rotation.
     pub fn on_call_line(&self) -> Option<String> {
         let (primary, secondary) = self.on_call();
         let primary = primary?;
@@ -108,4 +278,44 @@ impl Service {
             None => primary.name.clone(),
         })
     }
+}
+
+/// An audit record of Vouch's own doing: no actor, no playbook version.
+pub fn vouch_record(
+    kind: AuditKind,
+    case_id: Option<CaseId>,
+    detail: serde_json::Value,
+    now: Timestamp,
+) -> NewRecord<'static> {
+    NewRecord { at: now, case_id, kind, actor: None, playbook_version: None, detail }
+}
+
+fn refusal(effects: &[Effect]) -> Option<String> {
+    effects.iter().find_map(|effect| match effect {
+        Effect::Refused { reason } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+/// Writes the refusal of an event: the request and why, under `refused.<kind>`.
+#[allow(clippy::too_many_arguments)]
+fn refuse(
+    transaction: &mut dyn Transaction,
+    case_id: Option<CaseId>,
+    kind: EventKind,
+    actor: &Actor,
+    request: serde_json::Value,
+    reason: &str,
+    now: Timestamp,
+    playbook_version: Option<vouch_playbook::PlaybookVersion>,
+) -> Result<(), StorageError> {
+    transaction.append_audit(NewRecord {
+        at: now,
+        case_id,
+        kind: AuditKind::Refused(kind),
+        actor: Some(actor),
+        playbook_version,
+        detail: serde_json::json!({"request": request, "reason": reason}),
+    })?;
+    Ok(())
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use vouch_playbook::engine::Confirmer;
-use vouch_playbook::{Actor, Case, CaseEvent};
+use vouch_playbook::engine::IsolationAction;
+use vouch_playbook::{Actor, CaseEvent, CaseId, CaseState, EventKind, Timestamp};
 
 use crate::service::Service;
 
@@ -30,102 +30,110 @@ pub async fn run(service: Arc<Service>) {
     }
 }
 
-/// Whether the person being chased may be chased now. On-call (and the SOC) is always reachable;
-/// people asked to confirm only within business hours, when those are set.
-fn may_chase(service: &Service, case: &Case, now: vouch_playbook::Timestamp) -> bool {
-    let page_due =
-        case.page.as_ref().is_some_and(|page| page.acknowledged.is_none() && page.deadline.is_some_and(|at| at <= now));
-    if page_due {
-        return true;
-    }
-    match (&service.timers.business_hours, case.confirmation.current_confirmer()) {
-        (Some(hours), Some(Confirmer::Person { .. })) => hours.includes(now),
-        _ => true,
-    }
-}
-
-/// Applies `ReminderDue` to every case with a passed deadline; returns how many fired. The
-/// store keeps an index of deadlines, so this reads only the cases that are due.
+/// Applies `ReminderDue` to every case whose deadline passed and that may be chased now; returns
+/// how many fired. The store keeps an index of deadlines, so this reads only the cases that are due.
 fn due_reminders(service: &Service) -> Result<usize, vouch_storage::StorageError> {
     let now = service.clock.now();
+    let within_business_hours = service.timers.business_hours.as_ref().is_none_or(|hours| hours.includes(now));
     let mut fired = 0;
     for case_id in service.store.due_cases(now)? {
         let case = service.store.case(case_id)?;
-        let Some(deadline) = case.next_deadline() else { continue };
-        if deadline > now || !may_chase(service, &case, now) {
+        if !case.chase_due(now, within_business_hours) {
             continue;
         }
-        let detail = json!({"deadline": deadline});
-        service.apply(case.id, "timer.deadline", &Actor::vouch(), detail, CaseEvent::ReminderDue, now)?;
+        let detail = json!({"deadline": case.next_deadline()});
+        service.apply(case.id, EventKind::TimerDeadline, &Actor::vouch(), detail, CaseEvent::ReminderDue, now)?;
         fired += 1;
     }
     Ok(fired)
 }
 
-/// Whether the digest is due now; records the new "last sent" when it is. The first run only
-/// starts the schedule, so a restart never sends a burst of missed digests.
-pub fn digest_due(service: &Service) -> Result<bool, vouch_storage::StorageError> {
-    let Some(schedule) = &service.timers.digest else { return Ok(false) };
+/// When the digest is due, if it is: the schedule's slot it is for. The first run only starts
+/// the schedule, so a restart never sends a burst of missed digests. The digest is marked sent
+/// with [`digest_sent`] once it was posted, so a failed post is tried again.
+pub fn digest_due(service: &Service) -> Result<Option<Timestamp>, vouch_storage::StorageError> {
+    let Some(schedule) = &service.timers.digest else { return Ok(None) };
     let now = service.clock.now();
     let Some(last) = service.store.marker(DIGEST_MARKER)? else {
-        service.store.set_marker(DIGEST_MARKER, now)?;
-        return Ok(false);
+        mark_digest(service, now, false)?;
+        return Ok(None);
     };
-    match schedule.next_after(last) {
-        Some(next) if next <= now => {
-            service.store.set_marker(DIGEST_MARKER, now)?;
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
+    Ok(schedule.next_after(last).filter(|next| *next <= now))
 }
 
-/// The digest's text: open cases and how long each has waited, and the last day's outcomes.
-pub fn digest_text(service: &Service) -> Result<String, vouch_storage::StorageError> {
+/// Records that the digest for `slot` went out.
+/// `posted` is false when there was nowhere to post it: the day is over all the same.
+pub fn digest_sent(service: &Service, slot: Timestamp, posted: bool) -> Result<(), vouch_storage::StorageError> {
+    mark_digest(service, slot.max(service.clock.now()), posted)
+}
+
+fn mark_digest(service: &Service, at: Timestamp, posted: bool) -> Result<(), vouch_storage::StorageError> {
+    service
+        .store
+        .write(|transaction| {
+            transaction.set_marker(DIGEST_MARKER, at);
+            if posted {
+                transaction.append_audit(vouch_storage::NewRecord {
+                    at,
+                    case_id: None,
+                    kind: vouch_playbook::AuditKind::DigestPosted,
+                    actor: None,
+                    playbook_version: None,
+                    detail: json!({}),
+                })?;
+            }
+            Ok(())
+        })?
+        .wait()
+}
+
+/// What the digest says, as data; the chat draws it.
+#[derive(Debug, Clone)]
+pub struct Digest {
+    /// Open cases, oldest first: id, source, target, state, minutes waited.
+    pub open: Vec<OpenCaseLine>,
+    pub closed_expected: usize,
+    pub escalated: usize,
+    pub isolated: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenCaseLine {
+    pub case_id: CaseId,
+    pub source: String,
+    pub target: String,
+    pub state: CaseState,
+    pub waited_minutes: i64,
+}
+
+/// Open cases and how long each has waited, and the last day's outcomes.
+pub fn digest(service: &Service) -> Result<Digest, vouch_storage::StorageError> {
     let now = service.clock.now();
     let day_ago = now.plus_millis(-24 * 60 * 60 * 1000);
-    let cases = service.store.cases(None)?;
-    let mut open_lines = Vec::new();
-    let (mut expected, mut escalated, mut isolated) = (0, 0, 0);
-    for case in &cases {
+    let mut digest = Digest { open: Vec::new(), closed_expected: 0, escalated: 0, isolated: 0 };
+    for case in service.store.cases(None)? {
         if !case.state.is_finished() {
-            let waited = now.millis_since(case.opened_at) / 60_000;
-            open_lines.push(format!(
-                "• **{}** {} → {}: {} ({} h {} min)",
-                case.id,
-                crate::discord::render::inert(&case.alert().source.label(), 60),
-                crate::discord::render::inert(&case.alert().target.label(), 60),
-                case.state.id().replace('_', " "),
-                waited / 60,
-                waited % 60
-            ));
+            digest.open.push(OpenCaseLine {
+                case_id: case.id,
+                source: case.alert().source.label(),
+                target: case.alert().target.label(),
+                state: case.state,
+                waited_minutes: now.millis_since(case.opened_at) / 60_000,
+            });
         }
         if case.resolution.as_ref().is_some_and(|decision| decision.at >= day_ago) {
-            expected += 1;
+            digest.closed_expected += 1;
         }
         if case.escalation.as_ref().is_some_and(|decision| decision.at >= day_ago) {
-            escalated += 1;
+            digest.escalated += 1;
         }
-        isolated += case
+        digest.isolated += case
             .isolations
             .iter()
             .filter(|request| {
-                request.at >= day_ago
-                    && request.delivered()
-                    && request.action == vouch_playbook::engine::IsolationAction::Isolate
+                request.at >= day_ago && request.delivered() && request.action == IsolationAction::Isolate
             })
             .count();
     }
-    let mut text = format!(
-        "**Vouch digest**: {} open case(s). Last 24 h: {expected} closed as expected, {escalated} escalated, {isolated} host(s) isolated.",
-        open_lines.len()
-    );
-    for line in open_lines.iter().take(25) {
-        text.push('\n');
-        text.push_str(line);
-    }
-    if open_lines.len() > 25 {
-        text.push_str(&format!("\n… and {} more (see /cases).", open_lines.len() - 25));
-    }
-    Ok(crate::discord::render::cap(&text, 1900))
+    Ok(digest)
 }

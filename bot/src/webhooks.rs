@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use vouch_config::{DeliverySettings, WebhookPreset, WebhookSettings};
 use vouch_playbook::engine::{IsolationAction, IsolationRequest, Side};
-use vouch_playbook::{Actor, Case, CaseEvent, Timestamp};
+use vouch_playbook::{Actor, Case, CaseEvent, EventKind, Timestamp};
 use vouch_storage::OutboxEntry;
 
 use crate::auth::sign;
@@ -237,7 +237,7 @@ impl Deliverer {
                 entry.next_attempt_at = Some(next_attempt_at);
                 tracing::warn!(id = %entry.id, attempt = entry.attempts, retry_in_ms = delay.as_millis() as u64, detail = %detail, "isolation delivery failed; will retry");
                 let record = json!({"id": entry.id, "attempt": entry.attempts, "result": detail, "retry_in_ms": delay.as_millis() as u64});
-                tokio::task::spawn_blocking(move || service.store.settle_outbox(&entry, false, record, now)).await??;
+                tokio::task::spawn_blocking(move || service.settle_outbox(&entry, false, record)).await??;
                 Ok(Some(next_attempt_at))
             }
             Outcome::Retry { detail, .. } => {
@@ -268,8 +268,8 @@ impl Deliverer {
         let record = json!({"id": entry.id, "attempt": entry.attempts, "ok": ok, "result": detail});
         let case_id = entry.case_id;
         tokio::task::spawn_blocking(move || {
-            service.apply(case_id, "webhook.result", &Actor::vouch(), record.clone(), event, now)?;
-            service.store.settle_outbox(&entry, true, record, now)
+            service.apply(case_id, EventKind::WebhookResult, &Actor::vouch(), record.clone(), event, now)?;
+            service.settle_outbox(&entry, true, record)
         })
         .await??;
         self.service.effects_ready.notify_one();

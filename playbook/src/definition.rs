@@ -238,6 +238,57 @@ enum FactValueKind {
     Number,
 }
 
+/// The actions a case card offers; the playbook's `[[actions]]` give them their words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseAction {
+    AskOwner,
+    Escalate,
+    CloseExpected,
+}
+
+impl CaseAction {
+    pub const ALL: [CaseAction; 3] = [CaseAction::AskOwner, CaseAction::Escalate, CaseAction::CloseExpected];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            CaseAction::AskOwner => "ask-owner",
+            CaseAction::Escalate => "escalate",
+            CaseAction::CloseExpected => "close-expected",
+        }
+    }
+
+    /// The label when the playbook gives none.
+    pub fn default_label(self) -> &'static str {
+        match self {
+            CaseAction::AskOwner => "Ask owner",
+            CaseAction::Escalate => "Escalate",
+            CaseAction::CloseExpected => "Close as expected",
+        }
+    }
+}
+
+/// The parts of the movement the card can put in front of the analyst; the playbook's
+/// `[[context]]` chooses which, in what order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextSection {
+    Systems,
+    Accounts,
+    Connection,
+    Program,
+}
+
+impl ContextSection {
+    pub fn from_id(id: &str) -> Option<ContextSection> {
+        match id {
+            "systems" => Some(ContextSection::Systems),
+            "accounts" => Some(ContextSection::Accounts),
+            "connection" => Some(ContextSection::Connection),
+            "program" => Some(ContextSection::Program),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
@@ -329,8 +380,34 @@ impl Playbook {
         self.questions.iter().find(|question| &question.id == id)
     }
 
+    /// The playbook's words for one of the case's actions.
+    pub fn action(&self, action: CaseAction) -> Option<&Action> {
+        self.actions.iter().find(|candidate| candidate.id == action.id())
+    }
+
+    /// The card's context sections, in the playbook's order.
+    pub fn context_sections(&self) -> impl Iterator<Item = (ContextSection, &ContextItem)> {
+        self.context.iter().filter_map(|item| ContextSection::from_id(&item.id).map(|section| (section, item)))
+    }
+
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        for item in &self.context {
+            if ContextSection::from_id(&item.id).is_none() {
+                problems.push(format!(
+                    "context.{}: not a section the card can show (systems, accounts, connection, program)",
+                    item.id
+                ));
+            }
+        }
+        for action in &self.actions {
+            if CaseAction::ALL.iter().all(|known| known.id() != action.id) {
+                problems.push(format!(
+                    "actions.{}: not an action Vouch offers (ask-owner, escalate, close-expected)",
+                    action.id
+                ));
+            }
+        }
         for required in [QUESTION_ACCOUNT_USAGE, QUESTION_INTERACTIVE] {
             if !self.questions.iter().any(|question| question.id.as_str() == required) {
                 problems.push(format!("questions: the `{required}` question is missing"));

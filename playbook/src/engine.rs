@@ -265,13 +265,14 @@ pub enum Effect {
     Announce {
         message: String,
     },
-    ScheduleReminder {
-        at: Timestamp,
-    },
     /// The event was not accepted; the case is unchanged. The bot records the refusal.
     Refused {
         reason: String,
     },
+    /// An effect this version does not know (one written by an older Vouch, such as the retired
+    /// `schedule_reminder`: deadlines live on the case). It is dropped, not carried out.
+    #[serde(other)]
+    Unknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -432,6 +433,45 @@ impl IsolationRequest {
     }
 }
 
+/// What a case offers now: the card draws a live button for each, and only for these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offers {
+    pub answer: bool,
+    pub ask_owner: bool,
+    pub escalate: bool,
+    pub close: bool,
+    pub source: IsolationOffer,
+    pub target: IsolationOffer,
+}
+
+impl Offers {
+    pub fn isolation(&self, side: Side) -> IsolationOffer {
+        match side {
+            Side::Source => self.source,
+            Side::Target => self.target,
+        }
+    }
+}
+
+/// What can be done about isolating one end of the movement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsolationOffer {
+    /// Isolating is offered (the case is escalated and the system is not isolated yet).
+    pub isolate: Option<IsolateOffer>,
+    /// The alert names the system, so there is something to isolate.
+    pub system_known: bool,
+    /// The system is isolated and can be released.
+    pub release: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolateOffer {
+    /// Ask for the isolation.
+    Request,
+    /// Approve a colleague's request to isolate a critical system.
+    Approve,
+}
+
 /// `Alert` holds a JSON value and so is not `Eq`; cases compare alerts by their serialized form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -572,6 +612,43 @@ impl Case {
         format!("{}-{side}-{action}-{}", self.id, self.isolations.len() + 1)
     }
 
+    /// Whether vouching for this movement ("Expected") needs a written justification from this
+    /// person: it does on a critical system, from whoever is asked. The engine refuses such a
+    /// vouch without one; the chat asks for it with a form first.
+    pub fn vouching_needs_justification(&self, actor: &Actor) -> bool {
+        self.opening.criticality == Criticality::Critical && self.is_asked(actor)
+    }
+
+    /// What the case offers now, whoever looks at it; [`apply`] still decides who may do it.
+    pub fn offers(&self) -> Offers {
+        let finished = self.state.is_finished();
+        let escalated = self.state == CaseState::Escalated;
+        let isolation = |side: Side| {
+            let latest = self.latest_isolation(side);
+            let isolated = latest.is_some_and(|request| {
+                request.action == IsolationAction::Isolate && request.status == IsolationStatus::Requested
+            });
+            let awaiting_approval = latest.is_some_and(|request| request.status == IsolationStatus::AwaitingApproval);
+            IsolationOffer {
+                isolate: (escalated && !isolated).then_some(if awaiting_approval {
+                    IsolateOffer::Approve
+                } else {
+                    IsolateOffer::Request
+                }),
+                system_known: !self.system(side).is_unknown(),
+                release: isolated,
+            }
+        };
+        Offers {
+            answer: !finished,
+            ask_owner: !finished && self.state != CaseState::AwaitingConfirmation && !escalated,
+            escalate: !finished && !escalated,
+            close: !finished,
+            source: isolation(Side::Source),
+            target: isolation(Side::Target),
+        }
+    }
+
     /// Whether this person (or their delegate) is the one being asked to confirm now.
     pub fn is_asked(&self, actor: &Actor) -> bool {
         match self.confirmation.current_confirmer() {
@@ -594,7 +671,6 @@ impl Case {
                 let at = now.plus_minutes(self.remind_after(playbook));
                 self.confirmation.deadline = Some(at);
                 effects.push(Effect::PingPerson { person, reason: PingReason::AskConfirmation });
-                effects.push(Effect::ScheduleReminder { at });
             }
             Some(Confirmer::Soc) | None => {
                 self.state = CaseState::Open;
@@ -651,10 +727,23 @@ impl Case {
             acknowledged: None,
             reason: reason.clone(),
         });
-        vec![
-            Effect::PageOnCall { reason, secondary: false, reminder: false },
-            Effect::ScheduleReminder { at: deadline },
-        ]
+        vec![Effect::PageOnCall { reason, secondary: false, reminder: false }]
+    }
+
+    /// Whether the case's deadline has passed and whoever it chases may be chased now: on-call
+    /// (for an unacknowledged page) and the SOC always, a person asked to confirm only within
+    /// business hours (`within_business_hours` is true when none are set).
+    pub fn chase_due(&self, now: Timestamp, within_business_hours: bool) -> bool {
+        if self.next_deadline().is_none_or(|deadline| deadline > now) {
+            return false;
+        }
+        let page_due = self
+            .page
+            .as_ref()
+            .is_some_and(|page| page.acknowledged.is_none() && page.deadline.is_some_and(|at| at <= now));
+        page_due
+            || within_business_hours
+            || !matches!(self.confirmation.current_confirmer(), Some(Confirmer::Person { .. }))
     }
 
     /// The earliest stored deadline: a confirmation reminder or an unacknowledged page.
@@ -722,6 +811,11 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             let Some(confirmer) = case.confirmation.current_confirmer().cloned() else {
                 return case.refuse("nobody is being asked to confirm this case right now");
             };
+            let justification = justification.map(|text| text.trim().to_string()).filter(|text| !text.is_empty());
+            if verdict == ConfirmVerdict::Expected && justification.is_none() && case.vouching_needs_justification(&by)
+            {
+                return case.refuse("vouching for a movement to a critical system needs a justification");
+            }
             let mut case = case;
             case.confirmation.verdicts.push(RecordedVerdict {
                 confirmer,
@@ -932,9 +1026,6 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
                     }
                     let at = now.plus_minutes(ack_minutes);
                     page.deadline = (!effects.is_empty()).then_some(at);
-                    if page.deadline.is_some() {
-                        effects.push(Effect::ScheduleReminder { at });
-                    }
                 }
             }
             let confirmation_due = case.state == CaseState::AwaitingConfirmation
@@ -957,7 +1048,6 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
                     case.confirmation.deadline = Some(at);
                     if let Some(person) = case.confirmation.current_confirmer().and_then(Confirmer::person) {
                         effects.push(Effect::PingPerson { person: person.clone(), reason: PingReason::Reminder });
-                        effects.push(Effect::ScheduleReminder { at });
                     }
                 }
             }

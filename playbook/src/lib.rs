@@ -5,10 +5,15 @@
 //! - [`definition`]: the playbook file (`playbooks/lateral-movement.toml`) as typed data.
 //! - [`facts`]: what the directory and history know, as the engine reads it.
 //! - [`engine`]: [`open_case`] and [`apply`], pure functions returning [`Effect`]s.
+//! - [`cases`]: where an alert belongs (duplicate, joins the open case, new case) and what a
+//!   change teaches the movement's history.
+//! - [`audit_kind`]: every kind of audit record, refusals named one way.
 //!
 //! Architecture invariant: this crate does no I/O. It reads no clock, no file, no network; its
 //! callers pass `now` in and carry the returned effects out.
 
+pub mod audit_kind;
+pub mod cases;
 pub mod definition;
 pub mod engine;
 pub mod facts;
@@ -17,6 +22,7 @@ pub mod model;
 pub mod normalize;
 pub mod time;
 
+pub use audit_kind::{AuditKind, EventKind};
 pub use definition::Playbook;
 pub use engine::{apply, open_case, Actor, Case, CaseEvent, CaseState, Effect, Opening};
 pub use ids::{AnswerId, CaseId, PersonId, PlaybookVersion, QuestionId, ScenarioId, Snowflake};

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use vouch_playbook::Timestamp;
-use vouch_storage::{Store, StoreOptions};
+use vouch_playbook::{AuditKind, Timestamp};
+use vouch_storage::{NewRecord, Store, StoreOptions};
 
 fn run(writers: usize, records: usize) -> f64 {
     let directory = tempfile::tempdir().expect("temp dir");
@@ -22,8 +22,17 @@ fn run(writers: usize, records: usize) -> f64 {
             std::thread::spawn(move || {
                 for index in 0..records / writers {
                     let detail = serde_json::json!({"writer": writer, "index": index, "padding": padding});
+                    let record = NewRecord {
+                        at: Timestamp::from_unix_millis(0),
+                        case_id: None,
+                        kind: AuditKind::StoreProbe,
+                        actor: None,
+                        playbook_version: None,
+                        detail,
+                    };
                     store
-                        .record("bench.record", None, None, detail, Timestamp::from_unix_millis(0))
+                        .write(|transaction| transaction.append_audit(record))
+                        .and_then(|pending| pending.wait())
                         .expect("durable write");
                 }
             })

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use vouch_playbook::{Actor, CaseId, PlaybookVersion, Timestamp};
+use vouch_playbook::{Actor, AuditKind, CaseId, PlaybookVersion, Timestamp};
 
 /// The hash "before" the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -44,13 +44,14 @@ pub struct AuditRecord {
 }
 
 /// What a caller says about a new record; the chain fills in its position and hashes.
-pub(crate) struct NewRecord<'a> {
-    pub(crate) at: Timestamp,
-    pub(crate) case_id: Option<CaseId>,
-    pub(crate) kind: &'a str,
-    pub(crate) actor: Option<&'a Actor>,
-    pub(crate) playbook_version: Option<PlaybookVersion>,
-    pub(crate) detail: serde_json::Value,
+#[derive(Debug, Clone)]
+pub struct NewRecord<'a> {
+    pub at: Timestamp,
+    pub case_id: Option<CaseId>,
+    pub kind: AuditKind,
+    pub actor: Option<&'a Actor>,
+    pub playbook_version: Option<PlaybookVersion>,
+    pub detail: serde_json::Value,
 }
 
 /// The hashed content of a record: everything but the hash itself, in a fixed order.
@@ -72,7 +73,7 @@ impl AuditRecord {
             seq: head.seq + 1,
             at: entry.at,
             case_id: entry.case_id,
-            kind: entry.kind.to_string(),
+            kind: entry.kind.name().into_owned(),
             actor: entry.actor.cloned(),
             playbook_version: entry.playbook_version,
             detail: entry.detail,

@@ -3,7 +3,10 @@
 //! | prefix | key                         | value                          |
 //! |--------|-----------------------------|--------------------------------|
 //! | `m/`   | `schema`, `next_case`, `audit_head` | version byte, u64, head |
+//! | `m/`   | `next_effect`               | the next effect's sequence (u64) |
+//! | `m/marker/` | marker name            | a point in time (u64 millis)   |
 //! | `c/`   | case id (u64)               | case                           |
+//! | `v/`   | case id (u64)               | the case's latest alert count and times, when newer than `c/` |
 //! | `a/`   | audit sequence (u64)        | audit record                   |
 //! | `x/`   | case id, audit sequence     | empty (per-case audit index)   |
 //! | `i/`   | format, 0x1f, source alert id | case id (u64)                |
@@ -15,6 +18,7 @@
 //! | `e/`   | effect sequence (u64)       | an effect waiting to be done   |
 //! | `k/`   | case id (u64)               | where the case's card is       |
 //! | `d/`   | deadline (u64 millis), case | empty (the deadline index)     |
+//! | `u/`   | case id, effect sequence    | a chat effect no chat service carried |
 
 use vouch_playbook::CaseId;
 
@@ -43,6 +47,11 @@ fn with_prefix(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 
 pub(crate) fn case(id: CaseId) -> Vec<u8> {
     with_prefix(CASE_PREFIX, &[&id.number().to_be_bytes()])
+}
+
+/// What repeated alerts changed on a case since it was last written whole.
+pub(crate) fn case_activity(id: CaseId) -> Vec<u8> {
+    with_prefix(b"v/", &[&id.number().to_be_bytes()])
 }
 
 pub(crate) fn audit(seq: u64) -> Vec<u8> {
@@ -124,6 +133,16 @@ pub(crate) fn seq_of_effect(key: &[u8]) -> Result<u64> {
 
 pub(crate) fn card(id: CaseId) -> Vec<u8> {
     with_prefix(b"k/", &[&id.number().to_be_bytes()])
+}
+
+pub(crate) fn undelivered_prefix(id: CaseId) -> Vec<u8> {
+    with_prefix(b"u/", &[&id.number().to_be_bytes()])
+}
+
+pub(crate) fn undelivered(id: CaseId, seq: u64) -> Vec<u8> {
+    let mut key = undelivered_prefix(id);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 /// A named point in time Vouch keeps across restarts (such as when the digest last went out).

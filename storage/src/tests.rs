@@ -1,46 +1,57 @@
 //! Store tests on a real on-disk sled database in a temporary directory. They live inside the
 //! crate because tampering with the audit chain needs the byte layout, which only this crate knows.
+//! They drive the store through its own API, the [`Transaction`]; the rules deciding what to write
+//! are the service's and the playbook's, tested there.
 
 use std::sync::Arc;
 
 use serde_json::json;
-use vouch_playbook::engine::ConfirmVerdict;
 use vouch_playbook::facts::{Facts, History};
 use vouch_playbook::normalize::normalize;
-use vouch_playbook::{apply, open_case, Actor, Alert, Case, CaseEvent, CaseId, CaseState, Effect, Playbook, Timestamp};
+use vouch_playbook::{open_case, AuditKind, Case, CaseId, Effect, EventKind, MovementKey, Playbook, Timestamp};
 
 use super::*;
+use crate::codec::{decode, encode};
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_764_320_000_000);
-const WINDOW: i64 = 30 * 60 * 1000;
 
-fn alert(id: Option<&str>, source: &str, target: &str, account: &str) -> Alert {
-    let mut payload = json!({
-        "vouch_alert": 1, "source": {"hostname": source}, "target": {"hostname": target},
-        "account": account, "protocol": "rdp", "mitre": ["T1021.001"]
+fn new_case(case_id: CaseId, target: &str) -> (Case, Vec<Effect>) {
+    let playbook = Playbook::builtin();
+    let payload = json!({
+        "vouch_alert": 1, "source": {"hostname": "WS-1"}, "target": {"hostname": target},
+        "account": "carol", "protocol": "rdp", "mitre": ["T1021.001"]
     });
-    if let Some(id) = id {
-        payload["id"] = json!(id);
-    }
-    normalize(&payload, None, T0).expect("valid alert")
+    let alert = normalize(&payload, None, T0).expect("valid alert");
+    let facts = Facts::default();
+    let opening = open_case(&playbook, &alert, &facts, &History::default(), T0);
+    Case::open(case_id, &playbook, alert, facts, opening, T0)
 }
 
-fn open_fn(playbook: &Playbook, now: Timestamp) -> impl Fn(CaseId, Alert, &History) -> (Case, Vec<Effect>) + '_ {
-    move |id, alert, history| {
-        let facts = Facts::default();
-        let opening = open_case(playbook, &alert, &facts, history, now);
-        Case::open(id, playbook, alert, facts, opening, now)
+fn audit_of(case: &Case, kind: EventKind) -> NewRecord<'static> {
+    NewRecord {
+        at: T0,
+        case_id: Some(case.id),
+        kind: AuditKind::Event(kind),
+        actor: None,
+        playbook_version: Some(case.playbook_version),
+        detail: json!({"target": case.alert().target.label()}),
     }
 }
 
-fn ingest(store: &Store, playbook: &Playbook, alert: Alert, now: Timestamp) -> Ingested {
-    let open = open_fn(playbook, now);
-    let fold = |case: Case, alert: &Alert| {
-        apply(playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now)
-    };
+/// Opens a case the way the service does: one transaction with the case, its effects and its
+/// audit record.
+fn open_case_in(store: &Store, target: &str) -> Case {
     store
-        .ingest(IngestRequest { alert, grouping_window_millis: WINDOW, now, open: &open, fold: &fold })
-        .expect("ingest succeeds")
+        .write(|transaction| {
+            let (case, effects) = new_case(transaction.allocate_case_id()?, target);
+            transaction.put_case(&case)?;
+            transaction.queue_effects(case.id, &effects)?;
+            transaction.append_audit(audit_of(&case, EventKind::AlertNew))?;
+            Ok(case)
+        })
+        .expect("written")
+        .wait()
+        .expect("durable")
 }
 
 fn temp_store() -> (tempfile::TempDir, Store) {
@@ -49,77 +60,113 @@ fn temp_store() -> (tempfile::TempDir, Store) {
     (directory, store)
 }
 
-fn soc() -> Actor {
-    Actor { discord_id: None, person: None, name: "sam".to_string(), soc: true }
+#[test]
+fn a_change_is_written_whole_or_not_at_all() {
+    let (_directory, store) = temp_store();
+    let first = open_case_in(&store, "SRV-1");
+    let failed = store.write(|transaction| {
+        let (case, _) = new_case(transaction.allocate_case_id()?, "SRV-2");
+        transaction.put_case(&case)?;
+        transaction.append_audit(audit_of(&case, EventKind::AlertNew))?;
+        Err::<(), _>(StorageError::Corrupt { key: "test".to_string(), reason: "the caller gave up".to_string() })
+    });
+    assert!(failed.is_err());
+    assert_eq!(store.cases(None).expect("cases").len(), 1, "the failed change wrote no case");
+    let second = open_case_in(&store, "SRV-3");
+    assert_eq!(second.id.number(), first.id.number() + 1, "the failed change took no case number");
+    let report = store.verify_audit().expect("verify");
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 2, "nor an audit record");
 }
 
 #[test]
-fn alerts_become_new_grouped_or_duplicate_cases() {
+fn repeated_alerts_write_only_the_activity_and_reads_see_it() {
     let (_directory, store) = temp_store();
-    let playbook = Playbook::builtin();
-    // (alert, minutes after T0, expected status, expected case number, expected alert count)
-    let steps: Vec<(Alert, u32, IngestStatus, u64, u64)> = vec![
-        (alert(Some("a1"), "WS-17", "SRV-1", "alice"), 0, IngestStatus::New, 1, 1),
-        (alert(Some("a1"), "WS-17", "SRV-1", "alice"), 1, IngestStatus::Duplicate, 1, 1),
-        (alert(Some("a2"), "WS-17", "SRV-1", "alice"), 2, IngestStatus::Grouped, 1, 2),
-        (alert(None, "ws-17.corp.example", "srv-1", "CORP\\Alice"), 3, IngestStatus::Grouped, 1, 3),
-        (alert(Some("a3"), "WS-17", "SRV-2", "alice"), 4, IngestStatus::New, 2, 1),
-        (alert(Some("a4"), "WS-17", "SRV-1", "bob"), 5, IngestStatus::New, 3, 1),
-        // Past the window after the last alert of the movement: a fresh case.
-        (alert(Some("a5"), "WS-17", "SRV-1", "alice"), 3 + 31, IngestStatus::New, 4, 1),
-    ];
-    for (index, (alert, minutes, status, case_number, count)) in steps.into_iter().enumerate() {
-        let ingested = ingest(&store, &playbook, alert, T0.plus_minutes(minutes));
-        assert_eq!(ingested.status, status, "step {index}");
-        assert_eq!(ingested.case.id.number(), case_number, "step {index}");
-        assert_eq!(ingested.case.alert_count, count, "step {index}");
-        assert_eq!(store.case(ingested.case.id).expect("stored").alert_count, count, "step {index}");
+    let case = open_case_in(&store, "SRV-1");
+    let stored_case_bytes = store.tree().get(keys::case(case.id)).expect("read").expect("present");
+    for count in 2..=5u64 {
+        store
+            .write(|transaction| {
+                let mut current = transaction.case(case.id)?.expect("exists");
+                current.alert_count += 1;
+                current.last_alert_at = T0.plus_minutes(count as u32);
+                transaction.put_case_activity(&current);
+                transaction.append_audit(audit_of(&current, EventKind::AlertGrouped))?;
+                Ok(())
+            })
+            .expect("written")
+            .wait()
+            .expect("durable");
+        let read = store.case(case.id).expect("case");
+        assert_eq!((read.alert_count, read.last_alert_at), (count, T0.plus_minutes(count as u32)));
     }
-    let history = store
-        .history(&vouch_playbook::MovementKey::of(&alert(None, "WS-17", "SRV-1", "alice")), T0.plus_minutes(40))
-        .expect("history");
-    assert_eq!(history.seen, 4, "duplicates are not counted as sightings");
-    assert_eq!(history.source_distinct_targets, Some(2));
-    assert!(store.verify_audit().expect("verify").is_intact());
+    assert_eq!(
+        store.tree().get(keys::case(case.id)).expect("read").expect("present"),
+        stored_case_bytes,
+        "the case itself was not rewritten"
+    );
+    assert_eq!(store.cases(None).expect("cases")[0].alert_count, 5, "listing sees the activity too");
+    // Writing the whole case again carries the activity; the separate record goes.
+    store
+        .write(|transaction| {
+            let current = transaction.case(case.id)?.expect("exists");
+            transaction.put_case(&current)
+        })
+        .expect("written")
+        .wait()
+        .expect("durable");
+    assert!(store.tree().get(keys::case_activity(case.id)).expect("read").is_none());
+    assert_eq!(store.case(case.id).expect("case").alert_count, 5);
 }
 
 #[test]
-fn closed_cases_do_not_absorb_new_alerts_and_confirmations_feed_history() {
+fn deadlines_are_indexed_with_the_case_and_move_with_it() {
     let (_directory, store) = temp_store();
-    let playbook = Playbook::builtin();
-    let first = ingest(&store, &playbook, alert(Some("b1"), "WS-1", "SRV-9", "carol"), T0);
-    let close = CaseEvent::Close { by: soc(), justification: "change ticket CHG-1".to_string() };
-    let applied = store
-        .apply_event(first.case.id, "click.close", Some(&soc()), json!({}), T0.plus_minutes(1), |case| {
-            apply(&playbook, case, close, T0.plus_minutes(1))
-        })
-        .expect("applied");
-    assert_eq!(applied.case.state, CaseState::ClosedExpected);
-    let second = ingest(&store, &playbook, alert(Some("b2"), "WS-1", "SRV-9", "carol"), T0.plus_minutes(2));
-    assert_eq!(second.status, IngestStatus::New);
-    assert_eq!(second.case.opening.history.seen, 1);
-    assert_eq!(second.case.opening.history.confirmed_expected.len(), 1, "the earlier close is shown as a hint");
-    assert_eq!(second.case.opening.history.confirmed_expected[0].by, "sam");
-    assert_eq!(second.case.state, CaseState::Open, "history never closes a case by itself");
+    let mut case = open_case_in(&store, "SRV-1");
+    assert!(store.due_cases(T0.plus_minutes(10_000)).expect("due").is_empty(), "nobody is asked yet");
+    case.state = vouch_playbook::CaseState::AwaitingConfirmation;
+    case.confirmation.deadline = Some(T0.plus_minutes(60));
+    let write = |case: &Case| {
+        store
+            .write(|transaction| {
+                transaction.case(case.id)?;
+                transaction.put_case(case)
+            })
+            .expect("written")
+            .wait()
+            .expect("durable")
+    };
+    write(&case);
+    assert!(store.due_cases(T0.plus_minutes(59)).expect("due").is_empty());
+    assert_eq!(store.due_cases(T0.plus_minutes(60)).expect("due"), [case.id]);
+    case.confirmation.deadline = Some(T0.plus_minutes(120));
+    write(&case);
+    assert!(store.due_cases(T0.plus_minutes(60)).expect("due").is_empty(), "the old deadline left the index");
+    assert_eq!(store.due_cases(T0.plus_minutes(120)).expect("due"), [case.id]);
 }
 
 #[test]
-fn refused_events_are_recorded_and_change_nothing() {
+fn history_counts_each_target_of_a_source_once() {
     let (_directory, store) = temp_store();
-    let playbook = Playbook::builtin();
-    let opened = ingest(&store, &playbook, alert(Some("c1"), "WS-1", "SRV-9", "carol"), T0);
-    let stranger = Actor { discord_id: None, person: None, name: "mallory".to_string(), soc: false };
-    let event = CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: stranger.clone(), justification: None };
-    let applied = store
-        .apply_event(opened.case.id, "click.confirm", Some(&stranger), json!({"verdict": "expected"}), T0, |case| {
-            apply(&playbook, case, event, T0)
-        })
-        .expect("recorded");
-    assert_eq!(applied.record.kind, "refused.click.confirm");
-    assert_eq!(store.case(opened.case.id).expect("case"), opened.case);
-    let trail: Vec<String> =
-        store.case_audit(opened.case.id).expect("trail").into_iter().map(|record| record.kind).collect();
-    assert_eq!(trail, ["alert.new", "refused.click.confirm"]);
+    let movement = |target: &str| MovementKey {
+        account: "carol".to_string(),
+        source: "ws-1".to_string(),
+        target: target.to_string(),
+        protocol: vouch_playbook::model::Protocol::Rdp,
+    };
+    for target in ["srv-1", "srv-2", "srv-1", "srv-3"] {
+        store
+            .write(|transaction| {
+                let history = transaction.history(&movement(target))?.with_sighting(T0);
+                transaction.put_history(&movement(target), &history, true)
+            })
+            .expect("written")
+            .wait()
+            .expect("durable");
+    }
+    let history = store.history(&movement("srv-1")).expect("history");
+    assert_eq!(history.seen, 2);
+    assert_eq!(history.source_distinct_targets, Some(3));
 }
 
 #[test]
@@ -132,17 +179,8 @@ fn concurrent_writers_share_flushes_and_keep_one_chain() {
         .map(|writer| {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
-                let playbook = Playbook::builtin();
                 (0..per_writer)
-                    .map(|index| {
-                        let alert = alert(
-                            Some(&format!("w{writer}-{index}")),
-                            &format!("WS-{writer}"),
-                            &format!("SRV-{index}"),
-                            "alice",
-                        );
-                        ingest(&store, &playbook, alert, T0).case.id
-                    })
+                    .map(|index| open_case_in(&store, &format!("SRV-{writer}-{index}")).id)
                     .collect::<Vec<_>>()
             })
         })
@@ -150,7 +188,7 @@ fn concurrent_writers_share_flushes_and_keep_one_chain() {
     let mut ids: Vec<CaseId> = threads.into_iter().flat_map(|thread| thread.join().expect("writer")).collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), writers * per_writer, "every alert got its own case id");
+    assert_eq!(ids.len(), writers * per_writer, "every change got its own case id");
     let report = store.verify_audit().expect("verify");
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, (writers * per_writer) as u64);
@@ -229,9 +267,8 @@ fn tampering_with_the_audit_chain_is_detected() {
     ];
     for (name, tamper, expected) in cases {
         let (_directory, store) = temp_store();
-        let playbook = Playbook::builtin();
         for index in 0..4 {
-            ingest(&store, &playbook, alert(Some(&format!("t{index}")), "WS-1", &format!("SRV-{index}"), "dan"), T0);
+            open_case_in(&store, &format!("SRV-{index}"));
         }
         tamper(&store);
         let report = store.verify_audit().expect("verify runs");
@@ -259,20 +296,31 @@ fn outbox_entries_keep_their_id_across_attempts_and_reopen() {
         next_attempt_at: None,
         payload: json!({"action": "isolate"}),
     };
+    let enqueue = |store: &Store| {
+        store.write(|transaction| transaction.enqueue_outbox(&entry)).expect("written").wait().expect("durable")
+    };
+    let settle = |store: &Store, entry: &OutboxEntry, done: bool| {
+        store
+            .write(|transaction| {
+                transaction.settle_outbox(entry, done);
+                Ok(())
+            })
+            .expect("written")
+            .wait()
+            .expect("durable")
+    };
     {
         let store = Store::open(directory.path(), &StoreOptions::default()).expect("store");
-        assert!(store.enqueue_outbox(&entry, T0).expect("enqueued"));
-        assert!(!store.enqueue_outbox(&entry, T0).expect("second enqueue is a no-op"), "an id is enqueued once");
-        let attempted = OutboxEntry { attempts: 1, ..entry.clone() };
-        store.settle_outbox(&attempted, false, json!({"status": 500}), T0).expect("attempt recorded");
+        assert!(enqueue(&store));
+        assert!(!enqueue(&store), "an id is enqueued once");
+        settle(&store, &OutboxEntry { attempts: 1, ..entry.clone() }, false);
     }
     let store = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
     let pending = store.outbox().expect("outbox");
     assert_eq!(pending.len(), 1);
     assert_eq!((pending[0].id.as_str(), pending[0].attempts), ("iso-1", 1));
-    store.settle_outbox(&pending[0], true, json!({"status": 200}), T0).expect("delivered");
+    settle(&store, &pending[0], true);
     assert!(store.outbox().expect("outbox").is_empty());
-    assert!(store.verify_audit().expect("verify").is_intact());
 }
 
 #[test]
@@ -285,10 +333,9 @@ fn a_store_in_use_is_refused_with_a_clear_error() {
 #[test]
 fn effects_are_queued_with_their_change_and_done_once() {
     let directory = tempfile::tempdir().expect("temp dir");
-    let playbook = Playbook::builtin();
     let case_id = {
         let store = Store::open(directory.path(), &StoreOptions::default()).expect("store");
-        let opened = ingest(&store, &playbook, alert(Some("e1"), "WS-1", "SRV-9", "carol"), T0);
+        let opened = open_case_in(&store, "SRV-9");
         // With nobody in the directory, the SOC is notified after the card is posted.
         let kinds: Vec<String> = store
             .pending_effects(100)
@@ -299,19 +346,11 @@ fn effects_are_queued_with_their_change_and_done_once() {
             })
             .collect();
         assert_eq!(kinds, ["post_card", "notify_soc"]);
-        let stranger = Actor { discord_id: None, person: None, name: "mallory".to_string(), soc: false };
-        let event = CaseEvent::Escalate { by: stranger.clone(), reason: None };
-        store
-            .apply_event(opened.case.id, "click.escalate", Some(&stranger), json!({}), T0, |case| {
-                apply(&playbook, case, event, T0)
-            })
-            .expect("recorded");
-        assert_eq!(store.pending_effects(100).expect("pending").len(), 2, "a refusal queues nothing");
         let first = store.pending_effects(1).expect("pending").remove(0);
-        store.complete_effect(first.seq).expect("done");
+        store.complete_effects(&[first.seq]).expect("done");
         store
             .set_card(
-                opened.case.id,
+                opened.id,
                 &CardRef {
                     channel_id: vouch_playbook::Snowflake::parse("10").expect("id"),
                     message_id: vouch_playbook::Snowflake::parse("11").expect("id"),
@@ -319,11 +358,23 @@ fn effects_are_queued_with_their_change_and_done_once() {
                 },
             )
             .expect("card");
-        opened.case.id
+        opened.id
     };
     let store = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
     let pending = store.pending_effects(100).expect("pending");
     assert_eq!(pending.len(), 1, "the completed effect stays done after a restart");
     assert!(matches!(pending[0].effect, Effect::NotifySoc { .. }));
     assert_eq!(store.card(case_id).expect("card").map(|card| card.message_id.get()), Some(11));
+}
+
+#[test]
+fn an_effect_written_by_an_older_version_reads_as_unknown() {
+    let (_directory, store) = temp_store();
+    let case = open_case_in(&store, "SRV-1");
+    let retired = PendingEffect { seq: 0, case_id: case.id, effect: Effect::PostCard };
+    let mut value = serde_json::to_value(&retired).expect("json");
+    value["effect"] = json!({"effect": "schedule_reminder", "at": T0});
+    store.tree().insert(keys::effect(99), encode(&value)).expect("write");
+    let pending = store.pending_effects(100).expect("pending");
+    assert_eq!(pending.last().map(|pending| (&pending.effect, pending.seq)), Some((&Effect::Unknown, 99)));
 }

@@ -569,3 +569,32 @@ async fn a_click_on_the_card_redraws_it_in_its_answer_without_a_second_edit() {
     assert_eq!(edits, 0, "the click's answer already showed the escalation; an edit would only spend the rate limit");
     assert_conformant(&simulator, &vouch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_on_a_case_that_does_not_exist_is_refused_privately_and_audited() {
+    let simulator = simulator(true).await;
+    let workspace = Workspace::discord(&simulator);
+    let vouch = workspace.start();
+    let (_, body) = post_alert(&vouch.base, &native_alert("edr-404", "WS-17", "SRV-DB-01", "CORP\\alice")).await;
+    let card = card(&simulator, body["case_id"].as_str().expect("case id")).await;
+
+    let clicked = simulator.click(SAM, card.id, "v1:999999:esc");
+    assert_ephemeral_refusal(&simulator.response(clicked, WAIT).await, "There is no case LM-999999");
+    assert!(!vouch.log().contains("the store refused a click"), "a refusal, not a failure: {}", vouch.log());
+    assert_eq!(vouch.terminate(), 0);
+
+    let config = workspace.config();
+    let (code, exported, stderr) =
+        workspace.run_command(&["audit", "export", "--config", config.to_str().expect("path")]);
+    assert_eq!(code, 0, "{stderr}");
+    let refusal: Value = exported
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a record"))
+        .find(|record| record["kind"] == "refused.click.escalate")
+        .unwrap_or_else(|| panic!("no refusal in the audit log: {exported}"));
+    assert_eq!(refusal["detail"]["reason"], "there is no case LM-999999");
+    assert_eq!(refusal["detail"]["request"]["custom_id"], "v1:999999:esc");
+    assert_eq!(refusal["actor"]["discord_id"], SAM.to_string());
+    assert!(refusal.get("case_id").is_none(), "filed under no case, as that number may come later: {refusal}");
+    workspace.assert_audit_intact();
+}

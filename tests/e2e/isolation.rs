@@ -484,3 +484,76 @@ async fn mixed_faults_lose_nothing_and_double_nothing() {
     assert_eq!(vouch.terminate(), 0);
     workspace.assert_audit_intact();
 }
+
+struct NoDiscordEnvironment;
+
+impl vouch_config::Environment for NoDiscordEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        match name {
+            "VOUCH_INGEST_TOKEN" => Some(crate::support::INGEST_TOKEN.to_string()),
+            "VOUCH_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Without a `[discord]` table nobody can be pinged, but an isolation the engine decided still
+/// reaches the EDR: its outbox entry is written with the change, not by the chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_discord_an_isolation_still_reaches_the_webhook_and_chat_effects_are_kept_as_undelivered() {
+    let (url, receiver) = start_receiver(Vec::new()).await;
+    let workspace = Workspace::new("");
+    workspace.append_settings(&format!(
+        "[[webhooks]]\nname = \"edr\"\nurl = \"{url}\"\npreset = \"generic\"\nsecret = {{ env = \"VOUCH_WEBHOOK_SECRET\" }}\n"
+    ));
+    let config =
+        vouch_config::load(&workspace.config(), &NoDiscordEnvironment).unwrap_or_else(|error| panic!("{error}"));
+    let running = vouch::cli::start(config).await.expect("vouch starts");
+    let base = format!("http://{}", running.address);
+    let (status, body) = post_alert(&base, &native_alert("nd-1", "WS-17", "SRV-DB-01", "alice")).await;
+    assert_eq!(status, 202, "{body}");
+    let case_id: vouch_playbook::CaseId = body["case_id"].as_str().expect("id").parse().expect("case id");
+
+    let sam = vouch_playbook::Actor { discord_id: None, person: None, name: "Sam Okafor".to_string(), soc: true };
+    let service = &running.service;
+    for (kind, event) in [
+        (
+            vouch_playbook::EventKind::ClickEscalate,
+            vouch_playbook::CaseEvent::Escalate { by: sam.clone(), reason: None },
+        ),
+        (
+            vouch_playbook::EventKind::ClickIsolate,
+            vouch_playbook::CaseEvent::Isolate { side: vouch_playbook::engine::Side::Target, by: sam.clone() },
+        ),
+    ] {
+        let change =
+            service.apply_durably(case_id, kind, &sam, serde_json::json!({}), event, service.clock.now()).await;
+        assert!(matches!(change, Ok(vouch::service::Change::Applied { .. })), "{change:?}");
+    }
+    service.outbox_ready.notify_one();
+    wait_for_requests(&receiver, 1).await;
+    let received = receiver.lock().expect("receiver").received.clone();
+    assert_eq!(received[0].id, format!("{case_id}-target-isolate-1:edr"));
+
+    // The card, the page and the isolation notice had nowhere to go: the case says so.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, case) = get_json(&base, &format!("/api/v1/cases/{case_id}")).await;
+        let undelivered: Vec<String> = case["undelivered_effects"]
+            .as_array()
+            .expect("undelivered effects")
+            .iter()
+            .filter_map(|item| item["effect"]["effect"].as_str().map(str::to_string))
+            .collect();
+        if undelivered.iter().any(|effect| effect == "post_card")
+            && undelivered.iter().any(|effect| effect == "page_on_call")
+            && undelivered.iter().any(|effect| effect == "call_isolation_webhook")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "chat effects not kept as undelivered: {undelivered:?}");
+        service.effects_ready.notify_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.stop().await.expect("stops");
+}

@@ -14,13 +14,12 @@ use serenity::all::{
 };
 use vouch_config::DiscordSettings;
 use vouch_playbook::engine::ConfirmVerdict;
-use vouch_playbook::facts::Criticality;
-use vouch_playbook::{Actor, CaseEvent, CaseId, CaseState, Effect, Snowflake};
+use vouch_playbook::{Actor, AuditKind, CaseEvent, CaseId, CaseState, Effect, EventKind, Snowflake};
 use vouch_storage::PendingEffect;
 
 use super::custom_id::{Action, ButtonId};
 use super::render;
-use crate::service::Service;
+use crate::service::{Change, Service};
 
 /// The form field that carries a justification.
 const JUSTIFICATION_FIELD: &str = "justification";
@@ -33,6 +32,8 @@ pub(super) struct Handler {
 /// What became of a click, for the answer Discord gets.
 enum Outcome {
     Refused(String),
+    /// The id is well-formed but names no case (one from another Vouch, or made up).
+    NoSuchCase(CaseId),
     /// Recorded; `queued` are the effects waiting for the worker, which is woken once the
     /// interaction is answered (see [`Handler::hand_over_effects`]).
     Applied {
@@ -117,17 +118,14 @@ impl Handler {
     /// Records a click that never reached a case (a malformed or forged id).
     async fn record_refusal(&self, actor: &Actor, detail: serde_json::Value) {
         let actor = actor.clone();
-        self.blocking(move |service| {
-            service.store.record("refused.click.invalid", None, Some(&actor), detail, service.clock.now())
-        })
-        .await;
+        self.blocking(move |service| service.record(AuditKind::RefusedInvalidClick, None, Some(&actor), detail)).await;
     }
 
     /// Applies a click's event through the engine and records it; durable on return.
     async fn apply(
         &self,
         case_id: CaseId,
-        kind: &str,
+        kind: EventKind,
         actor: &Actor,
         detail: serde_json::Value,
         event: CaseEvent,
@@ -136,21 +134,20 @@ impl Handler {
             CaseEvent::Confirm { verdict, .. } => Some(*verdict),
             _ => None,
         };
-        let applied =
-            match self.service.apply_durably(case_id, kind, actor, detail, event, self.service.clock.now()).await {
-                Ok(applied) => applied,
-                Err(error) => {
-                    tracing::error!(error = %error, case_id = %case_id, "the store refused a click");
-                    return Outcome::Failed;
+        match self.service.apply_durably(case_id, kind, actor, detail, event, self.service.clock.now()).await {
+            Ok(Change::Applied { case, queued, outbox }) => {
+                if outbox {
+                    self.service.outbox_ready.notify_one();
                 }
-            };
-        if let Some(reason) = applied.effects.iter().find_map(|effect| match effect {
-            Effect::Refused { reason } => Some(reason.clone()),
-            _ => None,
-        }) {
-            return Outcome::Refused(reason);
+                Outcome::Applied { case, verdict, queued }
+            }
+            Ok(Change::Refused { reason }) => Outcome::Refused(reason),
+            Ok(Change::NoSuchCase) => Outcome::NoSuchCase(case_id),
+            Err(error) => {
+                tracing::error!(error = %error, case_id = %case_id, "the store refused a click");
+                Outcome::Failed
+            }
         }
-        Outcome::Applied { case: Box::new(applied.case), verdict, queued: applied.queued }
     }
 
     /// Wakes the effect worker for a click's effects. When the click's own answer already redrew
@@ -202,12 +199,13 @@ impl Handler {
             }
         };
         let case_id = id.case_id;
-        // Closing, and vouching for a critical system, ask for a justification first.
+        // Closing, and vouching for a critical system, ask for a justification first: the case
+        // says when one is needed, and the engine refuses the event without it.
         let needs_form = match &id.action {
             Action::Close => actor.soc,
             Action::Confirm(ConfirmVerdict::Expected) => {
                 let case = self.blocking(move |service| service.store.case(case_id)).await;
-                case.is_some_and(|case| case.opening.criticality == Criticality::Critical && case.is_asked(&actor))
+                case.is_some_and(|case| case.vouching_needs_justification(&actor))
             }
             _ => false,
         };
@@ -215,13 +213,7 @@ impl Handler {
             let recorded_actor = actor.clone();
             let recorded = self
                 .blocking(move |service| {
-                    service.store.record(
-                        "click.form_opened",
-                        Some(case_id),
-                        Some(&recorded_actor),
-                        detail,
-                        service.clock.now(),
-                    )
+                    service.record(AuditKind::FormOpened, Some(case_id), Some(&recorded_actor), detail)
                 })
                 .await;
             if recorded.is_none() {
@@ -248,23 +240,26 @@ impl Handler {
         let on_card = !matches!(id.action, Action::Confirm(_) | Action::Acknowledge);
         let (kind, event) = match id.action {
             Action::Answer { question, answer } => {
-                ("click.answer", CaseEvent::Answer { question, answer, by: actor.clone() })
+                (EventKind::ClickAnswer, CaseEvent::Answer { question, answer, by: actor.clone() })
             }
-            Action::AskOwner => ("click.ask_owner", CaseEvent::AskConfirmation { by: actor.clone() }),
-            Action::Escalate => ("click.escalate", CaseEvent::Escalate { by: actor.clone(), reason: None }),
+            Action::AskOwner => (EventKind::ClickAskOwner, CaseEvent::AskConfirmation { by: actor.clone() }),
+            Action::Escalate => (EventKind::ClickEscalate, CaseEvent::Escalate { by: actor.clone(), reason: None }),
             // Only non-SOC members get here; the engine refuses them and the refusal is recorded.
-            Action::Close => ("click.close", CaseEvent::Close { by: actor.clone(), justification: String::new() }),
-            Action::Confirm(verdict) => {
-                ("click.confirm", CaseEvent::Confirm { verdict, by: actor.clone(), justification: None })
+            Action::Close => {
+                (EventKind::ClickClose, CaseEvent::Close { by: actor.clone(), justification: String::new() })
             }
-            Action::Isolate(side) => ("click.isolate", CaseEvent::Isolate { side, by: actor.clone() }),
-            Action::Release(side) => ("click.release", CaseEvent::ReleaseIsolation { side, by: actor.clone() }),
-            Action::Acknowledge => ("click.acknowledge", CaseEvent::Acknowledge { by: actor.clone() }),
+            Action::Confirm(verdict) => {
+                (EventKind::ClickConfirm, CaseEvent::Confirm { verdict, by: actor.clone(), justification: None })
+            }
+            Action::Isolate(side) => (EventKind::ClickIsolate, CaseEvent::Isolate { side, by: actor.clone() }),
+            Action::Release(side) => (EventKind::ClickRelease, CaseEvent::ReleaseIsolation { side, by: actor.clone() }),
+            Action::Acknowledge => (EventKind::ClickAcknowledge, CaseEvent::Acknowledge { by: actor.clone() }),
         };
         let outcome = self.apply(case_id, kind, &actor, detail, event).await;
         let mut queued = Vec::new();
         let response = match outcome {
             Outcome::Failed => ephemeral("Vouch could not record this click; please try again."),
+            Outcome::NoSuchCase(case_id) => ephemeral(format!("There is no case {case_id}; nothing was changed.")),
             Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
             Outcome::Applied { case, verdict, queued: effects } => {
                 queued = effects;
@@ -339,10 +334,10 @@ impl Handler {
         };
         let (kind, event) = match id.action {
             Action::Close => {
-                ("form.close", CaseEvent::Close { by: actor.clone(), justification: justification.clone() })
+                (EventKind::FormClose, CaseEvent::Close { by: actor.clone(), justification: justification.clone() })
             }
             Action::Confirm(ConfirmVerdict::Expected) => (
-                "form.confirm",
+                EventKind::FormConfirm,
                 CaseEvent::Confirm {
                     verdict: ConfirmVerdict::Expected,
                     by: actor.clone(),
@@ -358,6 +353,7 @@ impl Handler {
         };
         let response = match self.apply(id.case_id, kind, &actor, detail, event).await {
             Outcome::Failed => ephemeral("Vouch could not record this; please try again."),
+            Outcome::NoSuchCase(case_id) => ephemeral(format!("There is no case {case_id}; nothing was changed.")),
             Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
             Outcome::Applied { case, queued, .. } => {
                 let response = ephemeral(format!("Recorded. {}", render::state_line(&case)));

@@ -9,7 +9,7 @@ pub mod custom_id;
 mod handler;
 pub mod render;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,25 +18,28 @@ use serenity::all::{
     ChannelId, ClientBuilder, CreateMessage, CreateThread, EditMessage, GatewayIntents, Http, HttpBuilder, MessageId,
     Nonce, RoleId, ShardManager, UserId,
 };
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use vouch_config::DiscordSettings;
 use vouch_playbook::engine::{IsolationAction, PingReason, Side};
-use vouch_playbook::{CaseId, Effect, Snowflake};
-use vouch_storage::{CardRef, PendingEffect};
+use vouch_playbook::{Case, CaseId, Effect, Snowflake, Timestamp};
+use vouch_storage::CardRef;
 
+use crate::dispatch::{ChatSink, SinkError};
 use crate::service::Service;
 
 /// Discord lets a channel take 5 messages per 5 seconds; Vouch paces itself to stay inside.
 const CHANNEL_POSTS: usize = 5;
 const CHANNEL_WINDOW: Duration = Duration::from_secs(5);
-/// How often the worker looks for pending effects when nothing wakes it.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// Backoff after a failed effect: doubling from the first step up to the cap.
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_CAP: Duration = Duration::from_secs(60);
-/// A request Discord refuses (4xx other than 429) is tried this often before it is given up.
-const REFUSED_ATTEMPTS: u32 = 3;
+
+/// Sorts a failed request for the dispatcher: a client error other than a rate limit is a
+/// refusal (trying again will not help), anything else may work later.
+fn sink_error(error: anyhow::Error) -> SinkError {
+    if refused_by_discord(&error) {
+        SinkError::Refused(error)
+    } else {
+        SinkError::Failed(error)
+    }
+}
 
 /// Whether Discord answered with a client error other than a rate limit: trying again will not help.
 fn refused_by_discord(error: &anyhow::Error) -> bool {
@@ -115,123 +118,49 @@ pub async fn start(settings: DiscordSettings, service: Arc<Service>) -> anyhow::
             tracing::error!(error = %error, "the Discord client stopped");
         }
     });
-    let worker = Worker { http, settings, service, pacing: HashMap::new(), backoff: HashMap::new() };
-    let worker_task = tokio::spawn(worker.run());
+    let sink = DiscordSink { http, settings, service: Arc::clone(&service), pacing: HashMap::new() };
+    let worker_task = tokio::spawn(crate::dispatch::Dispatcher::new(service, sink).run());
     Ok(DiscordHandle { shard_manager, tasks: vec![client_task, worker_task] })
 }
 
-/// Carries out queued effects, in order per case, pacing posts per channel.
-struct Worker {
+/// Carries out chat effects in Discord for the dispatcher, pacing posts per channel.
+struct DiscordSink {
     http: Arc<Http>,
     settings: DiscordSettings,
     service: Arc<Service>,
     pacing: HashMap<ChannelId, VecDeque<Instant>>,
-    /// Cases whose last effect failed: how many times in a row, and when to try again.
-    backoff: HashMap<CaseId, (u32, Instant)>,
 }
 
 fn channel(id: Snowflake) -> ChannelId {
     ChannelId::new(id.get())
 }
 
-impl Worker {
-    async fn run(mut self) {
-        let wake: Arc<Notify> = Arc::clone(&self.service.effects_ready);
-        loop {
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Err(error) = self.pass().await {
-                tracing::warn!(error = %format!("{error:#}"), "carrying out effects failed; will retry");
-            }
-            let _ = tokio::time::timeout(RETRY_EVERY, notified).await;
-        }
+impl ChatSink for DiscordSink {
+    async fn carry_out(&mut self, case: &Case, effect: &Effect) -> Result<(), SinkError> {
+        self.perform(case, effect).await.map_err(sink_error)
     }
 
+    async fn post_digest(&mut self, slot: Timestamp, digest: &crate::timers::Digest) -> Result<(), SinkError> {
+        let triage = channel(self.settings.triage_channel_id);
+        self.pace(triage).await;
+        // The nonce names the schedule's slot, so a post repeated after a crash between posting
+        // and recording it comes back as the same message.
+        let message = CreateMessage::new()
+            .content(render::digest_text(digest))
+            .allowed_mentions(render::no_mentions())
+            .nonce(Nonce::String(format!("vd-{}", slot.unix_millis())))
+            .enforce_nonce(true);
+        triage.send_message(&self.http, message).await.map(|_| ()).map_err(|error| sink_error(error.into()))
+    }
+}
+
+impl DiscordSink {
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Service) -> Result<T, vouch_storage::StorageError> + Send + 'static,
     ) -> anyhow::Result<T> {
         let service = Arc::clone(&self.service);
         Ok(tokio::task::spawn_blocking(move || work(&service)).await??)
-    }
-
-    /// One pass over everything pending. A case whose effect fails keeps its later effects
-    /// for the next pass, so its messages never come out of order.
-    async fn pass(&mut self) -> anyhow::Result<()> {
-        if self.blocking(crate::timers::digest_due).await? {
-            let text = self.blocking(crate::timers::digest_text).await?;
-            let triage = channel(self.settings.triage_channel_id);
-            self.pace(triage).await;
-            triage
-                .send_message(&self.http, CreateMessage::new().content(text).allowed_mentions(render::no_mentions()))
-                .await?;
-        }
-        let pending = self.blocking(|service| service.store.pending_effects(500)).await?;
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let mut blocked: HashSet<CaseId> = HashSet::new();
-        // Only the last card update of a case in this pass is needed: it shows the latest state.
-        let mut last_update: HashMap<CaseId, u64> = HashMap::new();
-        for item in &pending {
-            if item.effect == Effect::UpdateCard {
-                last_update.insert(item.case_id, item.seq);
-            }
-        }
-        let now = Instant::now();
-        for item in pending {
-            if blocked.contains(&item.case_id) {
-                continue;
-            }
-            if self.backoff.get(&item.case_id).is_some_and(|(_, retry_at)| *retry_at > now) {
-                blocked.insert(item.case_id);
-                continue;
-            }
-            let superseded = item.effect == Effect::UpdateCard && last_update.get(&item.case_id) != Some(&item.seq);
-            let outcome = if superseded { Ok(()) } else { self.perform(&item).await };
-            match outcome {
-                Ok(()) => {
-                    let seq = item.seq;
-                    self.blocking(move |service| service.store.complete_effect(seq)).await?;
-                    self.backoff.remove(&item.case_id);
-                }
-                Err(error)
-                    if refused_by_discord(&error)
-                        && self.backoff.get(&item.case_id).map_or(0, |(failures, _)| *failures) + 1
-                            >= REFUSED_ATTEMPTS =>
-                {
-                    // Discord keeps refusing (a deleted message, a missing permission): retrying
-                    // forever would block every later effect of the case. Give up on this one,
-                    // say so in the audit log, and go on.
-                    tracing::error!(error = %format!("{error:#}"), case_id = %item.case_id, effect = ?item.effect, "Discord refused an effect; giving up on it");
-                    let (seq, case_id) = (item.seq, item.case_id);
-                    let detail = serde_json::json!({"effect": item.effect, "error": format!("{error:#}")});
-                    let now = self.service.clock.now();
-                    self.blocking(move |service| {
-                        service.store.record("effect.abandoned", Some(case_id), None, detail, now)?;
-                        service.store.complete_effect(seq)
-                    })
-                    .await?;
-                    self.backoff.remove(&item.case_id);
-                }
-                Err(error) => {
-                    let failures = self.backoff.get(&item.case_id).map_or(0, |(failures, _)| *failures) + 1;
-                    let delay = BACKOFF_FIRST.saturating_mul(1 << failures.min(6).saturating_sub(1)).min(BACKOFF_CAP);
-                    self.backoff.insert(item.case_id, (failures, Instant::now() + delay));
-                    tracing::warn!(
-                        error = %format!("{error:#}"),
-                        case_id = %item.case_id,
-                        effect = ?item.effect,
-                        failures,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "effect failed; will retry"
-                    );
-                    blocked.insert(item.case_id);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Waits until the channel may take another message.
@@ -262,12 +191,11 @@ impl Worker {
         Ok(())
     }
 
-    async fn perform(&mut self, item: &PendingEffect) -> anyhow::Result<()> {
-        let case_id = item.case_id;
-        let case = self.blocking(move |service| service.store.case(case_id)).await?;
+    async fn perform(&mut self, case: &Case, effect: &Effect) -> anyhow::Result<()> {
+        let case_id = case.id;
         let service = Arc::clone(&self.service);
         let playbook = &service.playbook;
-        match &item.effect {
+        match effect {
             Effect::PostCard => {
                 if self.card(case_id).await?.is_some() {
                     return Ok(());
@@ -277,13 +205,13 @@ impl Worker {
                 // The nonce makes a repeated post (after a crash between posting and recording
                 // it) come back as the same message instead of a second card.
                 let message = CreateMessage::new()
-                    .embed(render::card_embed(&case, playbook, service.on_call_line().as_deref()))
-                    .components(render::card_components(&case, playbook))
+                    .embed(render::card_embed(case, playbook, service.on_call_line().as_deref()))
+                    .components(render::card_components(case, playbook))
                     .allowed_mentions(render::no_mentions())
                     .nonce(Nonce::String(format!("vouch-{}", case.id.number())))
                     .enforce_nonce(true);
                 let posted = triage.send_message(&self.http, message).await?;
-                let thread_name = render::thread_name(&case);
+                let thread_name = render::thread_name(case);
                 let thread_id = match triage
                     .create_thread_from_message(&self.http, posted.id, CreateThread::new(thread_name))
                     .await
@@ -306,8 +234,8 @@ impl Worker {
             Effect::UpdateCard => {
                 let Some(card) = self.card(case_id).await? else { return Ok(()) };
                 let edit = EditMessage::new()
-                    .embed(render::card_embed(&case, playbook, service.on_call_line().as_deref()))
-                    .components(render::card_components(&case, playbook))
+                    .embed(render::card_embed(case, playbook, service.on_call_line().as_deref()))
+                    .components(render::card_components(case, playbook))
                     .allowed_mentions(render::no_mentions());
                 channel(card.channel_id).edit_message(&self.http, MessageId::new(card.message_id.get()), edit).await?;
                 Ok(())
@@ -317,18 +245,18 @@ impl Worker {
                 match person.discord_id {
                     Some(discord_id) => {
                         let user = UserId::new(discord_id.get());
-                        let text = render::confirmation_text(&case, &format!("<@{}>", discord_id.get()), reminder);
+                        let text = render::confirmation_text(case, &format!("<@{}>", discord_id.get()), reminder);
                         let message = CreateMessage::new()
                             .content(text.clone())
-                            .components(render::confirmation_buttons(&case, false))
+                            .components(render::confirmation_buttons(case, false))
                             .allowed_mentions(render::mention_only_user(user));
                         self.post_in_thread(case_id, message).await?;
                         if self.settings.dm_confirmers {
                             let dm = user.create_dm_channel(&self.http).await?;
                             self.pace(dm.id).await;
                             let direct = CreateMessage::new()
-                                .content(render::confirmation_text(&case, &render::inert(&person.name, 100), reminder))
-                                .components(render::confirmation_buttons(&case, false))
+                                .content(render::confirmation_text(case, &render::inert(&person.name, 100), reminder))
+                                .components(render::confirmation_buttons(case, false))
                                 .allowed_mentions(render::no_mentions());
                             dm.id.send_message(&self.http, direct).await?;
                         }
@@ -383,7 +311,7 @@ impl Worker {
                 };
                 let message = CreateMessage::new()
                     .content(text.clone())
-                    .components(render::acknowledge_buttons(&case))
+                    .components(render::acknowledge_buttons(case))
                     .allowed_mentions(allowed);
                 self.post_in_thread(case_id, message).await?;
                 if let Some(user) = user {
@@ -391,7 +319,7 @@ impl Worker {
                     self.pace(dm.id).await;
                     let direct = CreateMessage::new()
                         .content(format!("{lead}You are paged for {}: {}.", case.id, render::inert(reason, 1500)))
-                        .components(render::acknowledge_buttons(&case))
+                        .components(render::acknowledge_buttons(case))
                         .allowed_mentions(render::no_mentions());
                     dm.id.send_message(&self.http, direct).await?;
                 }
@@ -414,21 +342,9 @@ impl Worker {
                 let Some(request) = case.isolations.iter().find(|request| &request.id == request_id).cloned() else {
                     return Ok(());
                 };
-                let entries =
-                    crate::webhooks::outbox_entries(&case, request_id, &service.webhooks, service.clock.now());
+                // The outbox entries were written with the change that asked for the isolation;
+                // this only tells the thread.
                 let names: Vec<String> = service.webhooks.iter().map(|webhook| webhook.name.clone()).collect();
-                if !entries.is_empty() {
-                    let now = service.clock.now();
-                    self.blocking(move |service| {
-                        for entry in &entries {
-                            service.store.enqueue_outbox(entry, now)?;
-                        }
-                        Ok(())
-                    })
-                    .await?;
-                    service.outbox_ready.notify_one();
-                    tracing::info!(case_id = %case.id, request_id = %request.id, "isolation request queued for delivery");
-                }
                 let verb = match request.action {
                     IsolationAction::Isolate => "Isolation",
                     IsolationAction::Release => "Release of the isolation",
@@ -465,9 +381,7 @@ impl Worker {
                 )
                 .await
             }
-            // The deadline is stored with the case; the reminder timer reads it from there.
-            Effect::ScheduleReminder { .. } => Ok(()),
-            Effect::Refused { .. } => Ok(()),
+            Effect::Refused { .. } | Effect::Unknown => Ok(()),
         }
     }
 }

@@ -7,7 +7,8 @@
 use serenity::builder::{CreateActionRow, CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter};
 use serenity::model::application::ButtonStyle;
 use serenity::model::id::{RoleId, UserId};
-use vouch_playbook::engine::{Confirmer, IsolationAction, IsolationStatus, ScenarioVerdict, Side};
+use vouch_playbook::definition::{CaseAction, ContextSection};
+use vouch_playbook::engine::{Confirmer, IsolateOffer, IsolationAction, IsolationStatus, ScenarioVerdict, Side};
 use vouch_playbook::model::{Account, System};
 use vouch_playbook::{Case, CaseState, Playbook};
 
@@ -183,16 +184,8 @@ impl Fields {
     }
 }
 
-pub fn card_embed(case: &Case, playbook: &Playbook, on_call: Option<&str>) -> CreateEmbed {
+fn account_text(case: &Case) -> String {
     let alert = case.alert();
-    let title = cap(
-        &format!("{} · {} → {}", case.id, inert(&alert.source.label(), 100), inert(&alert.target.label(), 100)),
-        TITLE_MAX,
-    );
-    let description = state_line(case);
-    let mut fields = Fields { fields: Vec::new(), used: title.chars().count() + description.chars().count() + 64 };
-    fields.add("Source", system_line(&alert.source, case.facts.source.as_ref()), true);
-    fields.add("Target", system_line(&alert.target, case.facts.target.as_ref()), true);
     let kind_hint = case.opening.account_kind.id();
     let mut accounts = account_line(alert.account.as_ref(), case.facts.account.as_ref(), kind_hint);
     if let Some(acting_as) = &alert.acting_as {
@@ -201,7 +194,10 @@ pub fn card_embed(case: &Case, playbook: &Playbook, on_call: Option<&str>) -> Cr
             account_line(Some(acting_as), case.facts.acting_as.as_ref(), "unknown kind")
         ));
     }
-    fields.add("Account", accounts, false);
+    accounts
+}
+
+fn connection_text(alert: &vouch_playbook::Alert) -> String {
     let mut connection = format!("{} over {}", alert.connection.label(), alert.protocol.label());
     if let Some(port) = alert.port {
         connection.push_str(&format!(", port {port}"));
@@ -215,8 +211,11 @@ pub fn card_embed(case: &Case, playbook: &Playbook, on_call: Option<&str>) -> Cr
     if let Some(file) = &alert.file {
         connection.push_str(&format!(", file {}", inert(file, 200)));
     }
-    fields.add("Connection", connection, true);
-    let program = match &alert.program {
+    connection
+}
+
+fn program_text(alert: &vouch_playbook::Alert) -> String {
+    match &alert.program {
         Some(program) => {
             let mut text = inert(program.name.as_deref().unwrap_or("unknown"), 200);
             if let Some(command_line) = &program.command_line {
@@ -228,8 +227,28 @@ pub fn card_embed(case: &Case, playbook: &Playbook, on_call: Option<&str>) -> Cr
             text
         }
         None => "not in the alert".to_string(),
-    };
-    fields.add("Program", program, true);
+    }
+}
+
+pub fn card_embed(case: &Case, playbook: &Playbook, on_call: Option<&str>) -> CreateEmbed {
+    let alert = case.alert();
+    let title = cap(
+        &format!("{} · {} → {}", case.id, inert(&alert.source.label(), 100), inert(&alert.target.label(), 100)),
+        TITLE_MAX,
+    );
+    let description = state_line(case);
+    let mut fields = Fields { fields: Vec::new(), used: title.chars().count() + description.chars().count() + 64 };
+    for (section, _) in playbook.context_sections() {
+        match section {
+            ContextSection::Systems => {
+                fields.add("Source", system_line(&alert.source, case.facts.source.as_ref()), true);
+                fields.add("Target", system_line(&alert.target, case.facts.target.as_ref()), true);
+            }
+            ContextSection::Accounts => fields.add("Account", account_text(case), false),
+            ContextSection::Connection => fields.add("Connection", connection_text(alert), true),
+            ContextSection::Program => fields.add("Program", program_text(alert), true),
+        }
+    }
     let mut detection = String::new();
     if let Some(rule) = &alert.rule {
         detection.push_str(&inert(rule.name.as_deref().or(rule.id.as_deref()).unwrap_or("unnamed rule"), 200));
@@ -396,9 +415,10 @@ fn button(id: ButtonId, label: &str, style: ButtonStyle, disabled: bool) -> Crea
     CreateButton::new(id.to_string()).label(cap(label, BUTTON_LABEL_MAX)).style(style).disabled(disabled)
 }
 
-/// The card's buttons: one row per question, then the actions. A finished case has none live.
+/// The card's buttons: one row per question, then the actions, each live only when the case
+/// offers it ([`Case::offers`]); labels come from the playbook's `[[actions]]`.
 pub fn card_components(case: &Case, playbook: &Playbook) -> Vec<CreateActionRow> {
-    let finished = case.state.is_finished();
+    let offers = case.offers();
     let mut rows = Vec::new();
     for question in playbook.questions.iter().take(3) {
         let chosen = case.answers.get(&question.id).map(|answer| &answer.answer);
@@ -412,38 +432,47 @@ pub fn card_components(case: &Case, playbook: &Playbook) -> Vec<CreateActionRow>
                 let style = if selected { ButtonStyle::Success } else { ButtonStyle::Secondary };
                 let id =
                     ButtonId::new(case.id, Action::Answer { question: question.id.clone(), answer: answer.id.clone() });
-                button(id, &label, style, finished)
+                button(id, &label, style, !offers.answer)
             })
             .collect();
         rows.push(CreateActionRow::Buttons(buttons));
     }
-    let asked = case.state == CaseState::AwaitingConfirmation;
-    let escalated = case.state == CaseState::Escalated;
+    let label =
+        |action: CaseAction| playbook.action(action).map_or(action.default_label(), |action| action.label.as_str());
     let actions = vec![
         button(
             ButtonId::new(case.id, Action::AskOwner),
-            "Ask owner",
+            label(CaseAction::AskOwner),
             ButtonStyle::Primary,
-            finished || asked || escalated,
+            !offers.ask_owner,
         ),
-        button(ButtonId::new(case.id, Action::Escalate), "Escalate", ButtonStyle::Danger, finished || escalated),
-        button(ButtonId::new(case.id, Action::Close), "Close as expected", ButtonStyle::Success, finished),
+        button(
+            ButtonId::new(case.id, Action::Escalate),
+            label(CaseAction::Escalate),
+            ButtonStyle::Danger,
+            !offers.escalate,
+        ),
+        button(
+            ButtonId::new(case.id, Action::Close),
+            label(CaseAction::CloseExpected),
+            ButtonStyle::Success,
+            !offers.close,
+        ),
     ];
     rows.push(CreateActionRow::Buttons(actions));
     let mut isolation_buttons = Vec::new();
     for side in [Side::Source, Side::Target] {
         let end = if side == Side::Source { "source" } else { "target" };
-        let latest = case.latest_isolation(side);
-        let isolated = latest.is_some_and(|request| {
-            request.action == IsolationAction::Isolate && request.status == IsolationStatus::Requested
-        });
-        let awaiting = latest.is_some_and(|request| request.status == IsolationStatus::AwaitingApproval);
-        if escalated && !isolated {
-            let label = if awaiting { format!("Approve isolating {end}") } else { format!("Isolate {end}") };
+        let offer = offers.isolation(side);
+        if let Some(isolate) = offer.isolate {
+            let label = match isolate {
+                IsolateOffer::Approve => format!("Approve isolating {end}"),
+                IsolateOffer::Request => format!("Isolate {end}"),
+            };
             let id = ButtonId::new(case.id, Action::Isolate(side));
-            isolation_buttons.push(button(id, &label, ButtonStyle::Danger, case.system(side).is_unknown()));
+            isolation_buttons.push(button(id, &label, ButtonStyle::Danger, !offer.system_known));
         }
-        if isolated {
+        if offer.release {
             isolation_buttons.push(button(
                 ButtonId::new(case.id, Action::Release(side)),
                 &format!("Release {end}"),
@@ -504,6 +533,32 @@ pub fn confirmation_buttons(case: &Case, disabled: bool) -> Vec<CreateActionRow>
             disabled,
         ),
     ])]
+}
+
+/// The daily digest's text.
+pub fn digest_text(digest: &crate::timers::Digest) -> String {
+    let mut text = format!(
+        "**Vouch digest**: {} open case(s). Last 24 h: {} closed as expected, {} escalated, {} host(s) isolated.",
+        digest.open.len(),
+        digest.closed_expected,
+        digest.escalated,
+        digest.isolated
+    );
+    for line in digest.open.iter().take(25) {
+        text.push_str(&format!(
+            "\n• **{}** {} → {}: {} ({} h {} min)",
+            line.case_id,
+            inert(&line.source, 60),
+            inert(&line.target, 60),
+            line.state.id().replace('_', " "),
+            line.waited_minutes / 60,
+            line.waited_minutes % 60
+        ));
+    }
+    if digest.open.len() > 25 {
+        text.push_str(&format!("\n… and {} more (see /cases).", digest.open.len() - 25));
+    }
+    cap(&text, 1900)
 }
 
 #[cfg(test)]

@@ -390,8 +390,8 @@ fn opening_a_case_posts_the_card_and_asks_the_target_owner() {
     assert_eq!(effects[0], Effect::PostCard);
     assert!(effects.contains(&Effect::PingPerson { person: person("frank"), reason: PingReason::AskConfirmation }));
     let reminder_at = NOW.plus_minutes(120);
-    assert!(effects.contains(&Effect::ScheduleReminder { at: reminder_at }), "{effects:?}");
     assert_eq!(case.confirmation.deadline, Some(reminder_at));
+    assert_eq!(case.next_deadline(), Some(reminder_at), "the reminder's deadline is stored with the case");
     let chain: Vec<String> = case.confirmation.chain.iter().map(Confirmer::label).collect();
     assert_eq!(chain, ["frank (owner of the target system)", "bob (manager of the account's holder)", "the SOC"]);
 }

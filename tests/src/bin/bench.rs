@@ -494,9 +494,8 @@ async fn bench_click() {
             let latencies = (0..count)
                 .map(|index| {
                     let sent = Instant::now();
-                    let now = store_service.clock.now();
                     let detail = json!({"index": index});
-                    store_service.store.record("bench.floor", None, None, detail, now).expect("recorded");
+                    store_service.record(vouch_playbook::AuditKind::StoreProbe, None, None, detail).expect("recorded");
                     sent.elapsed()
                 })
                 .collect();

@@ -1,0 +1,233 @@
+//! The one effect dispatcher: it carries out what the engine decided, after the change that
+//! decided it is durable. It owns the order of each case's effects, backoff and giving up; the
+//! chat behind it (Discord, or none) is a [`ChatSink`]. Outbound calls (isolation webhooks) do
+//! not pass through here: their outbox entries are written with the change itself.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+use vouch_playbook::{AuditKind, Case, CaseId, Effect, Timestamp};
+use vouch_storage::{PendingEffect, StorageError};
+
+use crate::service::Service;
+
+/// How often the dispatcher looks for pending effects when nothing wakes it.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Backoff after a failed effect: doubling from the first step up to the cap.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// An effect the chat refuses (a deleted message, a missing permission) is tried this often
+/// before it is given up, so it cannot block the case's later effects.
+const REFUSED_ATTEMPTS: u32 = 3;
+/// Effects read per pass.
+const BATCH: usize = 500;
+
+/// Why an effect was not carried out.
+#[derive(Debug)]
+pub enum SinkError {
+    /// No chat service is configured: the effect is recorded as not delivered.
+    NotConfigured,
+    /// The chat refused the request; trying again will not help.
+    Refused(anyhow::Error),
+    /// It may work later (a 5xx, a 429, the network).
+    Failed(anyhow::Error),
+}
+
+/// Where chat effects go: cards, pings, pages and notices, and the daily digest.
+pub trait ChatSink: Send + 'static {
+    /// Carries out one effect of `case`.
+    fn carry_out(&mut self, case: &Case, effect: &Effect) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Posts the daily digest for the schedule's `slot` (the same slot is posted once, even if
+    /// asked again after a crash).
+    fn post_digest(
+        &mut self,
+        slot: Timestamp,
+        text: &crate::timers::Digest,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// No chat configured: every chat effect is recorded on its case as not delivered.
+pub struct NoChat;
+
+impl ChatSink for NoChat {
+    async fn carry_out(&mut self, _case: &Case, _effect: &Effect) -> Result<(), SinkError> {
+        Err(SinkError::NotConfigured)
+    }
+
+    async fn post_digest(&mut self, _slot: Timestamp, _digest: &crate::timers::Digest) -> Result<(), SinkError> {
+        Err(SinkError::NotConfigured)
+    }
+}
+
+pub struct Dispatcher<S> {
+    service: Arc<Service>,
+    sink: S,
+    /// Cases whose last effect failed: how many times in a row, and when to try again.
+    backoff: HashMap<CaseId, (u32, Instant)>,
+}
+
+impl<S: ChatSink> Dispatcher<S> {
+    pub fn new(service: Arc<Service>, sink: S) -> Dispatcher<S> {
+        Dispatcher { service, sink, backoff: HashMap::new() }
+    }
+
+    /// Runs until the task is aborted.
+    pub async fn run(mut self) {
+        let wake = Arc::clone(&self.service.effects_ready);
+        loop {
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.pass().await {
+                // A full batch: there may be more right away.
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(error = %format!("{error:#}"), "carrying out effects failed; will retry"),
+            }
+            let _ = tokio::time::timeout(RETRY_EVERY, notified).await;
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Service) -> Result<T, StorageError> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let service = Arc::clone(&self.service);
+        Ok(tokio::task::spawn_blocking(move || work(&service)).await??)
+    }
+
+    /// One pass over everything pending; true when the batch was full. A case whose effect
+    /// fails keeps its later effects for the next pass, so its messages never come out of order.
+    async fn pass(&mut self) -> anyhow::Result<bool> {
+        self.digest().await?;
+        let pending = self.blocking(|service| service.store.pending_effects(BATCH)).await?;
+        let full = pending.len() == BATCH;
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        let mut blocked: HashSet<CaseId> = HashSet::new();
+        // Only the last card update of a case in this pass is needed: it shows the latest state.
+        let mut last_update: HashMap<CaseId, u64> = HashMap::new();
+        for item in &pending {
+            if item.effect == Effect::UpdateCard {
+                last_update.insert(item.case_id, item.seq);
+            }
+        }
+        let mut not_delivered: Vec<PendingEffect> = Vec::new();
+        let mut done: Vec<u64> = Vec::new();
+        let now = Instant::now();
+        for item in pending {
+            if blocked.contains(&item.case_id) {
+                continue;
+            }
+            if self.backoff.get(&item.case_id).is_some_and(|(_, retry_at)| *retry_at > now) {
+                blocked.insert(item.case_id);
+                continue;
+            }
+            let superseded = item.effect == Effect::UpdateCard && last_update.get(&item.case_id) != Some(&item.seq);
+            if superseded || matches!(item.effect, Effect::Refused { .. } | Effect::Unknown) {
+                done.push(item.seq);
+                continue;
+            }
+            let case_id = item.case_id;
+            let case = match self.blocking(move |service| service.store.case(case_id)).await {
+                Ok(case) => case,
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), %case_id, "cannot read the case of an effect");
+                    blocked.insert(case_id);
+                    continue;
+                }
+            };
+            match self.sink.carry_out(&case, &item.effect).await {
+                Ok(()) => {
+                    // Marked done before the next effect of any case, so a crash repeats at most
+                    // this one (cards are posted with a nonce, so even that makes no second card).
+                    let seq = item.seq;
+                    self.blocking(move |service| service.store.complete_effects(&[seq])).await?;
+                    self.backoff.remove(&case_id);
+                }
+                Err(SinkError::NotConfigured) => not_delivered.push(item),
+                Err(SinkError::Refused(error))
+                    if self.backoff.get(&case_id).map_or(0, |(failures, _)| *failures) + 1 >= REFUSED_ATTEMPTS =>
+                {
+                    tracing::error!(error = %format!("{error:#}"), %case_id, effect = ?item.effect, "the chat refused an effect; giving up on it");
+                    let detail = json!({"effect": item.effect, "error": format!("{error:#}")});
+                    self.abandon(item, detail).await?;
+                    self.backoff.remove(&case_id);
+                }
+                Err(SinkError::Refused(error) | SinkError::Failed(error)) => {
+                    let failures = self.backoff.get(&case_id).map_or(0, |(failures, _)| *failures) + 1;
+                    let delay = BACKOFF_FIRST.saturating_mul(1 << failures.min(6).saturating_sub(1)).min(BACKOFF_CAP);
+                    self.backoff.insert(case_id, (failures, Instant::now() + delay));
+                    tracing::warn!(
+                        error = %format!("{error:#}"),
+                        %case_id,
+                        effect = ?item.effect,
+                        failures,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "effect failed; will retry"
+                    );
+                    blocked.insert(case_id);
+                }
+            }
+        }
+        if !done.is_empty() {
+            self.blocking(move |service| service.store.forget_effects(&done)).await?;
+        }
+        if !not_delivered.is_empty() {
+            self.blocking(move |service| {
+                let now = service.clock.now();
+                service
+                    .store
+                    .write(|transaction| {
+                        for item in &not_delivered {
+                            transaction.mark_undelivered(item, now, "no chat service is configured");
+                        }
+                        Ok(())
+                    })?
+                    .wait()
+            })
+            .await?;
+        }
+        Ok(full)
+    }
+
+    /// Gives up on an effect: off the queue, with an `effect.abandoned` record on its case.
+    async fn abandon(&self, item: PendingEffect, detail: serde_json::Value) -> anyhow::Result<()> {
+        self.blocking(move |service| {
+            let record = crate::service::vouch_record(
+                AuditKind::EffectAbandoned,
+                Some(item.case_id),
+                detail,
+                service.clock.now(),
+            );
+            service
+                .store
+                .write(|transaction| {
+                    transaction.remove_effects(&[item.seq]);
+                    transaction.append_audit(record).map(|_| ())
+                })?
+                .wait()
+        })
+        .await
+    }
+
+    /// Posts the digest when it is due, and marks it sent only once it was posted.
+    async fn digest(&mut self) -> anyhow::Result<()> {
+        let Some(slot) = self.blocking(crate::timers::digest_due).await? else { return Ok(()) };
+        let digest = self.blocking(crate::timers::digest).await?;
+        let posted = match self.sink.post_digest(slot, &digest).await {
+            Ok(()) => true,
+            Err(SinkError::NotConfigured) => false,
+            Err(SinkError::Refused(error) | SinkError::Failed(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), "the digest could not be posted; will retry");
+                return Ok(());
+            }
+        };
+        self.blocking(move |service| crate::timers::digest_sent(service, slot, posted)).await
+    }
+}

@@ -1,0 +1,91 @@
+//! What an audit record is about. One enum, so every kind the log can hold is listed here and a
+//! refusal is always named the same way (`refused.` and the kind of what was refused).
+
+use std::borrow::Cow;
+
+/// Something that can happen to a case, from outside (an alert, a click, a form) or from Vouch
+/// itself (a timer, a webhook's answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    AlertNew,
+    AlertGrouped,
+    ClickAnswer,
+    ClickAskOwner,
+    ClickEscalate,
+    ClickClose,
+    ClickConfirm,
+    ClickIsolate,
+    ClickRelease,
+    ClickAcknowledge,
+    FormClose,
+    FormConfirm,
+    TimerDeadline,
+    WebhookResult,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::AlertNew => "alert.new",
+            EventKind::AlertGrouped => "alert.grouped",
+            EventKind::ClickAnswer => "click.answer",
+            EventKind::ClickAskOwner => "click.ask_owner",
+            EventKind::ClickEscalate => "click.escalate",
+            EventKind::ClickClose => "click.close",
+            EventKind::ClickConfirm => "click.confirm",
+            EventKind::ClickIsolate => "click.isolate",
+            EventKind::ClickRelease => "click.release",
+            EventKind::ClickAcknowledge => "click.acknowledge",
+            EventKind::FormClose => "form.close",
+            EventKind::FormConfirm => "form.confirm",
+            EventKind::TimerDeadline => "timer.deadline",
+            EventKind::WebhookResult => "webhook.result",
+        }
+    }
+}
+
+/// The kind of an audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditKind {
+    /// An event the engine accepted.
+    Event(EventKind),
+    /// An event the engine refused (or that named a case that does not exist); nothing changed.
+    Refused(EventKind),
+    /// A click or form whose id Vouch never issued (malformed or forged).
+    RefusedInvalidClick,
+    /// A click answered with a form asking for a justification.
+    FormOpened,
+    /// An outbound call written to the outbox, tried, or accepted by its receiver.
+    OutboxEnqueued,
+    OutboxAttempt,
+    OutboxDelivered,
+    /// An effect the chat service kept refusing, given up after a few tries.
+    EffectAbandoned,
+    /// The daily digest was posted.
+    DigestPosted,
+    /// A record written by a benchmark or a test of the store itself.
+    StoreProbe,
+}
+
+impl AuditKind {
+    pub fn name(self) -> Cow<'static, str> {
+        match self {
+            AuditKind::Event(event) => Cow::Borrowed(event.name()),
+            AuditKind::Refused(event) => Cow::Owned(format!("refused.{}", event.name())),
+            AuditKind::RefusedInvalidClick => Cow::Borrowed("refused.click.invalid"),
+            AuditKind::FormOpened => Cow::Borrowed("click.form_opened"),
+            AuditKind::OutboxEnqueued => Cow::Borrowed("outbox.enqueued"),
+            AuditKind::OutboxAttempt => Cow::Borrowed("outbox.attempt"),
+            AuditKind::OutboxDelivered => Cow::Borrowed("outbox.delivered"),
+            AuditKind::EffectAbandoned => Cow::Borrowed("effect.abandoned"),
+            AuditKind::DigestPosted => Cow::Borrowed("digest.posted"),
+            AuditKind::StoreProbe => Cow::Borrowed("store.probe"),
+        }
+    }
+}
+
+impl std::fmt::Display for AuditKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.name())
+    }
+}

@@ -1,0 +1,99 @@
+//! The work the bot carries out after a change: queued effects, outbox entries, where cards are,
+//! and named points in time.
+
+use vouch_playbook::{CaseId, Timestamp};
+
+use crate::codec::decode;
+use crate::{keys, CardRef, OutboxEntry, PendingEffect, Result, Store, UndeliveredEffect};
+
+impl Store {
+    /// Effects not yet carried out, oldest first.
+    pub fn pending_effects(&self, limit: usize) -> Result<Vec<PendingEffect>> {
+        self.on_current(|generation| {
+            generation
+                .tree
+                .scan_prefix(keys::EFFECT_PREFIX)
+                .take(limit)
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    let mut pending: PendingEffect = decode(&value, "effect")?;
+                    pending.seq = keys::seq_of_effect(&key)?;
+                    Ok(pending)
+                })
+                .collect()
+        })
+    }
+
+    /// Marks effects done. Durable when this returns, so they are not carried out again.
+    pub fn complete_effects(&self, seqs: &[u64]) -> Result<()> {
+        self.write(|transaction| {
+            transaction.remove_effects(seqs);
+            Ok(())
+        })?
+        .wait()
+    }
+
+    /// Drops effects that something else already carried out (a click's answer that redrew the
+    /// card makes its queued card update redundant), without waiting for a flush: if a crash
+    /// loses this, the effect is merely carried out again.
+    pub fn forget_effects(&self, seqs: &[u64]) -> Result<()> {
+        self.write(|transaction| {
+            transaction.remove_effects(seqs);
+            Ok(())
+        })
+        .map(crate::Pending::without_waiting)
+    }
+
+    /// The chat effects of a case that no chat service carried, oldest first.
+    pub fn undelivered(&self, case_id: CaseId) -> Result<Vec<UndeliveredEffect>> {
+        self.on_current(|generation| {
+            generation
+                .tree
+                .scan_prefix(keys::undelivered_prefix(case_id))
+                .map(|entry| {
+                    let (_, value) = entry?;
+                    decode(&value, "undelivered effect")
+                })
+                .collect()
+        })
+    }
+
+    /// Outbound calls waiting to be made, by id.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        self.on_current(|generation| {
+            generation
+                .tree
+                .scan_prefix(keys::OUTBOX_PREFIX)
+                .map(|entry| {
+                    let (_, value) = entry?;
+                    decode(&value, "outbox entry")
+                })
+                .collect()
+        })
+    }
+
+    /// Where a case's card was posted, once it was.
+    pub fn card(&self, case_id: CaseId) -> Result<Option<CardRef>> {
+        self.on_current(|generation| match generation.tree.get(keys::card(case_id))? {
+            Some(value) => Ok(Some(decode(&value, "card")?)),
+            None => Ok(None),
+        })
+    }
+
+    /// Records where a case's card was posted. Durable on return.
+    pub fn set_card(&self, case_id: CaseId, card: &CardRef) -> Result<()> {
+        self.write(|transaction| {
+            transaction.set_card(case_id, card);
+            Ok(())
+        })?
+        .wait()
+    }
+
+    /// A named point in time kept across restarts.
+    pub fn marker(&self, name: &str) -> Result<Option<Timestamp>> {
+        self.on_current(|generation| match generation.tree.get(keys::marker(name))? {
+            Some(value) => Ok(Some(Timestamp::from_unix_millis(keys::decode_u64(&value, "marker")? as i64))),
+            None => Ok(None),
+        })
+    }
+}

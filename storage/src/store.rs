@@ -1,0 +1,245 @@
+//! Opening, failing, reopening and closing the store: the sled instance in use and the writer lock
+//! that orders every change.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::codec::SCHEMA_VERSION;
+use crate::group_commit::{FlushStats, GroupCommit};
+use crate::transaction::{SledTransaction, Transaction, WriterState};
+use crate::{keys, Pending, Result, StorageError};
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache; kept small because cases are read rarely and whole.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions { cache_capacity_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+/// The durable store. After an I/O failure (a full disk, say) sled refuses every later call, so
+/// the store marks that sled instance failed and every call answers [`StorageError::Unavailable`]
+/// until [`Store::recover`] has dropped it and opened the files again. sled recovers from its log
+/// as after a crash: everything made durable before the failure is there, and nothing that
+/// failed was acknowledged. Reopening is left to the caller's schedule (the bot tries once a
+/// second, on a blocking thread) so that no request waits for it.
+pub struct Store {
+    path: PathBuf,
+    options: StoreOptions,
+    /// The sled instance in use; `None` between dropping a failed one and opening the next.
+    current: RwLock<Option<Arc<Generation>>>,
+    /// Keeps two callers from reopening at once.
+    reopening: Mutex<()>,
+    reopened: AtomicU64,
+}
+
+/// One sled instance and everything tied to it.
+pub(crate) struct Generation {
+    pub(crate) tree: sled::Db,
+    /// Serializes writers: the case counter, the indexes and the audit chain need one order.
+    writer: Mutex<WriterState>,
+    pub(crate) commits: Arc<GroupCommit>,
+    /// Set by an I/O failure of this instance, including one met by its flusher thread. Each
+    /// instance has its own, so a late failure of a replaced one cannot fail its successor.
+    failed: Arc<AtomicBool>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`. Only one process may have it open.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store> {
+        // A store closed a moment ago in this same process may still hold sled's lock briefly.
+        let generation = Generation::open(path, options, Duration::from_secs(2))?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            options: options.clone(),
+            current: RwLock::new(Some(Arc::new(generation))),
+            reopening: Mutex::new(()),
+            reopened: AtomicU64::new(0),
+        })
+    }
+
+    /// Runs one change: `work` reads what it needs and stages its writes on the transaction,
+    /// under the writer lock; they are applied together, atomically, when it returns `Ok`, and
+    /// not at all when it returns an error. The result may be acknowledged only once the
+    /// returned [`Pending`] is waited on: that covers everything the transaction read, too.
+    pub fn write<T>(&self, work: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<Pending<T>> {
+        self.on_current(|generation| {
+            let mut writer = generation.lock_writer();
+            let mut transaction = SledTransaction::new(generation, &mut writer.state);
+            let value = work(&mut transaction)?;
+            let batch = transaction.into_batch();
+            let ticket = generation.commit(batch, writer)?;
+            Ok(Pending { value, ticket })
+        })
+    }
+
+    /// Runs `work` on the current sled instance, or answers `Unavailable` while it is failed,
+    /// and notes an I/O failure in its result.
+    pub(crate) fn on_current<T>(&self, work: impl FnOnce(&Generation) -> Result<T>) -> Result<T> {
+        let generation = self.generation()?;
+        let result = work(&generation);
+        if let Err(error) = &result {
+            if error.is_io_failure() && !generation.failed.swap(true, Ordering::AcqRel) {
+                tracing::error!(error = %error, path = %self.path.display(), "the store failed; it will be reopened");
+            }
+        }
+        result
+    }
+
+    /// How many times the store was reopened after a failure.
+    pub fn reopen_count(&self) -> u64 {
+        self.reopened.load(Ordering::Relaxed)
+    }
+
+    /// Whether the store met an I/O failure it has not yet recovered from.
+    pub fn is_failed(&self) -> bool {
+        self.current_generation().is_none_or(|generation| generation.is_failed())
+    }
+
+    fn current_generation(&self) -> Option<Arc<Generation>> {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn generation(&self) -> Result<Arc<Generation>> {
+        self.current_generation().filter(|generation| !generation.is_failed()).ok_or(StorageError::Unavailable)
+    }
+
+    /// Reopens a failed store; returns whether it did. Blocking (sled replays its log), so call
+    /// it from a blocking thread. An error means the files cannot be opened yet (the disk is
+    /// still full, or calls still finishing hold the failed instance): try again later.
+    pub fn recover(&self) -> Result<bool> {
+        let _reopening = self.reopening.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !self.is_failed() {
+            return Ok(false);
+        }
+        // Let go of the failed instance first: sled holds its files' lock until the last handle
+        // (ours, and those of calls still finishing) is dropped.
+        let failed_generation = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        drop(failed_generation);
+        let generation = Generation::open(&self.path, &self.options, Duration::ZERO)?;
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(generation));
+        self.reopened.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(path = %self.path.display(), "the store was reopened after a failure");
+        Ok(true)
+    }
+
+    pub fn flush_stats(&self) -> FlushStats {
+        self.generation().map(|generation| generation.commits.stats()).unwrap_or_default()
+    }
+
+    /// Flushes everything and stops the flusher. Called on shutdown; dropping does the same.
+    pub fn close(&self) -> Result<()> {
+        self.on_current(|generation| {
+            generation.commits.stop();
+            generation.tree.flush().map(|_| ()).map_err(StorageError::from)
+        })
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.on_current(|generation| Ok(generation.tree.size_on_disk()?))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn tree(&self) -> sled::Db {
+        self.generation().expect("the store is open").tree.clone()
+    }
+}
+
+/// The writer lock, held together with the writer's place in the flusher's count. Fields drop
+/// in order: the lock is released first, then the writer stops counting as in flight.
+pub(crate) struct Writer<'a> {
+    pub(crate) state: std::sync::MutexGuard<'a, WriterState>,
+    arrival: crate::group_commit::Arrival<'a>,
+}
+
+impl Generation {
+    fn open(path: &Path, options: &StoreOptions, wait_for_lock: Duration) -> Result<Generation> {
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            // Durability comes from our own group-commit flusher only: sled's periodic flusher
+            // running beside it would add a second concurrent flusher for no gain.
+            .flush_every_ms(None);
+        // sled releases its file lock from deferred (epoch-based) cleanup, so a store closed a
+        // moment ago in this same process can still hold it briefly. Another process holding it
+        // does not let go, and after the grace period the error is reported as it is.
+        let started = Instant::now();
+        let tree = loop {
+            match config.open() {
+                Ok(tree) => break tree,
+                Err(sled::Error::Io(error))
+                    if error.to_string().contains("could not acquire lock") && started.elapsed() < wait_for_lock =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(source) => return Err(StorageError::Open { path: path.display().to_string(), source }),
+            }
+        };
+        let failed = Arc::new(AtomicBool::new(false));
+        let commits = GroupCommit::start(tree.clone(), Arc::clone(&failed));
+        let generation = Generation { tree, writer: Mutex::new(WriterState::default()), commits, failed };
+        generation.check_schema()?;
+        Ok(generation)
+    }
+
+    fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let writer = self.lock_writer();
+        match self.tree.get(keys::META_SCHEMA)? {
+            Some(value) if value.as_ref() == [SCHEMA_VERSION] => Ok(()),
+            Some(value) => Err(StorageError::Corrupt {
+                key: "meta/schema".to_string(),
+                reason: format!("schema version {:?} is not {SCHEMA_VERSION}", value.as_ref()),
+            }),
+            None => {
+                let mut batch = sled::Batch::default();
+                batch.insert(keys::META_SCHEMA, &[SCHEMA_VERSION]);
+                self.commit(batch, writer)?.wait()
+            }
+        }
+    }
+
+    pub(crate) fn lock_writer(&self) -> Writer<'_> {
+        // Announce the writer before queueing for the lock, so the flusher can wait for it to
+        // join the next flush instead of flushing just before it arrives.
+        let arrival = self.commits.arrive();
+        // A writer that panicked left no half-applied batch (batches are atomic), so the lock's
+        // poison flag carries no information worth failing on.
+        let mut state = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A batch abandoned by an earlier error never reached sled; its head must not be used.
+        state.pending_head = None;
+        Writer { state, arrival }
+    }
+
+    /// Applies `batch` and returns the ticket for the flush that will make it durable. Called
+    /// with the writer lock held, which is released on return so other writers can join the
+    /// same flush.
+    fn commit(&self, batch: sled::Batch, mut writer: Writer<'_>) -> Result<crate::Ticket> {
+        let applied = self.tree.apply_batch(batch);
+        // The cached head moves only with a batch that was applied; a failed one leaves it.
+        let pending = writer.state.pending_head.take();
+        applied?;
+        if pending.is_some() {
+            writer.state.head = pending;
+        }
+        Ok(self.commits.ticket(&writer.arrival))
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.commits.stop();
+        if let Err(error) = self.tree.flush() {
+            tracing::warn!(error = %error, "the store could not be flushed on close");
+        }
+    }
+}

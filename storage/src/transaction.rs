@@ -1,0 +1,284 @@
+//! One change, written as one atomic batch under the writer lock: the [`Transaction`] trait is
+//! what the service writes against, and what a second backend implements.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use vouch_playbook::cases::OpenMovement;
+use vouch_playbook::facts::History;
+use vouch_playbook::{Case, CaseId, Effect, GroupingKey, MovementKey, Timestamp};
+
+use crate::audit::{self, AuditRecord, NewRecord};
+use crate::codec::{decode, encode};
+use crate::store::Generation;
+use crate::{keys, CardRef, OutboxEntry, PendingEffect, Result, StorageError, UndeliveredEffect};
+
+/// The reads and writes of one change. Reads see the store as it was when the change began (the
+/// writer lock keeps other changes out meanwhile); writes are staged and applied together when
+/// the change ends without an error, or not at all.
+pub trait Transaction {
+    /// A case, as last written (with the count and time of its latest alert).
+    fn case(&mut self, case_id: CaseId) -> Result<Option<Case>>;
+    /// The case an alert with this sender's id went to, if one was taken before.
+    fn case_of_alert(&mut self, format: &str, source_alert_id: &str) -> Result<Option<CaseId>>;
+    /// The movement's latest case and when its last alert came.
+    fn movement_case(&mut self, key: &GroupingKey) -> Result<Option<OpenMovement>>;
+    /// How often the movement was seen and vouched for, with how many targets its source reached.
+    fn history(&mut self, movement: &MovementKey) -> Result<History>;
+
+    /// Numbers the next case.
+    fn allocate_case_id(&mut self) -> Result<CaseId>;
+    /// Writes a whole case (and keeps the deadline index in step with it).
+    fn put_case(&mut self, case: &Case) -> Result<()>;
+    /// Writes only what a repeated alert changes on a case (its count and latest alert), so a
+    /// storm does not rewrite the case each time.
+    fn put_case_activity(&mut self, case: &Case);
+    fn index_alert(&mut self, format: &str, source_alert_id: &str, case_id: CaseId);
+    fn put_movement_case(&mut self, key: &GroupingKey, movement: OpenMovement);
+    /// Writes the movement's history; `sighted` also counts the target among those its source
+    /// reached, if it is a new one.
+    fn put_history(&mut self, movement: &MovementKey, history: &History, sighted: bool) -> Result<()>;
+
+    /// Queues effects for the bot in this change's batch, so a crash can neither lose them nor
+    /// run them for a change that did not happen.
+    fn queue_effects(&mut self, case_id: CaseId, effects: &[Effect]) -> Result<Vec<PendingEffect>>;
+    fn remove_effects(&mut self, seqs: &[u64]);
+    /// Takes a queued effect off the queue and keeps it with its case as not delivered.
+    fn mark_undelivered(&mut self, effect: &PendingEffect, at: Timestamp, reason: &str);
+    /// Adds an outbound call to the outbox; false when an entry with its id is there already.
+    fn enqueue_outbox(&mut self, entry: &OutboxEntry) -> Result<bool>;
+    /// Keeps an outbox entry after an attempt, or removes it when `done`.
+    fn settle_outbox(&mut self, entry: &OutboxEntry, done: bool);
+    fn set_card(&mut self, case_id: CaseId, card: &CardRef);
+    fn set_marker(&mut self, name: &str, at: Timestamp);
+
+    /// Appends a record to the audit chain.
+    fn append_audit(&mut self, record: NewRecord<'_>) -> Result<AuditRecord>;
+}
+
+/// What the writer lock guards besides the order of writes: the audit chain's head, cached so
+/// that appending a record does not read it back from sled each time.
+#[derive(Default)]
+pub(crate) struct WriterState {
+    pub(crate) head: Option<audit::Head>,
+    /// The head a batch being built will leave, until that batch is applied.
+    pub(crate) pending_head: Option<audit::Head>,
+}
+
+/// What a repeated alert changes on a case, stored apart from the case.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct CaseActivity {
+    pub(crate) alert_count: u64,
+    pub(crate) last_alert_at: Timestamp,
+    pub(crate) updated_at: Timestamp,
+}
+
+impl CaseActivity {
+    pub(crate) fn overlay(self, case: &mut Case) {
+        case.alert_count = case.alert_count.max(self.alert_count);
+        case.last_alert_at = case.last_alert_at.max(self.last_alert_at);
+        case.updated_at = case.updated_at.max(self.updated_at);
+    }
+}
+
+pub(crate) struct SledTransaction<'a> {
+    generation: &'a Generation,
+    writer: &'a mut WriterState,
+    batch: sled::Batch,
+    /// The deadline each case had when it was read, to move its index entry on write.
+    deadlines_read: HashMap<CaseId, Option<Timestamp>>,
+    next_case: Option<u64>,
+    next_effect: Option<u64>,
+}
+
+impl<'a> SledTransaction<'a> {
+    pub(crate) fn new(generation: &'a Generation, writer: &'a mut WriterState) -> SledTransaction<'a> {
+        SledTransaction {
+            generation,
+            writer,
+            batch: sled::Batch::default(),
+            deadlines_read: HashMap::new(),
+            next_case: None,
+            next_effect: None,
+        }
+    }
+
+    pub(crate) fn into_batch(self) -> sled::Batch {
+        self.batch
+    }
+
+    fn tree(&self) -> &sled::Db {
+        &self.generation.tree
+    }
+
+    fn counter(&self, key: &[u8], what: &str) -> Result<u64> {
+        match self.tree().get(key)? {
+            Some(value) => keys::decode_u64(&value, what),
+            None => Ok(1),
+        }
+    }
+}
+
+impl Transaction for SledTransaction<'_> {
+    fn case(&mut self, case_id: CaseId) -> Result<Option<Case>> {
+        let case = crate::reads::read_case(self.tree(), case_id)?;
+        if let Some(case) = &case {
+            self.deadlines_read.insert(case_id, case.next_deadline());
+        }
+        Ok(case)
+    }
+
+    fn case_of_alert(&mut self, format: &str, source_alert_id: &str) -> Result<Option<CaseId>> {
+        match self.tree().get(keys::alert_id(format, source_alert_id))? {
+            Some(value) => Ok(Some(keys::decode_case_id(&value, "alert index")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn movement_case(&mut self, key: &GroupingKey) -> Result<Option<OpenMovement>> {
+        match self.tree().get(keys::group(&key.encode()))? {
+            Some(value) => Ok(Some(decode(&value, "group index")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn history(&mut self, movement: &MovementKey) -> Result<History> {
+        crate::reads::read_history(self.tree(), movement)
+    }
+
+    fn allocate_case_id(&mut self) -> Result<CaseId> {
+        let number = match self.next_case {
+            Some(number) => number,
+            None => self.counter(keys::META_NEXT_CASE, "case counter")?,
+        };
+        self.next_case = Some(number + 1);
+        self.batch.insert(keys::META_NEXT_CASE, &(number + 1).to_be_bytes());
+        CaseId::new(number).ok_or_else(|| StorageError::Corrupt {
+            key: "meta/next_case".to_string(),
+            reason: "the case counter is zero".to_string(),
+        })
+    }
+
+    fn put_case(&mut self, case: &Case) -> Result<()> {
+        let before = self.deadlines_read.get(&case.id).copied().flatten();
+        let after = case.next_deadline();
+        if before != after {
+            if let Some(before) = before {
+                self.batch.remove(keys::deadline(before, case.id));
+            }
+            if let Some(after) = after {
+                self.batch.insert(keys::deadline(after, case.id), &[]);
+            }
+        }
+        self.batch.insert(keys::case(case.id), encode(case));
+        // The whole case carries its latest activity; a separate record would only repeat it.
+        self.batch.remove(keys::case_activity(case.id));
+        Ok(())
+    }
+
+    fn put_case_activity(&mut self, case: &Case) {
+        let activity = CaseActivity {
+            alert_count: case.alert_count,
+            last_alert_at: case.last_alert_at,
+            updated_at: case.updated_at,
+        };
+        self.batch.insert(keys::case_activity(case.id), encode(&activity));
+    }
+
+    fn index_alert(&mut self, format: &str, source_alert_id: &str, case_id: CaseId) {
+        self.batch.insert(keys::alert_id(format, source_alert_id), &case_id.number().to_be_bytes());
+    }
+
+    fn put_movement_case(&mut self, key: &GroupingKey, movement: OpenMovement) {
+        self.batch.insert(keys::group(&key.encode()), encode(&movement));
+    }
+
+    fn put_history(&mut self, movement: &MovementKey, history: &History, sighted: bool) -> Result<()> {
+        if sighted {
+            let pair = keys::source_target(&movement.source, &movement.target);
+            if !self.tree().contains_key(&pair)? {
+                self.batch.insert(pair, &[]);
+                let reached = history.source_distinct_targets.unwrap_or(0) + 1;
+                self.batch.insert(keys::source_count(&movement.source), &reached.to_be_bytes());
+            }
+        }
+        // The distinct-target count is kept per source and read beside the history.
+        let stored = History { source_distinct_targets: None, ..history.clone() };
+        self.batch.insert(keys::history(&movement.encode()), encode(&stored));
+        Ok(())
+    }
+
+    fn queue_effects(&mut self, case_id: CaseId, effects: &[Effect]) -> Result<Vec<PendingEffect>> {
+        if effects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut next = match self.next_effect {
+            Some(next) => next,
+            None => self.counter(keys::META_NEXT_EFFECT, "effect counter")?,
+        };
+        let mut queued = Vec::with_capacity(effects.len());
+        for effect in effects {
+            let pending = PendingEffect { seq: next, case_id, effect: effect.clone() };
+            self.batch.insert(keys::effect(next), encode(&pending));
+            queued.push(pending);
+            next += 1;
+        }
+        self.next_effect = Some(next);
+        self.batch.insert(keys::META_NEXT_EFFECT, &next.to_be_bytes());
+        Ok(queued)
+    }
+
+    fn remove_effects(&mut self, seqs: &[u64]) {
+        for seq in seqs {
+            self.batch.remove(keys::effect(*seq));
+        }
+    }
+
+    fn mark_undelivered(&mut self, effect: &PendingEffect, at: Timestamp, reason: &str) {
+        self.batch.remove(keys::effect(effect.seq));
+        let undelivered = UndeliveredEffect { effect: effect.effect.clone(), at, reason: reason.to_string() };
+        self.batch.insert(keys::undelivered(effect.case_id, effect.seq), encode(&undelivered));
+    }
+
+    fn enqueue_outbox(&mut self, entry: &OutboxEntry) -> Result<bool> {
+        if self.tree().contains_key(keys::outbox(&entry.id))? {
+            return Ok(false);
+        }
+        self.batch.insert(keys::outbox(&entry.id), encode(entry));
+        Ok(true)
+    }
+
+    fn settle_outbox(&mut self, entry: &OutboxEntry, done: bool) {
+        if done {
+            self.batch.remove(keys::outbox(&entry.id));
+        } else {
+            self.batch.insert(keys::outbox(&entry.id), encode(entry));
+        }
+    }
+
+    fn set_card(&mut self, case_id: CaseId, card: &CardRef) {
+        self.batch.insert(keys::card(case_id), encode(card));
+    }
+
+    fn set_marker(&mut self, name: &str, at: Timestamp) {
+        self.batch.insert(keys::marker(name), &(at.unix_millis().max(0) as u64).to_be_bytes());
+    }
+
+    fn append_audit(&mut self, entry: NewRecord<'_>) -> Result<AuditRecord> {
+        let head = match self.writer.pending_head.clone().or_else(|| self.writer.head.clone()) {
+            Some(head) => head,
+            None => match self.tree().get(keys::META_AUDIT_HEAD)? {
+                Some(value) => decode(&value, "audit head")?,
+                None => audit::Head::genesis(),
+            },
+        };
+        let record = AuditRecord::chained(&head, entry);
+        self.batch.insert(keys::audit(record.seq), encode(&record));
+        if let Some(case_id) = record.case_id {
+            self.batch.insert(keys::case_audit(case_id, record.seq), &[]);
+        }
+        self.batch.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
+        self.writer.pending_head = Some(record.head());
+        Ok(record)
+    }
+}
