@@ -139,7 +139,7 @@ impl Service {
         event: CaseEvent,
         now: Timestamp,
     ) -> Result<Change, StorageError> {
-        self.begin_apply(case_id, kind, actor, detail, event, now)?.wait()
+        self.begin_apply(case_id, kind, actor, detail, event, now, false)?.wait()
     }
 
     /// [`Service::apply`] for async callers, like [`Service::ingest_durably`].
@@ -152,9 +152,30 @@ impl Service {
         event: CaseEvent,
         now: Timestamp,
     ) -> Result<Change, StorageError> {
-        self.begin_apply(case_id, kind, actor, detail, event, now)?.durable().await
+        self.begin_apply(case_id, kind, actor, detail, event, now, false)?.durable().await
     }
 
+    /// [`Service::apply_durably`] for a click whose answer redraws the case's card itself: the
+    /// change queues no card update of its own.
+    pub async fn apply_redrawn_in_answer(
+        &self,
+        case_id: CaseId,
+        kind: EventKind,
+        actor: &Actor,
+        detail: serde_json::Value,
+        event: CaseEvent,
+        now: Timestamp,
+    ) -> Result<Change, StorageError> {
+        self.begin_apply(case_id, kind, actor, detail, event, now, true)?.durable().await
+    }
+
+    /// Queues a redraw of a case's card (when a click's answer that should have redrawn it was
+    /// not taken). Durable on return. Blocking.
+    pub fn queue_card_update(&self, case_id: CaseId) -> Result<Vec<PendingEffect>, StorageError> {
+        self.store.write(|transaction| transaction.queue_effects(case_id, &[Effect::UpdateCard]))?.wait()
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn begin_apply(
         &self,
         case_id: CaseId,
@@ -163,6 +184,7 @@ impl Service {
         detail: serde_json::Value,
         event: CaseEvent,
         now: Timestamp,
+        redrawn_in_answer: bool,
     ) -> Result<Pending<Change>, StorageError> {
         let pending = self.store.write(|transaction| {
             let Some(before) = transaction.case(case_id)? else {
@@ -184,6 +206,8 @@ impl Service {
                 transaction.put_history(&movement, &history, false)?;
             }
             let outbox = self.enqueue_outbound_calls(transaction, &case, &effects, now)?;
+            let effects: Vec<Effect> =
+                effects.into_iter().filter(|effect| !(redrawn_in_answer && *effect == Effect::UpdateCard)).collect();
             let queued = transaction.queue_effects(case_id, &effects)?;
             transaction.append_audit(NewRecord {
                 at: now,

@@ -33,9 +33,8 @@ impl Store {
         .wait()
     }
 
-    /// Drops effects that something else already carried out (a click's answer that redrew the
-    /// card makes its queued card update redundant), without waiting for a flush: if a crash
-    /// loses this, the effect is merely carried out again.
+    /// Drops effects that need no carrying out (a card update superseded by a later one), without
+    /// waiting for a flush: if a crash loses this, the effect is merely carried out again.
     pub fn forget_effects(&self, seqs: &[u64]) -> Result<()> {
         self.write(|transaction| {
             transaction.remove_effects(seqs);

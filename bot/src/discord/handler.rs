@@ -14,7 +14,7 @@ use serenity::all::{
 };
 use vouch_config::DiscordSettings;
 use vouch_playbook::engine::ConfirmVerdict;
-use vouch_playbook::{Actor, AuditKind, CaseEvent, CaseId, CaseState, Effect, EventKind, Snowflake};
+use vouch_playbook::{Actor, AuditKind, CaseEvent, CaseId, CaseState, EventKind, Snowflake};
 use vouch_storage::PendingEffect;
 
 use super::custom_id::{Action, ButtonId};
@@ -129,12 +129,19 @@ impl Handler {
         actor: &Actor,
         detail: serde_json::Value,
         event: CaseEvent,
+        redrawn_in_answer: bool,
     ) -> Outcome {
         let verdict = match &event {
             CaseEvent::Confirm { verdict, .. } => Some(*verdict),
             _ => None,
         };
-        match self.service.apply_durably(case_id, kind, actor, detail, event, self.service.clock.now()).await {
+        let now = self.service.clock.now();
+        let applied = if redrawn_in_answer {
+            self.service.apply_redrawn_in_answer(case_id, kind, actor, detail, event, now).await
+        } else {
+            self.service.apply_durably(case_id, kind, actor, detail, event, now).await
+        };
+        match applied {
             Ok(Change::Applied { case, queued, outbox }) => {
                 if outbox {
                     self.service.outbox_ready.notify_one();
@@ -150,23 +157,9 @@ impl Handler {
         }
     }
 
-    /// Wakes the effect worker for a click's effects. When the click's own answer already redrew
-    /// the card, its queued card update would only repeat that edit (and spend the channel's
-    /// rate limit on it), so it is dropped.
-    fn hand_over_effects(&self, queued: &[PendingEffect], card_redrawn: bool) {
-        let redundant: Vec<u64> = queued
-            .iter()
-            .filter(|pending| card_redrawn && pending.effect == Effect::UpdateCard)
-            .map(|pending| pending.seq)
-            .collect();
-        let mut remaining = queued.len();
-        if !redundant.is_empty() {
-            match self.service.store.forget_effects(&redundant) {
-                Ok(()) => remaining -= redundant.len(),
-                Err(error) => tracing::warn!(error = %error, "cannot drop a redundant card update; it will be made"),
-            }
-        }
-        if remaining > 0 {
+    /// Wakes the dispatcher for a click's effects, once the click is answered.
+    fn hand_over_effects(&self, queued: &[PendingEffect]) {
+        if !queued.is_empty() {
             self.service.effects_ready.notify_one();
         }
     }
@@ -255,8 +248,18 @@ impl Handler {
             Action::Release(side) => (EventKind::ClickRelease, CaseEvent::ReleaseIsolation { side, by: actor.clone() }),
             Action::Acknowledge => (EventKind::ClickAcknowledge, CaseEvent::Acknowledge { by: actor.clone() }),
         };
-        let outcome = self.apply(case_id, kind, &actor, detail, event).await;
+        // A click on the card is answered with the redrawn card, so the change queues no card
+        // update of its own: it would only repeat that edit and spend the channel's budget. That
+        // holds when the clicked message is the card (or the card is not recorded yet, when the
+        // click came before the recording of its post).
+        let redrawn_in_answer = on_card
+            && match self.service.store.card(case_id) {
+                Ok(card) => card.is_none_or(|card| card.message_id.get() == component.message.id.get()),
+                Err(_) => false,
+            };
+        let outcome = self.apply(case_id, kind, &actor, detail, event, redrawn_in_answer).await;
         let mut queued = Vec::new();
+        let changed = matches!(outcome, Outcome::Applied { .. });
         let response = match outcome {
             Outcome::Failed => ephemeral("Vouch could not record this click; please try again."),
             Outcome::NoSuchCase(case_id) => ephemeral(format!("There is no case {case_id}; nothing was changed.")),
@@ -300,15 +303,12 @@ impl Handler {
             }
         };
         let answered = self.respond(ctx, response, component).await;
-        // The answer redrew the case's card only if the clicked message is that card (or the card
-        // is not recorded yet, when the click came before the recording of its post).
-        let card_redrawn = answered
-            && on_card
-            && match self.service.store.card(case_id) {
-                Ok(card) => card.is_none_or(|card| card.message_id.get() == component.message.id.get()),
-                Err(_) => false,
-            };
-        self.hand_over_effects(&queued, card_redrawn);
+        if redrawn_in_answer && !answered && changed {
+            // Discord did not take the redrawn card: the dispatcher draws it instead.
+            let queued_update = self.blocking(move |service| service.queue_card_update(case_id)).await;
+            queued.extend(queued_update.unwrap_or_default());
+        }
+        self.hand_over_effects(&queued);
     }
 
     async fn on_modal(&self, ctx: &Context, modal: &ModalInteraction) {
@@ -351,14 +351,14 @@ impl Handler {
                 return;
             }
         };
-        let response = match self.apply(id.case_id, kind, &actor, detail, event).await {
+        let response = match self.apply(id.case_id, kind, &actor, detail, event, false).await {
             Outcome::Failed => ephemeral("Vouch could not record this; please try again."),
             Outcome::NoSuchCase(case_id) => ephemeral(format!("There is no case {case_id}; nothing was changed.")),
             Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
             Outcome::Applied { case, queued, .. } => {
                 let response = ephemeral(format!("Recorded. {}", render::state_line(&case)));
                 self.respond(ctx, response, modal).await;
-                self.hand_over_effects(&queued, false);
+                self.hand_over_effects(&queued);
                 return;
             }
         };
