@@ -598,3 +598,21 @@ async fn a_click_on_a_case_that_does_not_exist_is_refused_privately_and_audited(
     assert!(refusal.get("case_id").is_none(), "filed under no case, as that number may come later: {refusal}");
     workspace.assert_audit_intact();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_an_idle_vouch_cleanly_within_two_seconds() {
+    for tls in [true, false] {
+        let simulator = simulator(tls).await;
+        let workspace = Workspace::discord(&simulator);
+        let vouch = workspace.start();
+        // Even when the gateway never answers the close frame (serenity would wait 5 s for it).
+        simulator.leave_close_frames_unanswered();
+        // Idle, but connected: a card is posted, so the gateway and the dispatcher are up.
+        let (_, body) = post_alert(&vouch.base, &native_alert("edr-term", "WS-17", "SRV-DB-01", "CORP\\alice")).await;
+        card(&simulator, body["case_id"].as_str().expect("case id")).await;
+        let (code, took) = vouch.terminate_within(Duration::from_secs(2));
+        assert_eq!(code, 0, "a clean stop exits 0 (tls {tls}, took {took:?})");
+        // What was acknowledged is still there, and the chain is whole.
+        workspace.assert_audit_intact();
+    }
+}

@@ -226,16 +226,22 @@ impl Running {
     }
 
     /// SIGTERM, then waits (bounded) for a clean exit.
-    pub fn terminate(mut self) -> i32 {
+    pub fn terminate(self) -> i32 {
+        self.terminate_within(Duration::from_secs(20)).0
+    }
+
+    /// SIGTERM, then waits for the exit, failing the test past `limit`; returns the exit code and
+    /// how long the exit took.
+    pub fn terminate_within(mut self, limit: Duration) -> (i32, Duration) {
         let pid = self.child.id() as libc::pid_t;
+        let sent = Instant::now();
         // SAFETY: sending a signal to our own child process, whose pid we hold.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code().unwrap_or(-1);
+                return (status.code().unwrap_or(-1), sent.elapsed());
             }
-            assert!(Instant::now() < deadline, "vouch did not stop within 20 s of SIGTERM");
+            assert!(sent.elapsed() < limit, "vouch did not stop within {limit:?} of SIGTERM; log: {}", self.log());
             std::thread::sleep(Duration::from_millis(10));
         }
     }

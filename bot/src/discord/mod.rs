@@ -50,6 +50,9 @@ fn refused_by_discord(error: &anyhow::Error) -> bool {
     status.is_some_and(|status| status.is_client_error() && status.as_u16() != 429)
 }
 
+/// How long a stopping Vouch waits for the gateway to answer its close frame.
+const CLOSE_GRACE: Duration = Duration::from_millis(750);
+
 /// A running Discord connection.
 pub struct DiscordHandle {
     shard_manager: Arc<ShardManager>,
@@ -57,8 +60,13 @@ pub struct DiscordHandle {
 }
 
 impl DiscordHandle {
+    /// Closes the gateway session and stops the dispatcher. serenity waits up to 5 s for the
+    /// gateway's answer to its close frame; a stopping Vouch waits [`CLOSE_GRACE`] and then lets
+    /// the connection go (Discord ends an unanswered session on its own), so SIGTERM stays quick.
     pub async fn shutdown(self) {
-        self.shard_manager.shutdown_all().await;
+        if tokio::time::timeout(CLOSE_GRACE, self.shard_manager.shutdown_all()).await.is_err() {
+            tracing::warn!("the gateway did not answer the close in time; disconnecting without it");
+        }
         for task in self.tasks {
             task.abort();
         }

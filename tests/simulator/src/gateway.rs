@@ -78,6 +78,11 @@ async fn connection(stream: TcpStream, inner: Arc<Inner>) -> Result<(), String> 
             }
             frame = socket.next() => {
                 let Some(Ok(frame)) = frame else { return Ok(()) };
+                if matches!(frame, Message::Close(_)) && inner.unanswered_close.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Reading on would send the close reply; hold the connection open unread.
+                    let _ = drops.changed().await;
+                    return Ok(());
+                }
                 let Message::Text(text) = frame else { continue };
                 let Ok(payload) = serde_json::from_str::<Value>(&text) else { continue };
                 match payload["op"].as_u64() {

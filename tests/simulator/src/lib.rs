@@ -35,6 +35,9 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<()>,
     pub(crate) drop_generation: watch::Sender<u64>,
     pub(crate) gateway_url: String,
+    /// When set, a client's close frame goes unanswered and the connection stays open, like a
+    /// gateway that is slow or cut off: a client waiting for the reply waits forever.
+    pub(crate) unanswered_close: std::sync::atomic::AtomicBool,
 }
 
 pub struct SimulatorOptions<'a> {
@@ -79,6 +82,7 @@ impl Simulator {
             events,
             drop_generation,
             gateway_url,
+            unanswered_close: std::sync::atomic::AtomicBool::new(false),
         });
         let router = axum::Router::new().fallback(rest::handle).with_state(Arc::clone(&inner));
         let mut tasks = vec![tokio::spawn(gateway::serve(gateway_listener, Arc::clone(&inner)))];
@@ -169,6 +173,11 @@ impl Simulator {
     /// bot must identify again.
     pub fn invalidate_sessions(&self) {
         self.inner.gateway.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).session_id = None;
+    }
+
+    /// From now on, leaves clients' close frames unanswered (see `Inner::unanswered_close`).
+    pub fn leave_close_frames_unanswered(&self) {
+        self.inner.unanswered_close.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Drops every gateway connection without a close frame.
