@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 use vouch_playbook::{AuditKind, Case, CaseId, Effect, Timestamp};
-use vouch_storage::{PendingEffect, StorageError};
+use vouch_storage::{PendingEffect, RedrawWanted, StorageError};
 
 use crate::service::Service;
 
@@ -25,6 +25,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(60);
 const REFUSED_ATTEMPTS: u32 = 3;
 /// Effects read per pass.
 const BATCH: usize = 500;
+/// A card that repeated alerts keep changing is drawn again at most this often; a decision
+/// (a click, a timer) is drawn at once.
+const STORM_REDRAW_EVERY: Duration = Duration::from_secs(10);
 
 /// Why an effect was not carried out.
 #[derive(Debug)]
@@ -68,11 +71,13 @@ pub struct Dispatcher<S> {
     sink: S,
     /// Cases whose last effect failed: how many times in a row, and when to try again.
     backoff: HashMap<CaseId, (u32, Instant)>,
+    /// When each card was last drawn (posted or redrawn), to space a storming card's redraws.
+    last_drawn: HashMap<CaseId, Instant>,
 }
 
 impl<S: ChatSink> Dispatcher<S> {
     pub fn new(service: Arc<Service>, sink: S) -> Dispatcher<S> {
-        Dispatcher { service, sink, backoff: HashMap::new() }
+        Dispatcher { service, sink, backoff: HashMap::new(), last_drawn: HashMap::new() }
     }
 
     /// Runs until the task is aborted.
@@ -100,11 +105,107 @@ impl<S: ChatSink> Dispatcher<S> {
         Ok(tokio::task::spawn_blocking(move || work(&service)).await??)
     }
 
-    /// One pass over everything pending; true when the batch was full. A case whose effect
-    /// fails keeps its later effects for the next pass, so its messages never come out of order.
+    /// One pass: the digest if due, every queued effect, then the cards that want redrawing.
+    /// True when there is more to do at once.
     async fn pass(&mut self) -> anyhow::Result<bool> {
         self.digest().await?;
         let pending = self.blocking(|service| service.store.pending_effects(BATCH)).await?;
+        // Read after the queue, so a new card's own wish is seen with its post, and before the
+        // cases, so a card drawn in this pass shows at least the versions read.
+        let redraws = self.blocking(|service| service.store.redraws_wanted()).await?;
+        if self.carry_out_queue(pending, &redraws).await? {
+            return Ok(true);
+        }
+        self.redraw_cards(redraws).await
+    }
+
+    /// Redraws the cards that want it, behind every new card: a redraw never takes a slot of the
+    /// channel's budget while a card is waiting to be posted. True when new cards came meanwhile.
+    async fn redraw_cards(&mut self, redraws: Vec<RedrawWanted>) -> anyhow::Result<bool> {
+        for wanted in redraws {
+            let case_id = wanted.case_id;
+            let drawn_recently = self.last_drawn.get(&case_id).is_some_and(|at| at.elapsed() < STORM_REDRAW_EVERY);
+            let backing_off = self.backoff.get(&case_id).is_some_and(|(_, retry_at)| *retry_at > Instant::now());
+            if (drawn_recently && !wanted.urgent) || backing_off {
+                continue;
+            }
+            if self.new_cards_waiting().await? {
+                return Ok(true);
+            }
+            let case = match self.blocking(move |service| service.store.case(case_id)).await {
+                Ok(case) => case,
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), %case_id, "cannot read a case to redraw its card");
+                    continue;
+                }
+            };
+            match self.sink.carry_out(&case, &Effect::UpdateCard).await {
+                // Without a chat there is no card to redraw; the post was kept as undelivered.
+                Ok(()) | Err(SinkError::NotConfigured) => {
+                    self.blocking(move |service| service.store.clear_redraw(&wanted)).await?;
+                    self.last_drawn.insert(case_id, Instant::now());
+                    self.backoff.remove(&case_id);
+                }
+                Err(SinkError::Refused(error))
+                    if self.backoff.get(&case_id).map_or(0, |(failures, _)| *failures) + 1 >= REFUSED_ATTEMPTS =>
+                {
+                    // The card is gone or cannot be edited: stop trying, and say so.
+                    tracing::error!(error = %format!("{error:#}"), %case_id, "the chat refused to redraw a card; giving up on it");
+                    let detail = json!({"effect": Effect::UpdateCard, "error": format!("{error:#}")});
+                    self.blocking(move |service| {
+                        let record = crate::service::vouch_record(
+                            AuditKind::EffectAbandoned,
+                            Some(case_id),
+                            detail,
+                            service.clock.now(),
+                        );
+                        service
+                            .store
+                            .write(|transaction| {
+                                transaction.clear_redraw(&wanted)?;
+                                transaction.append_audit(record).map(|_| ())
+                            })?
+                            .wait()
+                    })
+                    .await?;
+                    self.backoff.remove(&case_id);
+                }
+                Err(SinkError::Refused(error) | SinkError::Failed(error)) => {
+                    self.note_failure(case_id, &error, &Effect::UpdateCard);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether a card is waiting to be posted.
+    async fn new_cards_waiting(&self) -> anyhow::Result<bool> {
+        let pending = self.blocking(|service| service.store.pending_effects(BATCH)).await?;
+        Ok(pending.iter().any(|item| item.effect == Effect::PostCard && !self.is_backing_off(item.case_id)))
+    }
+
+    fn is_backing_off(&self, case_id: CaseId) -> bool {
+        self.backoff.get(&case_id).is_some_and(|(_, retry_at)| *retry_at > Instant::now())
+    }
+
+    /// Notes a failed attempt and when to try the case again: doubling from the first step.
+    fn note_failure(&mut self, case_id: CaseId, error: &anyhow::Error, effect: &Effect) {
+        let failures = self.backoff.get(&case_id).map_or(0, |(failures, _)| *failures) + 1;
+        let delay = BACKOFF_FIRST.saturating_mul(1 << failures.min(6).saturating_sub(1)).min(BACKOFF_CAP);
+        self.backoff.insert(case_id, (failures, Instant::now() + delay));
+        tracing::warn!(
+            error = %format!("{error:#}"),
+            %case_id,
+            ?effect,
+            failures,
+            retry_in_ms = delay.as_millis() as u64,
+            "effect failed; will retry"
+        );
+    }
+
+    /// Carries out the queued effects. A case whose effect fails keeps its later effects for the
+    /// next pass, so its messages never come out of order. True when the batch was full.
+    async fn carry_out_queue(&mut self, pending: Vec<PendingEffect>, redraws: &[RedrawWanted]) -> anyhow::Result<bool> {
         let full = pending.len() == BATCH;
         if pending.is_empty() {
             return Ok(false);
@@ -149,6 +250,13 @@ impl<S: ChatSink> Dispatcher<S> {
                     let seq = item.seq;
                     self.blocking(move |service| service.store.complete_effects(&[seq])).await?;
                     self.backoff.remove(&case_id);
+                    if item.effect == Effect::PostCard {
+                        // The new card shows the case as read after these wishes were.
+                        self.last_drawn.insert(case_id, Instant::now());
+                        if let Some(wanted) = redraws.iter().find(|wanted| wanted.case_id == case_id).copied() {
+                            self.blocking(move |service| service.store.clear_redraw(&wanted)).await?;
+                        }
+                    }
                 }
                 Err(SinkError::NotConfigured) => not_delivered.push(item),
                 Err(SinkError::Refused(error))
@@ -160,17 +268,7 @@ impl<S: ChatSink> Dispatcher<S> {
                     self.backoff.remove(&case_id);
                 }
                 Err(SinkError::Refused(error) | SinkError::Failed(error)) => {
-                    let failures = self.backoff.get(&case_id).map_or(0, |(failures, _)| *failures) + 1;
-                    let delay = BACKOFF_FIRST.saturating_mul(1 << failures.min(6).saturating_sub(1)).min(BACKOFF_CAP);
-                    self.backoff.insert(case_id, (failures, Instant::now() + delay));
-                    tracing::warn!(
-                        error = %format!("{error:#}"),
-                        %case_id,
-                        effect = ?item.effect,
-                        failures,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "effect failed; will retry"
-                    );
+                    self.note_failure(case_id, &error, &item.effect);
                     blocked.insert(case_id);
                 }
             }

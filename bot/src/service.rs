@@ -114,7 +114,7 @@ impl Service {
             }
             transaction.put_movement_case(&grouping_key, OpenMovement { case_id: case.id, last_alert_at: now });
             transaction.put_history(&movement, &history.with_sighting(now), true)?;
-            transaction.queue_effects(case.id, &effects)?;
+            queue_effects(transaction, case.id, &effects, Redraw::ForAlerts)?;
             let detail = serde_json::json!({"alert": &alert, "alert_count": case.alert_count});
             transaction.append_audit(NewRecord {
                 at: now,
@@ -171,8 +171,8 @@ impl Service {
 
     /// Queues a redraw of a case's card (when a click's answer that should have redrawn it was
     /// not taken). Durable on return. Blocking.
-    pub fn queue_card_update(&self, case_id: CaseId) -> Result<Vec<PendingEffect>, StorageError> {
-        self.store.write(|transaction| transaction.queue_effects(case_id, &[Effect::UpdateCard]))?.wait()
+    pub fn queue_card_update(&self, case_id: CaseId) -> Result<(), StorageError> {
+        self.store.write(|transaction| transaction.want_redraw(case_id, true))?.wait()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -206,9 +206,8 @@ impl Service {
                 transaction.put_history(&movement, &history, false)?;
             }
             let outbox = self.enqueue_outbound_calls(transaction, &case, &effects, now)?;
-            let effects: Vec<Effect> =
-                effects.into_iter().filter(|effect| !(redrawn_in_answer && *effect == Effect::UpdateCard)).collect();
-            let queued = transaction.queue_effects(case_id, &effects)?;
+            let redraw = if redrawn_in_answer { Redraw::DoneInAnswer } else { Redraw::ForDecision };
+            let queued = queue_effects(transaction, case_id, &effects, redraw)?;
             transaction.append_audit(NewRecord {
                 at: now,
                 case_id: Some(case_id),
@@ -312,6 +311,33 @@ pub fn vouch_record(
     now: Timestamp,
 ) -> NewRecord<'static> {
     NewRecord { at: now, case_id, kind, actor: None, playbook_version: None, detail }
+}
+
+/// Why a change's card update is wanted, which decides how soon it is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redraw {
+    /// Repeated alerts: a storming card is redrawn at most every few seconds.
+    ForAlerts,
+    /// A decision (a click, a timer, a webhook's answer): drawn as soon as the channel allows.
+    ForDecision,
+    /// The click's own answer already showed the change.
+    DoneInAnswer,
+}
+
+/// Queues a change's effects for the dispatcher. A card update is not queued in line: it becomes
+/// a wish to redraw the card, one however many changes ask, so a storm costs one edit per redraw
+/// and not one per alert.
+fn queue_effects(
+    transaction: &mut dyn Transaction,
+    case_id: CaseId,
+    effects: &[Effect],
+    redraw: Redraw,
+) -> Result<Vec<PendingEffect>, StorageError> {
+    if effects.contains(&Effect::UpdateCard) && redraw != Redraw::DoneInAnswer {
+        transaction.want_redraw(case_id, redraw == Redraw::ForDecision)?;
+    }
+    let in_line: Vec<Effect> = effects.iter().filter(|effect| **effect != Effect::UpdateCard).cloned().collect();
+    transaction.queue_effects(case_id, &in_line)
 }
 
 fn refusal(effects: &[Effect]) -> Option<String> {

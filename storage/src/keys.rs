@@ -19,6 +19,7 @@
 //! | `k/`   | case id (u64)               | where the case's card is       |
 //! | `d/`   | deadline (u64 millis), case | empty (the deadline index)     |
 //! | `u/`   | case id, effect sequence    | a chat effect no chat service carried |
+//! | `r/`   | case id (u64)               | the case's card needs redrawing: version, urgency |
 
 use vouch_playbook::CaseId;
 
@@ -133,6 +134,12 @@ pub(crate) fn seq_of_effect(key: &[u8]) -> Result<u64> {
 
 pub(crate) fn card(id: CaseId) -> Vec<u8> {
     with_prefix(b"k/", &[&id.number().to_be_bytes()])
+}
+
+pub(crate) const REDRAW_PREFIX: &[u8] = b"r/";
+
+pub(crate) fn redraw(id: CaseId) -> Vec<u8> {
+    with_prefix(REDRAW_PREFIX, &[&id.number().to_be_bytes()])
 }
 
 pub(crate) fn undelivered_prefix(id: CaseId) -> Vec<u8> {

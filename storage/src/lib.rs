@@ -84,6 +84,17 @@ pub struct UndeliveredEffect {
     pub reason: String,
 }
 
+/// A case whose card should be drawn again. `version` grows with every change that asks for it,
+/// so clearing the wish after a redraw cannot erase a newer one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedrawWanted {
+    pub case_id: CaseId,
+    pub version: u64,
+    /// Asked for by a decision (a click, a timer), not only by repeated alerts: such a redraw is
+    /// not held back to spare a storming card's edits.
+    pub urgent: bool,
+}
+
 /// A call to the outside world waiting to be made (isolation webhooks and the like). It is
 /// written before anything is sent, and its id never changes, so a retry is the same request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

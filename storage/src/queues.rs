@@ -4,7 +4,7 @@
 use vouch_playbook::{CaseId, Timestamp};
 
 use crate::codec::decode;
-use crate::{keys, CardRef, OutboxEntry, PendingEffect, Result, Store, UndeliveredEffect};
+use crate::{keys, CardRef, OutboxEntry, PendingEffect, RedrawWanted, Result, Store, UndeliveredEffect};
 
 impl Store {
     /// Effects not yet carried out, oldest first.
@@ -41,6 +41,26 @@ impl Store {
             Ok(())
         })
         .map(crate::Pending::without_waiting)
+    }
+
+    /// Cards that should be drawn again, by case.
+    pub fn redraws_wanted(&self) -> Result<Vec<RedrawWanted>> {
+        self.on_current(|generation| {
+            generation
+                .tree
+                .scan_prefix(keys::REDRAW_PREFIX)
+                .map(|entry| {
+                    let (_, value) = entry?;
+                    decode(&value, "redraw")
+                })
+                .collect()
+        })
+    }
+
+    /// Clears a wish to redraw a card once it was drawn (unless a newer change asked again),
+    /// without waiting for a flush: if a crash loses this, the card is merely drawn once more.
+    pub fn clear_redraw(&self, wanted: &RedrawWanted) -> Result<()> {
+        self.write(|transaction| transaction.clear_redraw(wanted)).map(crate::Pending::without_waiting)
     }
 
     /// The chat effects of a case that no chat service carried, oldest first.

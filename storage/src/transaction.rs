@@ -11,7 +11,7 @@ use vouch_playbook::{Case, CaseId, Effect, GroupingKey, MovementKey, Timestamp};
 use crate::audit::{self, AuditRecord, NewRecord};
 use crate::codec::{decode, encode};
 use crate::store::Generation;
-use crate::{keys, CardRef, OutboxEntry, PendingEffect, Result, StorageError, UndeliveredEffect};
+use crate::{keys, CardRef, OutboxEntry, PendingEffect, RedrawWanted, Result, StorageError, UndeliveredEffect};
 
 /// The reads and writes of one change. Reads see the store as it was when the change began (the
 /// writer lock keeps other changes out meanwhile); writes are staged and applied together when
@@ -43,6 +43,11 @@ pub trait Transaction {
     /// run them for a change that did not happen.
     fn queue_effects(&mut self, case_id: CaseId, effects: &[Effect]) -> Result<Vec<PendingEffect>>;
     fn remove_effects(&mut self, seqs: &[u64]);
+    /// Notes that the case's card should be drawn again (once, however often this is asked
+    /// before it is); `urgent` when a decision asked for it rather than a repeated alert.
+    fn want_redraw(&mut self, case_id: CaseId, urgent: bool) -> Result<()>;
+    /// Clears the wish to redraw the card, unless a newer change asked for it again.
+    fn clear_redraw(&mut self, wanted: &RedrawWanted) -> Result<()>;
     /// Takes a queued effect off the queue and keeps it with its case as not delivered.
     fn mark_undelivered(&mut self, effect: &PendingEffect, at: Timestamp, reason: &str);
     /// Adds an outbound call to the outbox; false when an entry with its id is there already.
@@ -232,6 +237,35 @@ impl Transaction for SledTransaction<'_> {
         for seq in seqs {
             self.batch.remove(keys::effect(*seq));
         }
+    }
+
+    fn want_redraw(&mut self, case_id: CaseId, urgent: bool) -> Result<()> {
+        let key = keys::redraw(case_id);
+        let before: Option<RedrawWanted> = match self.tree().get(&key)? {
+            Some(value) => Some(decode(&value, "redraw")?),
+            None => None,
+        };
+        // A version from the effect counter: it only grows, across every case.
+        let version = match self.next_effect {
+            Some(next) => next,
+            None => self.counter(keys::META_NEXT_EFFECT, "effect counter")?,
+        };
+        self.next_effect = Some(version + 1);
+        self.batch.insert(keys::META_NEXT_EFFECT, &(version + 1).to_be_bytes());
+        let urgent = urgent || before.is_some_and(|before| before.urgent);
+        self.batch.insert(key, encode(&RedrawWanted { case_id, version, urgent }));
+        Ok(())
+    }
+
+    fn clear_redraw(&mut self, wanted: &RedrawWanted) -> Result<()> {
+        let key = keys::redraw(wanted.case_id);
+        if let Some(value) = self.tree().get(&key)? {
+            let current: RedrawWanted = decode(&value, "redraw")?;
+            if current.version == wanted.version {
+                self.batch.remove(key);
+            }
+        }
+        Ok(())
     }
 
     fn mark_undelivered(&mut self, effect: &PendingEffect, at: Timestamp, reason: &str) {

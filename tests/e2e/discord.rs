@@ -518,9 +518,19 @@ async fn an_effect_discord_keeps_refusing_is_given_up_without_blocking_the_case(
                 .then_some(())
         })
         .await;
-    let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
-    let abandoned = case["events"].as_array().expect("events").iter().any(|event| event["kind"] == "effect.abandoned");
-    assert!(abandoned, "giving up is recorded in the audit log");
+    // The card's redraw waits for nothing but itself: it is given up after its refusals (with
+    // backoff between them), which may come after the page.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+        let abandoned =
+            case["events"].as_array().expect("events").iter().any(|event| event["kind"] == "effect.abandoned");
+        if abandoned {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "giving up is recorded in the audit log");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_conformant(&simulator, &vouch);
 }
 

@@ -11,3 +11,4 @@ mod demo;
 mod discord;
 mod ingest;
 mod isolation;
+mod storm;

@@ -157,11 +157,10 @@ impl Handler {
         }
     }
 
-    /// Wakes the dispatcher for a click's effects, once the click is answered.
-    fn hand_over_effects(&self, queued: &[PendingEffect]) {
-        if !queued.is_empty() {
-            self.service.effects_ready.notify_one();
-        }
+    /// Wakes the dispatcher for a click's effects (and any redraw of the card), once the click
+    /// is answered.
+    fn hand_over_effects(&self, _queued: &[PendingEffect]) {
+        self.service.effects_ready.notify_one();
     }
 
     /// Answers an interaction; false when Discord did not take the answer.
@@ -305,8 +304,9 @@ impl Handler {
         let answered = self.respond(ctx, response, component).await;
         if redrawn_in_answer && !answered && changed {
             // Discord did not take the redrawn card: the dispatcher draws it instead.
-            let queued_update = self.blocking(move |service| service.queue_card_update(case_id)).await;
-            queued.extend(queued_update.unwrap_or_default());
+            if self.blocking(move |service| service.queue_card_update(case_id)).await.is_some() {
+                self.service.effects_ready.notify_one();
+            }
         }
         self.hand_over_effects(&queued);
     }

@@ -5,20 +5,20 @@
 //! store before it is answered; everything slow (posts, pings, edits) is an effect the store
 //! queued with the change, carried out here in order and retried until done.
 
+mod budget;
 pub mod custom_id;
 mod handler;
 pub mod render;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use serenity::all::{
-    ChannelId, ClientBuilder, CreateMessage, CreateThread, EditMessage, GatewayIntents, Http, HttpBuilder, MessageId,
-    Nonce, RoleId, ShardManager, UserId,
+    ChannelId, ClientBuilder, CreateMessage, CreateThread, EditMessage, GatewayIntents, Http, HttpBuilder, Message,
+    MessageId, Nonce, RoleId, ShardManager, UserId,
 };
-use tokio::time::Instant;
+use serenity::http::{LightMethod, Request, Route};
 use vouch_config::DiscordSettings;
 use vouch_playbook::engine::{IsolationAction, PingReason, Side};
 use vouch_playbook::{Case, CaseId, Effect, Snowflake, Timestamp};
@@ -26,10 +26,6 @@ use vouch_storage::CardRef;
 
 use crate::dispatch::{ChatSink, SinkError};
 use crate::service::Service;
-
-/// Discord lets a channel take 5 messages per 5 seconds; Vouch paces itself to stay inside.
-const CHANNEL_POSTS: usize = 5;
-const CHANNEL_WINDOW: Duration = Duration::from_secs(5);
 
 /// Sorts a failed request for the dispatcher: a client error other than a rate limit is a
 /// refusal (trying again will not help), anything else may work later.
@@ -126,17 +122,18 @@ pub async fn start(settings: DiscordSettings, service: Arc<Service>) -> anyhow::
             tracing::error!(error = %error, "the Discord client stopped");
         }
     });
-    let sink = DiscordSink { http, settings, service: Arc::clone(&service), pacing: HashMap::new() };
+    let sink =
+        DiscordSink { http, settings, service: Arc::clone(&service), budgets: budget::ChannelBudgets::default() };
     let worker_task = tokio::spawn(crate::dispatch::Dispatcher::new(service, sink).run());
     Ok(DiscordHandle { shard_manager, tasks: vec![client_task, worker_task] })
 }
 
-/// Carries out chat effects in Discord for the dispatcher, pacing posts per channel.
+/// Carries out chat effects in Discord for the dispatcher, within each channel's budget.
 struct DiscordSink {
     http: Arc<Http>,
     settings: DiscordSettings,
     service: Arc<Service>,
-    pacing: HashMap<ChannelId, VecDeque<Instant>>,
+    budgets: budget::ChannelBudgets,
 }
 
 fn channel(id: Snowflake) -> ChannelId {
@@ -150,7 +147,6 @@ impl ChatSink for DiscordSink {
 
     async fn post_digest(&mut self, slot: Timestamp, digest: &crate::timers::Digest) -> Result<(), SinkError> {
         let triage = channel(self.settings.triage_channel_id);
-        self.pace(triage).await;
         // The nonce names the schedule's slot, so a post repeated after a crash between posting
         // and recording it comes back as the same message.
         let message = CreateMessage::new()
@@ -158,7 +154,7 @@ impl ChatSink for DiscordSink {
             .allowed_mentions(render::no_mentions())
             .nonce(Nonce::String(format!("vd-{}", slot.unix_millis())))
             .enforce_nonce(true);
-        triage.send_message(&self.http, message).await.map(|_| ()).map_err(|error| sink_error(error.into()))
+        self.post(triage, &message).await.map(|_| ()).map_err(sink_error)
     }
 }
 
@@ -171,20 +167,41 @@ impl DiscordSink {
         Ok(tokio::task::spawn_blocking(move || work(&service)).await??)
     }
 
-    /// Waits until the channel may take another message.
-    async fn pace(&mut self, channel_id: ChannelId) {
-        let posts = self.pacing.entry(channel_id).or_default();
-        let now = Instant::now();
-        while posts.front().is_some_and(|sent| now.duration_since(*sent) >= CHANNEL_WINDOW) {
-            posts.pop_front();
-        }
-        if posts.len() >= CHANNEL_POSTS {
-            if let Some(oldest) = posts.front().copied() {
-                tokio::time::sleep_until(oldest + CHANNEL_WINDOW).await;
+    /// Posts a message, within the channel's budget.
+    async fn post(&mut self, channel_id: ChannelId, message: &CreateMessage) -> anyhow::Result<Message> {
+        let request = Request::new(Route::ChannelMessages { channel_id }, LightMethod::Post)
+            .body(Some(serde_json::to_vec(message)?));
+        let response = self.send_within_budget(channel_id, request).await?;
+        Ok(serde_json::from_slice(&response.bytes().await?)?)
+    }
+
+    /// Edits a message, within the channel's budget: Discord counts edits with posts.
+    async fn edit(&mut self, channel_id: ChannelId, message_id: MessageId, edit: &EditMessage) -> anyhow::Result<()> {
+        let request = Request::new(Route::ChannelMessage { channel_id, message_id }, LightMethod::Patch)
+            .body(Some(serde_json::to_vec(edit)?));
+        self.send_within_budget(channel_id, request).await.map(|_| ())
+    }
+
+    async fn send_within_budget(
+        &mut self,
+        channel_id: ChannelId,
+        request: Request<'_>,
+    ) -> anyhow::Result<reqwest::Response> {
+        self.budgets.reserve(channel_id).await;
+        match self.http.request(request).await {
+            Ok(response) => {
+                self.budgets.learn(channel_id, response.headers());
+                Ok(response)
             }
-            posts.pop_front();
+            Err(error) => {
+                if let serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(answer)) = &error {
+                    if answer.status_code.as_u16() == 429 {
+                        self.budgets.refused(channel_id, None);
+                    }
+                }
+                Err(error.into())
+            }
         }
-        posts.push_back(Instant::now());
     }
 
     async fn card(&self, case_id: CaseId) -> anyhow::Result<Option<CardRef>> {
@@ -194,9 +211,7 @@ impl DiscordSink {
     async fn post_in_thread(&mut self, case_id: CaseId, message: CreateMessage) -> anyhow::Result<()> {
         let card = self.card(case_id).await?.context("the card is not posted yet")?;
         let thread = channel(card.thread_id.unwrap_or(card.message_id));
-        self.pace(thread).await;
-        thread.send_message(&self.http, message).await?;
-        Ok(())
+        self.post(thread, &message).await.map(|_| ())
     }
 
     async fn perform(&mut self, case: &Case, effect: &Effect) -> anyhow::Result<()> {
@@ -209,7 +224,6 @@ impl DiscordSink {
                     return Ok(());
                 }
                 let triage = channel(self.settings.triage_channel_id);
-                self.pace(triage).await;
                 // The nonce makes a repeated post (after a crash between posting and recording
                 // it) come back as the same message instead of a second card.
                 let message = CreateMessage::new()
@@ -218,7 +232,7 @@ impl DiscordSink {
                     .allowed_mentions(render::no_mentions())
                     .nonce(Nonce::String(format!("vouch-{}", case.id.number())))
                     .enforce_nonce(true);
-                let posted = triage.send_message(&self.http, message).await?;
+                let posted = self.post(triage, &message).await?;
                 let thread_name = render::thread_name(case);
                 let thread_id = match triage
                     .create_thread_from_message(&self.http, posted.id, CreateThread::new(thread_name))
@@ -245,7 +259,7 @@ impl DiscordSink {
                     .embed(render::card_embed(case, playbook, service.on_call_line().as_deref()))
                     .components(render::card_components(case, playbook))
                     .allowed_mentions(render::no_mentions());
-                channel(card.channel_id).edit_message(&self.http, MessageId::new(card.message_id.get()), edit).await?;
+                self.edit(channel(card.channel_id), MessageId::new(card.message_id.get()), &edit).await?;
                 Ok(())
             }
             Effect::PingPerson { person, reason } => {
@@ -261,12 +275,11 @@ impl DiscordSink {
                         self.post_in_thread(case_id, message).await?;
                         if self.settings.dm_confirmers {
                             let dm = user.create_dm_channel(&self.http).await?;
-                            self.pace(dm.id).await;
                             let direct = CreateMessage::new()
                                 .content(render::confirmation_text(case, &render::inert(&person.name, 100), reminder))
                                 .components(render::confirmation_buttons(case, false))
                                 .allowed_mentions(render::no_mentions());
-                            dm.id.send_message(&self.http, direct).await?;
+                            self.post(dm.id, &direct).await?;
                         }
                         Ok(())
                     }
@@ -324,12 +337,11 @@ impl DiscordSink {
                 self.post_in_thread(case_id, message).await?;
                 if let Some(user) = user {
                     let dm = user.create_dm_channel(&self.http).await?;
-                    self.pace(dm.id).await;
                     let direct = CreateMessage::new()
                         .content(format!("{lead}You are paged for {}: {}.", case.id, render::inert(reason, 1500)))
                         .components(render::acknowledge_buttons(case))
                         .allowed_mentions(render::no_mentions());
-                    dm.id.send_message(&self.http, direct).await?;
+                    self.post(dm.id, &direct).await?;
                 }
                 Ok(())
             }

@@ -146,7 +146,8 @@ impl Simulator {
         id
     }
 
-    /// Limits message posts per channel, answering 429 beyond it.
+    /// Limits each channel's message bucket (posts and edits of its messages count alike, as on
+    /// Discord) to `posts` in any `window`, answering 429 beyond it.
     pub fn limit_channel_posts(&self, posts: usize, window: Duration) {
         self.world().channel_limit = Some((posts, window));
     }

@@ -200,8 +200,15 @@ fn route(
             let (Some(channel_id), Some(message_id)) = (parse_id(channel), parse_id(message)) else {
                 return not_found(world, method, segments);
             };
+            if world.message(message_id).is_none_or(|message| message.channel_id != channel_id) {
+                return not_found(world, method, segments);
+            }
+            // Discord counts edits against the channel's message bucket, shared with posts.
+            if let Some(limited) = rate_limit(world, channel_id) {
+                return limited;
+            }
             match edit_message(world, channel_id, message_id, body) {
-                Some(json) => json_response(StatusCode::OK, json),
+                Some(json) => with_rate_headers(json_response(StatusCode::OK, json), world, channel_id),
                 None => not_found(world, method, segments),
             }
         }

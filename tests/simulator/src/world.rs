@@ -164,6 +164,34 @@ impl World {
         self.requests.iter().filter(|request| request.method == "POST" && request.path == path).collect()
     }
 
+    /// Requests to a channel's message bucket (posts and edits of its messages), in order.
+    pub fn bucket_requests(&self, channel_id: u64) -> Vec<&RequestRecord> {
+        let posts = format!("/channels/{channel_id}/messages");
+        let edits = format!("/channels/{channel_id}/messages/");
+        self.requests
+            .iter()
+            .filter(|request| {
+                (request.method == "POST" && request.path == posts)
+                    || (request.method == "PATCH" && request.path.starts_with(&edits))
+            })
+            .collect()
+    }
+
+    /// Requests to a channel's message bucket that arrived while an earlier 429's
+    /// `retry_after` was still running: Discord bans clients that keep doing that.
+    pub fn requests_inside_retry_after(&self, channel_id: u64) -> usize {
+        let requests = self.bucket_requests(channel_id);
+        requests
+            .iter()
+            .enumerate()
+            .filter(|(index, request)| {
+                requests[..*index]
+                    .iter()
+                    .any(|earlier| earlier.retry_after.is_some_and(|wait| request.at < earlier.at + wait))
+            })
+            .count()
+    }
+
     pub fn channel_messages(&self, channel_id: u64) -> Vec<&StoredMessage> {
         self.messages.iter().filter(|message| message.channel_id == channel_id).collect()
     }
