@@ -257,7 +257,11 @@ async fn run(folder: &std::path::Path) -> anyhow::Result<()> {
         .await;
     transcript.print_new(&simulator);
     println!("\n6. Sam (SOC) clicks Isolate target on the card.");
-    let escalated = simulator.with_world(|world| world.message(card.id).cloned()).context("the card")?;
+    let escalated = simulator
+        .wait_for("the card to offer isolation", WAIT, |world| {
+            world.message(card.id).filter(|card| find_button(card, "Isolate target").is_ok()).cloned()
+        })
+        .await;
     let clicked = simulator.click(PEOPLE[3].0, card.id, &find_button(&escalated, "Isolate target")?);
     simulator.response(clicked, WAIT).await;
     simulator
