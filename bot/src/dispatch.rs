@@ -125,8 +125,7 @@ impl<S: ChatSink> Dispatcher<S> {
         for wanted in redraws {
             let case_id = wanted.case_id;
             let drawn_recently = self.last_drawn.get(&case_id).is_some_and(|at| at.elapsed() < STORM_REDRAW_EVERY);
-            let backing_off = self.backoff.get(&case_id).is_some_and(|(_, retry_at)| *retry_at > Instant::now());
-            if (drawn_recently && !wanted.urgent) || backing_off {
+            if (drawn_recently && !wanted.urgent) || self.is_backing_off(case_id) {
                 continue;
             }
             if self.new_cards_waiting().await? {
@@ -220,12 +219,11 @@ impl<S: ChatSink> Dispatcher<S> {
         }
         let mut not_delivered: Vec<PendingEffect> = Vec::new();
         let mut done: Vec<u64> = Vec::new();
-        let now = Instant::now();
         for item in pending {
             if blocked.contains(&item.case_id) {
                 continue;
             }
-            if self.backoff.get(&item.case_id).is_some_and(|(_, retry_at)| *retry_at > now) {
+            if self.is_backing_off(item.case_id) {
                 blocked.insert(item.case_id);
                 continue;
             }
