@@ -153,7 +153,7 @@ async fn run(folder: &std::path::Path) -> anyhow::Result<()> {
     let config_path: PathBuf = folder.join("vouch.toml");
     std::fs::write(&config_path, settings)?;
     let config = vouch_config::load(&config_path, &DemoEnvironment).map_err(|error| anyhow::anyhow!("{error}"))?;
-    let running = crate::cli::start(config).await?;
+    let running = crate::app::start(config).await?;
     let base = format!("http://{}", running.address);
     let client = reqwest::Client::new();
     println!("Vouch demo: Vouch is talking to a simulated Discord guild over HTTPS (serenity, rate limiter on).\n");

@@ -1,5 +1,6 @@
 //! The `vouch` binary's library: everything that does I/O.
 //!
+//! - [`app`]: the composition root: starts and stops a running Vouch.
 //! - [`cli`]: the command line (`run`, `check-config`, `audit verify|export`, `demo`).
 //! - `demo`: Vouch against the built-in Discord simulator, with a transcript.
 //! - [`ingest`]: the HTTP API (axum): alert intake, case queries, health and metrics.
@@ -13,6 +14,7 @@
 //!
 //! Decisions come from `vouch_playbook`; this crate carries them out.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 #[cfg(feature = "demo")]

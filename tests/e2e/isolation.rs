@@ -508,7 +508,7 @@ async fn without_discord_an_isolation_still_reaches_the_webhook_and_chat_effects
     ));
     let config =
         vouch_config::load(&workspace.config(), &NoDiscordEnvironment).unwrap_or_else(|error| panic!("{error}"));
-    let running = vouch::cli::start(config).await.expect("vouch starts");
+    let running = vouch::app::start(config).await.expect("vouch starts");
     let base = format!("http://{}", running.address);
     let (status, body) = post_alert(&base, &native_alert("nd-1", "WS-17", "SRV-DB-01", "alice")).await;
     assert_eq!(status, 202, "{body}");

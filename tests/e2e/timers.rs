@@ -27,14 +27,14 @@ impl vouch_config::Environment for TestEnvironment {
     }
 }
 
-async fn start(workspace: &Workspace, clock: &Arc<ManualClock>) -> vouch::cli::Running {
+async fn start(workspace: &Workspace, clock: &Arc<ManualClock>) -> vouch::app::Running {
     let config = vouch_config::load(&workspace.config(), &TestEnvironment).unwrap_or_else(|error| panic!("{error}"));
     let clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
-    vouch::cli::start_with_clock(config, clock).await.expect("vouch starts")
+    vouch::app::start_with_clock(config, clock).await.expect("vouch starts")
 }
 
 /// Moves the clock and lets the timer look at once.
-fn advance(clock: &ManualClock, running: &vouch::cli::Running, minutes: u32) {
+fn advance(clock: &ManualClock, running: &vouch::app::Running, minutes: u32) {
     clock.advance_minutes(minutes);
     running.service.timers_ready.notify_one();
     running.service.effects_ready.notify_one();

@@ -36,7 +36,7 @@ fn repository_file(relative: &str) -> std::path::PathBuf {
 
 /// Writes a configuration into `folder` (Discord when a simulator is given) and starts Vouch in
 /// this process.
-async fn start_vouch(folder: &Path, simulator: Option<&Simulator>) -> vouch::cli::Running {
+async fn start_vouch(folder: &Path, simulator: Option<&Simulator>) -> vouch::app::Running {
     let directory =
         std::fs::read_to_string(repository_file("config/directory.example.toml")).expect("example directory");
     std::fs::write(folder.join("directory.toml"), directory).expect("write");
@@ -54,7 +54,7 @@ async fn start_vouch(folder: &Path, simulator: Option<&Simulator>) -> vouch::cli
     }
     std::fs::write(folder.join("vouch.toml"), settings).expect("write");
     let config = vouch_config::load(&folder.join("vouch.toml"), &Environment).unwrap_or_else(|error| panic!("{error}"));
-    vouch::cli::start(config).await.expect("vouch starts")
+    vouch::app::start(config).await.expect("vouch starts")
 }
 
 async fn simulator() -> Simulator {

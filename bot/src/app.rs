@@ -1,0 +1,136 @@
+//! The composition root: builds a running Vouch from a valid configuration (the store, the
+//! service, the dispatcher and its chat sink, the webhook deliverer, the timers and the HTTP API)
+//! and stops it cleanly. The command line and the demo both start Vouch through here.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use vouch_config::Config;
+use vouch_storage::{Store, StoreOptions};
+
+use crate::ingest::{app, AppState};
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+pub(crate) fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let storage = &config.settings.storage;
+    std::fs::create_dir_all(&storage.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", storage.data_dir.display()))?;
+    let options = StoreOptions { cache_capacity_bytes: storage.cache_capacity_mib * 1024 * 1024 };
+    Store::open(&storage.data_dir, &options).context("cannot open the store")
+}
+
+/// A running Vouch: the HTTP API, the store and (when configured) Discord.
+pub struct Running {
+    pub address: std::net::SocketAddr,
+    pub service: Arc<Service>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    store: Arc<Store>,
+    discord: Option<crate::discord::DiscordHandle>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops taking requests, lets those in flight finish, disconnects and flushes the store.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await.context("the HTTP server task failed")?.context("the HTTP server failed")?;
+        if let Some(discord) = self.discord {
+            discord.shutdown().await;
+        }
+        for task in self.background {
+            task.abort();
+        }
+        tracing::info!("shutting down: flushing the store");
+        self.store.close().context("the store could not be flushed")
+    }
+}
+
+/// Starts Vouch from a valid configuration.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_clock(config, Arc::new(crate::SystemClock)).await
+}
+
+/// Starts Vouch reading time from `clock` (tests move a [`crate::ManualClock`]).
+pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> anyhow::Result<Running> {
+    let store = Arc::new(open_store(&config)?);
+    let ingest = config.settings.ingest.clone();
+    let service = Arc::new(Service {
+        store: Arc::clone(&store),
+        directory: config.directory,
+        playbook: config.playbook,
+        grouping_window: vouch_playbook::cases::GroupingWindow::minutes(ingest.grouping_window_minutes),
+        effects_ready: Arc::new(tokio::sync::Notify::new()),
+        outbox_ready: Arc::new(tokio::sync::Notify::new()),
+        webhooks: config.settings.webhooks.clone(),
+        clock,
+        oncall: config.settings.oncall.clone(),
+        timers: config.settings.timers.clone(),
+        timers_ready: Arc::new(tokio::sync::Notify::new()),
+    });
+    let mut background = Vec::new();
+    if !service.webhooks.is_empty() {
+        let deliverer = crate::webhooks::Deliverer::new(
+            Arc::clone(&service),
+            config.settings.webhooks.clone(),
+            config.settings.delivery.clone(),
+        )?;
+        background.push(tokio::spawn(deliverer.run()));
+    }
+    background.push(tokio::spawn(crate::timers::run(Arc::clone(&service))));
+    background.push(tokio::spawn(keep_store_open(Arc::clone(&store))));
+    let discord = match config.settings.discord.clone() {
+        Some(settings) => Some(crate::discord::start(settings, Arc::clone(&service)).await?),
+        None => {
+            tracing::warn!("no [discord] settings: chat effects are recorded on their cases as not delivered");
+            background.push(tokio::spawn(
+                crate::dispatch::Dispatcher::new(Arc::clone(&service), crate::dispatch::NoChat).run(),
+            ));
+            None
+        }
+    };
+    let service_handle = Arc::clone(&service);
+    let state = Arc::new(AppState {
+        service,
+        token: ingest.token,
+        signing_secrets: ingest.signing_secrets,
+        max_body_bytes: ingest.max_body_bytes,
+        metrics: Metrics::default(),
+        seen_signatures: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(ingest.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", ingest.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %config.settings.storage.data_dir.display(), "vouch is listening");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(Running { address, service: service_handle, stop, server, store, discord, background })
+}
+
+/// After a disk failure, reopens the store once a second until that works: often enough to take
+/// alerts again soon after the disk has room, rarely enough not to spend the machine on a disk
+/// that stays full. Requests meanwhile get 503 without waiting for it.
+async fn keep_store_open(store: Arc<Store>) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if !store.is_failed() {
+            continue;
+        }
+        let reopening = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || reopening.recover()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(error = %error, "the store cannot be reopened yet"),
+            Err(error) => tracing::warn!(error = %error, "the store's reopening task failed"),
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! How each event changes a case, and the rules a case answers for itself (what it offers, who
+//! must justify a vouch, when it may chase).
+
+use std::collections::BTreeMap;
+
+use super::vocabulary::*;
+use crate::definition::Playbook;
+use crate::facts::{Criticality, Facts};
+use crate::ids::CaseId;
+use crate::model::Alert;
+use crate::time::Timestamp;
+
+impl Case {
+    /// A new case in its first state, with the effects of opening it.
+    pub fn open(
+        id: CaseId,
+        playbook: &Playbook,
+        alert: Alert,
+        facts: Facts,
+        opening: Opening,
+        now: Timestamp,
+    ) -> (Case, Vec<Effect>) {
+        let case = Case {
+            id,
+            state: CaseState::Open,
+            playbook_version: opening.playbook_version,
+            opened_at: now,
+            updated_at: now,
+            alert_count: 1,
+            last_alert_at: alert.received_at,
+            alert: AlertRecord(alert),
+            facts,
+            confirmation: Confirmation {
+                chain: opening.confirmation_chain.clone(),
+                current: None,
+                asked_at: None,
+                reminders_sent: 0,
+                deadline: None,
+                verdicts: Vec::new(),
+            },
+            opening,
+            answers: BTreeMap::new(),
+            escalation: None,
+            resolution: None,
+            isolations: Vec::new(),
+            page: None,
+        };
+        let mut effects = vec![Effect::PostCard];
+        if playbook.confirmation.ask_on_open {
+            let (case, ask_effects) = case.ask(playbook, 0, now);
+            effects.extend(ask_effects.into_iter().filter(|effect| *effect != Effect::UpdateCard));
+            return (case, effects);
+        }
+        (case, effects)
+    }
+
+    pub fn alert(&self) -> &Alert {
+        &self.alert.0
+    }
+
+    /// One end of the movement.
+    pub fn system(&self, side: Side) -> &crate::model::System {
+        match side {
+            Side::Source => &self.alert().source,
+            Side::Target => &self.alert().target,
+        }
+    }
+
+    /// What the directory knew about one end when the case opened.
+    pub fn asset(&self, side: Side) -> Option<&crate::facts::AssetFacts> {
+        match side {
+            Side::Source => self.facts.source.as_ref(),
+            Side::Target => self.facts.target.as_ref(),
+        }
+    }
+
+    /// The newest isolation request for one end, if any.
+    pub fn latest_isolation(&self, side: Side) -> Option<&IsolationRequest> {
+        self.isolations.iter().rev().find(|request| request.side == side)
+    }
+
+    fn next_isolation_id(&self, side: Side, action: IsolationAction) -> String {
+        let side = match side {
+            Side::Source => "source",
+            Side::Target => "target",
+        };
+        let action = match action {
+            IsolationAction::Isolate => "isolate",
+            IsolationAction::Release => "release",
+        };
+        format!("{}-{side}-{action}-{}", self.id, self.isolations.len() + 1)
+    }
+
+    /// Whether vouching for this movement ("Expected") needs a written justification from this
+    /// person: it does on a critical system, from whoever is asked. The engine refuses such a
+    /// vouch without one; the chat asks for it with a form first.
+    pub fn vouching_needs_justification(&self, actor: &Actor) -> bool {
+        self.opening.criticality == Criticality::Critical && self.is_asked(actor)
+    }
+
+    /// What the case offers now, whoever looks at it; [`apply`] still decides who may do it.
+    pub fn offers(&self) -> Offers {
+        let finished = self.state.is_finished();
+        let escalated = self.state == CaseState::Escalated;
+        let isolation = |side: Side| {
+            let latest = self.latest_isolation(side);
+            let isolated = latest.is_some_and(|request| {
+                request.action == IsolationAction::Isolate && request.status == IsolationStatus::Requested
+            });
+            let awaiting_approval = latest.is_some_and(|request| request.status == IsolationStatus::AwaitingApproval);
+            IsolationOffer {
+                isolate: (escalated && !isolated).then_some(if awaiting_approval {
+                    IsolateOffer::Approve
+                } else {
+                    IsolateOffer::Request
+                }),
+                system_known: !self.system(side).is_unknown(),
+                release: isolated,
+            }
+        };
+        Offers {
+            answer: !finished,
+            ask_owner: !finished && self.state != CaseState::AwaitingConfirmation && !escalated,
+            escalate: !finished && !escalated,
+            close: !finished,
+            source: isolation(Side::Source),
+            target: isolation(Side::Target),
+        }
+    }
+
+    /// Whether this person (or their delegate) is the one being asked to confirm now.
+    pub fn is_asked(&self, actor: &Actor) -> bool {
+        match self.confirmation.current_confirmer() {
+            Some(Confirmer::Person { person, .. }) => actor.is_or_delegates_for(person),
+            Some(Confirmer::Soc) => actor.soc,
+            None => false,
+        }
+    }
+
+    /// Asks confirmer `index` of the chain (or the SOC when the chain is used up).
+    fn ask(mut self, playbook: &Playbook, index: usize, now: Timestamp) -> (Case, Vec<Effect>) {
+        let index = index.min(self.confirmation.chain.len().saturating_sub(1));
+        self.confirmation.current = Some(index);
+        self.confirmation.asked_at = Some(now);
+        self.confirmation.reminders_sent = 0;
+        let mut effects = vec![Effect::UpdateCard];
+        match self.confirmation.chain.get(index).cloned() {
+            Some(Confirmer::Person { person, .. }) => {
+                self.state = CaseState::AwaitingConfirmation;
+                let at = now.plus_minutes(self.remind_after(playbook));
+                self.confirmation.deadline = Some(at);
+                effects.push(Effect::PingPerson { person, reason: PingReason::AskConfirmation });
+            }
+            Some(Confirmer::Soc) | None => {
+                self.state = CaseState::Open;
+                self.confirmation.deadline = None;
+                effects.push(Effect::NotifySoc {
+                    message: "Nobody outside the SOC can vouch for this movement; the SOC must decide.".to_string(),
+                });
+            }
+        }
+        (self, effects)
+    }
+
+    fn remind_after(&self, playbook: &Playbook) -> u32 {
+        playbook.timers.remind_after_minutes.get(self.opening.criticality).max(1)
+    }
+
+    fn refuse(self, reason: impl Into<String>) -> (Case, Vec<Effect>) {
+        (self, vec![Effect::Refused { reason: reason.into() }])
+    }
+
+    fn escalate(
+        mut self,
+        playbook: &Playbook,
+        by: Actor,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> (Case, Vec<Effect>) {
+        let page_reason = reason.clone().unwrap_or_else(|| format!("escalated by {}", by.name));
+        self.state = CaseState::Escalated;
+        self.confirmation.deadline = None;
+        self.escalation = Some(Decision { by, at: now, text: reason });
+        let mut effects = vec![Effect::UpdateCard];
+        effects.extend(self.page_on_call(playbook, page_reason, now));
+        if !self.alert().source.is_unknown() {
+            effects.push(Effect::ProposeIsolation { side: Side::Source });
+        }
+        if !self.alert().target.is_unknown() {
+            effects.push(Effect::ProposeIsolation { side: Side::Target });
+        }
+        (self, effects)
+    }
+
+    /// Pages on-call (unless a page is already out) and arms its acknowledgement deadline.
+    fn page_on_call(&mut self, playbook: &Playbook, reason: String, now: Timestamp) -> Vec<Effect> {
+        if self.page.as_ref().is_some_and(|page| page.acknowledged.is_none()) {
+            return Vec::new();
+        }
+        let deadline = now.plus_minutes(playbook.timers.page_ack_minutes.max(1));
+        self.page = Some(Page {
+            paged_at: now,
+            deadline: Some(deadline),
+            repings: 0,
+            secondary: false,
+            acknowledged: None,
+            reason: reason.clone(),
+        });
+        vec![Effect::PageOnCall { reason, secondary: false, reminder: false }]
+    }
+
+    /// Whether the case's deadline has passed and whoever it chases may be chased now: on-call
+    /// (for an unacknowledged page) and the SOC always, a person asked to confirm only within
+    /// business hours (`within_business_hours` is true when none are set).
+    pub fn chase_due(&self, now: Timestamp, within_business_hours: bool) -> bool {
+        if self.next_deadline().is_none_or(|deadline| deadline > now) {
+            return false;
+        }
+        let page_due = self
+            .page
+            .as_ref()
+            .is_some_and(|page| page.acknowledged.is_none() && page.deadline.is_some_and(|at| at <= now));
+        page_due
+            || within_business_hours
+            || !matches!(self.confirmation.current_confirmer(), Some(Confirmer::Person { .. }))
+    }
+
+    /// The earliest stored deadline: a confirmation reminder or an unacknowledged page.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let confirmation =
+            (self.state == CaseState::AwaitingConfirmation).then_some(self.confirmation.deadline).flatten();
+        let page = self.page.as_ref().filter(|page| page.acknowledged.is_none()).and_then(|page| page.deadline);
+        match (confirmation, page) {
+            (Some(left), Some(right)) => Some(left.min(right)),
+            (left, right) => left.or(right),
+        }
+    }
+}
+
+/// Applies one event to a case. A refused event leaves the case as it was and says why.
+pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) -> (Case, Vec<Effect>) {
+    let allowed_when_finished = matches!(
+        event,
+        CaseEvent::AlertGrouped { .. } | CaseEvent::ReleaseIsolation { .. } | CaseEvent::IsolationDelivered { .. }
+    );
+    if case.state.is_finished() && !allowed_when_finished {
+        return case.refuse("this case is already closed");
+    }
+    let (mut case, effects) = match event {
+        CaseEvent::AlertGrouped { received_at } => {
+            let mut case = case;
+            case.alert_count = case.alert_count.saturating_add(1);
+            case.last_alert_at = case.last_alert_at.max(received_at);
+            (case, vec![Effect::UpdateCard])
+        }
+        CaseEvent::Answer { question, answer, by } => {
+            if !by.soc {
+                return case.refuse("only members of the SOC answer the playbook's questions");
+            }
+            let Some(definition) = playbook.question(&question) else {
+                return case.refuse(format!("the playbook has no question `{question}`"));
+            };
+            if definition.answer(&answer).is_none() {
+                return case.refuse(format!("`{answer}` is not an answer to `{question}`"));
+            }
+            let mut case = case;
+            case.answers.insert(question, RecordedAnswer { answer, by, at: now, playbook_version: playbook.version });
+            (case, vec![Effect::UpdateCard])
+        }
+        CaseEvent::AskConfirmation { by } => {
+            if !by.soc {
+                return case.refuse("only members of the SOC ask for a confirmation");
+            }
+            if case.state == CaseState::AwaitingConfirmation {
+                return case.refuse("a confirmation has already been asked and is awaited");
+            }
+            let next = case.confirmation.current.map_or(0, |index| index + 1);
+            case.ask(playbook, next, now)
+        }
+        CaseEvent::Confirm { verdict, by, justification } => {
+            if case.state != CaseState::AwaitingConfirmation
+                && case.confirmation.current_confirmer() != Some(&Confirmer::Soc)
+            {
+                return case.refuse("nobody is being asked to confirm this case right now");
+            }
+            if !case.is_asked(&by) {
+                let asked = case.confirmation.current_confirmer().map(Confirmer::label).unwrap_or_default();
+                return case.refuse(format!("this confirmation was asked of {asked}"));
+            }
+            let Some(confirmer) = case.confirmation.current_confirmer().cloned() else {
+                return case.refuse("nobody is being asked to confirm this case right now");
+            };
+            let justification = justification.map(|text| text.trim().to_string()).filter(|text| !text.is_empty());
+            if verdict == ConfirmVerdict::Expected && justification.is_none() && case.vouching_needs_justification(&by)
+            {
+                return case.refuse("vouching for a movement to a critical system needs a justification");
+            }
+            let mut case = case;
+            case.confirmation.verdicts.push(RecordedVerdict {
+                confirmer,
+                verdict,
+                by: by.clone(),
+                at: now,
+                justification: justification.clone(),
+            });
+            match verdict {
+                ConfirmVerdict::Expected => {
+                    case.confirmation.deadline = None;
+                    if playbook.confirmation.close_on_expected_without_concerns && case.opening.concerns.is_empty() {
+                        case.state = CaseState::ClosedExpected;
+                        case.resolution = Some(Decision { by, at: now, text: justification });
+                        (case, vec![Effect::UpdateCard])
+                    } else {
+                        case.state = CaseState::Open;
+                        let message = format!(
+                            "{} vouched for this movement, but the engine raised concerns; the SOC decides.",
+                            by.name
+                        );
+                        (case, vec![Effect::UpdateCard, Effect::NotifySoc { message }])
+                    }
+                }
+                ConfirmVerdict::NotExpected => {
+                    let reason = format!("{} did not expect this movement", by.name);
+                    case.escalate(playbook, by, Some(reason), now)
+                }
+                ConfirmVerdict::NotMe => {
+                    let next = case.confirmation.current.map_or(0, |index| index + 1);
+                    case.ask(playbook, next, now)
+                }
+            }
+        }
+        CaseEvent::Escalate { by, reason } => {
+            if !by.soc {
+                return case.refuse("only members of the SOC escalate a case");
+            }
+            if case.state == CaseState::Escalated {
+                return case.refuse("this case is already escalated");
+            }
+            case.escalate(playbook, by, reason, now)
+        }
+        CaseEvent::Close { by, justification } => {
+            if !by.soc {
+                return case.refuse("only members of the SOC close a case");
+            }
+            let justification = justification.trim().to_string();
+            if justification.is_empty() {
+                return case.refuse("closing as expected needs a justification");
+            }
+            let mut case = case;
+            case.state = CaseState::ClosedExpected;
+            case.confirmation.deadline = None;
+            case.resolution = Some(Decision { by, at: now, text: Some(justification) });
+            (case, vec![Effect::UpdateCard])
+        }
+        CaseEvent::Isolate { side, by } => {
+            if !by.soc {
+                return case.refuse("only members of the SOC isolate a system");
+            }
+            if case.state != CaseState::Escalated {
+                return case.refuse("escalate the case before isolating a system");
+            }
+            if case.system(side).is_unknown() {
+                return case.refuse("the alert does not name that system");
+            }
+            let latest = case.latest_isolation(side).cloned();
+            let mut case = case;
+            match latest {
+                Some(request)
+                    if request.action == IsolationAction::Isolate
+                        && request.status == IsolationStatus::AwaitingApproval =>
+                {
+                    if request.requested_by.same_person(&by) {
+                        return case.refuse("isolating a critical system needs a second SOC member's approval");
+                    }
+                    let request_id = request.id.clone();
+                    if let Some(pending) = case.isolations.iter_mut().find(|candidate| candidate.id == request_id) {
+                        pending.status = IsolationStatus::Requested;
+                        pending.approved_by = Some(by);
+                    }
+                    (case, vec![Effect::CallIsolationWebhook { request_id }, Effect::UpdateCard])
+                }
+                Some(request)
+                    if request.action == IsolationAction::Isolate && request.deliveries.values().all(|ok| *ok) =>
+                {
+                    case.refuse("isolation of that system was already requested")
+                }
+                _ => {
+                    let critical = case.asset(side).is_some_and(|asset| asset.criticality == Criticality::Critical);
+                    let id = case.next_isolation_id(side, IsolationAction::Isolate);
+                    let status = if critical { IsolationStatus::AwaitingApproval } else { IsolationStatus::Requested };
+                    case.isolations.push(IsolationRequest {
+                        id: id.clone(),
+                        side,
+                        action: IsolationAction::Isolate,
+                        status,
+                        requested_by: by.clone(),
+                        approved_by: None,
+                        at: now,
+                        deliveries: BTreeMap::new(),
+                    });
+                    if critical {
+                        let message = format!(
+                            "{} asks to isolate the critical system {}; a second SOC member must approve with the Isolate button.",
+                            by.name,
+                            case.system(side).label()
+                        );
+                        (case, vec![Effect::UpdateCard, Effect::NotifySoc { message }])
+                    } else {
+                        (case, vec![Effect::CallIsolationWebhook { request_id: id }, Effect::UpdateCard])
+                    }
+                }
+            }
+        }
+        CaseEvent::ReleaseIsolation { side, by } => {
+            if !by.soc {
+                return case.refuse("only members of the SOC release an isolation");
+            }
+            let isolated = case.latest_isolation(side).is_some_and(|request| {
+                request.action == IsolationAction::Isolate && request.status == IsolationStatus::Requested
+            });
+            if !isolated {
+                return case.refuse("that system has no isolation to release");
+            }
+            let mut case = case;
+            let id = case.next_isolation_id(side, IsolationAction::Release);
+            case.isolations.push(IsolationRequest {
+                id: id.clone(),
+                side,
+                action: IsolationAction::Release,
+                status: IsolationStatus::Requested,
+                requested_by: by,
+                approved_by: None,
+                at: now,
+                deliveries: BTreeMap::new(),
+            });
+            (case, vec![Effect::CallIsolationWebhook { request_id: id }, Effect::UpdateCard])
+        }
+        CaseEvent::IsolationDelivered { request_id, webhook, ok, detail } => {
+            let mut case = case;
+            let Some(request) = case.isolations.iter_mut().find(|request| request.id == request_id) else {
+                return case.refuse(format!("there is no isolation request {request_id}"));
+            };
+            request.deliveries.insert(webhook.clone(), ok);
+            let verb = match request.action {
+                IsolationAction::Isolate => "isolate",
+                IsolationAction::Release => "release",
+            };
+            let system = match request.side {
+                Side::Source => case.alert().source.label(),
+                Side::Target => case.alert().target.label(),
+            };
+            let effect = if ok {
+                Effect::Announce {
+                    message: format!("The {webhook} webhook accepted the request to {verb} {system} ({request_id})."),
+                }
+            } else {
+                Effect::NotifySoc {
+                    message: format!("The request to {verb} {system} could not be delivered to {webhook}: {detail}. Act through the EDR console."),
+                }
+            };
+            (case, vec![effect, Effect::UpdateCard])
+        }
+        CaseEvent::Acknowledge { by } => {
+            if !by.soc {
+                return case.refuse("only members of the SOC acknowledge a page");
+            }
+            let mut case = case;
+            match case.page.as_mut() {
+                Some(page) if page.acknowledged.is_none() => {
+                    page.acknowledged = Some(Decision { by: by.clone(), at: now, text: None });
+                    page.deadline = None;
+                }
+                Some(_) => return case.refuse("the page was already acknowledged"),
+                None => return case.refuse("nobody has been paged for this case"),
+            }
+            let message = format!("{} acknowledged the page and is on it.", by.name);
+            (case, vec![Effect::Announce { message }, Effect::UpdateCard])
+        }
+        CaseEvent::ReminderDue => {
+            let mut case = case;
+            let mut effects = Vec::new();
+            // An unacknowledged page is repeated, then handed to the secondary.
+            let page_due = case.page.as_ref().is_some_and(|page| {
+                page.acknowledged.is_none() && page.deadline.is_some_and(|deadline| deadline <= now)
+            });
+            if page_due {
+                let repings_allowed = playbook.timers.page_repings;
+                let ack_minutes = playbook.timers.page_ack_minutes.max(1);
+                if let Some(page) = case.page.as_mut() {
+                    if page.repings < repings_allowed {
+                        page.repings += 1;
+                        effects.push(Effect::PageOnCall {
+                            reason: page.reason.clone(),
+                            secondary: page.secondary,
+                            reminder: true,
+                        });
+                    } else if !page.secondary {
+                        page.secondary = true;
+                        page.repings = 0;
+                        effects.push(Effect::PageOnCall {
+                            reason: page.reason.clone(),
+                            secondary: true,
+                            reminder: false,
+                        });
+                    }
+                    let at = now.plus_minutes(ack_minutes);
+                    page.deadline = (!effects.is_empty()).then_some(at);
+                }
+            }
+            let confirmation_due = case.state == CaseState::AwaitingConfirmation
+                && case.confirmation.deadline.is_some_and(|deadline| deadline <= now);
+            if confirmation_due {
+                let reassign_after = playbook.timers.reassign_after_reminders.get(case.opening.criticality);
+                if case.confirmation.reminders_sent >= reassign_after {
+                    let next = case.confirmation.current.map_or(0, |index| index + 1);
+                    let (asked, ask_effects) = case.ask(playbook, next, now);
+                    case = asked;
+                    effects.extend(ask_effects);
+                    // Silence all the way down the chain: on-call takes it.
+                    if case.confirmation.current_confirmer() == Some(&Confirmer::Soc) {
+                        let reason = "nobody confirmed this movement in time".to_string();
+                        effects.extend(case.page_on_call(playbook, reason, now));
+                    }
+                } else {
+                    case.confirmation.reminders_sent += 1;
+                    let at = now.plus_minutes(case.remind_after(playbook));
+                    case.confirmation.deadline = Some(at);
+                    if let Some(person) = case.confirmation.current_confirmer().and_then(Confirmer::person) {
+                        effects.push(Effect::PingPerson { person: person.clone(), reason: PingReason::Reminder });
+                    }
+                }
+            }
+            if effects.is_empty() {
+                // A stale timer (the case moved on, or the deadline was pushed back): nothing to do.
+                return (case, Vec::new());
+            }
+            (case, effects)
+        }
+    };
+    case.updated_at = now;
+    (case, effects)
+}
