@@ -228,7 +228,7 @@ impl<S: ChatSink> Dispatcher<S> {
                 continue;
             }
             let superseded = item.effect == Effect::UpdateCard && last_update.get(&item.case_id) != Some(&item.seq);
-            if superseded || matches!(item.effect, Effect::Refused { .. } | Effect::Unknown) {
+            if superseded || item.effect == Effect::Unknown {
                 done.push(item.seq);
                 continue;
             }

@@ -93,15 +93,20 @@ impl Service {
             }
             let movement = MovementKey::of(&alert);
             let history = transaction.history(&movement)?;
-            let (status, case, effects, kind) = match (arrival, movement_case) {
+            // A repeat joins its open case (the engine takes a repeat on any case it was routed to).
+            let grouped = match (arrival, movement_case) {
                 (Arrival::JoinsOpenCase(_), Some((_, case))) => {
-                    let (case, effects) =
-                        apply(&self.playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now);
+                    apply(&self.playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now).ok()
+                }
+                _ => None,
+            };
+            let (status, case, effects, kind) = match grouped {
+                Some((case, effects)) => {
                     // A repeat changes only the count and times: the case is not rewritten.
                     transaction.put_case_activity(&case);
                     (IngestStatus::Grouped, case, effects, EventKind::AlertGrouped)
                 }
-                _ => {
+                None => {
                     let case_id = transaction.allocate_case_id()?;
                     let opening = open_case(&self.playbook, &alert, &facts, &history, now);
                     let (case, effects) = Case::open(case_id, &self.playbook, alert.clone(), facts, opening, now);
@@ -194,11 +199,14 @@ impl Service {
                 return Ok(Change::NoSuchCase);
             };
             let playbook_version = before.playbook_version;
-            let (case, effects) = apply(&self.playbook, before.clone(), event, now);
-            if let Some(reason) = refusal(&effects) {
-                refuse(transaction, Some(case_id), kind, actor, detail, &reason, now, Some(playbook_version))?;
-                return Ok(Change::Refused { reason });
-            }
+            let (case, effects) = match apply(&self.playbook, before.clone(), event, now) {
+                Ok(applied) => applied,
+                Err(refusal) => {
+                    let reason = refusal.reason;
+                    refuse(transaction, Some(case_id), kind, actor, detail, &reason, now, Some(playbook_version))?;
+                    return Ok(Change::Refused { reason });
+                }
+            };
             transaction.put_case(&case)?;
             if let Some(by) = vouched_by(&before, &case) {
                 let movement = MovementKey::of(case.alert());
@@ -338,13 +346,6 @@ fn queue_effects(
     }
     let in_line: Vec<Effect> = effects.iter().filter(|effect| **effect != Effect::UpdateCard).cloned().collect();
     transaction.queue_effects(case_id, &in_line)
-}
-
-fn refusal(effects: &[Effect]) -> Option<String> {
-    effects.iter().find_map(|effect| match effect {
-        Effect::Refused { reason } => Some(reason.clone()),
-        _ => None,
-    })
 }
 
 /// Writes the refusal of an event: the request and why, under `refused.<kind>`.

@@ -436,8 +436,10 @@ mod tests {
             case,
             CaseEvent::Escalate { by: sam.clone(), reason: Some("owner denied".to_string()) },
             NOW,
-        );
-        let (case, _) = apply(&playbook, case, CaseEvent::Isolate { side: Side::Target, by: sam }, NOW);
+        )
+        .expect("escalated");
+        let (case, _) = apply(&playbook, case, CaseEvent::Isolate { side: Side::Target, by: sam }, NOW)
+            .expect("isolation requested");
         case
     }
 

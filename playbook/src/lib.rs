@@ -24,7 +24,7 @@ pub mod time;
 
 pub use audit_kind::{AuditKind, EventKind};
 pub use definition::Playbook;
-pub use engine::{apply, open_case, Actor, Case, CaseEvent, CaseState, Effect, Opening};
+pub use engine::{apply, open_case, Actor, Applied, Case, CaseEvent, CaseState, Effect, Opening, Refusal};
 pub use ids::{AnswerId, CaseId, PersonId, PlaybookVersion, QuestionId, ScenarioId, Snowflake};
 pub use model::{Alert, AlertFormat, GroupingKey, MovementKey};
 pub use time::Timestamp;

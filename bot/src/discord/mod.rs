@@ -401,7 +401,7 @@ impl DiscordSink {
                 )
                 .await
             }
-            Effect::Refused { .. } | Effect::Unknown => Ok(()),
+            Effect::Unknown => Ok(()),
         }
     }
 }

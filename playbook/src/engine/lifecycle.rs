@@ -166,8 +166,8 @@ impl Case {
         playbook.timers.remind_after_minutes.get(self.opening.criticality).max(1)
     }
 
-    fn refuse(self, reason: impl Into<String>) -> (Case, Vec<Effect>) {
-        (self, vec![Effect::Refused { reason: reason.into() }])
+    fn refuse(self, reason: impl Into<String>) -> Applied {
+        Err(Refusal { reason: reason.into() })
     }
 
     fn escalate(
@@ -237,8 +237,9 @@ impl Case {
     }
 }
 
-/// Applies one event to a case. A refused event leaves the case as it was and says why.
-pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) -> (Case, Vec<Effect>) {
+/// Applies one event to a case: the case as it became and the effects to carry out, or the
+/// refusal (nothing changes; the caller still holds the case as it was).
+pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) -> Applied {
     let allowed_when_finished = matches!(
         event,
         CaseEvent::AlertGrouped { .. } | CaseEvent::ReleaseIsolation { .. } | CaseEvent::IsolationDelivered { .. }
@@ -382,7 +383,7 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
                 Some(request)
                     if request.action == IsolationAction::Isolate && request.deliveries.values().all(|ok| *ok) =>
                 {
-                    case.refuse("isolation of that system was already requested")
+                    return case.refuse("isolation of that system was already requested");
                 }
                 _ => {
                     let critical = case.asset(side).is_some_and(|asset| asset.criticality == Criticality::Critical);
@@ -532,11 +533,11 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             }
             if effects.is_empty() {
                 // A stale timer (the case moved on, or the deadline was pushed back): nothing to do.
-                return (case, Vec::new());
+                return Ok((case, Vec::new()));
             }
             (case, effects)
         }
     };
     case.updated_at = now;
-    (case, effects)
+    Ok((case, effects))
 }

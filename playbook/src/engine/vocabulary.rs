@@ -260,15 +260,26 @@ pub enum Effect {
     Announce {
         message: String,
     },
-    /// The event was not accepted; the case is unchanged. The bot records the refusal.
-    Refused {
-        reason: String,
-    },
     /// An effect this version does not know (one written by an older Vouch, such as the retired
     /// `schedule_reminder`: deadlines live on the case). It is dropped, not carried out.
     #[serde(other)]
     Unknown,
 }
+
+/// Why the engine did not take an event. The case is left as it was; the refusal is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.reason)
+    }
+}
+
+/// What [`crate::apply`] decided: the case as it became and what to do, or why not.
+pub type Applied = Result<(Case, Vec<Effect>), Refusal>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
