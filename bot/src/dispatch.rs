@@ -122,6 +122,17 @@ impl<S: ChatSink> Dispatcher<S> {
     /// Redraws the cards that want it, behind every new card: a redraw never takes a slot of the
     /// channel's budget while a card is waiting to be posted. True when new cards came meanwhile.
     async fn redraw_cards(&mut self, redraws: Vec<RedrawWanted>) -> anyhow::Result<bool> {
+        // Only recent draws matter for spacing; the rest would only grow with every case.
+        self.last_drawn.retain(|_, at| at.elapsed() < STORM_REDRAW_EVERY);
+        let mut drawn = Vec::new();
+        let more = self.redraw_some(redraws, &mut drawn).await;
+        if !drawn.is_empty() {
+            self.blocking(move |service| service.store.clear_redraws(&drawn)).await?;
+        }
+        more
+    }
+
+    async fn redraw_some(&mut self, redraws: Vec<RedrawWanted>, drawn: &mut Vec<RedrawWanted>) -> anyhow::Result<bool> {
         for wanted in redraws {
             let case_id = wanted.case_id;
             let drawn_recently = self.last_drawn.get(&case_id).is_some_and(|at| at.elapsed() < STORM_REDRAW_EVERY);
@@ -141,7 +152,7 @@ impl<S: ChatSink> Dispatcher<S> {
             match self.sink.carry_out(&case, &Effect::UpdateCard).await {
                 // Without a chat there is no card to redraw; the post was kept as undelivered.
                 Ok(()) | Err(SinkError::NotConfigured) => {
-                    self.blocking(move |service| service.store.clear_redraw(&wanted)).await?;
+                    drawn.push(wanted);
                     self.last_drawn.insert(case_id, Instant::now());
                     self.backoff.remove(&case_id);
                 }
@@ -252,7 +263,7 @@ impl<S: ChatSink> Dispatcher<S> {
                         // The new card shows the case as read after these wishes were.
                         self.last_drawn.insert(case_id, Instant::now());
                         if let Some(wanted) = redraws.iter().find(|wanted| wanted.case_id == case_id).copied() {
-                            self.blocking(move |service| service.store.clear_redraw(&wanted)).await?;
+                            self.blocking(move |service| service.store.clear_redraws(&[wanted])).await?;
                         }
                     }
                 }

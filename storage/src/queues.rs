@@ -57,10 +57,12 @@ impl Store {
         })
     }
 
-    /// Clears a wish to redraw a card once it was drawn (unless a newer change asked again),
-    /// without waiting for a flush: if a crash loses this, the card is merely drawn once more.
-    pub fn clear_redraw(&self, wanted: &RedrawWanted) -> Result<()> {
-        self.write(|transaction| transaction.clear_redraw(wanted)).map(crate::Pending::without_waiting)
+    /// Clears wishes to redraw cards once they were drawn (each unless a newer change asked
+    /// again), in one write, without waiting for a flush: if a crash loses this, a card is merely
+    /// drawn once more.
+    pub fn clear_redraws(&self, drawn: &[RedrawWanted]) -> Result<()> {
+        self.write(|transaction| drawn.iter().try_for_each(|wanted| transaction.clear_redraw(wanted)))
+            .map(crate::Pending::without_waiting)
     }
 
     /// The chat effects of a case that no chat service carried, oldest first.
