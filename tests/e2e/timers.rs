@@ -165,3 +165,69 @@ async fn silence_is_chased_at_the_configured_offsets_across_a_restart() {
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
     running.stop().await.expect("stops");
 }
+
+/// The digest is marked sent only once Discord took it: a failed post is tried again, and the
+/// day's digest goes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_whose_post_failed_is_posted_on_the_next_try() {
+    let members: [(u64, &str, &[u64]); 1] = [(SAM, "sam", &[SOC_ROLE])];
+    let simulator = crate::support::guild(true, &members).await;
+    let workspace = Workspace::discord(&simulator);
+    workspace.append_settings("[timers]\ncheck_every_seconds = 1\ndigest = \"0 0 8 * * *\"\n");
+    // Tuesday 1 December 2026, 07:00 UTC: the schedule starts; the first digest is due at 08:00.
+    let clock = Arc::new(ManualClock::new(Timestamp::parse("2026-12-01T07:00:00Z").expect("time")));
+    let running = start(&workspace, &clock).await;
+    let base = format!("http://{}", running.address);
+    let (_, body) = post_alert(&base, &native_alert("d-1", "WS-17", "SRV-DB-01", "alice")).await;
+    let first = card(&simulator, body["case_id"].as_str().expect("id")).await;
+    // The card's thread and ping are out, so the channel's next request is the digest's.
+    wait_thread(&simulator, first.id, &format!("<@{BOB}>"), 1).await;
+
+    // Discord fails the next post to the triage channel: the digest's.
+    simulator.refuse_path(&format!("/channels/{TRIAGE_CHANNEL}/messages"), 500, 1);
+    clock.set(Timestamp::parse("2026-12-01T08:00:30Z").expect("time"));
+    running.service.effects_ready.notify_one();
+    let digests = |world: &discord_simulator::World| {
+        world
+            .channel_messages(TRIAGE_CHANNEL)
+            .into_iter()
+            .filter(|message| message.content().contains("Vouch digest"))
+            .count()
+    };
+    simulator.wait_for("the digest after a failed post", WAIT, |world| (digests(world) == 1).then_some(())).await;
+    simulator.with_world(|world| {
+        let failed = world
+            .message_posts(TRIAGE_CHANNEL)
+            .into_iter()
+            .filter(|request| request.status == 500)
+            .filter(|request| {
+                request
+                    .body
+                    .as_ref()
+                    .and_then(|body| body["content"].as_str())
+                    .is_some_and(|text| text.contains("Vouch digest"))
+            })
+            .count();
+        let refused: Vec<(String, String)> = world
+            .requests
+            .iter()
+            .filter(|request| request.status == 500)
+            .map(|request| (request.method.clone(), request.path.clone()))
+            .collect();
+        assert_eq!(failed, 1, "the first post of the digest was the one that failed: {refused:?}");
+    });
+    // It is marked sent once Discord took it ...
+    let deadline = std::time::Instant::now() + WAIT;
+    while running.service.store.marker(vouch::timers::DIGEST_MARKER).expect("marker").expect("set")
+        < Timestamp::parse("2026-12-01T08:00:00Z").expect("time")
+    {
+        assert!(std::time::Instant::now() < deadline, "the digest was not marked sent");
+        running.service.effects_ready.notify_one();
+        tokio::task::yield_now().await;
+    }
+    // ... so a later pass (one that posts the next card) does not post it again.
+    let (_, body) = post_alert(&base, &native_alert("d-2", "WS-42", "SRV-DB-01", "carol")).await;
+    card(&simulator, body["case_id"].as_str().expect("id")).await;
+    assert_eq!(simulator.with_world(digests), 1, "one digest for the day");
+    running.stop().await.expect("stops");
+}
