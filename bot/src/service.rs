@@ -46,6 +46,31 @@ pub struct Ingested {
     pub case: Case,
 }
 
+/// An event for one case, as it reached Vouch: who, what, and the request as recorded.
+#[derive(Debug, Clone)]
+pub struct CaseRequest<'a> {
+    pub case_id: CaseId,
+    pub kind: EventKind,
+    pub actor: &'a Actor,
+    /// The request as it came (a click's custom id, a timer's deadline), kept in the audit record.
+    pub detail: serde_json::Value,
+    pub event: CaseEvent,
+    /// The click's own answer redraws the card, so the change queues no card update.
+    pub redrawn_in_answer: bool,
+}
+
+impl<'a> CaseRequest<'a> {
+    pub fn new(
+        case_id: CaseId,
+        kind: EventKind,
+        actor: &'a Actor,
+        detail: serde_json::Value,
+        event: CaseEvent,
+    ) -> Self {
+        CaseRequest { case_id, kind, actor, detail, event, redrawn_in_answer: false }
+    }
+}
+
 /// What became of an event.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -135,43 +160,13 @@ impl Service {
 
     /// Applies an event (a click, a form, a timer) to a case through the engine and records it,
     /// refusals included. Durable on return. Blocking: call it from a blocking thread.
-    pub fn apply(
-        &self,
-        case_id: CaseId,
-        kind: EventKind,
-        actor: &Actor,
-        detail: serde_json::Value,
-        event: CaseEvent,
-        now: Timestamp,
-    ) -> Result<Change, StorageError> {
-        self.begin_apply(case_id, kind, actor, detail, event, now, false)?.wait()
+    pub fn apply(&self, request: CaseRequest<'_>, now: Timestamp) -> Result<Change, StorageError> {
+        self.begin_apply(request, now)?.wait()
     }
 
     /// [`Service::apply`] for async callers, like [`Service::ingest_durably`].
-    pub async fn apply_durably(
-        &self,
-        case_id: CaseId,
-        kind: EventKind,
-        actor: &Actor,
-        detail: serde_json::Value,
-        event: CaseEvent,
-        now: Timestamp,
-    ) -> Result<Change, StorageError> {
-        self.begin_apply(case_id, kind, actor, detail, event, now, false)?.durable().await
-    }
-
-    /// [`Service::apply_durably`] for a click whose answer redraws the case's card itself: the
-    /// change queues no card update of its own.
-    pub async fn apply_redrawn_in_answer(
-        &self,
-        case_id: CaseId,
-        kind: EventKind,
-        actor: &Actor,
-        detail: serde_json::Value,
-        event: CaseEvent,
-        now: Timestamp,
-    ) -> Result<Change, StorageError> {
-        self.begin_apply(case_id, kind, actor, detail, event, now, true)?.durable().await
+    pub async fn apply_durably(&self, request: CaseRequest<'_>, now: Timestamp) -> Result<Change, StorageError> {
+        self.begin_apply(request, now)?.durable().await
     }
 
     /// Queues a redraw of a case's card (when a click's answer that should have redrawn it was
@@ -180,17 +175,8 @@ impl Service {
         self.store.write(|transaction| transaction.want_redraw(case_id, true))?.wait()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn begin_apply(
-        &self,
-        case_id: CaseId,
-        kind: EventKind,
-        actor: &Actor,
-        detail: serde_json::Value,
-        event: CaseEvent,
-        now: Timestamp,
-        redrawn_in_answer: bool,
-    ) -> Result<Pending<Change>, StorageError> {
+    fn begin_apply(&self, request: CaseRequest<'_>, now: Timestamp) -> Result<Pending<Change>, StorageError> {
+        let CaseRequest { case_id, kind, actor, detail, event, redrawn_in_answer } = request;
         let pending = self.store.write(|transaction| {
             let Some(before) = transaction.case(case_id)? else {
                 // Not filed under the case: that number may belong to a later case.

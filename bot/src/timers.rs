@@ -7,7 +7,7 @@ use serde_json::json;
 use vouch_playbook::engine::IsolationAction;
 use vouch_playbook::{Actor, CaseEvent, CaseId, CaseState, EventKind, Timestamp};
 
-use crate::service::Service;
+use crate::service::{CaseRequest, Service};
 
 /// The store marker holding when the digest last went out.
 pub const DIGEST_MARKER: &str = "digest";
@@ -42,7 +42,9 @@ fn due_reminders(service: &Service) -> Result<usize, vouch_storage::StorageError
             continue;
         }
         let detail = json!({"deadline": case.next_deadline()});
-        service.apply(case.id, EventKind::TimerDeadline, &Actor::vouch(), detail, CaseEvent::ReminderDue, now)?;
+        let vouch = Actor::vouch();
+        let request = CaseRequest::new(case.id, EventKind::TimerDeadline, &vouch, detail, CaseEvent::ReminderDue);
+        service.apply(request, now)?;
         fired += 1;
     }
     Ok(fired)

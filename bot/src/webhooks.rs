@@ -15,7 +15,7 @@ use vouch_playbook::{Actor, Case, CaseEvent, EventKind, Timestamp};
 use vouch_storage::OutboxEntry;
 
 use crate::auth::sign;
-use crate::service::Service;
+use crate::service::{CaseRequest, Service};
 
 /// What is stored for one delivery: everything needed to send it again identically.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -268,7 +268,8 @@ impl Deliverer {
         let record = json!({"id": entry.id, "attempt": entry.attempts, "ok": ok, "result": detail});
         let case_id = entry.case_id;
         tokio::task::spawn_blocking(move || {
-            service.apply(case_id, EventKind::WebhookResult, &Actor::vouch(), record.clone(), event, now)?;
+            let vouch = Actor::vouch();
+            service.apply(CaseRequest::new(case_id, EventKind::WebhookResult, &vouch, record.clone(), event), now)?;
             service.settle_outbox(&entry, true, record)
         })
         .await??;

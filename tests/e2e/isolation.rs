@@ -9,6 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use discord_simulator::Simulator;
 use serde_json::Value;
 
+use vouch::service::CaseRequest;
+
 use crate::support::{card, get_json, native_alert, post_alert, Lcg, Workspace, SOC_ROLE, WEBHOOK_SECRET};
 
 const SAM: u64 = 100_000_000_000_000_004;
@@ -526,8 +528,9 @@ async fn without_discord_an_isolation_still_reaches_the_webhook_and_chat_effects
             vouch_playbook::CaseEvent::Isolate { side: vouch_playbook::engine::Side::Target, by: sam.clone() },
         ),
     ] {
-        let change =
-            service.apply_durably(case_id, kind, &sam, serde_json::json!({}), event, service.clock.now()).await;
+        let change = service
+            .apply_durably(CaseRequest::new(case_id, kind, &sam, serde_json::json!({}), event), service.clock.now())
+            .await;
         assert!(matches!(change, Ok(vouch::service::Change::Applied { .. })), "{change:?}");
     }
     service.outbox_ready.notify_one();

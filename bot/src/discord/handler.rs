@@ -19,7 +19,7 @@ use vouch_storage::PendingEffect;
 
 use super::custom_id::{Action, ButtonId};
 use super::render;
-use crate::service::{Change, Service};
+use crate::service::{CaseRequest, Change, Service};
 
 /// The form field that carries a justification.
 const JUSTIFICATION_FIELD: &str = "justification";
@@ -135,13 +135,8 @@ impl Handler {
             CaseEvent::Confirm { verdict, .. } => Some(*verdict),
             _ => None,
         };
-        let now = self.service.clock.now();
-        let applied = if redrawn_in_answer {
-            self.service.apply_redrawn_in_answer(case_id, kind, actor, detail, event, now).await
-        } else {
-            self.service.apply_durably(case_id, kind, actor, detail, event, now).await
-        };
-        match applied {
+        let request = CaseRequest { redrawn_in_answer, ..CaseRequest::new(case_id, kind, actor, detail, event) };
+        match self.service.apply_durably(request, self.service.clock.now()).await {
             Ok(Change::Applied { case, queued, outbox }) => {
                 if outbox {
                     self.service.outbox_ready.notify_one();
