@@ -2,7 +2,7 @@
 //!
 //! Every click is written to the store (answer, refusal or form opened) before Discord gets its
 //! answer, which comes right after the write, well within the 3 seconds Discord allows. Posting
-//! and pinging are left to the effect worker.
+//! and pinging are left to the effect dispatcher.
 
 use std::sync::Arc;
 

@@ -1,9 +1,10 @@
-//! Discord, spoken through serenity: the client, the effect worker that posts and edits cards
-//! and pings people, and (in [`handler`]) the answers to clicks and commands.
+//! Discord, spoken through serenity: the client, the chat sink that posts and edits cards and
+//! pings people for the effect dispatcher (`crate::dispatch`), within each channel's budget
+//! (`budget`), and (in [`handler`]) the answers to clicks and commands.
 //!
 //! Decisions are never made here. A click becomes a `CaseEvent` for the engine, written to the
 //! store before it is answered; everything slow (posts, pings, edits) is an effect the store
-//! queued with the change, carried out here in order and retried until done.
+//! queued with the change, which the dispatcher hands here in order and retries until done.
 
 mod budget;
 pub mod custom_id;
@@ -57,7 +58,7 @@ pub struct DiscordHandle {
 
 impl DiscordHandle {
     /// Closes the gateway session and stops the dispatcher. serenity waits up to 5 s for the
-    /// gateway's answer to its close frame; a stopping Vouch waits [`CLOSE_GRACE`] and then lets
+    /// gateway's answer to its close frame; a stopping Vouch waits `CLOSE_GRACE` and then lets
     /// the connection go (Discord ends an unanswered session on its own), so SIGTERM stays quick.
     pub async fn shutdown(self) {
         if tokio::time::timeout(CLOSE_GRACE, self.shard_manager.shutdown_all()).await.is_err() {
@@ -103,7 +104,7 @@ pub async fn build_http(settings: &DiscordSettings) -> anyhow::Result<Http> {
     Ok(builder.client(client.build().context("cannot build the HTTP client")?).build())
 }
 
-/// Connects to Discord and starts the effect worker.
+/// Connects to Discord and starts the effect dispatcher with Discord as its chat sink.
 pub async fn start(settings: DiscordSettings, service: Arc<Service>) -> anyhow::Result<DiscordHandle> {
     let http = build_http(&settings).await?;
     // serenity falls back to the real gateway when this lookup fails; Vouch refuses instead,
