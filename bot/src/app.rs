@@ -56,11 +56,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> anyhow::Result<Running> {
     let store = Arc::new(open_store(&config)?);
     let ingest = config.settings.ingest.clone();
+    let grouping_window = vouch_playbook::cases::GroupingWindow::minutes(ingest.grouping_window_minutes);
+    let intake = crate::intake::Intake::start(Arc::clone(&store), config.playbook.clone(), grouping_window)
+        .context("cannot start the intake thread")?;
     let service = Arc::new(Service {
         store: Arc::clone(&store),
         directory: config.directory,
         playbook: config.playbook,
-        grouping_window: vouch_playbook::cases::GroupingWindow::minutes(ingest.grouping_window_minutes),
+        grouping_window,
+        intake,
         effects_ready: Arc::new(tokio::sync::Notify::new()),
         outbox_ready: Arc::new(tokio::sync::Notify::new()),
         webhooks: config.settings.webhooks.clone(),

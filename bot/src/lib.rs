@@ -3,6 +3,7 @@
 //! - [`app`]: the composition root: starts and stops a running Vouch.
 //! - [`cli`]: the command line (`run`, `check-config`, `audit verify|export`, `demo`).
 //! - `demo`: Vouch against the built-in Discord simulator, with a transcript.
+//! - [`intake`]: the thread that writes alerts arriving together in one transaction.
 //! - [`ingest`]: the HTTP API (axum): alert intake, case queries, health and metrics.
 //! - [`auth`]: bearer tokens and Standard Webhooks signatures on incoming requests.
 //! - [`discord`]: the serenity client, the Discord chat sink and the click handler.
@@ -22,6 +23,7 @@ pub mod demo;
 pub mod discord;
 pub mod dispatch;
 pub mod ingest;
+pub mod intake;
 pub mod metrics;
 pub mod service;
 pub mod timers;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use vouch_config::Directory;
 use vouch_playbook::cases::{route_alert, vouched_by, Arrival, GroupingWindow, OpenMovement};
+use vouch_playbook::facts::Facts;
 use vouch_playbook::{
     apply, open_case, Actor, Alert, AuditKind, Case, CaseEvent, CaseId, Effect, EventKind, MovementKey, Playbook,
     Timestamp,
@@ -19,6 +20,8 @@ pub struct Service {
     pub directory: Directory,
     pub playbook: Playbook,
     pub grouping_window: GroupingWindow,
+    /// Where alerts go to be written, grouped with those that arrive together.
+    pub intake: crate::intake::Intake,
     /// Woken whenever a change queued effects, so the dispatcher carries them out promptly.
     pub effects_ready: Arc<Notify>,
     /// Woken when outbound calls are added to the outbox.
@@ -88,74 +91,12 @@ pub enum Change {
 }
 
 impl Service {
-    /// Turns an alert into a new, grouped or duplicate case, durably. The decisions and the
-    /// store's in-memory write run on the calling task (short CPU work under the writer lock);
-    /// the wait for the flush holds no thread.
+    /// Turns an alert into a new, grouped or duplicate case, durably. The directory is read
+    /// here, outside the writer lock; the change itself is made by the intake thread, which
+    /// writes a burst of alerts in one transaction, and the wait for the flush holds no thread.
     pub async fn ingest_durably(&self, alert: Alert, now: Timestamp) -> Result<Ingested, StorageError> {
-        self.begin_ingest(alert, now)?.durable().await
-    }
-
-    fn begin_ingest(&self, alert: Alert, now: Timestamp) -> Result<Pending<Ingested>, StorageError> {
-        // The directory is read outside the writer lock: it does not depend on the store.
         let facts = self.directory.facts_for(&alert);
-        let grouping_key = alert.grouping_key();
-        self.store.write(|transaction| {
-            let earlier_copy = match &alert.source_alert_id {
-                Some(id) => transaction.case_of_alert(alert.format.id(), id)?,
-                None => None,
-            };
-            let movement_case = match transaction.movement_case(&grouping_key)? {
-                Some(movement) => transaction.case(movement.case_id)?.map(|case| (movement, case)),
-                None => None,
-            };
-            let last = movement_case.as_ref().map(|(movement, case)| (*movement, case.state));
-            let arrival = route_alert(earlier_copy, last, self.grouping_window, now);
-            if let Arrival::Duplicate(case_id) = arrival {
-                let case = transaction.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
-                // A duplicate writes nothing, but the transaction's ticket still covers what it
-                // saw: its first copy may be waiting for its flush.
-                return Ok(Ingested { status: IngestStatus::Duplicate, case });
-            }
-            let movement = MovementKey::of(&alert);
-            let history = transaction.history(&movement)?;
-            // A repeat joins its open case (the engine takes a repeat on any case it was routed to).
-            let grouped = match (arrival, movement_case) {
-                (Arrival::JoinsOpenCase(_), Some((_, case))) => {
-                    apply(&self.playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now).ok()
-                }
-                _ => None,
-            };
-            let (status, case, effects, kind) = match grouped {
-                Some((case, effects)) => {
-                    // A repeat changes only the count and times: the case is not rewritten.
-                    transaction.put_case_activity(&case);
-                    (IngestStatus::Grouped, case, effects, EventKind::AlertGrouped)
-                }
-                None => {
-                    let case_id = transaction.allocate_case_id()?;
-                    let opening = open_case(&self.playbook, &alert, &facts, &history, now);
-                    let (case, effects) = Case::open(case_id, &self.playbook, alert.clone(), facts, opening, now);
-                    transaction.put_case(&case)?;
-                    (IngestStatus::New, case, effects, EventKind::AlertNew)
-                }
-            };
-            if let Some(source_alert_id) = &alert.source_alert_id {
-                transaction.index_alert(alert.format.id(), source_alert_id, case.id);
-            }
-            transaction.put_movement_case(&grouping_key, OpenMovement { case_id: case.id, last_alert_at: now });
-            transaction.put_history(&movement, &history.with_sighting(now), true)?;
-            queue_effects(transaction, case.id, &effects, Redraw::ForAlerts)?;
-            let detail = serde_json::json!({"alert": &alert, "alert_count": case.alert_count});
-            transaction.append_audit(NewRecord {
-                at: now,
-                case_id: Some(case.id),
-                kind: AuditKind::Event(kind),
-                actor: None,
-                playbook_version: Some(case.playbook_version),
-                detail,
-            })?;
-            Ok(Ingested { status, case })
-        })
+        self.intake.submit(alert, facts, now).await?.durable().await
     }
 
     /// Applies an event (a click, a form, a timer) to a case through the engine and records it,
@@ -305,6 +246,74 @@ pub fn vouch_record(
     now: Timestamp,
 ) -> NewRecord<'static> {
     NewRecord { at: now, case_id, kind, actor: None, playbook_version: None, detail }
+}
+
+/// Records one alert in `transaction`: a duplicate of one taken before, a repeat folded into its
+/// movement's open case, or a new case, with its indexes, history, effects and audit record.
+pub(crate) fn ingest_alert(
+    transaction: &mut dyn Transaction,
+    playbook: &Playbook,
+    grouping_window: GroupingWindow,
+    alert: Alert,
+    facts: Facts,
+    now: Timestamp,
+) -> Result<Ingested, StorageError> {
+    let grouping_key = alert.grouping_key();
+    let earlier_copy = match &alert.source_alert_id {
+        Some(id) => transaction.case_of_alert(alert.format.id(), id)?,
+        None => None,
+    };
+    let movement_case = match transaction.movement_case(&grouping_key)? {
+        Some(movement) => transaction.case(movement.case_id)?.map(|case| (movement, case)),
+        None => None,
+    };
+    let last = movement_case.as_ref().map(|(movement, case)| (*movement, case.state));
+    let arrival = route_alert(earlier_copy, last, grouping_window, now);
+    if let Arrival::Duplicate(case_id) = arrival {
+        let case = transaction.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
+        // A duplicate writes nothing, but the transaction's ticket still covers what it
+        // saw: its first copy may be waiting for its flush.
+        return Ok(Ingested { status: IngestStatus::Duplicate, case });
+    }
+    let movement = MovementKey::of(&alert);
+    let history = transaction.history(&movement)?;
+    // A repeat joins its open case (the engine takes a repeat on any case it was routed to).
+    let grouped = match (arrival, movement_case) {
+        (Arrival::JoinsOpenCase(_), Some((_, case))) => {
+            apply(playbook, case, CaseEvent::AlertGrouped { received_at: alert.received_at }, now).ok()
+        }
+        _ => None,
+    };
+    let (status, case, effects, kind) = match grouped {
+        Some((case, effects)) => {
+            // A repeat changes only the count and times: the case is not rewritten.
+            transaction.put_case_activity(&case);
+            (IngestStatus::Grouped, case, effects, EventKind::AlertGrouped)
+        }
+        None => {
+            let case_id = transaction.allocate_case_id()?;
+            let opening = open_case(playbook, &alert, &facts, &history, now);
+            let (case, effects) = Case::open(case_id, playbook, alert.clone(), facts, opening, now);
+            transaction.put_case(&case)?;
+            (IngestStatus::New, case, effects, EventKind::AlertNew)
+        }
+    };
+    if let Some(source_alert_id) = &alert.source_alert_id {
+        transaction.index_alert(alert.format.id(), source_alert_id, case.id);
+    }
+    transaction.put_movement_case(&grouping_key, OpenMovement { case_id: case.id, last_alert_at: now });
+    transaction.put_history(&movement, &history.with_sighting(now), true)?;
+    queue_effects(transaction, case.id, &effects, Redraw::ForAlerts)?;
+    let detail = serde_json::json!({"alert": &alert, "alert_count": case.alert_count});
+    transaction.append_audit(NewRecord {
+        at: now,
+        case_id: Some(case.id),
+        kind: AuditKind::Event(kind),
+        actor: None,
+        playbook_version: Some(case.playbook_version),
+        detail,
+    })?;
+    Ok(Ingested { status, case })
 }
 
 /// Why a change's card update is wanted, which decides how soon it is drawn.

@@ -82,7 +82,8 @@ struct Slot {
 #[derive(Default)]
 struct SlotState {
     outcome: Option<Outcome>,
-    waker: Option<Waker>,
+    /// Every task waiting: the writes of one group share a slot, one waiter per request.
+    wakers: Vec<Waker>,
 }
 
 impl Slot {
@@ -91,19 +92,21 @@ impl Slot {
     }
 
     fn settle(&self, outcome: Outcome) {
-        let waker = {
+        let wakers = {
             let mut state = self.lock();
             state.outcome = Some(outcome);
-            state.waker.take()
+            std::mem::take(&mut state.wakers)
         };
-        self.settled.notify_one();
-        if let Some(waker) = waker {
+        self.settled.notify_all();
+        for waker in wakers {
             waker.wake();
         }
     }
 }
 
-/// A writer's claim on the next flush: wait on it (blocking) or await it.
+/// A writer's claim on the next flush: wait on it (blocking) or await it. Clones share the claim
+/// (the changes of one group write are made durable by the same flush).
+#[derive(Clone)]
 pub(crate) struct Ticket {
     slot: Arc<Slot>,
 }
@@ -129,7 +132,9 @@ impl Future for Ticket {
         match state.outcome.clone() {
             Some(outcome) => Poll::Ready(outcome.into_result()),
             None => {
-                state.waker = Some(context.waker().clone());
+                if !state.wakers.iter().any(|waker| waker.will_wake(context.waker())) {
+                    state.wakers.push(context.waker().clone());
+                }
                 Poll::Pending
             }
         }
@@ -281,6 +286,41 @@ impl Drop for Arrival<'_> {
             let mut state = self.commits.lock();
             state.in_flight = state.in_flight.saturating_sub(1);
             self.commits.changed.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use super::*;
+
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The writes of one group share a ticket; every request awaiting it must be woken by the
+    /// flush, not only the last one that looked.
+    #[test]
+    fn every_task_awaiting_a_shared_ticket_is_woken() {
+        let ticket = Ticket { slot: Arc::new(Slot::default()) };
+        let wakers: Vec<Arc<CountingWaker>> = (0..3).map(|_| Arc::new(CountingWaker(AtomicUsize::new(0)))).collect();
+        let mut tickets: Vec<Ticket> = (0..3).map(|_| ticket.clone()).collect();
+        for (ticket, waker) in tickets.iter_mut().zip(&wakers) {
+            let waker = Waker::from(Arc::clone(waker));
+            let mut context = Context::from_waker(&waker);
+            assert!(Pin::new(ticket).poll(&mut context).is_pending());
+        }
+        ticket.slot.settle(Outcome::Durable);
+        assert!(wakers.iter().all(|waker| waker.0.load(Ordering::SeqCst) == 1), "every waiter woken once");
+        for ticket in tickets {
+            assert!(ticket.wait().is_ok());
         }
     }
 }

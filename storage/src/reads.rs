@@ -8,23 +8,34 @@ use crate::codec::decode;
 use crate::transaction::CaseActivity;
 use crate::{keys, Result, StorageError, Store};
 
+/// Where reads come from: the tree, or a transaction's view of it with its own writes.
+pub(crate) trait KeyValues {
+    fn value(&self, key: &[u8]) -> Result<Option<sled::IVec>>;
+}
+
+impl KeyValues for sled::Db {
+    fn value(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        Ok(self.get(key)?)
+    }
+}
+
 /// A case with its latest activity laid over it.
-pub(crate) fn read_case(tree: &sled::Db, case_id: CaseId) -> Result<Option<Case>> {
-    let Some(value) = tree.get(keys::case(case_id))? else { return Ok(None) };
+pub(crate) fn read_case(tree: &dyn KeyValues, case_id: CaseId) -> Result<Option<Case>> {
+    let Some(value) = tree.value(&keys::case(case_id))? else { return Ok(None) };
     let mut case: Case = decode(&value, "case")?;
-    if let Some(activity) = tree.get(keys::case_activity(case_id))? {
+    if let Some(activity) = tree.value(&keys::case_activity(case_id))? {
         decode::<CaseActivity>(&activity, "case activity")?.overlay(&mut case);
     }
     Ok(Some(case))
 }
 
-pub(crate) fn read_history(tree: &sled::Db, movement: &MovementKey) -> Result<History> {
-    let mut history: History = match tree.get(keys::history(&movement.encode()))? {
+pub(crate) fn read_history(tree: &dyn KeyValues, movement: &MovementKey) -> Result<History> {
+    let mut history: History = match tree.value(&keys::history(&movement.encode()))? {
         Some(value) => decode(&value, "history")?,
         None => History::default(),
     };
     // A counter kept per source, so the hint costs one read however many systems it reached.
-    let distinct = match tree.get(keys::source_count(&movement.source))? {
+    let distinct = match tree.value(&keys::source_count(&movement.source))? {
         Some(value) => keys::decode_u64(&value, "source count")?,
         None => 0,
     };

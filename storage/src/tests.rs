@@ -80,6 +80,45 @@ fn a_change_is_written_whole_or_not_at_all() {
 }
 
 #[test]
+fn a_group_of_changes_is_one_write_each_seeing_the_ones_before() {
+    let (_directory, store) = temp_store();
+    let targets = ["SRV-1", "SRV-2", "SRV-3"];
+    let pending = store
+        .write_group(targets.to_vec(), |transaction, target| {
+            let (case, effects) = new_case(transaction.allocate_case_id()?, target);
+            transaction.put_case(&case)?;
+            transaction.queue_effects(case.id, &effects)?;
+            transaction.append_audit(audit_of(&case, EventKind::AlertNew))?;
+            // The transaction reads its own writes: this change sees the case just staged, and
+            // the one before it.
+            let earlier = CaseId::new(case.id.number().saturating_sub(1)).filter(|_| case.id.number() > 1);
+            let seen_earlier = match earlier {
+                Some(id) => transaction.case(id)?.is_some(),
+                None => true,
+            };
+            Ok((case.id, transaction.case(case.id)?.is_some() && seen_earlier))
+        })
+        .expect("written");
+    let results: Vec<(CaseId, bool)> = pending.into_iter().map(|pending| pending.wait().expect("durable")).collect();
+    assert_eq!(results.iter().map(|(id, _)| id.number()).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(results.iter().all(|(_, seen)| *seen), "each change saw the ones before it: {results:?}");
+    let report = store.verify_audit().expect("verify");
+    assert!(report.is_intact() && report.records == 3, "{report:?}");
+
+    // Any error fails the whole group: nothing of it is written.
+    let failed = store.write_group(vec!["SRV-4", "SRV-5"], |transaction, target| {
+        let (case, _) = new_case(transaction.allocate_case_id()?, target);
+        transaction.put_case(&case)?;
+        if target == "SRV-5" {
+            return Err(StorageError::Corrupt { key: "test".to_string(), reason: "the second gave up".to_string() });
+        }
+        Ok(case.id)
+    });
+    assert!(failed.is_err());
+    assert_eq!(store.cases(None).expect("cases").len(), 3);
+}
+
+#[test]
 fn repeated_alerts_write_only_the_activity_and_reads_see_it() {
     let (_directory, store) = temp_store();
     let case = open_case_in(&store, "SRV-1");

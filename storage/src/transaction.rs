@@ -1,7 +1,7 @@
 //! One change, written as one atomic batch under the writer lock: the [`Transaction`] trait is
 //! what the service writes against, and what a second backend implements.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use vouch_playbook::cases::OpenMovement;
@@ -10,12 +10,14 @@ use vouch_playbook::{Case, CaseId, Effect, GroupingKey, MovementKey, Timestamp};
 
 use crate::audit::{self, AuditRecord, NewRecord};
 use crate::codec::{decode, encode};
+use crate::reads::KeyValues;
 use crate::store::Generation;
 use crate::{keys, CardRef, OutboxEntry, PendingEffect, RedrawWanted, Result, StorageError, UndeliveredEffect};
 
-/// The reads and writes of one change. Reads see the store as it was when the change began (the
-/// writer lock keeps other changes out meanwhile); writes are staged and applied together when
-/// the change ends without an error, or not at all.
+/// The reads and writes of one change (or of several, written together). Reads see the store as
+/// it was when the transaction began (the writer lock keeps other writers out meanwhile) with the
+/// transaction's own writes laid over it; writes are staged and applied together, atomically,
+/// when the transaction ends without an error, or not at all.
 pub trait Transaction {
     /// A case, as last written (with the count and time of its latest alert).
     fn case(&mut self, case_id: CaseId) -> Result<Option<Case>>;
@@ -89,11 +91,24 @@ impl CaseActivity {
 pub(crate) struct SledTransaction<'a> {
     generation: &'a Generation,
     writer: &'a mut WriterState,
-    batch: sled::Batch,
-    /// The deadline each case had when it was read, to move its index entry on write.
+    /// Staged writes by key (`None` removes), applied as one batch at the end; reads see them.
+    staged: BTreeMap<Vec<u8>, Option<sled::IVec>>,
+    /// The deadline each case had when it was first read, to move its index entry on write.
     deadlines_read: HashMap<CaseId, Option<Timestamp>>,
+    /// Cases as this transaction last read or wrote them, so a storm's repeats folded into one
+    /// transaction decode their case once.
+    cases: HashMap<CaseId, Case>,
     next_case: Option<u64>,
     next_effect: Option<u64>,
+}
+
+impl KeyValues for SledTransaction<'_> {
+    fn value(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        match self.staged.get(key) {
+            Some(staged) => Ok(staged.clone()),
+            None => Ok(self.generation.tree.get(key)?),
+        }
+    }
 }
 
 impl<'a> SledTransaction<'a> {
@@ -101,23 +116,39 @@ impl<'a> SledTransaction<'a> {
         SledTransaction {
             generation,
             writer,
-            batch: sled::Batch::default(),
+            staged: BTreeMap::new(),
             deadlines_read: HashMap::new(),
+            cases: HashMap::new(),
             next_case: None,
             next_effect: None,
         }
     }
 
     pub(crate) fn into_batch(self) -> sled::Batch {
-        self.batch
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.staged {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        batch
     }
 
-    fn tree(&self) -> &sled::Db {
-        &self.generation.tree
+    fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<sled::IVec>) {
+        self.staged.insert(key.into(), Some(value.into()));
+    }
+
+    fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.staged.insert(key.into(), None);
+    }
+
+    fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.value(key)?.is_some())
     }
 
     fn counter(&self, key: &[u8], what: &str) -> Result<u64> {
-        match self.tree().get(key)? {
+        match self.value(key)? {
             Some(value) => keys::decode_u64(&value, what),
             None => Ok(1),
         }
@@ -126,29 +157,33 @@ impl<'a> SledTransaction<'a> {
 
 impl Transaction for SledTransaction<'_> {
     fn case(&mut self, case_id: CaseId) -> Result<Option<Case>> {
-        let case = crate::reads::read_case(self.tree(), case_id)?;
+        if let Some(case) = self.cases.get(&case_id) {
+            return Ok(Some(case.clone()));
+        }
+        let case = crate::reads::read_case(self, case_id)?;
         if let Some(case) = &case {
-            self.deadlines_read.insert(case_id, case.next_deadline());
+            self.deadlines_read.entry(case_id).or_insert(case.next_deadline());
+            self.cases.insert(case_id, case.clone());
         }
         Ok(case)
     }
 
     fn case_of_alert(&mut self, format: &str, source_alert_id: &str) -> Result<Option<CaseId>> {
-        match self.tree().get(keys::alert_id(format, source_alert_id))? {
+        match self.value(&keys::alert_id(format, source_alert_id))? {
             Some(value) => Ok(Some(keys::decode_case_id(&value, "alert index")?)),
             None => Ok(None),
         }
     }
 
     fn movement_case(&mut self, key: &GroupingKey) -> Result<Option<OpenMovement>> {
-        match self.tree().get(keys::group(&key.encode()))? {
+        match self.value(&keys::group(&key.encode()))? {
             Some(value) => Ok(Some(decode(&value, "group index")?)),
             None => Ok(None),
         }
     }
 
     fn history(&mut self, movement: &MovementKey) -> Result<History> {
-        crate::reads::read_history(self.tree(), movement)
+        crate::reads::read_history(self, movement)
     }
 
     fn allocate_case_id(&mut self) -> Result<CaseId> {
@@ -157,7 +192,7 @@ impl Transaction for SledTransaction<'_> {
             None => self.counter(keys::META_NEXT_CASE, "case counter")?,
         };
         self.next_case = Some(number + 1);
-        self.batch.insert(keys::META_NEXT_CASE, &(number + 1).to_be_bytes());
+        self.insert(keys::META_NEXT_CASE, &(number + 1).to_be_bytes());
         CaseId::new(number).ok_or_else(|| StorageError::Corrupt {
             key: "meta/next_case".to_string(),
             reason: "the case counter is zero".to_string(),
@@ -167,49 +202,57 @@ impl Transaction for SledTransaction<'_> {
     fn put_case(&mut self, case: &Case) -> Result<()> {
         let before = self.deadlines_read.get(&case.id).copied().flatten();
         let after = case.next_deadline();
+        // A later write of the same case in this transaction moves the index from here.
+        self.deadlines_read.insert(case.id, after);
+        self.cases.insert(case.id, case.clone());
         if before != after {
             if let Some(before) = before {
-                self.batch.remove(keys::deadline(before, case.id));
+                self.remove(keys::deadline(before, case.id));
             }
             if let Some(after) = after {
-                self.batch.insert(keys::deadline(after, case.id), &[]);
+                self.insert(keys::deadline(after, case.id), &[]);
             }
         }
-        self.batch.insert(keys::case(case.id), encode(case));
+        self.insert(keys::case(case.id), encode(case));
         // The whole case carries its latest activity; a separate record would only repeat it.
-        self.batch.remove(keys::case_activity(case.id));
+        self.remove(keys::case_activity(case.id));
         Ok(())
     }
 
     fn put_case_activity(&mut self, case: &Case) {
+        if let Some(known) = self.cases.get_mut(&case.id) {
+            known.alert_count = case.alert_count;
+            known.last_alert_at = case.last_alert_at;
+            known.updated_at = case.updated_at;
+        }
         let activity = CaseActivity {
             alert_count: case.alert_count,
             last_alert_at: case.last_alert_at,
             updated_at: case.updated_at,
         };
-        self.batch.insert(keys::case_activity(case.id), encode(&activity));
+        self.insert(keys::case_activity(case.id), encode(&activity));
     }
 
     fn index_alert(&mut self, format: &str, source_alert_id: &str, case_id: CaseId) {
-        self.batch.insert(keys::alert_id(format, source_alert_id), &case_id.number().to_be_bytes());
+        self.insert(keys::alert_id(format, source_alert_id), &case_id.number().to_be_bytes());
     }
 
     fn put_movement_case(&mut self, key: &GroupingKey, movement: OpenMovement) {
-        self.batch.insert(keys::group(&key.encode()), encode(&movement));
+        self.insert(keys::group(&key.encode()), encode(&movement));
     }
 
     fn put_history(&mut self, movement: &MovementKey, history: &History, sighted: bool) -> Result<()> {
         if sighted {
             let pair = keys::source_target(&movement.source, &movement.target);
-            if !self.tree().contains_key(&pair)? {
-                self.batch.insert(pair, &[]);
+            if !self.contains(&pair)? {
+                self.insert(pair, &[]);
                 let reached = history.source_distinct_targets.unwrap_or(0) + 1;
-                self.batch.insert(keys::source_count(&movement.source), &reached.to_be_bytes());
+                self.insert(keys::source_count(&movement.source), &reached.to_be_bytes());
             }
         }
         // The distinct-target count is kept per source and read beside the history.
         let stored = History { source_distinct_targets: None, ..history.clone() };
-        self.batch.insert(keys::history(&movement.encode()), encode(&stored));
+        self.insert(keys::history(&movement.encode()), encode(&stored));
         Ok(())
     }
 
@@ -224,24 +267,24 @@ impl Transaction for SledTransaction<'_> {
         let mut queued = Vec::with_capacity(effects.len());
         for effect in effects {
             let pending = PendingEffect { seq: next, case_id, effect: effect.clone() };
-            self.batch.insert(keys::effect(next), encode(&pending));
+            self.insert(keys::effect(next), encode(&pending));
             queued.push(pending);
             next += 1;
         }
         self.next_effect = Some(next);
-        self.batch.insert(keys::META_NEXT_EFFECT, &next.to_be_bytes());
+        self.insert(keys::META_NEXT_EFFECT, &next.to_be_bytes());
         Ok(queued)
     }
 
     fn remove_effects(&mut self, seqs: &[u64]) {
         for seq in seqs {
-            self.batch.remove(keys::effect(*seq));
+            self.remove(keys::effect(*seq));
         }
     }
 
     fn want_redraw(&mut self, case_id: CaseId, urgent: bool) -> Result<()> {
         let key = keys::redraw(case_id);
-        let before: Option<RedrawWanted> = match self.tree().get(&key)? {
+        let before: Option<RedrawWanted> = match self.value(&key)? {
             Some(value) => Some(decode(&value, "redraw")?),
             None => None,
         };
@@ -251,67 +294,67 @@ impl Transaction for SledTransaction<'_> {
             None => self.counter(keys::META_NEXT_EFFECT, "effect counter")?,
         };
         self.next_effect = Some(version + 1);
-        self.batch.insert(keys::META_NEXT_EFFECT, &(version + 1).to_be_bytes());
+        self.insert(keys::META_NEXT_EFFECT, &(version + 1).to_be_bytes());
         let urgent = urgent || before.is_some_and(|before| before.urgent);
-        self.batch.insert(key, encode(&RedrawWanted { case_id, version, urgent }));
+        self.insert(key, encode(&RedrawWanted { case_id, version, urgent }));
         Ok(())
     }
 
     fn clear_redraw(&mut self, wanted: &RedrawWanted) -> Result<()> {
         let key = keys::redraw(wanted.case_id);
-        if let Some(value) = self.tree().get(&key)? {
+        if let Some(value) = self.value(&key)? {
             let current: RedrawWanted = decode(&value, "redraw")?;
             if current.version == wanted.version {
-                self.batch.remove(key);
+                self.remove(key);
             }
         }
         Ok(())
     }
 
     fn mark_undelivered(&mut self, effect: &PendingEffect, at: Timestamp, reason: &str) {
-        self.batch.remove(keys::effect(effect.seq));
+        self.remove(keys::effect(effect.seq));
         let undelivered = UndeliveredEffect { effect: effect.effect.clone(), at, reason: reason.to_string() };
-        self.batch.insert(keys::undelivered(effect.case_id, effect.seq), encode(&undelivered));
+        self.insert(keys::undelivered(effect.case_id, effect.seq), encode(&undelivered));
     }
 
     fn enqueue_outbox(&mut self, entry: &OutboxEntry) -> Result<bool> {
-        if self.tree().contains_key(keys::outbox(&entry.id))? {
+        if self.contains(&keys::outbox(&entry.id))? {
             return Ok(false);
         }
-        self.batch.insert(keys::outbox(&entry.id), encode(entry));
+        self.insert(keys::outbox(&entry.id), encode(entry));
         Ok(true)
     }
 
     fn settle_outbox(&mut self, entry: &OutboxEntry, done: bool) {
         if done {
-            self.batch.remove(keys::outbox(&entry.id));
+            self.remove(keys::outbox(&entry.id));
         } else {
-            self.batch.insert(keys::outbox(&entry.id), encode(entry));
+            self.insert(keys::outbox(&entry.id), encode(entry));
         }
     }
 
     fn set_card(&mut self, case_id: CaseId, card: &CardRef) {
-        self.batch.insert(keys::card(case_id), encode(card));
+        self.insert(keys::card(case_id), encode(card));
     }
 
     fn set_marker(&mut self, name: &str, at: Timestamp) {
-        self.batch.insert(keys::marker(name), &(at.unix_millis().max(0) as u64).to_be_bytes());
+        self.insert(keys::marker(name), &(at.unix_millis().max(0) as u64).to_be_bytes());
     }
 
     fn append_audit(&mut self, entry: NewRecord<'_>) -> Result<AuditRecord> {
         let head = match self.writer.pending_head.clone().or_else(|| self.writer.head.clone()) {
             Some(head) => head,
-            None => match self.tree().get(keys::META_AUDIT_HEAD)? {
+            None => match self.value(keys::META_AUDIT_HEAD)? {
                 Some(value) => decode(&value, "audit head")?,
                 None => audit::Head::genesis(),
             },
         };
         let record = AuditRecord::chained(&head, entry);
-        self.batch.insert(keys::audit(record.seq), encode(&record));
+        self.insert(keys::audit(record.seq), encode(&record));
         if let Some(case_id) = record.case_id {
-            self.batch.insert(keys::case_audit(case_id, record.seq), &[]);
+            self.insert(keys::case_audit(case_id, record.seq), &[]);
         }
-        self.batch.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
+        self.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
         self.writer.pending_head = Some(record.head());
         Ok(record)
     }
