@@ -42,6 +42,12 @@ pub enum SinkError {
 
 /// Where chat effects go: cards, pings, pages and notices, and the daily digest.
 pub trait ChatSink: Send + 'static {
+    /// Whether anything is delivered at all. Without a chat nothing is, and the dispatcher keeps
+    /// every effect on its case as undelivered without reading the case for it.
+    fn delivers(&self) -> bool {
+        true
+    }
+
     /// Carries out one effect of `case`.
     fn carry_out(&mut self, case: &Case, effect: &Effect) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Posts the daily digest for the schedule's `slot` (the same slot is posted once, even if
@@ -57,6 +63,10 @@ pub trait ChatSink: Send + 'static {
 pub struct NoChat;
 
 impl ChatSink for NoChat {
+    fn delivers(&self) -> bool {
+        false
+    }
+
     async fn carry_out(&mut self, _case: &Case, _effect: &Effect) -> Result<(), SinkError> {
         Err(SinkError::NotConfigured)
     }
@@ -122,6 +132,13 @@ impl<S: ChatSink> Dispatcher<S> {
     /// Redraws the cards that want it, behind every new card: a redraw never takes a slot of the
     /// channel's budget while a card is waiting to be posted. True when new cards came meanwhile.
     async fn redraw_cards(&mut self, redraws: Vec<RedrawWanted>) -> anyhow::Result<bool> {
+        if !self.sink.delivers() {
+            // No card was ever posted: there is nothing to redraw.
+            if !redraws.is_empty() {
+                self.blocking(move |service| service.store.clear_redraws(&redraws)).await?;
+            }
+            return Ok(false);
+        }
         // Only recent draws matter for spacing; the rest would only grow with every case.
         self.last_drawn.retain(|_, at| at.elapsed() < STORM_REDRAW_EVERY);
         let mut drawn = Vec::new();
@@ -241,6 +258,10 @@ impl<S: ChatSink> Dispatcher<S> {
             let superseded = item.effect == Effect::UpdateCard && last_update.get(&item.case_id) != Some(&item.seq);
             if superseded || item.effect == Effect::Unknown {
                 done.push(item.seq);
+                continue;
+            }
+            if !self.sink.delivers() {
+                not_delivered.push(item);
                 continue;
             }
             let case_id = item.case_id;

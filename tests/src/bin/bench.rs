@@ -278,6 +278,33 @@ async fn best_raw_sled(writers: usize, count: usize, records: &RecordSet) -> Sta
     best.expect("three runs")
 }
 
+/// Vouch's side of a comparison, the best of three rounds like the baselines (a round of a fraction
+/// of a second is at the mercy of the shared machine): the round's stats, alerts per flush and CPU
+/// µs per alert. `distinct` makes every alert its own case; otherwise each round is one movement.
+async fn best_vouch_round(
+    running: &vouch::app::Running,
+    base: &str,
+    senders: usize,
+    count: usize,
+    distinct: bool,
+    tag: &str,
+) -> (Stats, f64, f64) {
+    let mut best: Option<(Stats, f64, f64)> = None;
+    for round in 0..3 {
+        let flushes_before = running.service.store.flush_stats().flushes;
+        let cpu_before = cpu_time();
+        let stats = post_alerts(base, senders, count, distinct, &format!("{tag}-{round}")).await;
+        let flushes = running.service.store.flush_stats().flushes - flushes_before;
+        let cpu = cpu_time() - cpu_before;
+        let per_flush = count as f64 / flushes.max(1) as f64;
+        let cpu_per_alert = cpu.as_secs_f64() * 1e6 / count as f64;
+        if best.as_ref().is_none_or(|(best, _, _)| stats.rate() > best.rate()) {
+            best = Some((stats, per_flush, cpu_per_alert));
+        }
+    }
+    best.expect("three rounds")
+}
+
 async fn bench_ingest() {
     println!("== ingest: durable POST /api/v1/alerts vs raw sled with the same durability");
     let alert_only: RecordSet =
@@ -309,16 +336,10 @@ async fn bench_ingest() {
             }
         }
         let http_baseline = http_baseline.expect("three runs");
-        let flushes_before = running.service.store.flush_stats().flushes;
-        let cpu_before = cpu_time();
-        let distinct = post_alerts(&base, senders, count, true, &format!("d{senders}")).await;
-        let flushes_between = running.service.store.flush_stats().flushes;
-        let cpu_between = cpu_time();
-        let grouped = post_alerts(&base, senders, count, false, &format!("g{senders}")).await;
-        let flushes_after = running.service.store.flush_stats().flushes;
-        let cpu_after = cpu_time();
-        let per_flush = |flushes: u64| count as f64 / flushes.max(1) as f64;
-        let cpu_per_alert = |cpu: Duration| cpu.as_secs_f64() * 1e6 / count as f64;
+        let (distinct, distinct_per_flush, distinct_cpu) =
+            best_vouch_round(&running, &base, senders, count, true, &format!("d{senders}")).await;
+        let (grouped, grouped_per_flush, grouped_cpu) =
+            best_vouch_round(&running, &base, senders, count, false, &format!("g{senders}")).await;
         println!("  {senders:>2} sender(s)  raw sled, the alert alone  : {}", baseline.line());
         println!("              raw sled, Vouch's records : {}", same_records.line());
         println!("              HTTP + raw sled, the alert: {}", http_baseline.line());
@@ -328,8 +349,8 @@ async fn bench_ingest() {
             distinct.rate() / http_baseline.rate(),
             distinct.rate() / same_records.rate(),
             distinct.rate() / baseline.rate(),
-            per_flush(flushes_between - flushes_before),
-            cpu_per_alert(cpu_between - cpu_before)
+            distinct_per_flush,
+            distinct_cpu
         );
         println!(
             "              Vouch, one grouped case   : {}  = {:.2}x HTTP + raw sled, {:.2}x Vouch's records, {:.2}x the alert alone, {:.1} alerts/flush, {:.0} µs CPU/alert",
@@ -337,8 +358,8 @@ async fn bench_ingest() {
             grouped.rate() / http_baseline.rate(),
             grouped.rate() / same_records.rate(),
             grouped.rate() / baseline.rate(),
-            per_flush(flushes_after - flushes_between),
-            cpu_per_alert(cpu_after - cpu_between)
+            grouped_per_flush,
+            grouped_cpu
         );
     }
     // The p99 target is stated at a steady 1 000 alerts/s: paced senders, not a flood.
