@@ -69,8 +69,18 @@ fn write_until_closed(
             replies.push(job.reply);
             alerts.push((job.alert, job.facts, job.now));
         }
-        let written = store.write_group(alerts, |transaction, (alert, facts, now)| {
-            ingest_alert(transaction, playbook, grouping_window, alert, facts, now)
+        // A panic while recording one alert (a bug met by some input) must not end the intake
+        // for everyone after it: the group is abandoned whole, unwritten, and answered 503.
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.write_group(alerts, |transaction, (alert, facts, now)| {
+                ingest_alert(transaction, playbook, grouping_window, alert, facts, now)
+            })
+        }))
+        .unwrap_or_else(|_| {
+            Err(StorageError::Corrupt {
+                key: "intake".to_string(),
+                reason: "recording an alert failed unexpectedly; the group was not written".to_string(),
+            })
         });
         match written {
             Ok(pending) => {
