@@ -63,7 +63,6 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         store: Arc::clone(&store),
         directory: config.directory,
         playbook: config.playbook,
-        grouping_window,
         intake,
         effects_ready: Arc::new(tokio::sync::Notify::new()),
         outbox_ready: Arc::new(tokio::sync::Notify::new()),

@@ -19,7 +19,6 @@ pub struct Service {
     pub store: Arc<Store>,
     pub directory: Directory,
     pub playbook: Playbook,
-    pub grouping_window: GroupingWindow,
     /// Where alerts go to be written, grouped with those that arrive together.
     pub intake: crate::intake::Intake,
     /// Woken whenever a change queued effects, so the dispatcher carries them out promptly.
