@@ -76,6 +76,12 @@ impl ChatSink for NoChat {
     }
 }
 
+/// What the dispatcher gives up on when the chat keeps refusing it.
+enum GivenUp {
+    Effect(PendingEffect),
+    Redraw(RedrawWanted),
+}
+
 pub struct Dispatcher<S> {
     service: Arc<Service>,
     sink: S,
@@ -167,35 +173,15 @@ impl<S: ChatSink> Dispatcher<S> {
                 }
             };
             match self.sink.carry_out(&case, &Effect::UpdateCard).await {
-                // Without a chat there is no card to redraw; the post was kept as undelivered.
+                // (A sink that delivers nothing never gets here: see above.)
                 Ok(()) | Err(SinkError::NotConfigured) => {
                     drawn.push(wanted);
                     self.last_drawn.insert(case_id, Instant::now());
                     self.backoff.remove(&case_id);
                 }
-                Err(SinkError::Refused(error))
-                    if self.backoff.get(&case_id).map_or(0, |(failures, _)| *failures) + 1 >= REFUSED_ATTEMPTS =>
-                {
-                    // The card is gone or cannot be edited: stop trying, and say so.
-                    tracing::error!(error = %format!("{error:#}"), %case_id, "the chat refused to redraw a card; giving up on it");
-                    let detail = json!({"effect": Effect::UpdateCard, "error": format!("{error:#}")});
-                    self.blocking(move |service| {
-                        let record = crate::service::vouch_record(
-                            AuditKind::EffectAbandoned,
-                            Some(case_id),
-                            detail,
-                            service.clock.now(),
-                        );
-                        service
-                            .store
-                            .write(|transaction| {
-                                transaction.clear_redraw(&wanted)?;
-                                transaction.append_audit(record).map(|_| ())
-                            })?
-                            .wait()
-                    })
-                    .await?;
-                    self.backoff.remove(&case_id);
+                // The card is gone or cannot be edited: stop trying, and say so.
+                Err(SinkError::Refused(error)) if self.refused_too_often(case_id) => {
+                    self.give_up(GivenUp::Redraw(wanted), &error).await?;
                 }
                 Err(SinkError::Refused(error) | SinkError::Failed(error)) => {
                     self.note_failure(case_id, &error, &Effect::UpdateCard);
@@ -289,13 +275,8 @@ impl<S: ChatSink> Dispatcher<S> {
                     }
                 }
                 Err(SinkError::NotConfigured) => not_delivered.push(item),
-                Err(SinkError::Refused(error))
-                    if self.backoff.get(&case_id).map_or(0, |(failures, _)| *failures) + 1 >= REFUSED_ATTEMPTS =>
-                {
-                    tracing::error!(error = %format!("{error:#}"), %case_id, effect = ?item.effect, "the chat refused an effect; giving up on it");
-                    let detail = json!({"effect": item.effect, "error": format!("{error:#}")});
-                    self.abandon(item, detail).await?;
-                    self.backoff.remove(&case_id);
+                Err(SinkError::Refused(error)) if self.refused_too_often(case_id) => {
+                    self.give_up(GivenUp::Effect(item), &error).await?;
                 }
                 Err(SinkError::Refused(error) | SinkError::Failed(error)) => {
                     self.note_failure(case_id, &error, &item.effect);
@@ -324,24 +305,37 @@ impl<S: ChatSink> Dispatcher<S> {
         Ok(full)
     }
 
-    /// Gives up on an effect: off the queue, with an `effect.abandoned` record on its case.
-    async fn abandon(&self, item: PendingEffect, detail: serde_json::Value) -> anyhow::Result<()> {
+    /// Whether this refusal is the one too many: the case's earlier tries were refused too.
+    fn refused_too_often(&self, case_id: CaseId) -> bool {
+        self.backoff.get(&case_id).map_or(0, |(failures, _)| *failures) + 1 >= REFUSED_ATTEMPTS
+    }
+
+    /// Gives up on what the chat keeps refusing: it leaves the queue (or the wish to redraw is
+    /// cleared) with an `effect.abandoned` record on its case, in one write.
+    async fn give_up(&mut self, given_up: GivenUp, error: &anyhow::Error) -> anyhow::Result<()> {
+        let (case_id, effect) = match &given_up {
+            GivenUp::Effect(item) => (item.case_id, item.effect.clone()),
+            GivenUp::Redraw(wanted) => (wanted.case_id, Effect::UpdateCard),
+        };
+        tracing::error!(error = %format!("{error:#}"), %case_id, ?effect, "the chat refused an effect; giving up on it");
+        let detail = json!({"effect": effect, "error": format!("{error:#}")});
         self.blocking(move |service| {
-            let record = crate::service::vouch_record(
-                AuditKind::EffectAbandoned,
-                Some(item.case_id),
-                detail,
-                service.clock.now(),
-            );
+            let record =
+                crate::service::vouch_record(AuditKind::EffectAbandoned, Some(case_id), detail, service.clock.now());
             service
                 .store
                 .write(|transaction| {
-                    transaction.remove_effects(&[item.seq]);
+                    match &given_up {
+                        GivenUp::Effect(item) => transaction.remove_effects(&[item.seq]),
+                        GivenUp::Redraw(wanted) => transaction.clear_redraw(wanted)?,
+                    }
                     transaction.append_audit(record).map(|_| ())
                 })?
                 .wait()
         })
-        .await
+        .await?;
+        self.backoff.remove(&case_id);
+        Ok(())
     }
 
     /// Posts the digest when it is due, and marks it sent only once it was posted.
