@@ -13,7 +13,7 @@ use vouch_playbook::{
     apply, open_case, Actor, Alert, AuditKind, Case, CaseEvent, CaseId, Effect, EventKind, MovementKey, Playbook,
     Timestamp,
 };
-use vouch_storage::{AuditRecord, NewRecord, OutboxEntry, Pending, PendingEffect, StorageError, Store, Transaction};
+use vouch_storage::{AuditRecord, NewRecord, OutboxEntry, Pending, StorageError, Store, Transaction};
 
 pub struct Service {
     pub store: Arc<Store>,
@@ -76,13 +76,9 @@ impl<'a> CaseRequest<'a> {
 /// What became of an event.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Applied {
-        case: Box<Case>,
-        /// The effects as queued for the dispatcher, with their places in the queue.
-        queued: Vec<PendingEffect>,
-        /// Whether outbound calls were added to the outbox.
-        outbox: bool,
-    },
+    /// Taken: the case as it became. Its effects are queued for the dispatcher, and the
+    /// deliverer was woken for any outbound call it wrote.
+    Applied { case: Box<Case> },
     /// Refused by the engine; only the refusal was written.
     Refused { reason: String },
     /// The event names a case that does not exist; only the refusal was written.
@@ -101,12 +97,23 @@ impl Service {
     /// Applies an event (a click, a form, a timer) to a case through the engine and records it,
     /// refusals included. Durable on return. Blocking: call it from a blocking thread.
     pub fn apply(&self, request: CaseRequest<'_>, now: Timestamp) -> Result<Change, StorageError> {
-        self.begin_apply(request, now)?.wait()
+        let applied = self.begin_apply(request, now)?.wait()?;
+        Ok(self.hand_over_outbound_calls(applied))
     }
 
     /// [`Service::apply`] for async callers, like [`Service::ingest_durably`].
     pub async fn apply_durably(&self, request: CaseRequest<'_>, now: Timestamp) -> Result<Change, StorageError> {
-        self.begin_apply(request, now)?.durable().await
+        let applied = self.begin_apply(request, now)?.durable().await?;
+        Ok(self.hand_over_outbound_calls(applied))
+    }
+
+    /// Wakes the deliverer once a change that wrote outbox entries is durable: not before, so
+    /// nothing is sent for a change a crash could still undo.
+    fn hand_over_outbound_calls(&self, (change, outbox): (Change, bool)) -> Change {
+        if outbox {
+            self.outbox_ready.notify_one();
+        }
+        change
     }
 
     /// Queues a redraw of a case's card (when a click's answer that should have redrawn it was
@@ -115,14 +122,15 @@ impl Service {
         self.store.write(|transaction| transaction.want_redraw(case_id, true))?.wait()
     }
 
-    fn begin_apply(&self, request: CaseRequest<'_>, now: Timestamp) -> Result<Pending<Change>, StorageError> {
+    /// The change, and whether it wrote outbox entries.
+    fn begin_apply(&self, request: CaseRequest<'_>, now: Timestamp) -> Result<Pending<(Change, bool)>, StorageError> {
         let CaseRequest { case_id, kind, actor, detail, event, redrawn_in_answer } = request;
         let pending = self.store.write(|transaction| {
             let Some(before) = transaction.case(case_id)? else {
                 // Not filed under the case: that number may belong to a later case.
                 let reason = format!("there is no case {case_id}");
                 refuse(transaction, None, kind, actor, detail, &reason, now, None)?;
-                return Ok(Change::NoSuchCase);
+                return Ok((Change::NoSuchCase, false));
             };
             let playbook_version = before.playbook_version;
             let (case, effects) = match apply(&self.playbook, before.clone(), event, now) {
@@ -130,7 +138,7 @@ impl Service {
                 Err(refusal) => {
                     let reason = refusal.reason;
                     refuse(transaction, Some(case_id), kind, actor, detail, &reason, now, Some(playbook_version))?;
-                    return Ok(Change::Refused { reason });
+                    return Ok((Change::Refused { reason }, false));
                 }
             };
             transaction.put_case(&case)?;
@@ -141,7 +149,7 @@ impl Service {
             }
             let outbox = self.enqueue_outbound_calls(transaction, &case, &effects, now)?;
             let redraw = if redrawn_in_answer { Redraw::DoneInAnswer } else { Redraw::ForDecision };
-            let queued = queue_effects(transaction, case_id, &effects, redraw)?;
+            queue_effects(transaction, case_id, &effects, redraw)?;
             transaction.append_audit(NewRecord {
                 at: now,
                 case_id: Some(case_id),
@@ -150,7 +158,7 @@ impl Service {
                 playbook_version: Some(case.playbook_version),
                 detail,
             })?;
-            Ok(Change::Applied { case: Box::new(case), queued, outbox })
+            Ok((Change::Applied { case: Box::new(case) }, outbox))
         })?;
         Ok(pending)
     }
@@ -334,12 +342,12 @@ fn queue_effects(
     case_id: CaseId,
     effects: &[Effect],
     redraw: Redraw,
-) -> Result<Vec<PendingEffect>, StorageError> {
+) -> Result<(), StorageError> {
     if effects.contains(&Effect::UpdateCard) && redraw != Redraw::DoneInAnswer {
         transaction.want_redraw(case_id, redraw == Redraw::ForDecision)?;
     }
     let in_line: Vec<Effect> = effects.iter().filter(|effect| **effect != Effect::UpdateCard).cloned().collect();
-    transaction.queue_effects(case_id, &in_line)
+    transaction.queue_effects(case_id, &in_line).map(|_| ())
 }
 
 /// Writes the refusal of an event: the request and why, under `refused.<kind>`.

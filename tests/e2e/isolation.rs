@@ -533,7 +533,6 @@ async fn without_discord_an_isolation_still_reaches_the_webhook_and_chat_effects
             .await;
         assert!(matches!(change, Ok(vouch::service::Change::Applied { .. })), "{change:?}");
     }
-    service.outbox_ready.notify_one();
     wait_for_requests(&receiver, 1).await;
     let received = receiver.lock().expect("receiver").received.clone();
     assert_eq!(received[0].id, format!("{case_id}-target-isolate-1:edr"));

@@ -15,7 +15,6 @@ use serenity::all::{
 use vouch_config::DiscordSettings;
 use vouch_playbook::engine::ConfirmVerdict;
 use vouch_playbook::{Actor, AuditKind, CaseEvent, CaseId, CaseState, EventKind, Snowflake};
-use vouch_storage::PendingEffect;
 
 use super::custom_id::{Action, ButtonId};
 use super::render;
@@ -34,12 +33,11 @@ enum Outcome {
     Refused(String),
     /// The id is well-formed but names no case (one from another Vouch, or made up).
     NoSuchCase(CaseId),
-    /// Recorded; `queued` are the effects waiting for the worker, which is woken once the
-    /// interaction is answered (see [`Handler::hand_over_effects`]).
+    /// Recorded; the dispatcher is woken for its effects once the interaction is answered (see
+    /// [`Handler::hand_over_effects`]).
     Applied {
         case: Box<vouch_playbook::Case>,
         verdict: Option<ConfirmVerdict>,
-        queued: Vec<PendingEffect>,
     },
     Failed,
 }
@@ -137,12 +135,7 @@ impl Handler {
         };
         let request = CaseRequest { redrawn_in_answer, ..CaseRequest::new(case_id, kind, actor, detail, event) };
         match self.service.apply_durably(request, self.service.clock.now()).await {
-            Ok(Change::Applied { case, queued, outbox }) => {
-                if outbox {
-                    self.service.outbox_ready.notify_one();
-                }
-                Outcome::Applied { case, verdict, queued }
-            }
+            Ok(Change::Applied { case }) => Outcome::Applied { case, verdict },
             Ok(Change::Refused { reason }) => Outcome::Refused(reason),
             Ok(Change::NoSuchCase) => Outcome::NoSuchCase(case_id),
             Err(error) => {
@@ -154,7 +147,7 @@ impl Handler {
 
     /// Wakes the dispatcher for a click's effects (and any redraw of the card), once the click
     /// is answered.
-    fn hand_over_effects(&self, _queued: &[PendingEffect]) {
+    fn hand_over_effects(&self) {
         self.service.effects_ready.notify_one();
     }
 
@@ -252,14 +245,12 @@ impl Handler {
                 Err(_) => false,
             };
         let outcome = self.apply(case_id, kind, &actor, detail, event, redrawn_in_answer).await;
-        let mut queued = Vec::new();
         let changed = matches!(outcome, Outcome::Applied { .. });
         let response = match outcome {
             Outcome::Failed => ephemeral("Vouch could not record this click; please try again."),
             Outcome::NoSuchCase(case_id) => ephemeral(format!("There is no case {case_id}; nothing was changed.")),
             Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
-            Outcome::Applied { case, verdict, queued: effects } => {
-                queued = effects;
+            Outcome::Applied { case, verdict } => {
                 if on_card {
                     let playbook = &self.service.playbook;
                     CreateInteractionResponse::UpdateMessage(
@@ -297,13 +288,14 @@ impl Handler {
             }
         };
         let answered = self.respond(ctx, response, component).await;
-        if redrawn_in_answer && !answered && changed {
-            // Discord did not take the redrawn card: the dispatcher draws it instead.
-            if self.blocking(move |service| service.queue_card_update(case_id)).await.is_some() {
-                self.service.effects_ready.notify_one();
-            }
+        if !changed {
+            return;
         }
-        self.hand_over_effects(&queued);
+        if redrawn_in_answer && !answered {
+            // Discord did not take the redrawn card: the dispatcher draws it instead.
+            self.blocking(move |service| service.queue_card_update(case_id)).await;
+        }
+        self.hand_over_effects();
     }
 
     async fn on_modal(&self, ctx: &Context, modal: &ModalInteraction) {
@@ -350,10 +342,10 @@ impl Handler {
             Outcome::Failed => ephemeral("Vouch could not record this; please try again."),
             Outcome::NoSuchCase(case_id) => ephemeral(format!("There is no case {case_id}; nothing was changed.")),
             Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
-            Outcome::Applied { case, queued, .. } => {
+            Outcome::Applied { case, .. } => {
                 let response = ephemeral(format!("Recorded. {}", render::state_line(&case)));
                 self.respond(ctx, response, modal).await;
-                self.hand_over_effects(&queued);
+                self.hand_over_effects();
                 return;
             }
         };
