@@ -45,16 +45,7 @@ impl Store {
 
     /// Cards that should be drawn again, by case.
     pub fn redraws_wanted(&self) -> Result<Vec<RedrawWanted>> {
-        self.on_current(|generation| {
-            generation
-                .tree
-                .scan_prefix(keys::REDRAW_PREFIX)
-                .map(|entry| {
-                    let (_, value) = entry?;
-                    decode(&value, "redraw")
-                })
-                .collect()
-        })
+        self.values_under(keys::REDRAW_PREFIX, "redraw")
     }
 
     /// Clears wishes to redraw cards once they were drawn (each unless a newer change asked
@@ -67,27 +58,23 @@ impl Store {
 
     /// The chat effects of a case that no chat service carried, oldest first.
     pub fn undelivered(&self, case_id: CaseId) -> Result<Vec<UndeliveredEffect>> {
-        self.on_current(|generation| {
-            generation
-                .tree
-                .scan_prefix(keys::undelivered_prefix(case_id))
-                .map(|entry| {
-                    let (_, value) = entry?;
-                    decode(&value, "undelivered effect")
-                })
-                .collect()
-        })
+        self.values_under(&keys::undelivered_prefix(case_id), "undelivered effect")
     }
 
     /// Outbound calls waiting to be made, by id.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        self.values_under(keys::OUTBOX_PREFIX, "outbox entry")
+    }
+
+    /// Every value stored under a key prefix, in key order.
+    fn values_under<T: serde::de::DeserializeOwned>(&self, prefix: &[u8], what: &str) -> Result<Vec<T>> {
         self.on_current(|generation| {
             generation
                 .tree
-                .scan_prefix(keys::OUTBOX_PREFIX)
+                .scan_prefix(prefix)
                 .map(|entry| {
                     let (_, value) = entry?;
-                    decode(&value, "outbox entry")
+                    decode(&value, what)
                 })
                 .collect()
         })

@@ -88,14 +88,10 @@ impl Store {
         inputs: Vec<I>,
         mut work: impl FnMut(&mut dyn Transaction, I) -> Result<T>,
     ) -> Result<Vec<Pending<T>>> {
-        self.on_current(|generation| {
-            let mut writer = generation.lock_writer();
-            let mut transaction = SledTransaction::new(generation, &mut writer.state);
-            let values = inputs.into_iter().map(|input| work(&mut transaction, input)).collect::<Result<Vec<T>>>()?;
-            let batch = transaction.into_batch();
-            let ticket = generation.commit(batch, writer)?;
-            Ok(values.into_iter().map(|value| Pending { value, ticket: ticket.clone() }).collect())
-        })
+        let Pending { value: values, ticket } = self.write(|transaction| {
+            inputs.into_iter().map(|input| work(transaction, input)).collect::<Result<Vec<T>>>()
+        })?;
+        Ok(values.into_iter().map(|value| Pending { value, ticket: ticket.clone() }).collect())
     }
 
     /// Runs `work` on the current sled instance, or answers `Unavailable` while it is failed,
