@@ -520,17 +520,18 @@ async fn an_effect_discord_keeps_refusing_is_given_up_without_blocking_the_case(
         .await;
     // The card's redraw waits for nothing but itself: it is given up after its refusals (with
     // backoff between them), which may come after the page.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, case) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
-        let abandoned =
-            case["events"].as_array().expect("events").iter().any(|event| event["kind"] == "effect.abandoned");
-        if abandoned {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "giving up is recorded in the audit log");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::support::case_until(
+        &vouch.base,
+        &case_id,
+        Duration::from_secs(60),
+        "giving up is recorded in the audit log",
+        |case| {
+            case["events"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|event| event["kind"] == "effect.abandoned"))
+        },
+    )
+    .await;
     assert_conformant(&simulator, &vouch);
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use vouch::service::CaseRequest;
 
-use crate::support::{card, get_json, native_alert, post_alert, Lcg, Workspace, SOC_ROLE, WEBHOOK_SECRET};
+use crate::support::{card, case_until, get_json, native_alert, post_alert, Lcg, Workspace, SOC_ROLE, WEBHOOK_SECRET};
 
 const SAM: u64 = 100_000_000_000_000_004;
 const TESS: u64 = 100_000_000_000_000_009;
@@ -487,18 +487,6 @@ async fn mixed_faults_lose_nothing_and_double_nothing() {
     workspace.assert_audit_intact();
 }
 
-struct NoDiscordEnvironment;
-
-impl vouch_config::Environment for NoDiscordEnvironment {
-    fn var(&self, name: &str) -> Option<String> {
-        match name {
-            "VOUCH_INGEST_TOKEN" => Some(crate::support::INGEST_TOKEN.to_string()),
-            "VOUCH_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.to_string()),
-            _ => None,
-        }
-    }
-}
-
 /// Without a `[discord]` table nobody can be pinged, but an isolation the engine decided still
 /// reaches the EDR: its outbox entry is written with the change, not by the chat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,8 +496,8 @@ async fn without_discord_an_isolation_still_reaches_the_webhook_and_chat_effects
     workspace.append_settings(&format!(
         "[[webhooks]]\nname = \"edr\"\nurl = \"{url}\"\npreset = \"generic\"\nsecret = {{ env = \"VOUCH_WEBHOOK_SECRET\" }}\n"
     ));
-    let config =
-        vouch_config::load(&workspace.config(), &NoDiscordEnvironment).unwrap_or_else(|error| panic!("{error}"));
+    let config = vouch_config::load(&workspace.config(), &crate::support::TestEnvironment)
+        .unwrap_or_else(|error| panic!("{error}"));
     let running = vouch::app::start(config).await.expect("vouch starts");
     let base = format!("http://{}", running.address);
     let (status, body) = post_alert(&base, &native_alert("nd-1", "WS-17", "SRV-DB-01", "alice")).await;
@@ -538,24 +526,13 @@ async fn without_discord_an_isolation_still_reaches_the_webhook_and_chat_effects
     assert_eq!(received[0].id, format!("{case_id}-target-isolate-1:edr"));
 
     // The card, the page and the isolation notice had nowhere to go: the case says so.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, case) = get_json(&base, &format!("/api/v1/cases/{case_id}")).await;
-        let undelivered: Vec<String> = case["undelivered_effects"]
+    case_until(&base, &case_id.to_string(), WAIT, "chat effects not kept as undelivered", |case| {
+        let undelivered: Vec<&str> = case["undelivered_effects"]
             .as_array()
-            .expect("undelivered effects")
-            .iter()
-            .filter_map(|item| item["effect"]["effect"].as_str().map(str::to_string))
-            .collect();
-        if undelivered.iter().any(|effect| effect == "post_card")
-            && undelivered.iter().any(|effect| effect == "page_on_call")
-            && undelivered.iter().any(|effect| effect == "call_isolation_webhook")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "chat effects not kept as undelivered: {undelivered:?}");
-        service.effects_ready.notify_one();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .map(|items| items.iter().filter_map(|item| item["effect"]["effect"].as_str()).collect())
+            .unwrap_or_default();
+        ["post_card", "page_on_call", "call_isolation_webhook"].iter().all(|effect| undelivered.contains(effect))
+    })
+    .await;
     running.stop().await.expect("stops");
 }

@@ -283,6 +283,40 @@ pub async fn get_json(base: &str, path: &str) -> (u16, serde_json::Value) {
     (status, response.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// Reads a case from the API until `ready` says it shows what the test waits for; fails, naming
+/// `what` and the case as last read, when that takes longer than `within`.
+pub async fn case_until(
+    base: &str,
+    case_id: &str,
+    within: Duration,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, case) = get_json(base, &format!("/api/v1/cases/{case_id}")).await;
+        if ready(&case) {
+            return case;
+        }
+        assert!(Instant::now() < deadline, "{what}; the case: {case}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The secrets `vouch.toml` names, for a Vouch started in the test's own process.
+pub struct TestEnvironment;
+
+impl vouch_config::Environment for TestEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        match name {
+            "VOUCH_INGEST_TOKEN" => Some(INGEST_TOKEN.to_string()),
+            "DISCORD_TOKEN" => Some(DISCORD_TOKEN.to_string()),
+            "VOUCH_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.to_string()),
+            _ => None,
+        }
+    }
+}
+
 /// A native alert for a movement from `source` to `target` by `account`.
 pub fn native_alert(id: &str, source: &str, target: &str, account: &str) -> serde_json::Value {
     serde_json::json!({

@@ -8,24 +8,14 @@ use discord_simulator::{Simulator, StoredMessage};
 use vouch::{Clock, ManualClock};
 use vouch_playbook::Timestamp;
 
-use crate::support::{card, native_alert, post_alert, Workspace, DISCORD_TOKEN, ONCALL_ROLE, SOC_ROLE, TRIAGE_CHANNEL};
+use crate::support::{
+    card, native_alert, post_alert, TestEnvironment, Workspace, ONCALL_ROLE, SOC_ROLE, TRIAGE_CHANNEL,
+};
 
 const BOB: u64 = 100_000_000_000_000_002;
 const SAM: u64 = 100_000_000_000_000_004;
 const DANA: u64 = 100_000_000_000_000_005;
 const WAIT: Duration = Duration::from_secs(30);
-
-struct TestEnvironment;
-
-impl vouch_config::Environment for TestEnvironment {
-    fn var(&self, name: &str) -> Option<String> {
-        match name {
-            "VOUCH_INGEST_TOKEN" => Some(crate::support::INGEST_TOKEN.to_string()),
-            "DISCORD_TOKEN" => Some(DISCORD_TOKEN.to_string()),
-            _ => None,
-        }
-    }
-}
 
 async fn start(workspace: &Workspace, clock: &Arc<ManualClock>) -> vouch::app::Running {
     let config = vouch_config::load(&workspace.config(), &TestEnvironment).unwrap_or_else(|error| panic!("{error}"));
