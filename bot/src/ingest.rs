@@ -20,7 +20,7 @@ use vouch_playbook::normalize::{normalize, FieldProblem};
 use vouch_playbook::{AlertFormat, Case, CaseId, CaseState};
 use vouch_storage::{AuditRecord, StorageError};
 
-use crate::service::IngestStatus;
+use crate::service::{Arrived, IngestStatus};
 
 use crate::auth::{bearer_matches, verify_signature};
 use crate::metrics::Metrics;
@@ -201,7 +201,20 @@ async fn accept_alert(
     let alert = normalize(&payload, format, now)
         .map_err(|problems| ApiError::BadRequest("the alert has problems".to_string(), problems))?;
     let format_id = alert.format.id();
-    let ingested = state.service.ingest_durably(alert, now).await.map_err(|error| store_unavailable(state, &error))?;
+    let arrived = state.service.ingest_durably(alert, now).await.map_err(|error| store_unavailable(state, &error))?;
+    let ingested = match arrived {
+        Arrived::Recorded(ingested) => ingested,
+        Arrived::NotAMovement(not_a_movement) => {
+            state.metrics.not_a_movement(format_id, not_a_movement.kind.id());
+            tracing::info!(format = format_id, why = not_a_movement.kind.id(), "alert is not a lateral movement");
+            let body = json!({
+                "status": "not_lateral_movement",
+                "why": not_a_movement.kind,
+                "reason": not_a_movement.reason,
+            });
+            return Ok((StatusCode::OK, Json(body)).into_response());
+        }
+    };
     let status = serde_json::to_value(ingested.status).unwrap_or(Value::Null);
     state.metrics.alert_accepted(format_id, status.as_str().unwrap_or("unknown"));
     tracing::info!(case_id = %ingested.case.id, status = %status, format = format_id, "alert accepted");

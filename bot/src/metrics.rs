@@ -12,6 +12,8 @@ use vouch_storage::FlushStats;
 pub struct Metrics {
     /// Accepted alerts by (format, status).
     accepted: Mutex<BTreeMap<(String, String), u64>>,
+    /// Alerts answered "not a lateral movement", by input format and why.
+    not_a_movement: Mutex<BTreeMap<(String, String), u64>>,
     /// Refused API requests by HTTP status.
     refused: Mutex<BTreeMap<u16, u64>>,
     store_failures: AtomicU64,
@@ -21,6 +23,11 @@ impl Metrics {
     pub fn alert_accepted(&self, format: &str, status: &str) {
         let mut accepted = self.accepted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *accepted.entry((format.to_string(), status.to_string())).or_default() += 1;
+    }
+
+    pub fn not_a_movement(&self, format: &str, why: &str) {
+        let mut counts = self.not_a_movement.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *counts.entry((format.to_string(), why.to_string())).or_default() += 1;
     }
 
     pub fn request_refused(&self, status: u16) {
@@ -40,6 +47,15 @@ impl Metrics {
         let _ = writeln!(text, "# TYPE vouch_alerts_accepted_total counter");
         for ((format, status), count) in self.accepted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
             let _ = writeln!(text, "vouch_alerts_accepted_total{{format=\"{format}\",status=\"{status}\"}} {count}");
+        }
+        let _ = writeln!(
+            text,
+            "# HELP vouch_alerts_not_movement_total Alerts answered 200 as not a lateral movement (no case), by input format and why."
+        );
+        let _ = writeln!(text, "# TYPE vouch_alerts_not_movement_total counter");
+        for ((format, why), count) in self.not_a_movement.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter()
+        {
+            let _ = writeln!(text, "vouch_alerts_not_movement_total{{format=\"{format}\",why=\"{why}\"}} {count}");
         }
         let _ = writeln!(text, "# HELP vouch_requests_refused_total API requests refused, by HTTP status.");
         let _ = writeln!(text, "# TYPE vouch_requests_refused_total counter");

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use vouch_config::Directory;
 use vouch_playbook::cases::{route_alert, vouched_by, Arrival, GroupingWindow, OpenMovement};
 use vouch_playbook::facts::Facts;
+use vouch_playbook::movement::{judge_movement, NotAMovement};
 use vouch_playbook::{
     apply, open_case, Actor, Alert, AuditKind, Case, CaseEvent, CaseId, Effect, EventKind, MovementKey, Playbook,
     Timestamp,
@@ -40,6 +41,14 @@ pub enum IngestStatus {
     New,
     Grouped,
     Duplicate,
+}
+
+/// What became of an alert that arrived.
+#[derive(Debug, Clone)]
+pub enum Arrived {
+    /// Boxed: the case is large, and the answer travels through an await.
+    Recorded(Box<Ingested>),
+    NotAMovement(NotAMovement),
 }
 
 #[derive(Debug, Clone)]
@@ -89,9 +98,14 @@ impl Service {
     /// Turns an alert into a new, grouped or duplicate case, durably. The directory is read
     /// here, outside the writer lock; the change itself is made by the intake thread, which
     /// writes a burst of alerts in one transaction, and the wait for the flush holds no thread.
-    pub async fn ingest_durably(&self, alert: Alert, now: Timestamp) -> Result<Ingested, StorageError> {
+    pub async fn ingest_durably(&self, alert: Alert, now: Timestamp) -> Result<Arrived, StorageError> {
         let facts = self.directory.facts_for(&alert);
-        self.intake.submit(alert, facts, now).await?.durable().await
+        // An alert that describes no movement opens no case and is not stored: the sender is
+        // told why, and the count is kept in the metrics.
+        if let Err(not_a_movement) = judge_movement(&alert, &facts) {
+            return Ok(Arrived::NotAMovement(not_a_movement));
+        }
+        Ok(Arrived::Recorded(Box::new(self.intake.submit(alert, facts, now).await?.durable().await?)))
     }
 
     /// Applies an event (a click, a form, a timer) to a case through the engine and records it,
@@ -309,7 +323,7 @@ pub(crate) fn ingest_alert(
         transaction.index_alert(alert.format.id(), source_alert_id, case.id);
     }
     transaction.put_movement_case(&grouping_key, OpenMovement { case_id: case.id, last_alert_at: now });
-    transaction.put_history(&movement, &history.with_sighting(now), true)?;
+    transaction.put_history(&movement, &history.with_sighting(now, alert.outcome), true)?;
     queue_effects(transaction, case.id, &effects, Redraw::ForAlerts)?;
     let detail = serde_json::json!({"alert": &alert, "alert_count": case.alert_count});
     transaction.append_audit(NewRecord {

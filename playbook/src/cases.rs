@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Case, CaseState, ConfirmVerdict};
 use crate::facts::{History, PastConfirmation};
+use crate::model::Outcome;
 use crate::{CaseId, Timestamp};
 
 /// Past confirmations kept per movement for the history hint: enough to show a habit, few enough
@@ -65,8 +66,11 @@ pub fn route_alert(
 
 impl History {
     /// The history after one more sighting of the movement.
-    pub fn with_sighting(mut self, now: Timestamp) -> History {
+    pub fn with_sighting(mut self, now: Timestamp, outcome: Outcome) -> History {
         self.seen += 1;
+        if outcome == Outcome::Failure {
+            self.failures += 1;
+        }
         self.first_seen.get_or_insert(now);
         self.last_seen = Some(now);
         self

@@ -24,6 +24,9 @@ pub struct Playbook {
     pub context: Vec<ContextItem>,
     pub questions: Vec<Question>,
     pub programs: ProgramCatalogue,
+    /// The ways one machine runs programs on another (PsExec, WMI, WinRM, DCOM, services,
+    /// scheduled tasks): what each leaves in an event, so a hint can say a program did it.
+    pub remote_execution: Vec<RemoteExecutionFamily>,
     pub scenarios: Vec<Scenario>,
     pub actions: Vec<Action>,
     pub confirmation: ConfirmationPolicy,
@@ -95,33 +98,117 @@ pub struct ProgramCatalogue {
     pub browsers: Vec<String>,
     pub shells: Vec<String>,
     pub script_interpreters: Vec<String>,
-    pub remote_execution_hosts: Vec<String>,
+}
+
+fn contains(list: &[String], name: &str) -> bool {
+    list.iter().any(|entry| entry.eq_ignore_ascii_case(name))
 }
 
 impl ProgramCatalogue {
-    fn contains(list: &[String], name: &str) -> bool {
-        list.iter().any(|entry| entry.eq_ignore_ascii_case(name))
-    }
-
     /// Which family a program belongs to (`remote_access_tool`, `browser`, ...), if any.
     pub fn family(&self, executable: &str) -> Option<&'static str> {
-        if Self::contains(&self.remote_access_tools, executable) {
+        if contains(&self.remote_access_tools, executable) {
             Some("remote_access_tool")
-        } else if Self::contains(&self.browsers, executable) {
+        } else if contains(&self.browsers, executable) {
             Some("browser")
-        } else if Self::contains(&self.shells, executable) {
+        } else if contains(&self.shells, executable) {
             Some("shell")
-        } else if Self::contains(&self.script_interpreters, executable) {
+        } else if contains(&self.script_interpreters, executable) {
             Some("script_interpreter")
-        } else if Self::contains(&self.remote_execution_hosts, executable) {
-            Some("remote_execution_host")
         } else {
             None
         }
     }
+}
 
-    pub fn is_remote_execution_host(&self, executable: &str) -> bool {
-        Self::contains(&self.remote_execution_hosts, executable)
+/// One way of running programs on another machine, and the traces it leaves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteExecutionFamily {
+    pub id: String,
+    pub title: String,
+    /// Client programs on the source (`psexec.exe`, `wmic.exe`).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Services the family installs on the target (`PSEXESVC`); a renamed client still
+    /// installs its service under this name.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Processes on the target that run what the remote machine asked for (`wmiprvse.exe`);
+    /// they and what they start landed through the family.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// ATT&CK techniques that name the family's mechanism (`T1569.002` service execution).
+    #[serde(default)]
+    pub techniques: Vec<String>,
+    /// A concern the card raises whenever the family is seen, when the family is a tool of
+    /// attackers as much as of administrators.
+    #[serde(default)]
+    pub concern: Option<String>,
+}
+
+/// How a family was recognised, in words for the card.
+#[derive(Debug, Clone)]
+pub struct RemoteExecutionMatch<'a> {
+    pub family: &'a RemoteExecutionFamily,
+    pub evidence: String,
+}
+
+impl Playbook {
+    /// Which remote-execution family the program (its image, the service it installs, or the
+    /// process that started it) or the techniques belong to, with the evidence.
+    pub fn remote_execution_family(
+        &self,
+        program: Option<&crate::model::Program>,
+        techniques: &[crate::model::TechniqueId],
+    ) -> Option<RemoteExecutionMatch<'_>> {
+        let found = |evidence: String, family| Some(RemoteExecutionMatch { family, evidence });
+        for family in &self.remote_execution {
+            let Some(program) = program else { break };
+            let label = program.name.clone().unwrap_or_else(|| "The program".to_string());
+            if let Some(image) = program.key() {
+                if contains(&family.tools, &image) {
+                    return found(
+                        format!("{label} is a {} client: it runs commands on another machine.", family.title),
+                        family,
+                    );
+                }
+                if contains(&family.services, &image) {
+                    return found(
+                        format!("{label} is the service the {} installs to run commands.", family.title),
+                        family,
+                    );
+                }
+                if contains(&family.hosts, &image) {
+                    return found(format!("{label} runs what another machine asked for ({}).", family.title), family);
+                }
+            }
+            // A service install names its binary on the command line (`%SystemRoot%\PSEXESVC.exe`).
+            let binary = program
+                .command_line
+                .as_deref()
+                .and_then(|line| line.split_whitespace().next())
+                .map(|first| crate::model::executable_name(first.trim_matches('"')).to_ascii_lowercase());
+            if let Some(binary) = binary.filter(|binary| contains(&family.services, binary.trim_end_matches(".exe"))) {
+                return found(format!("{binary} is the service binary the {} installs.", family.title), family);
+            }
+            if let Some(parent) = program.parent_key() {
+                if contains(&family.hosts, &parent) {
+                    return found(
+                        format!(
+                            "{label} was started by {}, which runs what another machine asked for ({}).",
+                            crate::model::executable_name(&parent),
+                            family.title
+                        ),
+                        family,
+                    );
+                }
+            }
+        }
+        self.remote_execution.iter().find_map(|family| {
+            let technique = techniques.iter().find(|id| contains(&family.techniques, id.as_str()))?;
+            found(format!("The event records {technique}: {}.", family.title), family)
+        })
     }
 }
 
@@ -406,6 +493,25 @@ impl Playbook {
                     "actions.{}: not an action Vouch offers (ask-owner, escalate, close-expected)",
                     action.id
                 ));
+            }
+        }
+        let mut family_ids = BTreeSet::new();
+        for family in &self.remote_execution {
+            if !family_ids.insert(&family.id) {
+                problems.push(format!("remote_execution: `{}` appears twice", family.id));
+            }
+            if family.tools.is_empty()
+                && family.services.is_empty()
+                && family.hosts.is_empty()
+                && family.techniques.is_empty()
+            {
+                problems.push(format!("remote_execution.{}: names no tool, service, host or technique", family.id));
+            }
+            for technique in &family.techniques {
+                if crate::model::TechniqueId::parse(technique).is_none() {
+                    problems
+                        .push(format!("remote_execution.{}: `{technique}` is not an ATT&CK technique id", family.id));
+                }
             }
         }
         for required in [QUESTION_ACCOUNT_USAGE, QUESTION_INTERACTIVE] {

@@ -192,9 +192,16 @@ pub struct History {
     pub first_seen: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Timestamp>,
+    /// How many of those sightings were failed attempts (a refused logon or ticket).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub confirmed_expected: Vec<PastConfirmation>,
     /// How many distinct systems the same source reached recently; `None` when not tracked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_distinct_targets: Option<u64>,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }

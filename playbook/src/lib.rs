@@ -5,6 +5,8 @@
 //! - [`definition`]: the playbook file (`playbooks/lateral-movement.toml`) as typed data.
 //! - [`facts`]: what the directory and history know, as the engine reads it.
 //! - [`engine`]: [`open_case`] and [`apply`], pure functions returning [`Effect`]s.
+//! - [`movement`]: whether an alert describes a movement at all (local, loopback and
+//!   same-machine logons do not).
 //! - [`cases`]: where an alert belongs (duplicate, joins the open case, new case) and what a
 //!   change teaches the movement's history.
 //! - [`audit_kind`]: every kind of audit record, refusals named one way.
@@ -19,6 +21,7 @@ pub mod engine;
 pub mod facts;
 pub mod ids;
 pub mod model;
+pub mod movement;
 pub mod normalize;
 pub mod time;
 

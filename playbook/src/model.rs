@@ -392,6 +392,39 @@ pub struct DetectionRule {
     pub name: Option<String>,
 }
 
+/// Whether the attempt the event records worked: a failed logon is not a successful one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+    #[default]
+    Unknown,
+}
+
+impl Outcome {
+    pub fn id(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Unknown => "unknown",
+        }
+    }
+
+    pub fn is_unknown(&self) -> bool {
+        *self == Outcome::Unknown
+    }
+
+    /// Reads the words SIEMs use (`success`, `failure`, `failed`, `allowed`, `blocked`, ...).
+    pub fn from_name(name: &str) -> Outcome {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "success" | "succeeded" | "successful" | "allowed" | "audit success" | "ok" => Outcome::Success,
+            "failure" | "failed" | "fail" | "blocked" | "denied" | "audit failure" => Outcome::Failure,
+            _ => Outcome::Unknown,
+        }
+    }
+}
+
 /// The input format an alert arrived in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -441,6 +474,9 @@ pub struct Alert {
     pub acting_as: Option<Account>,
     pub connection: ConnectionKind,
     pub protocol: Protocol,
+    /// Whether the attempt worked; alerts stored before this was read have none.
+    #[serde(default, skip_serializing_if = "Outcome::is_unknown")]
+    pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// The Windows logon type (3 network, 9 new credentials, 10 remote interactive, ...).
@@ -464,6 +500,10 @@ pub struct Alert {
     pub received_at: Timestamp,
     /// The payload exactly as it arrived, kept for the analyst and for re-normalization.
     pub raw: serde_json::Value,
+    /// Set when the event itself says it records no movement (event 4672, a task created
+    /// locally), with why. Such an alert never becomes a case, so it is never stored.
+    #[serde(skip)]
+    pub not_a_movement: Option<String>,
 }
 
 impl Alert {
@@ -485,6 +525,8 @@ impl Alert {
             .first()
             .map(|id| id.as_str().to_string())
             .unwrap_or_else(|| format!("{}/{}", self.protocol.id(), connection_id(self.connection)));
+        // A burst of failed attempts is a case of its own, not part of the movement that worked.
+        let technique = if self.outcome == Outcome::Failure { format!("{technique}/failed") } else { technique };
         GroupingKey {
             source: system(&self.source),
             target: system(&self.target),

@@ -196,7 +196,8 @@ fn history_counts_each_target_of_a_source_once() {
     for target in ["srv-1", "srv-2", "srv-1", "srv-3"] {
         store
             .write(|transaction| {
-                let history = transaction.history(&movement(target))?.with_sighting(T0);
+                let history =
+                    transaction.history(&movement(target))?.with_sighting(T0, vouch_playbook::model::Outcome::Success);
                 transaction.put_history(&movement(target), &history, true)
             })
             .expect("written")

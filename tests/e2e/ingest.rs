@@ -122,12 +122,44 @@ async fn alerts_are_accepted_grouped_deduplicated_or_refused_with_reasons() {
             query: "?format=cef",
             ..exchange("unknown format", native_alert("edr-9", "A", "B", "c"), 400, "format must be one of")
         },
-        exchange("not a lateral-movement event", otrf_line("covenant_copy_smb_CreateRequest", 1), 400, "4672"),
+        exchange(
+            "special privileges alone (4672)",
+            otrf_line("covenant_copy_smb_CreateRequest", 1),
+            200,
+            r#""status":"not_lateral_movement","why":"event_records_none""#,
+        ),
+        exchange(
+            "a keyboard logon from the loopback address",
+            json!({"EventID": 4624, "Hostname": "WS-17", "LogonType": 2, "IpAddress": "127.0.0.1",
+                   "TargetUserName": "alice", "WorkstationName": "WS-17"}),
+            200,
+            r#""why":"local_logon""#,
+        ),
+        exchange(
+            "a network logon from the machine itself",
+            json!({"EventID": 4624, "Hostname": "WS-17", "LogonType": 3, "IpAddress": "-",
+                   "TargetUserName": "alice", "WorkstationName": "ws-17"}),
+            200,
+            r#""why":"same_system""#,
+        ),
+        exchange(
+            "an event Vouch does not read",
+            json!({"EventID": 4663, "Hostname": "WS-17", "ObjectName": "C:\\secret.txt"}),
+            400,
+            "event 4663 is not one Vouch reads",
+        ),
     ];
     for step in &exchanges {
         let (status, body) = send(&base, step).await;
         assert_eq!(status, step.status, "{}: {body}", step.name);
         assert!(body.contains(step.answer), "{}: expected {:?} in {body}", step.name, step.answer);
+    }
+    let metrics = client().get(format!("{base}/metrics")).send().await.expect("sent").text().await.expect("text");
+    for why in ["event_records_none", "local_logon", "same_system"] {
+        assert!(
+            metrics.contains(&format!("vouch_alerts_not_movement_total{{format=\"windows\",why=\"{why}\"}} 1")),
+            "{why} is counted: {metrics}"
+        );
     }
 
     // Bad requests changed nothing: three cases, the first with two alerts.

@@ -9,7 +9,7 @@ use serenity::model::application::ButtonStyle;
 use serenity::model::id::{RoleId, UserId};
 use vouch_playbook::definition::{CaseAction, ContextSection};
 use vouch_playbook::engine::{Confirmer, IsolateOffer, IsolationAction, IsolationStatus, ScenarioVerdict, Side};
-use vouch_playbook::model::{Account, System};
+use vouch_playbook::model::{Account, Outcome, System};
 use vouch_playbook::{Case, CaseState, Playbook};
 
 use super::custom_id::{Action, ButtonId};
@@ -204,6 +204,11 @@ fn connection_text(alert: &vouch_playbook::Alert) -> String {
     }
     if let Some(logon_type) = alert.logon_type {
         connection.push_str(&format!(", Windows logon type {logon_type}"));
+    }
+    match alert.outcome {
+        Outcome::Success => connection.push_str(", succeeded"),
+        Outcome::Failure => connection.push_str("\n**Failed attempt**: the logon or ticket was refused"),
+        Outcome::Unknown => {}
     }
     if let Some(share) = &alert.share {
         connection.push_str(&format!("\nshare {}", inert(share, 200)));

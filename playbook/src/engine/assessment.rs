@@ -3,11 +3,12 @@
 
 use super::vocabulary::*;
 use crate::definition::{
-    Condition, ConfirmerRole, FactName, FactTest, Leaning, Playbook, QUESTION_ACCOUNT_USAGE, QUESTION_INTERACTIVE,
+    Condition, ConfirmerRole, FactName, FactTest, Leaning, Playbook, RemoteExecutionMatch, QUESTION_ACCOUNT_USAGE,
+    QUESTION_INTERACTIVE,
 };
 use crate::facts::{AccountFacts, AccountKind, AssetFacts, Criticality, Facts, History};
 use crate::ids::{AnswerId, QuestionId};
-use crate::model::{executable_name, Alert, ConnectionKind, Protocol};
+use crate::model::{short_hostname, Alert, ConnectionKind, Outcome, Protocol, System};
 use crate::time::Timestamp;
 
 /// Builds the opening assessment of a new case.
@@ -91,6 +92,9 @@ impl FactValue {
     }
 }
 
+/// From this many earlier failed attempts of one movement, the failures are a concern of their own.
+const REPEATED_FAILURES: u64 = 3;
+
 const ADMINISTRATIVE_SHARES: [&str; 4] = ["c$", "admin$", "ipc$", "print$"];
 
 impl Subject<'_> {
@@ -118,6 +122,30 @@ impl Subject<'_> {
             return FactValue::Unknown("the system's hostname is not in the alert");
         };
         FactValue::Flag(holder.workstations.contains(&hostname))
+    }
+
+    /// A system's short hostname: the alert's, or the directory's when the alert named the
+    /// system only by an IP the directory knows.
+    fn hostname_of(&self, system: &System, asset: Option<&AssetFacts>) -> Option<String> {
+        system.short_hostname().or_else(|| asset.map(|asset| short_hostname(&asset.hostname)))
+    }
+
+    /// The second account's kind, when the movement acted as one.
+    fn second_account_kind(&self) -> Option<AccountKind> {
+        let second = self.alert.acting_as.as_ref()?;
+        if self.alert.account.as_ref().is_some_and(|first| first.key() == second.key()) {
+            return None;
+        }
+        Some(match &self.facts.acting_as {
+            Some(facts) => facts.kind,
+            None if second.looks_like_system_account() => AccountKind::System,
+            None => AccountKind::Unknown,
+        })
+    }
+
+    /// The remote-execution family the alert's program or techniques point at, if any.
+    fn remote_execution(&self) -> Option<RemoteExecutionMatch<'_>> {
+        self.playbook.remote_execution_family(self.alert.program.as_ref(), &self.alert.mitre)
     }
 
     fn asset_kind(asset: Option<&AssetFacts>) -> FactValue {
@@ -158,10 +186,10 @@ impl Subject<'_> {
             FactName::SourceKind => Self::asset_kind(self.facts.source.as_ref()),
             FactName::TargetKind => Self::asset_kind(self.facts.target.as_ref()),
             FactName::SourceIsAccountHoldersWorkstation => {
-                self.holder_workstation_flag(self.alert.source.short_hostname())
+                self.holder_workstation_flag(self.hostname_of(&self.alert.source, self.facts.source.as_ref()))
             }
             FactName::TargetIsAccountHoldersWorkstation => {
-                self.holder_workstation_flag(self.alert.target.short_hostname())
+                self.holder_workstation_flag(self.hostname_of(&self.alert.target, self.facts.target.as_ref()))
             }
             FactName::SourceRunsAccountAsService => {
                 let Some(source) = &self.facts.source else {
@@ -283,17 +311,35 @@ impl Subject<'_> {
 
     fn concerns(&self) -> Vec<String> {
         let mut concerns = Vec::new();
-        let kind = self.account_kind();
         let family = self.program_family();
         let interactive_protocol = matches!(self.alert.protocol, Protocol::Rdp | Protocol::Vnc);
-        if kind == AccountKind::Service && (family == Some("remote_access_tool") || interactive_protocol) {
-            concerns.push(
-                "A service account used an interactive remote-access tool or protocol; services have no need to."
-                    .to_string(),
-            );
+        // Account concerns apply to the account the movement acted as too: a person's account
+        // switching to a service account is still a service account at the keyboard.
+        let mut accounts = vec![(self.account_kind(), "A service account")];
+        if let Some(second) = self.second_account_kind() {
+            accounts.push((second, "The second account, a service account,"));
         }
-        if kind == AccountKind::Service && self.alert.logon_type == Some(10) {
-            concerns.push("A service account opened a remote interactive (type 10) logon.".to_string());
+        for (kind, who) in accounts {
+            if kind == AccountKind::Service && (family == Some("remote_access_tool") || interactive_protocol) {
+                concerns.push(format!(
+                    "{who} used an interactive remote-access tool or protocol; services have no need to."
+                ));
+            }
+            if kind == AccountKind::Service && self.alert.logon_type == Some(10) {
+                concerns.push(format!("{who} opened a remote interactive (type 10) logon."));
+            }
+        }
+        if self.alert.outcome == Outcome::Failure {
+            concerns.push("The attempt failed: the credentials or the ticket were refused.".to_string());
+        }
+        if self.history.failures >= REPEATED_FAILURES {
+            concerns.push(format!(
+                "{} earlier attempts of this movement failed: repeated failures from one source point at password guessing or a tool trying stolen credentials.",
+                self.history.failures
+            ));
+        }
+        if let Some(concern) = self.remote_execution().and_then(|found| found.family.concern.clone()) {
+            concerns.push(concern);
         }
         if let Some(command_line) = self.alert.program.as_ref().and_then(|program| program.command_line.as_deref()) {
             let lowered = command_line.to_ascii_lowercase();
@@ -345,16 +391,32 @@ impl Subject<'_> {
             }
             (_, None) => evidence.push(format!("The account's name marks it as a {} account.", kind.id())),
         }
+        let second_kind = self.second_account_kind();
+        if let (Some(second_kind), Some(second)) = (second_kind, &self.alert.acting_as) {
+            let known = match second_kind {
+                AccountKind::Unknown => "which the directory does not know".to_string(),
+                kind => format!("a {} account", kind.id()),
+            };
+            evidence.push(format!("It acted as a second account, {second}, {known}."));
+        }
         let family = self.program_family();
-        if kind == AccountKind::Service
-            && (family == Some("remote_access_tool") || self.alert.protocol == Protocol::Rdp)
-        {
+        let service_at_the_keyboard = [Some(kind), second_kind].contains(&Some(AccountKind::Service))
+            && (family == Some("remote_access_tool") || self.alert.protocol == Protocol::Rdp);
+        if service_at_the_keyboard {
             evidence.push("A service account should not be driving a remote-access tool.".to_string());
             suggested = self.answer_leaning(QUESTION_ACCOUNT_USAGE, Leaning::Suspicious);
         }
+        if self.alert.outcome == Outcome::Failure {
+            evidence.push(
+                "The attempt failed, so nothing was reached; who tried matters more than the scenario.".to_string(),
+            );
+        }
         if let Some(matched) = self.matched_scenario_title() {
             evidence.push(format!("The known scenario \"{matched}\" fits."));
-            suggested = suggested.or_else(|| self.answer_leaning(QUESTION_ACCOUNT_USAGE, Leaning::Benign));
+            // A failed attempt is never called normal use.
+            if self.alert.outcome != Outcome::Failure {
+                suggested = suggested.or_else(|| self.answer_leaning(QUESTION_ACCOUNT_USAGE, Leaning::Benign));
+            }
         }
         if self.history.seen > 0 {
             evidence.push(format!(
@@ -397,17 +459,13 @@ impl Subject<'_> {
             Some(other) => evidence.push(format!("Windows logon type {other}.")),
             None => {}
         }
+        // What a remote-execution family left outranks a network logon's ambiguity, but not a
+        // remote interactive session.
+        if let Some(found) = self.remote_execution().filter(|_| suggested != Some("interactive")) {
+            evidence.insert(0, found.evidence);
+            suggested = Some("programmatic");
+        }
         if let Some(program) = &self.alert.program {
-            if let Some(parent) = program.parent_key() {
-                if self.playbook.programs.is_remote_execution_host(&parent) {
-                    evidence.push(format!(
-                        "{} was started by {}, which runs what a remote machine asked for.",
-                        program.name.as_deref().unwrap_or("The program"),
-                        executable_name(&parent)
-                    ));
-                    suggested = Some("programmatic");
-                }
-            }
             match self.program_family() {
                 Some("remote_access_tool") | Some("browser") if suggested.is_none() => {
                     evidence.push(format!(

@@ -9,13 +9,18 @@ mod native;
 mod ocsf;
 mod splunk;
 mod windows;
+mod windows_event;
+
+pub use windows_event::{logon_type_meaning, LogonTypeMeaning, LOGON_TYPES};
 
 use std::net::IpAddr;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::model::{cap, Alert, AlertFormat, System, TechniqueId, MAX_LIST_ITEMS, MAX_SHORT_FIELD};
+use crate::model::{
+    cap, Alert, AlertFormat, ConnectionKind, System, TechniqueId, MAX_LIST_ITEMS, MAX_LONG_FIELD, MAX_SHORT_FIELD,
+};
 use crate::time::Timestamp;
 
 /// Deepest JSON nesting accepted; deeper payloads are refused before they are walked.
@@ -88,13 +93,43 @@ pub fn normalize(
     alert.mitre.sort();
     alert.mitre.dedup();
     alert.mitre.truncate(MAX_LIST_ITEMS);
-    if alert.source.is_unknown() && alert.target.is_unknown() {
+    // What the techniques name outranks what the protocol suggested.
+    if alert.mitre.iter().any(|id| id.as_str().starts_with("T1550")) {
+        alert.connection = ConnectionKind::AlternateAuthentication;
+    } else if alert.mitre.iter().any(|id| id.as_str().starts_with("T1134")) {
+        alert.connection = ConnectionKind::TokenManipulation;
+    }
+    take_share_from_unc_path(&mut alert);
+    if alert.source.is_unknown() && alert.target.is_unknown() && alert.not_a_movement.is_none() {
         return Err(vec![FieldProblem::new(
             "",
             "the alert names neither a source nor a target system, so it describes no movement",
         )]);
     }
     Ok(alert)
+}
+
+/// A file named by a UNC path (`\\FILESRV\projects$\plan.docx`) names its share and its
+/// server too: the share is `projects$`, and the server is the target when the alert had only
+/// the target's IP or nothing.
+fn take_share_from_unc_path(alert: &mut Alert) {
+    let Some(path) = alert.file.clone().or_else(|| alert.share.clone()) else { return };
+    let Some(rest) = path.strip_prefix("\\\\") else { return };
+    let mut parts = rest.splitn(3, '\\');
+    let (Some(server), Some(share)) = (parts.next(), parts.next()) else { return };
+    let file = parts.next();
+    if server.is_empty() || share.is_empty() {
+        return;
+    }
+    if server != "*" && server != "?" && alert.target.hostname.is_none() {
+        alert.target.hostname = Some(cap(server, MAX_SHORT_FIELD));
+    }
+    if alert.share.as_deref().is_none_or(|known| known.starts_with("\\\\")) {
+        alert.share = Some(cap(share, MAX_SHORT_FIELD));
+    }
+    if let Some(file) = file.filter(|file| !file.is_empty()) {
+        alert.file = Some(cap(file, MAX_LONG_FIELD));
+    }
 }
 
 fn json_depth(value: &Value) -> usize {
@@ -125,6 +160,10 @@ pub(crate) struct Fields<'a> {
 impl<'a> Fields<'a> {
     pub(crate) fn new(root: &'a Value) -> Fields<'a> {
         Fields { root }
+    }
+
+    pub(crate) fn root(&self) -> &'a Value {
+        self.root
     }
 
     pub(crate) fn value(&self, path: &str) -> Option<&'a Value> {
@@ -229,6 +268,13 @@ pub(crate) fn system(hostname: Option<String>, ip_texts: &[String], edr_ids: Vec
     let mut hostname = hostname
         .map(|name| cap(name.trim_start_matches('\\'), MAX_SHORT_FIELD))
         .filter(|name| !name.is_empty() && name != "-" && name != "localhost");
+    // An IP where a hostname belongs (`source.domain: "127.0.0.1"`) is an IP.
+    if let Some(ip) = hostname.as_deref().and_then(|name| name.parse::<IpAddr>().ok()) {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+        hostname = None;
+    }
     for text in ip_texts {
         let text = text.trim();
         match text.parse::<IpAddr>() {

@@ -6,12 +6,12 @@ use serde_json::{Map, Value};
 
 use super::{finish, system, FieldProblem};
 use crate::model::{
-    cap, Account, Alert, AlertFormat, ConnectionKind, DetectionRule, Program, Protocol, Severity, System, TechniqueId,
-    MAX_LIST_ITEMS, MAX_LONG_FIELD, MAX_SHORT_FIELD,
+    cap, Account, Alert, AlertFormat, ConnectionKind, DetectionRule, Outcome, Program, Protocol, Severity, System,
+    TechniqueId, MAX_LIST_ITEMS, MAX_LONG_FIELD, MAX_SHORT_FIELD,
 };
 use crate::time::Timestamp;
 
-const KNOWN_FIELDS: [&str; 18] = [
+const KNOWN_FIELDS: [&str; 19] = [
     "vouch_alert",
     "id",
     "product",
@@ -22,6 +22,7 @@ const KNOWN_FIELDS: [&str; 18] = [
     "connection",
     "protocol",
     "port",
+    "outcome",
     "logon_type",
     "program",
     "share",
@@ -79,6 +80,15 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
     };
     let port = reader.integer("port", 1, 65535).map(|port| port as u16);
     let logon_type = reader.integer("logon_type", 0, 13).map(|kind| kind as u8);
+    let outcome = match reader.string("outcome", 16, false).as_deref() {
+        None | Some("unknown") => Outcome::Unknown,
+        Some("success") => Outcome::Success,
+        Some("failure") => Outcome::Failure,
+        Some(_) => {
+            reader.problem("/outcome", "one of success, failure, unknown");
+            Outcome::Unknown
+        }
+    };
     let program = reader.program("program");
     let share = reader.string("share", MAX_SHORT_FIELD, false);
     let file = reader.string("file", MAX_LONG_FIELD, false);
@@ -117,6 +127,7 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
         acting_as,
         connection,
         protocol,
+        outcome,
         port,
         logon_type,
         program,
@@ -128,6 +139,7 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
         observed_at,
         received_at,
         raw: payload.clone(),
+        not_a_movement: None,
     };
     finish(alert, problems)
 }

@@ -5,8 +5,10 @@
 
 use serde_json::Value;
 
-use super::{finish, logon_type, short, system, techniques, windows, FieldProblem, Fields};
-use crate::model::{Account, Alert, AlertFormat, ConnectionKind, DetectionRule, Program, Protocol, Severity};
+use super::windows::read_event;
+use super::windows_event::{alert_from_event, Envelope, EventRecord};
+use super::{finish, logon_type, short, system, techniques, FieldProblem, Fields};
+use crate::model::{Account, Alert, AlertFormat, ConnectionKind, DetectionRule, Outcome, Program, Protocol, Severity};
 use crate::time::Timestamp;
 
 pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert, Vec<FieldProblem>> {
@@ -23,14 +25,28 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
     let rule = DetectionRule { id: short(fields.text("sid")), name: short(fields.text("search_name")) };
 
     let mut alert = if row.value("EventID").is_some() || row.value("EventCode").is_some() {
-        windows::normalize_fields(row, payload, received_at, AlertFormat::Splunk, source_alert_id.clone()).map_err(
-            |problems| {
-                problems
-                    .into_iter()
-                    .map(|problem| FieldProblem::new(format!("/result{}", problem.pointer), problem.message))
-                    .collect::<Vec<_>>()
+        let record = windows_record(&row).map_err(|problems| {
+            problems
+                .into_iter()
+                .map(|problem| FieldProblem::new(format!("/result{}", problem.pointer), problem.message))
+                .collect::<Vec<_>>()
+        })?;
+        alert_from_event(
+            &record,
+            Envelope {
+                format: AlertFormat::Splunk,
+                source_product: Some("Splunk".to_string()),
+                source_alert_id: source_alert_id.clone(),
+                raw: payload,
+                received_at,
             },
-        )?
+        )
+        .map_err(|problems| {
+            problems
+                .into_iter()
+                .map(|problem| FieldProblem::new(format!("/result{}", problem.pointer), problem.message))
+                .collect::<Vec<_>>()
+        })?
     } else {
         cim(row, payload, received_at, source_alert_id.clone())?
     };
@@ -88,6 +104,7 @@ fn cim(
         acting_as,
         connection,
         protocol,
+        outcome: row.text("action").map(|action| Outcome::from_name(&action)).unwrap_or_default(),
         port,
         logon_type,
         program: Program::from_parts(
@@ -103,6 +120,72 @@ fn cim(
         observed_at: row.timestamp(&["_time"]),
         received_at,
         raw: payload.clone(),
+        not_a_movement: None,
     };
     finish(alert, problems)
+}
+
+/// A Windows event in a Splunk row, whichever names the search returned: the event's XML names
+/// (`TargetUserName`, from `XmlWinEventLog`), the classic `WinEventLog` names (`Account_Name`
+/// listing the subject then the target, `Logon_Type`, `Source_Network_Address`, ...), or the
+/// Common Information Model's (`user`, `src`, `dest`, `action`), in that order of preference.
+fn windows_record(row: &Fields<'_>) -> Result<EventRecord, Vec<FieldProblem>> {
+    let mut record = read_event(row.root())?;
+    record.logging_host = record.logging_host.clone().or_else(|| row.first_text(&["host", "dest_nt_host", "dest"]));
+    record.observed_at = record.observed_at.or_else(|| row.timestamp(&["_time"]));
+    if record.stated_outcome == Outcome::Unknown {
+        record.stated_outcome =
+            row.first_text(&["Keywords", "Type", "action"]).map(|text| Outcome::from_name(&text)).unwrap_or_default();
+    }
+    // `Account_Name` (and `Account_Domain`) list the subject first and the target last; a
+    // single value may be either, so it is offered as both and each event reads its own.
+    for (list, subject, target) in [
+        ("Account_Name", "SubjectUserName", "TargetUserName"),
+        ("Account_Domain", "SubjectDomainName", "TargetDomainName"),
+    ] {
+        let values = list_values(row, list);
+        if let (Some(first), Some(last)) = (values.first(), values.last()) {
+            record.offer(subject, Some(first.clone()));
+            record.offer(target, Some(last.clone()));
+        }
+    }
+    let classic: [(&'static str, &[&str]); 22] = [
+        ("LogonType", &["Logon_Type"]),
+        ("IpAddress", &["Source_Network_Address", "Client_Address", "src_ip", "src"]),
+        ("IpPort", &["Source_Port", "Client_Port"]),
+        ("WorkstationName", &["Workstation_Name", "src_nt_host", "src_host"]),
+        ("Workstation", &["Source_Workstation", "Workstation_Name", "src_nt_host"]),
+        ("ProcessName", &["Process_Name", "process"]),
+        ("LogonProcessName", &["Logon_Process"]),
+        ("AuthenticationPackageName", &["Authentication_Package"]),
+        ("TargetServerName", &["Target_Server_Name"]),
+        ("TargetInfo", &["Additional_Information"]),
+        ("TargetOutboundUserName", &["Network_Account_Name"]),
+        ("TargetOutboundDomainName", &["Network_Account_Domain"]),
+        ("ShareName", &["Share_Name"]),
+        ("RelativeTargetName", &["Relative_Target_Name"]),
+        ("ServiceName", &["Service_Name"]),
+        ("ServiceFileName", &["Service_File_Name"]),
+        ("Status", &["Result_Code", "Error_Code"]),
+        ("TaskName", &["Task_Name"]),
+        ("TargetUserName", &["user"]),
+        ("SubjectUserName", &["src_user", "user"]),
+        ("Image", &["process_path", "process"]),
+        ("CommandLine", &["process_command_line", "cmdline"]),
+    ];
+    for (name, paths) in classic {
+        record.offer(name, row.first_text(paths));
+    }
+    Ok(record)
+}
+
+/// A multi-valued Splunk field: a JSON array, or one value per line.
+fn list_values(row: &Fields<'_>, name: &str) -> Vec<String> {
+    let values = row.texts(name);
+    let values = if values.len() == 1 {
+        values[0].lines().map(str::trim).filter(|line| !line.is_empty()).map(str::to_string).collect()
+    } else {
+        values
+    };
+    values.into_iter().filter(|value| value != "-").collect()
 }
