@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::facts::Facts;
-use crate::model::{Alert, System};
+use crate::model::{Alert, ConnectionKind, System};
 use crate::normalize::logon_type_meaning;
 
 /// Why an alert is not a lateral movement.
@@ -67,7 +67,11 @@ pub fn judge_movement(alert: &Alert, facts: &Facts) -> Result<(), NotAMovement> 
             "one end of the connection is the machine's own loopback address".to_string(),
         );
     }
-    if alert.target.is_unknown() {
+    // Reused authentication material on the machine it was used from is where such a movement
+    // starts (a pass-the-hash logon names no target yet): it stays a case.
+    let credential_misuse =
+        matches!(alert.connection, ConnectionKind::AlternateAuthentication | ConnectionKind::TokenManipulation);
+    if alert.target.is_unknown() && !credential_misuse {
         return refuse(
             NotAMovementKind::NoTarget,
             "the alert names no system that was reached, only where the attempt came from".to_string(),

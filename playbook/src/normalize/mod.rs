@@ -113,7 +113,8 @@ pub fn normalize(
 /// server too: the share is `projects$`, and the server is the target when the alert had only
 /// the target's IP or nothing.
 fn take_share_from_unc_path(alert: &mut Alert) {
-    let Some(path) = alert.file.clone().or_else(|| alert.share.clone()) else { return };
+    let unc = [alert.file.clone(), alert.share.clone()].into_iter().flatten().find(|path| path.starts_with("\\\\"));
+    let Some(path) = unc else { return };
     let Some(rest) = path.strip_prefix("\\\\") else { return };
     let mut parts = rest.splitn(3, '\\');
     let (Some(server), Some(share)) = (parts.next(), parts.next()) else { return };
@@ -127,8 +128,11 @@ fn take_share_from_unc_path(alert: &mut Alert) {
     if alert.share.as_deref().is_none_or(|known| known.starts_with("\\\\")) {
         alert.share = Some(cap(share, MAX_SHORT_FIELD));
     }
+    // The rest of the path is the file, unless the event named the file on its own.
     if let Some(file) = file.filter(|file| !file.is_empty()) {
-        alert.file = Some(cap(file, MAX_LONG_FIELD));
+        if alert.file.as_deref().is_none_or(|known| known.starts_with("\\\\")) {
+            alert.file = Some(cap(file, MAX_LONG_FIELD));
+        }
     }
 }
 

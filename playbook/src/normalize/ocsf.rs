@@ -205,7 +205,7 @@ fn windows_record(fields: &Fields<'_>, class: i64) -> Result<Option<EventRecord>
     record.record_id = fields.first_text(&["unmapped.RecordNumber", "unmapped.EventRecordID"]);
     record.observed_at = fields.timestamp(&["time"]);
     record.stated_outcome = outcome(fields);
-    let from_classes: [(&'static str, &[&str]); 21] = [
+    let from_classes: [(&'static str, &[&str]); 24] = [
         ("SubjectUserName", &["actor.user.name"]),
         ("SubjectDomainName", &["actor.user.domain"]),
         ("TargetUserName", &["user.name"]),
@@ -227,6 +227,9 @@ fn windows_record(fields: &Fields<'_>, class: i64) -> Result<Option<EventRecord>
         ("User", &["process.user.name", "actor.user.name"]),
         ("DestinationIp", &["dst_endpoint.ip"]),
         ("DestinationPort", &["dst_endpoint.port"]),
+        ("DestinationHostname", &["dst_endpoint.hostname"]),
+        ("SourceIp", &["src_endpoint.ip"]),
+        ("SourceHostname", &["src_endpoint.hostname", "src_endpoint.name"]),
     ];
     for (name, paths) in from_classes {
         record.offer(name, evidence.first_text(paths).or_else(|| fields.first_text(paths)));

@@ -70,8 +70,26 @@ fn offer_all(record: &mut EventRecord, lookup: impl Fn(&str) -> Option<String>) 
     }
 }
 
+/// The audit outcome in an event's keywords: the words (`Audit Failure`, `AUDIT_SUCCESS`) or the
+/// keyword mask the XML carries (`0x8010000000000000` failure, `0x8020000000000000` success).
 fn outcome_from_keywords(text: Option<String>) -> Outcome {
     let text = text.unwrap_or_default().to_ascii_lowercase();
+    const AUDIT_FAILURE: u64 = 0x0010_0000_0000_0000;
+    const AUDIT_SUCCESS: u64 = 0x0020_0000_0000_0000;
+    let mask = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        // NXLog writes the mask as a signed decimal.
+        None => text.parse::<i64>().ok().map(|signed| signed as u64),
+    };
+    if let Some(mask) = mask {
+        return if mask & AUDIT_FAILURE != 0 {
+            Outcome::Failure
+        } else if mask & AUDIT_SUCCESS != 0 {
+            Outcome::Success
+        } else {
+            Outcome::Unknown
+        };
+    }
     if text.contains("failure") {
         Outcome::Failure
     } else if text.contains("success") {

@@ -808,3 +808,91 @@ fn authorization_matrix() {
         }
     }
 }
+
+#[test]
+fn failures_remote_execution_and_second_accounts_raise_their_concerns() {
+    let service = |name: &str| AccountFacts {
+        kind: AccountKind::Service,
+        holder: None,
+        owner: Some(person("bob")),
+        service: Some(format!("{name} service")),
+    };
+    let repeated_failures = History { seen: 5, failures: 4, ..History::default() };
+    let cases: Vec<(&str, Alert, Facts, History, &str)> = vec![
+        (
+            "a failed attempt",
+            native("WS-42", "SRV-DB-01", "administrator", "smb", json!({"outcome": "failure"})),
+            Facts::default(),
+            History::default(),
+            "The attempt failed",
+        ),
+        (
+            "earlier failures of the same movement",
+            native("WS-42", "SRV-DB-01", "administrator", "smb", json!({"outcome": "failure"})),
+            Facts::default(),
+            repeated_failures,
+            "4 earlier attempts of this movement failed",
+        ),
+        (
+            "PsExec's service installed",
+            native(
+                "WS-02",
+                "SRV-DB-01",
+                "bob",
+                "smb",
+                json!({"connection": "remote_execution",
+                "program": {"name": "PSEXESVC", "command_line": "%SystemRoot%\\xsvc.exe"}}),
+            ),
+            Facts::default(),
+            History::default(),
+            "PsExec-family tool installed its service",
+        ),
+        (
+            "a person's account acting as a service account over RDP",
+            native("WS-17", "SRV-DB-01", "alice", "rdp", json!({"acting_as": "svc-backup"})),
+            Facts {
+                account: Some(user_account(holder("alice", &["helpdesk"], &["WS-17"], Some("bob")))),
+                acting_as: Some(service("backup")),
+                ..Facts::default()
+            },
+            History::default(),
+            "The second account, a service account, used an interactive remote-access tool",
+        ),
+    ];
+    for (name, alert, facts, history, fragment) in cases {
+        let opening = open_case(&Playbook::builtin(), &alert, &facts, &history, NOW);
+        assert!(
+            opening.concerns.iter().any(|concern| concern.contains(fragment)),
+            "{name}: no concern containing {fragment:?} in {:?}",
+            opening.concerns
+        );
+    }
+    // A failed attempt is never called normal use, even when a scenario's facts fit.
+    let failed_helpdesk = native("WS-17", "WS-42", "alice", "rdp", json!({"outcome": "failure", "logon_type": 10}));
+    let opening = open_case(&Playbook::builtin(), &failed_helpdesk, &helpdesk_facts(true), &History::default(), NOW);
+    let usage = opening.hints.iter().find(|hint| hint.question.as_str() == "account-usage").expect("hint");
+    assert_eq!(usage.suggested, None, "{:?}", usage.evidence);
+}
+
+#[test]
+fn remote_execution_says_programmatic_with_its_evidence_first() {
+    let cases = [
+        (
+            json!({"program": {"path": "C:\\Tools\\PsExec64.exe", "command_line": "PsExec64.exe \\\\SRV -s cmd"}}),
+            "PsExec family client",
+        ),
+        (
+            json!({"program": {"path": "C:\\Windows\\System32\\cmd.exe", "parent": "C:\\Windows\\System32\\wbem\\WmiPrvSE.exe"}}),
+            "WMI remote execution",
+        ),
+        (json!({"mitre": ["T1053.005"], "connection": "remote_execution"}), "remotely created scheduled task"),
+        (json!({"mitre": ["T1569.002"], "connection": "remote_execution"}), "remotely installed service"),
+    ];
+    for (extra, fragment) in cases {
+        let alert = native("WS-02", "SRV-DB-01", "bob", "smb", extra);
+        let opening = open_case(&Playbook::builtin(), &alert, &Facts::default(), &History::default(), NOW);
+        let hint = opening.hints.iter().find(|hint| hint.question.as_str() == "interactive").expect("hint");
+        assert_eq!(hint.suggested.as_ref().map(|id| id.as_str()), Some("programmatic"), "{fragment}");
+        assert!(hint.evidence[0].contains(fragment), "{fragment}: {:?}", hint.evidence);
+    }
+}

@@ -358,3 +358,126 @@ fn attacker_controlled_strings_are_capped_and_cleaned() {
     assert_eq!(command_line.chars().count(), vouch_playbook::model::MAX_LONG_FIELD);
     assert!(command_line.ends_with('…'));
 }
+
+/// Documents laid out as Elastic's Windows pipelines write them (the `system.security` pipeline's
+/// expected outputs: the account, client and logon type moved into ECS, the logon type by name,
+/// the rest left under `winlog.event_data`). Values are ours; the layout is Elastic's.
+#[test]
+fn elastic_pipeline_documents_mean_what_the_windows_event_means() {
+    let logon = json!({
+        "@timestamp": "2026-11-30T09:12:00.000Z",
+        "agent": {"name": "wec01", "id": "8a1c-collector", "type": "winlogbeat"},
+        "event": {"action": "logged-in", "category": ["authentication"], "code": "4624", "kind": "event",
+                  "outcome": "success", "provider": "Microsoft-Windows-Security-Auditing"},
+        "host": {"name": "SRV-DB-01.corp.example"},
+        "process": {"executable": "C:\\Windows\\System32\\svchost.exe", "name": "svchost.exe", "pid": 1044},
+        "source": {"domain": "WS-17", "ip": "10.0.0.17", "port": 50112},
+        "user": {"domain": "CORP", "id": "S-1-5-21-1-2-3-1104", "name": "alice"},
+        "winlog": {
+            "channel": "Security", "computer_name": "SRV-DB-01.corp.example", "event_id": "4624",
+            "event_data": {"AuthenticationPackageName": "Negotiate", "ElevatedToken": "Yes",
+                           "LogonProcessName": "User32 ", "SubjectUserName": "SRV-DB-01$",
+                           "SubjectDomainName": "CORP", "TargetLogonId": "0x8b3e2"},
+            "keywords": ["Audit Success"], "logon": {"id": "0x8b3e2", "type": "RemoteInteractive"},
+            "provider_name": "Microsoft-Windows-Security-Auditing", "record_id": 5874, "task": "Logon"
+        }
+    });
+    let alert = check(&logon, None,
+        "WS-17/10.0.0.17 -> SRV-DB-01.corp.example | account CORP\\alice | as - | logon 10 | remote access RDP | program svchost.exe | mitre T1021.001");
+    assert_eq!((alert.format, alert.port, alert.outcome.id()), (AlertFormat::Ecs, Some(3389), "success"));
+    assert!(alert.target.edr_ids.is_empty(), "a forwarding collector's agent id is not the target's EDR id");
+
+    let share = json!({
+        "@timestamp": "2026-11-30T09:15:00.000Z",
+        "event": {"action": "network-share-object-access-checked", "code": "5145", "outcome": "success"},
+        "host": {"name": "FS-01"},
+        "source": {"ip": "10.0.0.2", "port": 50443},
+        "user": {"domain": "CORP", "name": "bob"},
+        "winlog": {"channel": "Security", "computer_name": "FS-01", "event_id": "5145", "record_id": 7711,
+                   "event_data": {"ShareName": "\\\\*\\transfer$", "ShareLocalPath": "\\??\\D:\\transfer",
+                                  "RelativeTargetName": "q4\\plan.docx", "AccessMask": "0x2",
+                                  "SubjectUserName": "bob", "SubjectDomainName": "CORP"}}
+    });
+    let alert = check(
+        &share,
+        None,
+        "10.0.0.2 -> FS-01 | account CORP\\bob | as - | logon - | file transfer SMB | program - | mitre ",
+    );
+    assert_eq!((alert.port, alert.share.as_deref()), (Some(445), Some("transfer$")));
+}
+
+#[test]
+fn placeholders_loopback_names_and_unc_paths_are_read_for_what_they_mean() {
+    // 4648 with IpPort "0": Windows' "not known", not a bad port.
+    let explicit = json!({"EventID": 4648, "Hostname": "WS-30", "SubjectUserName": "carol",
+        "TargetUserName": "carol", "TargetServerName": "SRV-DB-01", "TargetInfo": "cifs/SRV-DB-01",
+        "IpAddress": "-", "IpPort": "0"});
+    check(
+        &explicit,
+        None,
+        "WS-30 -> SRV-DB-01 | account carol | as carol | logon - | file transfer SMB | program - | mitre T1021.002",
+    );
+
+    // ECS `source.domain` holding an IP is an IP; from the loopback address it is no movement.
+    let loopback = json!({"source": {"domain": "127.0.0.1"}, "host": {"name": "SRV-DB-01"},
+        "user": {"name": "bob"}, "event": {"outcome": "success"}, "destination": {"port": 445}});
+    let alert = normalize(&loopback, Some(AlertFormat::Ecs), RECEIVED).expect("read");
+    assert_eq!(alert.source.hostname, None);
+    assert_eq!(judge_movement(&alert, &Facts::default()).expect_err("loopback").kind, NotAMovementKind::Loopback);
+
+    // A file named by a UNC path names its server and share.
+    let unc = json!({"source": {"ip": "10.0.0.2"}, "destination": {"ip": "10.0.6.20", "port": 445},
+        "file": {"path": "\\\\FS-01\\projects$\\plan.docx"}, "user": {"name": "bob"}});
+    let alert = normalize(&unc, Some(AlertFormat::Ecs), RECEIVED).expect("read");
+    assert_eq!(
+        (alert.target.hostname.as_deref(), alert.share.as_deref(), alert.file.as_deref()),
+        (Some("FS-01"), Some("projects$"), Some("plan.docx"))
+    );
+
+    // A cloud sign-in (OCSF Authentication with a source and no target) reaches no system.
+    let sign_in = json!({"class_uid": 3002, "activity_id": 1, "status_id": 1, "time": 1764495120000i64,
+        "metadata": {"product": {"name": "CloudTrail", "vendor_name": "AWS"}, "uid": "ct-1"},
+        "user": {"name": "alice"}, "src_endpoint": {"ip": "198.51.100.7"}});
+    let alert = normalize(&sign_in, None, RECEIVED).expect("read");
+    assert_eq!(judge_movement(&alert, &Facts::default()).expect_err("no target").kind, NotAMovementKind::NoTarget);
+}
+
+/// The OCSF project's own mapping of a 4625 (class 3002, the subject as `actor.user` with
+/// Windows' placeholders, the target account as `user`, `EventCode` under `unmapped`).
+#[test]
+fn an_ocsf_failed_logon_is_a_failure_and_its_placeholders_are_not_errors() {
+    let failed = json!({
+        "activity_id": 1, "class_uid": 3002, "category_uid": 3, "status_id": 2, "status": "0xC000006D",
+        "time": 1602175307000i64, "logon_type_id": 3, "auth_protocol": "NTLM",
+        "actor": {"process": {"file": {"name": "-", "path": "-"}, "pid": 0},
+                  "user": {"domain": "-", "name": "-", "uid": "NULL SID"}},
+        "device": {"hostname": "SRV-DB-01"}, "dst_endpoint": {"hostname": "SRV-DB-01"},
+        "logon_process": {"name": "NtLmSsp "},
+        "metadata": {"product": {"name": "Microsoft Windows", "vendor_name": "Microsoft"}, "uid": "a738d6e6"},
+        "src_endpoint": {"ip": "10.0.0.42", "name": "WS-42", "port": 0},
+        "unmapped": {"EventCode": "4625", "RecordNumber": "223742"},
+        "user": {"domain": "SRV-DB-01", "name": "Administrator", "uid": "NULL SID"}
+    });
+    let alert = check(&failed, None,
+        "WS-42/10.0.0.42 -> SRV-DB-01 | account SRV-DB-01\\Administrator | as - | logon 3 | unknown unknown | program - | mitre T1021");
+    assert_eq!((alert.outcome.id(), alert.port), ("failure", None));
+    // Failed and successful attempts of one movement are separate cases.
+    let mut succeeded = alert.clone();
+    succeeded.outcome = vouch_playbook::model::Outcome::Success;
+    assert_ne!(alert.grouping_key(), succeeded.grouping_key());
+}
+
+/// Splunk rows in the classic WinEventLog rendering: the account list, display-style names, `_time`.
+#[test]
+fn splunk_classic_rows_are_read_like_the_event() {
+    let row = json!({"sid": "rt_lateral_1", "search_name": "RDP to servers", "result": {
+        "EventCode": "4624", "ComputerName": "SRV-DB-01.corp.example", "LogName": "Security",
+        "Account_Name": ["SRV-DB-01$", "alice"], "Account_Domain": ["CORP", "CORP"], "Logon_Type": "10",
+        "Source_Network_Address": "10.0.0.17", "Source_Port": "50112", "Workstation_Name": "WS-17",
+        "Process_Name": "C:\\Windows\\System32\\svchost.exe", "Keywords": "Audit Success",
+        "_time": "2026-11-30T09:12:00.000+00:00", "_cd": "12:3456"}});
+    let alert = check(&row, None,
+        "WS-17/10.0.0.17 -> SRV-DB-01.corp.example | account CORP\\alice | as - | logon 10 | remote access RDP | program svchost.exe | mitre T1021.001");
+    assert!(alert.observed_at.is_some(), "_time is the event's time");
+    assert_eq!(alert.source_alert_id.as_deref(), Some("rt_lateral_1:12:3456"));
+}
