@@ -286,6 +286,12 @@ async fn run(folder: &std::path::Path) -> anyhow::Result<()> {
     wait_card_and_ping(third, None).await;
     transcript.print_new(&simulator);
 
+    println!("\n7b. Alice logs on at WS-17's own keyboard: a local logon, answered without a case.");
+    let body = send(json!({"EventID": 4624, "Hostname": "WS-17", "Channel": "Security", "LogonType": 2,
+        "TargetUserName": "alice", "TargetDomainName": "CORP", "IpAddress": "127.0.0.1"}))
+    .await?;
+    println!("  {} ({}): {}", body["status"], body["why"], body["reason"]);
+
     println!("\n8. The escalated movement goes on: five more alerts of it join its open case.");
     for index in 0..5 {
         send(json!({"vouch_alert": 1, "id": format!("demo-2-{index}"), "source": {"hostname": "SCCM-01"},

@@ -134,10 +134,15 @@ pub struct RemoteExecutionFamily {
     /// installs its service under this name.
     #[serde(default)]
     pub services: Vec<String>,
-    /// Processes on the target that run what the remote machine asked for (`wmiprvse.exe`);
-    /// they and what they start landed through the family.
+    /// Processes on the target that run what the remote machine asked for (`wmiprvse.exe`):
+    /// what they start landed through the family.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Processes that start only for a remote session (`wsmprovhost.exe`): their own start is
+    /// the landing. Generic hosts (`services.exe`, `mmc.exe`) also run for local work, so only
+    /// what they start counts.
+    #[serde(default)]
+    pub sessions: Vec<String>,
     /// ATT&CK techniques that name the family's mechanism (`T1569.002` service execution).
     #[serde(default)]
     pub techniques: Vec<String>,
@@ -179,8 +184,8 @@ impl Playbook {
                         family,
                     );
                 }
-                if contains(&family.hosts, &image) {
-                    return found(format!("{label} runs what another machine asked for ({}).", family.title), family);
+                if contains(&family.sessions, &image) {
+                    return found(format!("{label} starts only for a remote session ({}).", family.title), family);
                 }
             }
             // A service install names its binary on the command line (`%SystemRoot%\PSEXESVC.exe`).

@@ -15,6 +15,7 @@ fn the_demo_runs_the_whole_flow() {
         "This isn't yours to answer",
         "@on-call On-call, you are paged for LM-2",
         "Isolation of **SRV-DB-01** was requested by Sam Okafor",
+        "\"not_lateral_movement\" (\"local_logon\")",
         "LM-2: 6 alerts, state \"escalated\"",
         "rejects: 0.",
     ] {

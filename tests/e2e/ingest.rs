@@ -83,6 +83,19 @@ async fn alerts_are_accepted_grouped_deduplicated_or_refused_with_reasons() {
             202,
             r#""status":"new""#,
         ),
+        Exchange {
+            query: "?format=windows",
+            ..exchange(
+                "a Winlogbeat document as a Windows event",
+                json!({"@timestamp": "2026-11-30T09:12:00Z", "winlog": {
+                    "event_id": "4624", "computer_name": "WS-42.corp.example", "channel": "Security",
+                    "provider_name": "Microsoft-Windows-Security-Auditing", "record_id": 88121,
+                    "event_data": {"TargetUserName": "alice", "TargetDomainName": "CORP", "LogonType": "10",
+                                   "IpAddress": "10.0.0.17", "IpPort": "0", "WorkstationName": "WS-17"}}}),
+                202,
+                r#""status":"new""#,
+            )
+        },
         Exchange { token: None, ..exchange("no token", native_alert("edr-9", "A", "B", "c"), 401, "bearer token") },
         Exchange {
             token: Some("wrong-token-of-another-length"),
@@ -162,12 +175,13 @@ async fn alerts_are_accepted_grouped_deduplicated_or_refused_with_reasons() {
         );
     }
 
-    // Bad requests changed nothing: three cases, the first with two alerts.
+    // Bad requests and events that are no movement changed nothing: four cases, the first with
+    // two alerts.
     let (status, listing) = get_json(&base, "/api/v1/cases?state=open").await;
     assert_eq!(status, 200);
     let ids: Vec<&str> =
         listing["cases"].as_array().expect("list").iter().filter_map(|case| case["id"].as_str()).collect();
-    assert_eq!(ids, ["LM-1", "LM-2", "LM-3"]);
+    assert_eq!(ids, ["LM-1", "LM-2", "LM-3", "LM-4"]);
 
     let (status, case) = get_json(&base, "/api/v1/cases/LM-1").await;
     assert_eq!(status, 200);
@@ -195,6 +209,17 @@ async fn alerts_are_accepted_grouped_deduplicated_or_refused_with_reasons() {
         case["events"].as_array().expect("events").iter().filter_map(|event| event["kind"].as_str()).collect();
     assert_eq!(kinds, ["alert.new", "alert.grouped"]);
     assert_eq!(case["alert"]["raw"]["id"], "edr-1", "the raw payload is kept verbatim");
+
+    // The Winlogbeat document meant what its event means: an RDP session on 3389, by alice.
+    let (status, winlogbeat) = get_json(&base, "/api/v1/cases/LM-4").await;
+    assert_eq!(status, 200);
+    let alert = &winlogbeat["alert"];
+    assert_eq!(
+        (alert["format"].as_str(), alert["protocol"].as_str(), alert["port"].as_u64(), alert["outcome"].as_str()),
+        (Some("windows"), Some("rdp"), Some(3389), Some("success")),
+        "{alert}"
+    );
+    assert_eq!(alert["account"]["name"], "alice");
 
     let (status, _) = get_json(&base, "/api/v1/cases/LM-99").await;
     assert_eq!(status, 404);

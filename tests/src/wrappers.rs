@@ -185,13 +185,7 @@ pub fn render(event: &Value, shape: Shape) -> Value {
         Shape::Ocsf => ocsf(&parts),
         Shape::SplunkXmlNames => {
             let mut row = parts.data.clone();
-            row.insert("EventCode".to_string(), json!(parts.event_id.to_string()));
-            row.insert("ComputerName".to_string(), json!(parts.host));
-            row.insert("LogName".to_string(), json!(parts.channel));
-            row.insert("SourceName".to_string(), json!(parts.provider));
-            row.insert("RecordNumber".to_string(), json!(parts.record));
-            row.insert("Keywords".to_string(), json!(if parts.failed { "Audit Failure" } else { "Audit Success" }));
-            row.insert("_time".to_string(), json!(parts.time));
+            add_splunk_record_fields(&mut row, &parts);
             splunk(row)
         }
         Shape::SplunkClassicNames => splunk(classic_row(&parts)),
@@ -445,6 +439,12 @@ fn classic_row(parts: &Parts) -> Map<String, Value> {
     }
     // Sysmon's and the rest keep the event's own names in the classic rendering too.
     row.extend(data);
+    add_splunk_record_fields(&mut row, parts);
+    row
+}
+
+/// The fields Splunk's Windows add-on gives every row, whichever rendering.
+fn add_splunk_record_fields(row: &mut Map<String, Value>, parts: &Parts) {
     row.insert("EventCode".to_string(), json!(parts.event_id.to_string()));
     row.insert("ComputerName".to_string(), json!(parts.host));
     row.insert("LogName".to_string(), json!(parts.channel));
@@ -452,7 +452,6 @@ fn classic_row(parts: &Parts) -> Map<String, Value> {
     row.insert("RecordNumber".to_string(), json!(parts.record));
     row.insert("Keywords".to_string(), json!(if parts.failed { "Audit Failure" } else { "Audit Success" }));
     row.insert("_time".to_string(), json!(parts.time));
-    row
 }
 
 fn splunk(row: Map<String, Value>) -> Value {

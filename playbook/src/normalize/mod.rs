@@ -219,14 +219,20 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A port number, rejected unless it fits 1..=65535.
+    /// A port number, rejected unless it fits 0..=65535; 0 is the senders' "not known".
     pub(crate) fn port(&self, paths: &[&str], problems: &mut Vec<FieldProblem>) -> Option<u16> {
         for path in paths {
             if let Some(number) = self.number(path) {
+                if number == 0.0 {
+                    return None;
+                }
                 if number.fract() == 0.0 && (1.0..=65535.0).contains(&number) {
                     return Some(number as u16);
                 }
-                problems.push(FieldProblem::new(pointer(path), "a port must be a whole number from 1 to 65535"));
+                problems.push(FieldProblem::new(
+                    pointer(path),
+                    "a port must be a whole number from 0 (not known) to 65535",
+                ));
                 return None;
             }
         }

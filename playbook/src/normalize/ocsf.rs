@@ -75,7 +75,12 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
             _ => account,
         })
     };
+    // OCSF names the requester as `actor.user` and the account authenticated as `user`. When the
+    // requester is the machine itself (a computer account, SYSTEM: how Windows logons are
+    // requested) the account that moved is `user`; a person requesting other credentials is
+    // the initiator acting as `user`.
     let (account, acting_as) = match (user_at("actor.user"), user_at("user")) {
+        (Some(actor), Some(user)) if actor.looks_like_system_account() => (Some(user), None),
         (Some(actor), Some(user)) if actor.key() != user.key() => (Some(actor), Some(user)),
         (Some(actor), _) => (Some(actor), None),
         (None, user) => (user, None),

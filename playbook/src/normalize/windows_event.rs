@@ -230,177 +230,123 @@ struct EventMeaning {
 const SUBJECT: (&str, &str) = ("SubjectUserName", "SubjectDomainName");
 const TARGET: (&str, &str) = ("TargetUserName", "TargetDomainName");
 
+/// What an event means unless its entry says otherwise: logged on the target, the target
+/// account initiating, nothing known about the connection.
+const EVENT: EventMeaning = EventMeaning {
+    event_id: 0,
+    sysmon: false,
+    name: "",
+    logged_on: LoggedOn::Target,
+    account: &[TARGET],
+    second_account: None,
+    connection: ConnectionKind::Unknown,
+    protocol: Protocol::Unknown,
+    port: None,
+    techniques: &[],
+    outcome: Outcome::Unknown,
+    not_a_movement: None,
+};
+
 const MEANINGS: [EventMeaning; 17] = [
     EventMeaning {
         event_id: 4624,
-        sysmon: false,
         name: "An account logged on",
-        logged_on: LoggedOn::Target,
-        account: &[TARGET],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
         outcome: Outcome::Success,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 4625,
-        sysmon: false,
         name: "An account failed to log on",
-        logged_on: LoggedOn::Target,
-        account: &[TARGET],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
         outcome: Outcome::Failure,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 4648,
-        sysmon: false,
         name: "A logon with explicit credentials",
         logged_on: LoggedOn::Source,
         account: &[SUBJECT],
         second_account: Some(TARGET),
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
-        outcome: Outcome::Unknown,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 4672,
-        sysmon: false,
         name: "Special privileges assigned to a new logon",
-        logged_on: LoggedOn::Target,
         account: &[SUBJECT],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
         outcome: Outcome::Success,
         not_a_movement: Some(
             "event 4672 records privileges given to a logon on this machine; the logon's own event (4624) says where it came from",
         ),
+        ..EVENT
     },
     EventMeaning {
         event_id: 4768,
-        sysmon: false,
         name: "A Kerberos ticket-granting ticket was requested",
         logged_on: LoggedOn::Authority,
-        account: &[TARGET],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
-        outcome: Outcome::Unknown,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 4769,
-        sysmon: false,
         name: "A Kerberos service ticket was requested",
         logged_on: LoggedOn::Authority,
-        account: &[TARGET],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
-        outcome: Outcome::Unknown,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 4776,
-        sysmon: false,
         name: "NTLM credentials were validated",
         logged_on: LoggedOn::Authority,
-        account: &[TARGET],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
-        outcome: Outcome::Unknown,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 5140,
-        sysmon: false,
         name: "A network share was accessed",
-        logged_on: LoggedOn::Target,
         account: &[SUBJECT],
-        second_account: None,
         connection: ConnectionKind::FileTransfer,
         protocol: Protocol::Smb,
         // IpPort is the client's ephemeral port; share access itself is SMB on 445.
         port: Some(445),
-        techniques: &[],
         outcome: Outcome::Success,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 5145,
-        sysmon: false,
         name: "A network share object was checked",
-        logged_on: LoggedOn::Target,
         account: &[SUBJECT],
-        second_account: None,
         connection: ConnectionKind::FileTransfer,
         protocol: Protocol::Smb,
         port: Some(445),
-        techniques: &[],
-        outcome: Outcome::Unknown,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 4697,
-        sysmon: false,
         name: "A service was installed",
-        logged_on: LoggedOn::Target,
         account: &[SUBJECT],
-        second_account: None,
         connection: ConnectionKind::RemoteExecution,
         protocol: Protocol::Smb,
         port: Some(445),
         techniques: &["T1021.002", "T1569.002"],
         outcome: Outcome::Success,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 7045,
-        sysmon: false,
         name: "A service was installed",
-        logged_on: LoggedOn::Target,
         account: &[SUBJECT, ("AccountName", "Domain")],
-        second_account: None,
         connection: ConnectionKind::RemoteExecution,
         protocol: Protocol::Smb,
         port: Some(445),
         techniques: &["T1021.002", "T1569.002"],
         outcome: Outcome::Success,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 4698,
-        sysmon: false,
         name: "A scheduled task was created",
-        logged_on: LoggedOn::Target,
         account: &[SUBJECT],
-        second_account: None,
         connection: ConnectionKind::RemoteExecution,
         protocol: Protocol::Dcom,
-        port: None,
         techniques: &["T1053.005"],
         outcome: Outcome::Success,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 1,
@@ -408,13 +354,8 @@ const MEANINGS: [EventMeaning; 17] = [
         name: "Sysmon: process created",
         logged_on: LoggedOn::EitherSide,
         account: &[("User", "")],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
         outcome: Outcome::Success,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 3,
@@ -422,63 +363,36 @@ const MEANINGS: [EventMeaning; 17] = [
         name: "Sysmon: network connection",
         logged_on: LoggedOn::EitherSide,
         account: &[("User", "")],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
         outcome: Outcome::Success,
-        not_a_movement: None,
+        ..EVENT
     },
-    // Windows PowerShell remoting's and WinRM's own operational events name no second machine
-    // on their own; they are listed so that the refusal says why.
     EventMeaning {
         event_id: 4634,
-        sysmon: false,
         name: "An account was logged off",
-        logged_on: LoggedOn::Target,
-        account: &[TARGET],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
         outcome: Outcome::Success,
         not_a_movement: Some("event 4634 records a logoff; the logon (4624) is the movement"),
+        ..EVENT
     },
     EventMeaning {
         event_id: 4688,
-        sysmon: false,
         name: "A process was created",
         logged_on: LoggedOn::EitherSide,
         account: &[SUBJECT],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
         outcome: Outcome::Success,
-        not_a_movement: None,
+        ..EVENT
     },
     EventMeaning {
         event_id: 4771,
-        sysmon: false,
         name: "Kerberos pre-authentication failed",
         logged_on: LoggedOn::Authority,
-        account: &[TARGET],
-        second_account: None,
-        connection: ConnectionKind::Unknown,
-        protocol: Protocol::Unknown,
-        port: None,
-        techniques: &[],
         outcome: Outcome::Failure,
-        not_a_movement: None,
+        ..EVENT
     },
 ];
 
 /// The event ids Vouch reads, for messages.
 pub(crate) const READ_EVENTS: &str =
-    "4624, 4625, 4648, 4672, 4688, 4697, 4698, 4768, 4769, 4771, 4776, 5140, 5145, 7045, Sysmon 1 and 3";
+    "4624, 4625, 4634, 4648, 4672, 4688, 4697, 4698, 4768, 4769, 4771, 4776, 5140, 5145, 7045, Sysmon 1 and 3";
 
 /// Processes that run what another machine asked for, and how that machine reached them. A
 /// process they start landed on this machine through a movement.
@@ -490,6 +404,9 @@ const REMOTE_EXECUTION_HOSTS: [(&str, ConnectionKind, Protocol, &str); 6] = [
     ("mmc.exe", ConnectionKind::RemoteExecution, Protocol::Dcom, "T1021.003"),
     ("psexesvc.exe", ConnectionKind::RemoteExecution, Protocol::Smb, "T1569.002"),
 ];
+
+/// Hosts that also run for local work: only what they start is a landing, not their own start.
+const GENERIC_HOSTS: [&str; 2] = ["services.exe", "mmc.exe"];
 
 /// Who sent the event and how it is identified, as the wrapper knows it.
 pub(crate) struct Envelope<'a> {
@@ -696,7 +613,7 @@ fn read_process_start(record: &EventRecord, alert: &mut Alert) {
     let host_of = |name: &str| REMOTE_EXECUTION_HOSTS.iter().find(|(host, ..)| *host == name);
     // The remote-execution host starting up is itself the landing (PowerShell remoting starts
     // wsmprovhost.exe for the session), and so is anything it starts.
-    let landing = host_of(&image).filter(|(host, ..)| *host != "services.exe").or_else(|| host_of(&parent));
+    let landing = host_of(&image).filter(|(host, ..)| !GENERIC_HOSTS.contains(host)).or_else(|| host_of(&parent));
     let this_host = system(record.logging_host.clone(), &[], Vec::new());
     if let Some((_, connection, protocol, technique)) = landing {
         alert.target = this_host;
@@ -804,6 +721,17 @@ mod tests {
                 assert!(EVENT_FIELDS.contains(name), "{name}");
                 assert!(domain.is_empty() || EVENT_FIELDS.contains(domain), "{domain}");
             }
+        }
+    }
+
+    /// The hosts this table reads protocols from are the playbook's remote-execution hosts, so
+    /// a landing the normalizer sees is one the hints explain.
+    #[test]
+    fn every_remote_execution_host_is_a_playbook_family_host() {
+        let playbook = crate::Playbook::builtin();
+        for (host, ..) in REMOTE_EXECUTION_HOSTS {
+            let known = playbook.remote_execution.iter().any(|family| family.hosts.iter().any(|known| known == host));
+            assert!(known, "{host} is in no [[remote_execution]] family's hosts");
         }
     }
 

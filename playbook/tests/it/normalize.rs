@@ -434,6 +434,16 @@ fn placeholders_loopback_names_and_unc_paths_are_read_for_what_they_mean() {
         (Some("FS-01"), Some("projects$"), Some("plan.docx"))
     );
 
+    // OCSF names Windows' requesting machine account as the actor: the account that moved is `user`.
+    let requested_by_machine = json!({"class_uid": 3002, "activity_id": 1, "status_id": 1, "logon_type_id": 3,
+        "actor": {"user": {"name": "WIN-DC-725$", "domain": "CORP"}}, "user": {"name": "alice", "domain": "CORP"},
+        "src_endpoint": {"ip": "10.0.0.17", "port": 0}, "dst_endpoint": {"hostname": "SRV-DB-01"}});
+    check(
+        &requested_by_machine,
+        None,
+        "10.0.0.17 -> SRV-DB-01 | account CORP\\alice | as - | logon 3 | unknown unknown | program - | mitre ",
+    );
+
     // A cloud sign-in (OCSF Authentication with a source and no target) reaches no system.
     let sign_in = json!({"class_uid": 3002, "activity_id": 1, "status_id": 1, "time": 1764495120000i64,
         "metadata": {"product": {"name": "CloudTrail", "vendor_name": "AWS"}, "uid": "ct-1"},
