@@ -7,7 +7,7 @@ use vouch_playbook::normalize::normalize;
 use vouch_playbook::{AlertFormat, Timestamp};
 
 /// Field names the parsers look at, so random payloads reach deep into them.
-const KEYS: [&str; 28] = [
+const KEYS: [&str; 42] = [
     "vouch_alert",
     "id",
     "source",
@@ -36,6 +36,20 @@ const KEYS: [&str; 28] = [
     "mitre",
     "program",
     "ShareName",
+    "winlog",
+    "event_id",
+    "event_data",
+    "Event",
+    "System",
+    "EventData",
+    "Data",
+    "@Name",
+    "#text",
+    "unmapped",
+    "EventCode",
+    "Account_Name",
+    "Logon_Type",
+    "ServiceName",
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -46,6 +60,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<f64>().prop_filter("finite", |number| number.is_finite()).prop_map(|number| json!(number)),
         ".{0,40}".prop_map(Value::String),
         Just(json!("4624")),
+        Just(json!("4769")),
+        Just(json!("cifs/")),
+        Just(json!("\\\\srv\\share$\\f")),
         Just(json!(2004)),
         Just(json!("A".repeat(10_000))),
     ];
@@ -68,7 +85,9 @@ proptest! {
     fn normalization_never_panics(payload in json_value(), format in prop::option::of(prop::sample::select(AlertFormat::ALL.to_vec()))) {
         let started = std::time::Instant::now();
         match normalize(&payload, format, Timestamp::from_unix_millis(0)) {
-            Ok(alert) => prop_assert!(!(alert.source.is_unknown() && alert.target.is_unknown())),
+            Ok(alert) => prop_assert!(
+                alert.not_a_movement.is_some() || !(alert.source.is_unknown() && alert.target.is_unknown())
+            ),
             Err(problems) => prop_assert!(!problems.is_empty()),
         }
         prop_assert!(started.elapsed() < std::time::Duration::from_secs(1));
