@@ -76,7 +76,8 @@ async fn acknowledged_alerts_survive_sigkill() {
     }
     // The idempotency index survived too: every acknowledged alert is now a duplicate.
     for (alert_id, case_id) in acknowledged.iter().take(50) {
-        let (status, body) = post_alert(&vouch.base, &native_alert(alert_id, "ignored", "ignored", "ignored")).await;
+        let (status, body) =
+            post_alert(&vouch.base, &native_alert(alert_id, "ignored-source", "ignored-target", "ignored")).await;
         assert_eq!(status, 202);
         assert_eq!(body["status"], "duplicate", "{alert_id}");
         assert_eq!(body["case_id"].as_str(), Some(case_id.as_str()));
