@@ -14,13 +14,15 @@ use vouch_playbook::model::{short_hostname, Account as AlertAccount, System};
 use vouch_playbook::{Alert, PersonId, Snowflake};
 
 use crate::reader::{SourceFile, TableReader};
+use crate::synced::SourceSnapshot;
 use crate::{with_toml, ConfigProblem};
 
-#[derive(Debug, Clone)]
-pub(crate) struct DirectoryFiles {
-    pub(crate) file: PathBuf,
-    pub(crate) assets_csv: Option<PathBuf>,
-    pub(crate) people_csv: Option<PathBuf>,
+/// The local overlay: the directory file and its optional CSV exports.
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryFiles {
+    pub file: PathBuf,
+    pub assets_csv: Option<PathBuf>,
+    pub people_csv: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct Person {
     /// Short, lower-cased hostnames.
     pub workstations: Vec<String>,
     pub delegates: Vec<PersonId>,
+    /// Which source (or overlay file and line) said each field, for `vouch directory show`.
+    pub said_by: BTreeMap<&'static str, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +48,7 @@ pub struct Account {
     pub holder: Option<PersonId>,
     pub owner: Option<PersonId>,
     pub service: Option<String>,
+    pub said_by: BTreeMap<&'static str, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,14 +68,15 @@ pub struct Asset {
     /// Lower-cased names of the service accounts dedicated to this machine's work.
     pub service_accounts: Vec<String>,
     pub shares: Vec<Share>,
+    pub said_by: BTreeMap<&'static str, String>,
 }
 
 /// The compiled directory, indexed for lookups.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    people: BTreeMap<PersonId, Person>,
-    accounts: BTreeMap<String, Account>,
-    assets: BTreeMap<String, Asset>,
+    pub(crate) people: BTreeMap<PersonId, Person>,
+    pub(crate) accounts: BTreeMap<String, Account>,
+    pub(crate) assets: BTreeMap<String, Asset>,
     assets_by_ip: BTreeMap<IpAddr, String>,
     people_by_discord: BTreeMap<Snowflake, PersonId>,
 }
@@ -187,6 +193,14 @@ struct Origin {
 }
 
 impl Origin {
+    /// Where a value came from, as `vouch directory show` prints it.
+    fn label(&self, field: &str) -> String {
+        match self.field_lines.get(field).copied().or(self.line) {
+            Some(line) => format!("{}:{line}", self.file),
+            None => self.file.clone(),
+        }
+    }
+
     fn problem(&self, field: &str, message: impl Into<String>) -> ConfigProblem {
         ConfigProblem {
             file: self.file.clone(),
@@ -199,6 +213,7 @@ impl Origin {
 
 #[derive(Debug, Default)]
 struct RawPerson {
+    said_by: BTreeMap<&'static str, String>,
     id: Option<String>,
     name: Option<String>,
     discord_id: Option<String>,
@@ -212,6 +227,7 @@ struct RawPerson {
 
 #[derive(Debug, Default)]
 struct RawAccount {
+    said_by: BTreeMap<&'static str, String>,
     name: Option<String>,
     kind: Option<String>,
     holder: Option<String>,
@@ -221,6 +237,7 @@ struct RawAccount {
 
 #[derive(Debug, Default)]
 struct RawAsset {
+    said_by: BTreeMap<&'static str, String>,
     hostname: Option<String>,
     ips: Vec<String>,
     kind: Option<String>,
@@ -259,6 +276,7 @@ fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
     with_toml(file, |root| {
         for table in root.tables("people") {
             let person = RawPerson {
+                said_by: BTreeMap::new(),
                 id: table.required_string("id"),
                 name: table.required_string("name"),
                 discord_id: table.string("discord_id"),
@@ -274,6 +292,7 @@ fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
         }
         for table in root.tables("accounts") {
             let account = RawAccount {
+                said_by: BTreeMap::new(),
                 name: table.required_string("name"),
                 kind: table.required_string("kind"),
                 holder: table.string("holder"),
@@ -294,6 +313,7 @@ fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
                 })
                 .collect();
             let asset = RawAsset {
+                said_by: BTreeMap::new(),
                 hostname: table.required_string("hostname"),
                 ips: table.strings("ips"),
                 kind: table.required_string("kind"),
@@ -396,6 +416,7 @@ fn read_people_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<Confi
             problems.push(origin.problem("name", "is required"));
         }
         let person = RawPerson {
+            said_by: BTreeMap::new(),
             id: cells.get("id").cloned(),
             name: cells.get("name").cloned(),
             discord_id: cells.get("discord_id").cloned(),
@@ -427,6 +448,7 @@ fn read_assets_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<Confi
             }
         }
         let asset = RawAsset {
+            said_by: BTreeMap::new(),
             hostname: cells.get("hostname").cloned(),
             ips: list(cells.get("ips")),
             kind: cells.get("kind").cloned(),
@@ -440,7 +462,20 @@ fn read_assets_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<Confi
     }
 }
 
+/// Compiles the directory from the overlay files alone.
 pub(crate) fn load(files: &DirectoryFiles) -> (Directory, Vec<ConfigProblem>) {
+    let (directory, problems, _) = load_with_snapshots(files, &[]);
+    (directory, problems)
+}
+
+/// Compiles the directory from the sources' last good snapshots and the overlay files, merged
+/// field by field (the overlay wins, then the sources in the order given). Returns the problems
+/// of the overlay (which the operator must fix) apart from those of synced entries (reported and
+/// left out, never blocking a start).
+pub(crate) fn load_with_snapshots(
+    files: &DirectoryFiles,
+    snapshots: &[SourceSnapshot],
+) -> (Directory, Vec<ConfigProblem>, Vec<ConfigProblem>) {
     let mut raw = RawDirectory::default();
     let mut problems = Vec::new();
     match std::fs::read_to_string(&files.file) {
@@ -462,8 +497,182 @@ pub(crate) fn load(files: &DirectoryFiles) -> (Directory, Vec<ConfigProblem>) {
     if let Some(path) = &files.assets_csv {
         read_assets_csv(path, &mut raw, &mut problems);
     }
+    for snapshot in snapshots {
+        read_snapshot(snapshot, &mut raw);
+    }
+    let raw = merge(raw);
     let directory = compile(raw, &mut problems);
-    (directory, problems)
+    let (synced, overlay): (Vec<ConfigProblem>, Vec<ConfigProblem>) =
+        problems.into_iter().partition(|problem| problem.file.starts_with(SOURCE_PREFIX));
+    (directory, overlay, synced)
+}
+
+/// How origins of synced entries begin, so their problems can be told from the overlay's.
+const SOURCE_PREFIX: &str = "source ";
+
+fn read_snapshot(snapshot: &SourceSnapshot, raw: &mut RawDirectory) {
+    let origin = |origin: &str, path: String| Origin {
+        file: snapshot.label(origin),
+        line: None,
+        path,
+        field_lines: BTreeMap::new(),
+    };
+    for person in &snapshot.people {
+        let origin = origin(&person.origin, format!("people.{}", person.id));
+        let said_by = said_by(&origin, &PERSON_FIELDS);
+        raw.people.push((
+            origin,
+            RawPerson {
+                said_by,
+                id: Some(person.id.clone()),
+                name: person.name.clone().or_else(|| Some(person.id.clone())),
+                discord_id: person.discord_id.clone(),
+                manager: person.manager.clone(),
+                team: person.team.clone(),
+                roles: person.roles.clone(),
+                workstations: person.workstations.clone(),
+                accounts: person.accounts.clone(),
+                delegates: Vec::new(),
+            },
+        ));
+    }
+    for account in &snapshot.accounts {
+        let origin = origin(&account.origin, format!("accounts.{}", account.name));
+        let said_by = said_by(&origin, &ACCOUNT_FIELDS);
+        raw.accounts.push((
+            origin,
+            RawAccount {
+                said_by,
+                name: Some(account.name.clone()),
+                kind: Some(account.kind.clone()),
+                holder: None,
+                owner: account.owner.clone(),
+                service: account.service.clone(),
+            },
+        ));
+    }
+    for asset in &snapshot.assets {
+        let origin = origin(&asset.origin, format!("assets.{}", asset.hostname));
+        let said_by = said_by(&origin, &ASSET_FIELDS);
+        raw.assets.push((
+            origin,
+            RawAsset {
+                said_by,
+                hostname: Some(asset.hostname.clone()),
+                ips: asset.ips.clone(),
+                kind: asset.kind.clone(),
+                owner: asset.owner.clone(),
+                criticality: asset.criticality.clone(),
+                edr_ids: Vec::new(),
+                service_accounts: Vec::new(),
+                shares: Vec::new(),
+            },
+        ));
+    }
+}
+
+/// Every field an entry of this origin sets is said by it (the merge keeps the winner's).
+fn said_by(origin: &Origin, fields: &[&'static str]) -> BTreeMap<&'static str, String> {
+    fields.iter().map(|field| (*field, origin.label(field))).collect()
+}
+
+/// Folds entries that name the same person, account or machine into one, in order of
+/// precedence: the overlay's entries come first, then each source's in the configured order. A
+/// scalar field takes the first value set; lists are the union; `said_by` keeps, for each field,
+/// the origin whose value was kept.
+fn merge(mut raw: RawDirectory) -> RawDirectory {
+    // Overlay entries say every field they carry.
+    for (origin, person) in raw.people.iter_mut().filter(|(_, person)| person.said_by.is_empty()) {
+        person.said_by = said_by(origin, &PERSON_FIELDS);
+    }
+    for (origin, account) in raw.accounts.iter_mut().filter(|(_, account)| account.said_by.is_empty()) {
+        account.said_by = said_by(origin, &ACCOUNT_FIELDS);
+    }
+    for (origin, asset) in raw.assets.iter_mut().filter(|(_, asset)| asset.said_by.is_empty()) {
+        asset.said_by = said_by(origin, &ASSET_FIELDS);
+    }
+    fn fold<T>(
+        entries: Vec<(Origin, T)>,
+        key: impl Fn(&T) -> Option<String>,
+        combine: impl Fn(&mut T, T),
+    ) -> Vec<(Origin, T)> {
+        let mut kept: Vec<(Origin, T)> = Vec::new();
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        for (origin, entry) in entries {
+            match key(&entry).and_then(|key| index.get(&key).copied().map(|at| (key, at))) {
+                // Two overlay entries with one key stay apart, so the overlay's duplicate is
+                // reported; a synced entry folds into whatever came first.
+                Some((_, at)) if origin.file.starts_with(SOURCE_PREFIX) => combine(&mut kept[at].1, entry),
+                _ => {
+                    if let Some(key) = key(&entry) {
+                        index.entry(key).or_insert(kept.len());
+                    }
+                    kept.push((origin, entry));
+                }
+            }
+        }
+        kept
+    }
+    fn first<T>(
+        said_by: &mut BTreeMap<&'static str, String>,
+        from: &BTreeMap<&'static str, String>,
+        field: &'static str,
+        kept: &mut Option<T>,
+        other: Option<T>,
+    ) {
+        if kept.is_none() && other.is_some() {
+            *kept = other;
+            if let Some(origin) = from.get(field) {
+                said_by.insert(field, origin.clone());
+            }
+        }
+    }
+    fn union(kept: &mut Vec<String>, other: Vec<String>) {
+        for item in other {
+            if !kept.iter().any(|known| known.eq_ignore_ascii_case(&item)) {
+                kept.push(item);
+            }
+        }
+    }
+    let people = fold(
+        raw.people,
+        |person| person.id.clone(),
+        |kept, other| {
+            let from = other.said_by;
+            let said = &mut kept.said_by;
+            first(said, &from, "name", &mut kept.name, other.name);
+            first(said, &from, "discord_id", &mut kept.discord_id, other.discord_id);
+            first(said, &from, "manager", &mut kept.manager, other.manager);
+            first(said, &from, "team", &mut kept.team, other.team);
+            union(&mut kept.roles, other.roles);
+            union(&mut kept.workstations, other.workstations);
+            union(&mut kept.accounts, other.accounts);
+        },
+    );
+    let accounts = fold(
+        raw.accounts,
+        |account| account.name.as_ref().map(|name| name.to_ascii_lowercase()),
+        |kept, other| {
+            let from = other.said_by;
+            let said = &mut kept.said_by;
+            first(said, &from, "kind", &mut kept.kind, other.kind);
+            first(said, &from, "owner", &mut kept.owner, other.owner);
+            first(said, &from, "service", &mut kept.service, other.service);
+        },
+    );
+    let assets = fold(
+        raw.assets,
+        |asset| asset.hostname.as_deref().map(short_hostname),
+        |kept, other| {
+            let from = other.said_by;
+            let said = &mut kept.said_by;
+            first(said, &from, "kind", &mut kept.kind, other.kind);
+            first(said, &from, "owner", &mut kept.owner, other.owner);
+            first(said, &from, "criticality", &mut kept.criticality, other.criticality);
+            union(&mut kept.ips, other.ips);
+        },
+    );
+    RawDirectory { people, accounts, assets }
 }
 
 fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
@@ -541,6 +750,7 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
                 roles: person.roles.iter().map(|role| role.to_ascii_lowercase()).collect(),
                 workstations: person.workstations.iter().map(|name| short_hostname(name)).collect(),
                 delegates,
+                said_by: person.said_by.clone(),
             },
         );
     }
@@ -566,9 +776,17 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
         }
         // An entry with a bad kind was reported above; it is checked through but not kept.
         let Some(kind) = kind else { continue };
-        directory
-            .accounts
-            .insert(key.clone(), Account { name: key, kind, holder, owner, service: account.service.clone() });
+        directory.accounts.insert(
+            key.clone(),
+            Account {
+                name: key,
+                kind,
+                holder,
+                owner,
+                service: account.service.clone(),
+                said_by: account.said_by.clone(),
+            },
+        );
     }
     for (origin, key, holder) in implied_accounts {
         match directory.accounts.get(&key) {
@@ -578,9 +796,17 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
             }
             Some(_) => {}
             None => {
+                let said_by = BTreeMap::from([("holder", origin.label("accounts"))]);
                 directory.accounts.insert(
                     key.clone(),
-                    Account { name: key, kind: AccountKind::User, holder: Some(holder), owner: None, service: None },
+                    Account {
+                        name: key,
+                        kind: AccountKind::User,
+                        holder: Some(holder),
+                        owner: None,
+                        service: None,
+                        said_by,
+                    },
                 );
             }
         }
@@ -664,7 +890,17 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
         let Some(kind) = kind.filter(|_| !duplicate) else { continue };
         directory.assets.insert(
             key,
-            Asset { hostname: hostname.clone(), ips, kind, owner, criticality, edr_ids, service_accounts, shares },
+            Asset {
+                hostname: hostname.clone(),
+                ips,
+                kind,
+                owner,
+                criticality,
+                edr_ids,
+                service_accounts,
+                shares,
+                said_by: asset.said_by.clone(),
+            },
         );
     }
     directory

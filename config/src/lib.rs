@@ -6,19 +6,25 @@
 //! and read when the configuration is loaded. [`Secret`] never prints its value.
 
 mod directory;
+mod directory_changes;
+mod directory_sources;
 mod reader;
 mod schedule;
 mod settings;
+mod synced;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use directory::{Account, Asset, Directory, Person, Share};
+pub use directory::{Account, Asset, Directory, DirectoryFiles, Person, Share};
+pub use directory_changes::{DirectoryChange, Removal};
+pub use directory_sources::{ComputerRule, DirectorySource, DirectorySync, LdapSource, SourceKind};
 pub use schedule::{CronSchedule, OnCallRotation, Override, TimerSettings};
 pub use settings::{
-    DeliverySettings, DiscordSettings, IngestSettings, Secret, Settings, StorageSettings, WebhookPreset,
-    WebhookSettings,
+    DeliverySettings, DirectorySettings, DiscordSettings, IngestSettings, Secret, Settings, StorageSettings,
+    WebhookPreset, WebhookSettings,
 };
+pub use synced::{SourceSnapshot, SyncedAccount, SyncedAsset, SyncedPerson};
 
 use reader::{SourceFile, TableReader};
 
@@ -176,7 +182,7 @@ fn with_toml<T>(file: &SourceFile, read: impl FnOnce(&TableReader<'_>) -> T) -> 
 }
 
 /// Resolves a path given in a config file relative to that file's folder.
-fn relative_to(base: &Path, path: &str) -> PathBuf {
+pub(crate) fn relative_to(base: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {
         path.to_path_buf()

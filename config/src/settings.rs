@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 
 use vouch_playbook::Snowflake;
 
-use crate::directory::DirectoryFiles;
+use crate::directory::{Directory, DirectoryFiles};
+use crate::directory_sources::{self, DirectorySync};
 use crate::reader::{SourceFile, TableReader};
 use crate::schedule::{CronSchedule, OnCallRotation, Override, TimerSettings};
+use crate::synced::SourceSnapshot;
+use crate::ConfigProblem;
 use crate::{relative_to, with_toml, Environment};
 
 /// A secret value. Its `Debug` and `Display` never show it.
@@ -136,12 +139,28 @@ pub struct Settings {
     pub discord: Option<DiscordSettings>,
     pub ingest: IngestSettings,
     pub storage: StorageSettings,
+    pub directory: DirectorySettings,
     pub webhooks: Vec<WebhookSettings>,
     pub delivery: DeliverySettings,
     pub timers: TimerSettings,
     pub oncall: Option<OnCallRotation>,
     /// Where `oncall.people` is written, to report people the directory lacks.
     pub(crate) oncall_line: Option<usize>,
+}
+
+/// The directory: the local overlay files and how the synced sources are kept.
+#[derive(Debug, Clone)]
+pub struct DirectorySettings {
+    pub overlay: DirectoryFiles,
+    pub sync: DirectorySync,
+}
+
+impl DirectorySettings {
+    /// Compiles the directory from the overlay files (read again now) and the sources'
+    /// snapshots: the directory, the overlay's problems, and the synced entries' problems.
+    pub fn compile(&self, snapshots: &[SourceSnapshot]) -> (Directory, Vec<ConfigProblem>, Vec<ConfigProblem>) {
+        crate::directory::load_with_snapshots(&self.overlay, snapshots)
+    }
 }
 
 /// What a settings file yields even when parts of it are wrong, so the files it names can still
@@ -153,7 +172,7 @@ pub(crate) struct CompiledSettings {
 }
 
 /// Reads a secret reference: `{ env = "NAME" }` or `{ file = "PATH" }`, never a literal.
-fn secret(
+pub(crate) fn secret(
     table: &TableReader<'_>,
     key: &'static str,
     base: &Path,
@@ -318,11 +337,13 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
             }
         };
 
+        let mut directory_sync = DirectorySync::default();
         let directory_files = match root.table("directory") {
             Some(directory) => {
                 let file = directory.required_string("file").map(|path| relative_to(base, &path));
                 let assets_csv = directory.string("assets_csv").map(|path| relative_to(base, &path));
                 let people_csv = directory.string("people_csv").map(|path| relative_to(base, &path));
+                directory_sync = directory_sources::compile(&directory, base, environment);
                 directory.finish();
                 file.map(|file| DirectoryFiles { file, assets_csv, people_csv })
             }
@@ -478,9 +499,20 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
         });
 
         let settings = match (ingest, storage) {
-            (Some(ingest), Some(storage)) => {
-                Some(Settings { discord, ingest, storage, webhooks, delivery, timers, oncall, oncall_line })
-            }
+            (Some(ingest), Some(storage)) => Some(Settings {
+                discord,
+                ingest,
+                storage,
+                directory: DirectorySettings {
+                    overlay: directory_files.clone().unwrap_or_default(),
+                    sync: directory_sync,
+                },
+                webhooks,
+                delivery,
+                timers,
+                oncall,
+                oncall_line,
+            }),
             _ => None,
         };
         CompiledSettings { settings, directory_files, playbook_file }

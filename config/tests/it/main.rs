@@ -241,3 +241,70 @@ mod hostile {
         }
     }
 }
+
+fn synced_person(id: &str, manager: Option<&str>, roles: &[&str]) -> vouch_config::SyncedPerson {
+    vouch_config::SyncedPerson {
+        id: id.to_string(),
+        origin: format!("CN={id},OU=People,DC=corp,DC=example"),
+        name: Some(format!("{id} (from AD)")),
+        manager: manager.map(str::to_string),
+        roles: roles.iter().map(ToString::to_string).collect(),
+        accounts: vec![id.to_string(), format!("{id}@corp.example")],
+        ..vouch_config::SyncedPerson::default()
+    }
+}
+
+fn snapshot(
+    people: Vec<vouch_config::SyncedPerson>,
+    assets: Vec<vouch_config::SyncedAsset>,
+) -> vouch_config::SourceSnapshot {
+    vouch_config::SourceSnapshot { source: "corp-ad".to_string(), people, assets, ..Default::default() }
+}
+
+/// The overlay wins field by field; lists are the union; a synced entry's problem never blocks.
+#[test]
+fn synced_snapshots_merge_under_the_overlay_and_say_where_each_fact_came_from() {
+    let (_folder, result) = load_files(&[
+        ("vouch.toml", &example("vouch.example.toml")),
+        ("directory.example.toml", &example("directory.example.toml")),
+    ]);
+    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    let dave = synced_person("dave", Some("bob"), &["developer"]);
+    // The overlay says alice's manager is bob; AD says carol. The overlay wins.
+    let alice = synced_person("alice", Some("carol"), &["vpn-users"]);
+    let broken = vouch_config::SyncedPerson { id: "Not A Slug!".to_string(), ..synced_person("x", None, &[]) };
+    let server = vouch_config::SyncedAsset {
+        hostname: "SRV-NEW-07.corp.example".to_string(),
+        origin: "CN=SRV-NEW-07,OU=Servers,DC=corp,DC=example".to_string(),
+        kind: Some("server".to_string()),
+        owner: Some("dave".to_string()),
+        ..Default::default()
+    };
+    let (directory, overlay_problems, synced_problems) =
+        config.settings.directory.compile(&[snapshot(vec![dave, alice, broken], vec![server])]);
+    assert!(overlay_problems.is_empty(), "{overlay_problems:?}");
+    assert_eq!(synced_problems.len(), 1, "{synced_problems:?}");
+    assert!(synced_problems[0].file.starts_with("source corp-ad"), "{}", synced_problems[0]);
+
+    let alice = directory.person(&vouch_playbook::PersonId::parse("alice").expect("id")).expect("alice");
+    assert_eq!(alice.manager.as_ref().map(|id| id.as_str()), Some("bob"), "the overlay's manager wins");
+    assert!(alice.roles.contains(&"helpdesk".to_string()) && alice.roles.contains(&"vpn-users".to_string()));
+    assert!(alice.said_by["manager"].contains("directory.example.toml"), "{:?}", alice.said_by);
+    assert_eq!(
+        directory.account("alice@corp.example").and_then(|account| account.holder.clone()),
+        Some(alice.id.clone())
+    );
+
+    let dave = directory.person(&vouch_playbook::PersonId::parse("dave").expect("id")).expect("dave");
+    assert!(dave.said_by["manager"].starts_with("source corp-ad: CN=dave"), "{:?}", dave.said_by);
+    let server = directory.asset("srv-new-07").expect("synced asset");
+    assert_eq!(server.owner.as_ref().map(|id| id.as_str()), Some("dave"));
+
+    // The changes from the overlay alone to the merged directory, as the audit log records them.
+    let changes: Vec<String> = config.directory.changes_to(&directory).iter().map(ToString::to_string).collect();
+    assert!(changes.contains(&"+ person dave".to_string()), "{changes:?}");
+    assert!(changes.contains(&"+ asset SRV-NEW-07.corp.example".to_string()), "{changes:?}");
+    assert!(changes.iter().any(|change| change.starts_with("~ person alice: roles")), "{changes:?}");
+    let removal = directory.removal_to(&config.directory);
+    assert!(removal.people > 0.0 && removal.assets > 0.0, "{removal:?}");
+}

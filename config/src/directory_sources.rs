@@ -1,0 +1,228 @@
+//! `[directory]`'s sync settings and `[[directory.sources]]`, compiled into typed values: where
+//! the organisation keeps its people and machines, how to read them, and how often.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vouch_playbook::facts::{AssetKind, Criticality};
+
+use crate::reader::TableReader;
+use crate::relative_to;
+use crate::schedule::CronSchedule;
+use crate::settings::secret;
+use crate::{Environment, Secret};
+
+/// How the directory is kept in step with the organisation's own sources.
+#[derive(Debug, Clone)]
+pub struct DirectorySync {
+    pub sources: Vec<DirectorySource>,
+    /// When to sync (besides at start); `None`: only at start and on demand.
+    pub schedule: Option<CronSchedule>,
+    /// A sync that would remove more than this share of the people, or of the machines, a
+    /// source held is refused: the last good snapshot stays.
+    pub max_removed_share: f64,
+    /// Facts from a snapshot older than this are marked as such on cards.
+    pub stale_after: Duration,
+}
+
+impl Default for DirectorySync {
+    fn default() -> DirectorySync {
+        DirectorySync {
+            sources: Vec::new(),
+            schedule: None,
+            max_removed_share: 0.2,
+            stale_after: Duration::from_secs(48 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DirectorySource {
+    /// A short name, used in reports and as the snapshot's key.
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Ldap(Box<LdapSource>),
+}
+
+/// An LDAP directory (Active Directory or any RFC 4511 server).
+#[derive(Debug, Clone)]
+pub struct LdapSource {
+    /// `ldap://host:389` or `ldaps://host:636`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before binding.
+    pub starttls: bool,
+    /// The CA that signed the server's certificate (LDAPS or StartTLS); the system's roots otherwise.
+    pub ca_file: Option<PathBuf>,
+    /// Simple bind; anonymous when absent.
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<Secret>,
+    pub base_dn: String,
+    pub people_filter: String,
+    pub service_accounts_filter: String,
+    /// Accounts under these DNs are service accounts whatever their object class.
+    pub service_account_ous: Vec<String>,
+    pub computers_filter: String,
+    /// Groups whose `member` lists give roles (when entries carry no `memberOf`).
+    pub groups_filter: String,
+    /// The attribute holding the login name (`sAMAccountName`, `uid`).
+    pub login_attribute: String,
+    /// The attribute holding the person's Discord id, if the directory keeps one.
+    pub discord_id_attribute: Option<String>,
+    /// Group DN (lower-case) → Vouch role.
+    pub roles: Vec<(String, String)>,
+    /// The first rule a computer matches gives its kind and criticality.
+    pub computer_rules: Vec<ComputerRule>,
+    pub page_size: i32,
+    pub timeout: Duration,
+}
+
+/// Machines under an OU (a DN suffix) or in a group are of this kind and criticality.
+#[derive(Debug, Clone)]
+pub struct ComputerRule {
+    /// Lower-case DN suffix.
+    pub under: Option<String>,
+    /// Lower-case group DN.
+    pub group: Option<String>,
+    pub kind: Option<AssetKind>,
+    pub criticality: Option<Criticality>,
+}
+
+/// Reads `[directory]`'s sync keys and its sources; every problem is reported on the table.
+pub(crate) fn compile(directory: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> DirectorySync {
+    let defaults = DirectorySync::default();
+    let schedule = directory
+        .string("sync")
+        .and_then(|text| CronSchedule::parse(&text).map_err(|message| directory.problem("sync", message)).ok());
+    let max_removed_share = directory
+        .integer("max_removed_percent", 0..101)
+        .map_or(defaults.max_removed_share, |percent| percent as f64 / 100.0);
+    let stale_after = directory
+        .integer("stale_after_hours", 1..24 * 366)
+        .map_or(defaults.stale_after, |hours| Duration::from_secs(hours as u64 * 3600));
+    let mut sources: Vec<DirectorySource> = Vec::new();
+    for table in directory.tables("sources") {
+        let Some(name) = table.required_string("name") else { continue };
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|character| character.is_ascii_alphanumeric() || "-_.".contains(character));
+        if !valid_name {
+            table.problem("name", "1-64 letters, digits, '-', '_' or '.'");
+        }
+        if sources.iter().any(|source| source.name == name) {
+            table.problem("name", format!("the source `{name}` is listed twice"));
+        }
+        let kind = match table.required_string("kind").as_deref() {
+            Some("ldap") => ldap(&table, base, environment).map(|source| SourceKind::Ldap(Box::new(source))),
+            Some(other) => {
+                table.problem("kind", format!("`{other}` is not a source kind Vouch reads (ldap)"));
+                None
+            }
+            None => None,
+        };
+        table.finish();
+        if let (Some(kind), true) = (kind, valid_name) {
+            sources.push(DirectorySource { name, kind });
+        }
+    }
+    DirectorySync { sources, schedule, max_removed_share, stale_after }
+}
+
+fn ldap(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> Option<LdapSource> {
+    let url = table.required_string("url");
+    if let Some(url) = &url {
+        if !(url.starts_with("ldap://") || url.starts_with("ldaps://")) {
+            table.problem("url", "must be an ldap:// or ldaps:// URL");
+        }
+    }
+    let starttls = table.boolean("starttls").unwrap_or(false);
+    if starttls && url.as_deref().is_some_and(|url| url.starts_with("ldaps://")) {
+        table.problem("starttls", "StartTLS is for ldap:// URLs; ldaps:// is already encrypted");
+    }
+    let ca_file = table.string("ca_file").map(|path| relative_to(base, &path));
+    if let Some(path) = &ca_file {
+        if !path.is_file() {
+            table.problem("ca_file", format!("{} does not exist", path.display()));
+        }
+    }
+    let bind_dn = table.string("bind_dn");
+    let bind_password = secret(table, "bind_password", base, environment, false);
+    if bind_dn.is_some() != bind_password.is_some() {
+        table.problem("bind_dn", "give bind_dn and bind_password together (or neither, to bind anonymously)");
+    }
+    let base_dn = table.required_string("base_dn");
+    let people_filter =
+        table.string("people_filter").unwrap_or_else(|| "(&(objectClass=user)(objectCategory=person))".to_string());
+    let service_accounts_filter = table
+        .string("service_accounts_filter")
+        .unwrap_or_else(|| "(objectClass=msDS-GroupManagedServiceAccount)".to_string());
+    let computers_filter = table.string("computers_filter").unwrap_or_else(|| "(objectClass=computer)".to_string());
+    let groups_filter = table.string("groups_filter").unwrap_or_else(|| "(objectClass=group)".to_string());
+    for (key, filter) in [
+        ("people_filter", &people_filter),
+        ("service_accounts_filter", &service_accounts_filter),
+        ("computers_filter", &computers_filter),
+        ("groups_filter", &groups_filter),
+    ] {
+        if !(filter.starts_with('(') && filter.ends_with(')')) {
+            table.problem(key, "an LDAP filter in parentheses, such as (objectClass=user)");
+        }
+    }
+    let service_account_ous = table.strings("service_account_ous").iter().map(|dn| dn.to_ascii_lowercase()).collect();
+    let login_attribute = table.string("login_attribute").unwrap_or_else(|| "sAMAccountName".to_string());
+    let discord_id_attribute = table.string("discord_id_attribute");
+    let roles = table
+        .entries("roles")
+        .into_iter()
+        .map(|(group, role)| (group.to_ascii_lowercase(), role.to_ascii_lowercase()))
+        .collect();
+    let computer_rules = table
+        .tables("computers")
+        .iter()
+        .map(|rule| {
+            let under = rule.string("under").map(|dn| dn.to_ascii_lowercase());
+            let group = rule.string("group").map(|dn| dn.to_ascii_lowercase());
+            if under.is_none() && group.is_none() {
+                rule.table_problem("a computer rule needs `under` (an OU's DN) or `group` (a group's DN)");
+            }
+            let kind = rule.string("kind").and_then(|text| {
+                AssetKind::from_id(&text).or_else(|| {
+                    rule.problem("kind", format!("`{text}` is not a machine kind"));
+                    None
+                })
+            });
+            let criticality = rule.string("criticality").and_then(|text| {
+                Criticality::from_id(&text).or_else(|| {
+                    rule.problem("criticality", format!("`{text}` is not one of low, medium, high, critical"));
+                    None
+                })
+            });
+            rule.finish();
+            ComputerRule { under, group, kind, criticality }
+        })
+        .collect();
+    let page_size = table.integer("page_size", 1..10_001).unwrap_or(500) as i32;
+    let timeout = Duration::from_secs(table.integer("timeout_seconds", 1..601).unwrap_or(30) as u64);
+    Some(LdapSource {
+        url: url?,
+        starttls,
+        ca_file,
+        bind_dn,
+        bind_password,
+        base_dn: base_dn?,
+        people_filter,
+        service_accounts_filter,
+        service_account_ous,
+        computers_filter,
+        groups_filter,
+        login_attribute,
+        discord_id_attribute,
+        roles,
+        computer_rules,
+        page_size,
+        timeout,
+    })
+}

@@ -1,0 +1,86 @@
+//! What a directory source (LDAP / Active Directory, ...) said at its last good sync: the people,
+//! service accounts and machines it holds, each with where it came from. Vouch stores one
+//! snapshot per source and compiles the directory from the snapshots and the local overlay
+//! (`directory.toml` and its CSVs), so it starts and works from the last good sync when a source
+//! is down.
+//!
+//! Precedence, field by field: a value the overlay sets wins over every source; between sources,
+//! the one listed first in `[[directory.sources]]` wins; lists (roles, workstations, accounts)
+//! are the union of all.
+
+use serde::{Deserialize, Serialize};
+use vouch_playbook::Timestamp;
+
+/// One source's entries at one sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSnapshot {
+    /// The source's name in `[[directory.sources]]`.
+    pub source: String,
+    pub synced_at: Option<Timestamp>,
+    /// Where an incremental sync resumes (LDAP: the highest `modifyTimestamp` seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub people: Vec<SyncedPerson>,
+    #[serde(default)]
+    pub accounts: Vec<SyncedAccount>,
+    #[serde(default)]
+    pub assets: Vec<SyncedAsset>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedPerson {
+    /// The person id Vouch uses (the login name, lower-cased).
+    pub id: String,
+    /// Where the source keeps the entry (an LDAP DN), for reports.
+    pub origin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discord_id: Option<String>,
+    /// The manager's person id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workstations: Vec<String>,
+    /// Login names and UPNs held by the person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedAccount {
+    pub name: String,
+    pub origin: String,
+    /// `service` for service accounts; user accounts come with their person.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedAsset {
+    pub hostname: String,
+    pub origin: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criticality: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl SourceSnapshot {
+    /// How an entry of this source is named in reports.
+    pub fn label(&self, origin: &str) -> String {
+        format!("source {}: {origin}", self.source)
+    }
+}
