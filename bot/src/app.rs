@@ -55,13 +55,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// Starts Vouch reading time from `clock` (tests move a [`crate::ManualClock`]).
 pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> anyhow::Result<Running> {
     let store = Arc::new(open_store(&config)?);
+    // The directory as the sources' last good snapshots and the overlay give it; a source that
+    // is down does not stop Vouch from asking the right people.
+    let keeper = Arc::new(
+        crate::directory_sync::DirectoryKeeper::open(config.settings.directory.clone(), Arc::clone(&store))
+            .context("cannot build the directory")?,
+    );
     let ingest = config.settings.ingest.clone();
     let grouping_window = vouch_playbook::cases::GroupingWindow::minutes(ingest.grouping_window_minutes);
     let intake = crate::intake::Intake::start(Arc::clone(&store), config.playbook.clone(), grouping_window)
         .context("cannot start the intake thread")?;
     let service = Arc::new(Service {
         store: Arc::clone(&store),
-        directory: config.directory,
+        directory: keeper.shared(),
         playbook: config.playbook,
         intake,
         effects_ready: Arc::new(tokio::sync::Notify::new()),
@@ -83,6 +89,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     }
     background.push(tokio::spawn(crate::timers::run(Arc::clone(&service))));
     background.push(tokio::spawn(keep_store_open(Arc::clone(&store))));
+    background.push(tokio::spawn(crate::directory_sync::run(Arc::clone(&keeper), Arc::clone(&service.clock))));
     let discord = match config.settings.discord.clone() {
         Some(settings) => Some(crate::discord::start(settings, Arc::clone(&service)).await?),
         None => {
@@ -96,6 +103,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     let service_handle = Arc::clone(&service);
     let state = Arc::new(AppState {
         service,
+        directory: keeper,
         token: ingest.token,
         signing_secrets: ingest.signing_secrets,
         max_body_bytes: ingest.max_body_bytes,

@@ -41,6 +41,32 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Sync the directory from its sources, or show what Vouch believes and who said it.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectoryCommand {
+    /// Read every source (or one) now and apply the changes (stop Vouch first); with
+    /// `--dry-run`, only print the changes a sync would make.
+    Sync {
+        #[arg(long, env = "VOUCH_CONFIG", default_value = "vouch.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// What Vouch believes about a person, an account or a machine, and which source said it.
+    Show {
+        #[arg(long, env = "VOUCH_CONFIG", default_value = "vouch.toml")]
+        config: PathBuf,
+        /// A person id, an account name or a hostname.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +104,10 @@ pub fn main() -> ExitCode {
         Command::Audit { command: AuditCommand::Export { config, case, output } } => {
             audit_export(&config, case.as_deref(), output.as_deref())
         }
+        Command::Directory { command: DirectoryCommand::Sync { config, source, dry_run } } => {
+            directory_sync(&config, source.as_deref(), dry_run)
+        }
+        Command::Directory { command: DirectoryCommand::Show { config, name } } => directory_show(&config, &name),
     };
     match outcome {
         Ok(code) => code,
@@ -231,4 +261,103 @@ fn audit_export(path: &Path, case: Option<&str>, output: Option<&Path>) -> anyho
     }
     writer.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The directory keeper over the store, for the `directory` commands (Vouch must be stopped:
+/// the store is opened here).
+fn directory_keeper(config: &Config) -> anyhow::Result<crate::directory_sync::DirectoryKeeper> {
+    let store = std::sync::Arc::new(open_store(config)?);
+    crate::directory_sync::DirectoryKeeper::open(config.settings.directory.clone(), store)
+}
+
+fn directory_sync(path: &Path, source: Option<&str>, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let Some(config) = load_config(path) else { return Ok(ExitCode::from(2)) };
+    if let Some(name) = source {
+        if !config.settings.directory.sync.sources.iter().any(|known| known.name == name) {
+            anyhow::bail!("no directory source is named `{name}`");
+        }
+    }
+    let keeper = directory_keeper(&config)?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let now = crate::Clock::now(&crate::SystemClock);
+    let outcomes = runtime.block_on(keeper.sync(source, now, dry_run));
+    let mut refused = false;
+    for (name, outcome) in outcomes {
+        match outcome {
+            crate::directory_sync::SyncOutcome::Applied(changes) => {
+                println!("{name}: {} change(s) applied", changes.len());
+                changes.iter().for_each(|change| println!("  {change}"));
+            }
+            crate::directory_sync::SyncOutcome::WouldApply(changes) => {
+                println!("{name}: {} change(s) a sync would make (dry run, nothing stored)", changes.len());
+                changes.iter().for_each(|change| println!("  {change}"));
+            }
+            crate::directory_sync::SyncOutcome::Refused(reason) => {
+                refused = true;
+                println!("{name}: refused: {reason}");
+            }
+        }
+    }
+    Ok(if refused { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn directory_show(path: &Path, name: &str) -> anyhow::Result<ExitCode> {
+    let Some(config) = load_config(path) else { return Ok(ExitCode::from(2)) };
+    let keeper = directory_keeper(&config)?;
+    let directory = keeper.shared().get();
+    let said_by = |said_by: &std::collections::BTreeMap<&'static str, String>, field: &str| {
+        said_by.get(field).map(|origin| format!("  ({origin})")).unwrap_or_default()
+    };
+    let mut found = false;
+    if let Ok(id) = vouch_playbook::PersonId::parse(&name.to_ascii_lowercase()) {
+        if let Some(person) = directory.person(&id) {
+            found = true;
+            println!("person {}{}", person.id, said_by(&person.said_by, "id"));
+            println!("  name: {}{}", person.name, said_by(&person.said_by, "name"));
+            let manager = person.manager.as_ref().map_or("none".to_string(), ToString::to_string);
+            println!("  manager: {manager}{}", said_by(&person.said_by, "manager"));
+            let discord = person.discord_id.map_or("none".to_string(), |id| id.to_string());
+            println!("  discord id: {discord}{}", said_by(&person.said_by, "discord_id"));
+            println!("  roles: {}", person.roles.join(", "));
+            println!("  workstations: {}", person.workstations.join(", "));
+        }
+    }
+    if let Some(account) = directory.account(name) {
+        found = true;
+        println!("account {} ({}){}", account.name, account.kind.id(), said_by(&account.said_by, "name"));
+        if let Some(holder) = &account.holder {
+            println!("  holder: {holder}{}", said_by(&account.said_by, "holder"));
+        }
+        if let Some(owner) = &account.owner {
+            println!("  owner: {owner}{}", said_by(&account.said_by, "owner"));
+        }
+    }
+    if let Some(asset) = directory.asset(name) {
+        found = true;
+        println!("machine {}{}", asset.hostname, said_by(&asset.said_by, "hostname"));
+        println!("  kind: {}{}", asset.kind.id(), said_by(&asset.said_by, "kind"));
+        println!("  criticality: {}{}", asset.criticality.id(), said_by(&asset.said_by, "criticality"));
+        let owner = asset.owner.as_ref().map_or("none".to_string(), ToString::to_string);
+        println!("  owner: {owner}{}", said_by(&asset.said_by, "owner"));
+    }
+    let synced = runtime_free_synced_at(&keeper);
+    for (source, at) in synced {
+        println!("source {source}: last good sync {}", at.map_or("never".to_string(), |at| at.to_rfc3339()));
+    }
+    if !found {
+        println!("nothing in the directory is named `{name}`");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// When each source last synced well, read without a runtime (the keeper's lock is async).
+fn runtime_free_synced_at(
+    keeper: &crate::directory_sync::DirectoryKeeper,
+) -> std::collections::BTreeMap<String, Option<vouch_playbook::Timestamp>> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map(|runtime| runtime.block_on(keeper.synced_at()))
+        .unwrap_or_default()
 }

@@ -29,6 +29,7 @@ use crate::service::Service;
 /// What the handlers share.
 pub struct AppState {
     pub service: Arc<Service>,
+    pub directory: Arc<crate::directory_sync::DirectoryKeeper>,
     pub token: Secret,
     pub signing_secrets: Vec<Secret>,
     pub max_body_bytes: usize,
@@ -87,6 +88,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/alerts", post(receive_alert))
         .route("/api/v1/cases", get(list_cases))
         .route("/api/v1/cases/{id}", get(get_case))
+        .route("/api/v1/directory/sync", post(sync_directory))
         // Authentication runs before the body is read, so an unauthenticated sender cannot make
         // the server buffer anything.
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_bearer))
@@ -380,6 +382,47 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         Ok(Ok(counts)) => counts,
         _ => Vec::new(),
     };
-    let text = state.metrics.render(&counts, state.service.store.flush_stats());
+    let mut text = state.metrics.render(&counts, state.service.store.flush_stats());
+    text.push_str(&state.directory.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct SyncQuery {
+    source: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Syncs the directory now (every source, or `?source=`), as the schedule would; `?dry_run=true`
+/// only says what would change. Answers each source's outcome.
+async fn sync_directory(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<SyncQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(name) = &query.source {
+        if !state.directory.sources().iter().any(|source| &source.name == name) {
+            return Err(ApiError::BadRequest(
+                "unknown source".to_string(),
+                vec![FieldProblem::new("", format!("no directory source is named `{name}`"))],
+            ));
+        }
+    }
+    let now = state.service.clock.now();
+    let outcomes = state.directory.sync(query.source.as_deref(), now, query.dry_run).await;
+    let sources: Vec<Value> = outcomes
+        .into_iter()
+        .map(|(source, outcome)| match outcome {
+            crate::directory_sync::SyncOutcome::Applied(changes) => {
+                json!({"source": source, "outcome": "applied", "changes": changes})
+            }
+            crate::directory_sync::SyncOutcome::WouldApply(changes) => {
+                json!({"source": source, "outcome": "dry_run", "changes": changes})
+            }
+            crate::directory_sync::SyncOutcome::Refused(reason) => {
+                json!({"source": source, "outcome": "refused", "reason": reason})
+            }
+        })
+        .collect();
+    Ok(Json(json!({"sources": sources})).into_response())
 }

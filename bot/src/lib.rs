@@ -7,6 +7,8 @@
 //! - [`ingest`]: the HTTP API (axum): alert intake, case queries, health and metrics.
 //! - [`auth`]: bearer tokens and Standard Webhooks signatures on incoming requests.
 //! - [`discord`]: the serenity client, the Discord chat sink and the click handler.
+//! - [`directory_sync`]: the directory kept in step with LDAP / Active Directory, snapshots
+//!   stored and every change audited.
 //! - [`service`]: owns every change: the directory, the engine's decisions, one store transaction.
 //! - [`dispatch`]: the one effect dispatcher (order per case, backoff, give-up) and its chat sinks.
 //! - [`webhooks`]: isolation requests delivered from the outbox, signed and retried.
@@ -20,6 +22,7 @@ pub mod auth;
 pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod directory_sync;
 pub mod discord;
 pub mod dispatch;
 pub mod ingest;

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::directory_sync::SharedDirectory;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use vouch_config::Directory;
 use vouch_playbook::cases::{route_alert, vouched_by, Arrival, GroupingWindow, OpenMovement};
 use vouch_playbook::facts::Facts;
 use vouch_playbook::movement::{judge_movement, NotAMovement};
@@ -18,7 +18,8 @@ use vouch_storage::{AuditRecord, NewRecord, OutboxEntry, Pending, StorageError, 
 
 pub struct Service {
     pub store: Arc<Store>,
-    pub directory: Directory,
+    /// The directory as the last good sync left it (replaced whole by a sync).
+    pub directory: Arc<SharedDirectory>,
     pub playbook: Playbook,
     /// Where alerts go to be written, grouped with those that arrive together.
     pub intake: crate::intake::Intake,
@@ -99,7 +100,7 @@ impl Service {
     /// here, outside the writer lock; the change itself is made by the intake thread, which
     /// writes a burst of alerts in one transaction, and the wait for the flush holds no thread.
     pub async fn ingest_durably(&self, alert: Alert, now: Timestamp) -> Result<Arrived, StorageError> {
-        let facts = self.directory.facts_for(&alert);
+        let facts = self.directory.get().facts_for(&alert);
         // An alert that describes no movement opens no case and is not stored: the sender is
         // told why, and the count is kept in the metrics.
         if let Err(not_a_movement) = judge_movement(&alert, &facts) {
@@ -241,10 +242,11 @@ impl Service {
     }
 
     /// Who is on call now, as directory people: (primary, secondary).
-    pub fn on_call(&self) -> (Option<&vouch_config::Person>, Option<&vouch_config::Person>) {
+    pub fn on_call(&self) -> (Option<vouch_config::Person>, Option<vouch_config::Person>) {
         let Some(rotation) = &self.oncall else { return (None, None) };
         let (primary, secondary) = rotation.on_call(self.clock.now());
-        let person = |id: Option<vouch_playbook::PersonId>| id.and_then(|id| self.directory.person(&id));
+        let directory = self.directory.get();
+        let person = |id: Option<vouch_playbook::PersonId>| id.and_then(|id| directory.person(&id).cloned());
         (person(primary), person(secondary))
     }
 

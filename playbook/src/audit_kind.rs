@@ -63,6 +63,11 @@ pub enum AuditKind {
     EffectAbandoned,
     /// The daily digest was posted.
     DigestPosted,
+    /// A directory sync changed what Vouch believes (`directory.person_added`, ...).
+    DirectoryChange(&'static str),
+    /// A directory sync was refused (it failed, or would remove too much); the last good
+    /// snapshot stays.
+    DirectorySyncRefused,
     /// A record written by a benchmark or a test of the store itself.
     StoreProbe,
 }
@@ -78,6 +83,8 @@ impl AuditKind {
             AuditKind::OutboxAttempt => Cow::Borrowed("outbox.attempt"),
             AuditKind::OutboxDelivered => Cow::Borrowed("outbox.delivered"),
             AuditKind::EffectAbandoned => Cow::Borrowed("effect.abandoned"),
+            AuditKind::DirectoryChange(change) => Cow::Owned(format!("directory.{change}")),
+            AuditKind::DirectorySyncRefused => Cow::Borrowed("directory.sync_refused"),
             AuditKind::DigestPosted => Cow::Borrowed("digest.posted"),
             AuditKind::StoreProbe => Cow::Borrowed("store.probe"),
         }

@@ -20,6 +20,7 @@
 //! | `d/`   | deadline (u64 millis), case | empty (the deadline index)     |
 //! | `u/`   | case id, effect sequence    | a chat effect no chat service carried |
 //! | `r/`   | case id (u64)               | the case's card needs redrawing: version, urgency |
+//! | `y/`   | directory source name       | the source's last good snapshot (JSON) |
 
 use vouch_playbook::CaseId;
 
@@ -153,6 +154,12 @@ pub(crate) fn undelivered(id: CaseId, seq: u64) -> Vec<u8> {
 }
 
 /// A named point in time Vouch keeps across restarts (such as when the digest last went out).
+pub(crate) const DIRECTORY_SNAPSHOT_PREFIX: &[u8] = b"y/";
+
+pub(crate) fn directory_snapshot(source: &str) -> Vec<u8> {
+    with_prefix(DIRECTORY_SNAPSHOT_PREFIX, &[source.as_bytes()])
+}
+
 pub(crate) fn marker(name: &str) -> Vec<u8> {
     with_prefix(b"m/marker/", &[name.as_bytes()])
 }

@@ -66,6 +66,11 @@ impl Store {
         self.values_under(keys::OUTBOX_PREFIX, "outbox entry")
     }
 
+    /// Every directory source's last good snapshot, as stored (JSON the config crate reads).
+    pub fn directory_snapshots(&self) -> Result<Vec<serde_json::Value>> {
+        self.values_under(keys::DIRECTORY_SNAPSHOT_PREFIX, "directory snapshot")
+    }
+
     /// Every value stored under a key prefix, in key order.
     fn values_under<T: serde::de::DeserializeOwned>(&self, prefix: &[u8], what: &str) -> Result<Vec<T>> {
         self.on_current(|generation| {

@@ -1,6 +1,7 @@
 //! Vouch's end-to-end suite: the real `vouch` binary, real sled stores in temporary folders,
 //! real HTTP on 127.0.0.1. One test binary (see matklad's "Delete cargo integration tests").
 
+mod slapd;
 mod support;
 mod timers;
 
@@ -8,6 +9,7 @@ mod audit;
 mod config;
 mod crash;
 mod demo;
+mod directory;
 mod discord;
 mod ingest;
 mod isolation;

@@ -85,7 +85,8 @@ fn snowflake(id: u64) -> Option<Snowflake> {
 impl Handler {
     fn actor(&self, user: &User, member: Option<&Member>) -> Actor {
         let discord_id = snowflake(user.id.get());
-        let person = discord_id.and_then(|id| self.service.directory.person_by_discord(id));
+        let directory = self.service.directory.get();
+        let person = discord_id.and_then(|id| directory.person_by_discord(id));
         let soc_role = RoleId::new(self.settings.soc_role_id.get());
         Actor {
             discord_id,

@@ -308,3 +308,43 @@ fn synced_snapshots_merge_under_the_overlay_and_say_where_each_fact_came_from() 
     let removal = directory.removal_to(&config.directory);
     assert!(removal.people > 0.0 && removal.assets > 0.0, "{removal:?}");
 }
+
+#[test]
+fn the_ldap_example_compiles_its_source_and_sync_settings() {
+    let mut environment = environment();
+    environment.0.insert("VOUCH_LDAP_PASSWORD", "ldap-secret");
+    let folder = tempfile::tempdir().expect("temp dir");
+    std::fs::write(folder.path().join("vouch.toml"), example("vouch.ldap.example.toml")).expect("write");
+    std::fs::write(folder.path().join("directory.example.toml"), example("directory.example.toml")).expect("write");
+    let config = load(&folder.path().join("vouch.toml"), &environment).unwrap_or_else(|error| panic!("{error}"));
+    let sync = &config.settings.directory.sync;
+    assert_eq!((sync.sources.len(), sync.max_removed_share), (1, 0.2));
+    assert!(sync.schedule.is_some());
+    let vouch_config::SourceKind::Ldap(ldap) = &sync.sources[0].kind;
+    assert_eq!(ldap.roles.len(), 3);
+    assert_eq!(ldap.computer_rules.len(), 4);
+    assert_eq!(ldap.bind_password.as_ref().map(|secret| secret.expose()), Some("ldap-secret"));
+
+    // Every mistake in a source is reported at once, with its place.
+    let broken =
+        "[ingest]\nlisten = \"127.0.0.1:0\"\ntoken = { env = \"VOUCH_INGEST_TOKEN\" }\n[storage]\ndata_dir = \"d\"\n\
+                  [directory]\nfile = \"directory.example.toml\"\nsync = \"every day\"\n\
+                  [[directory.sources]]\nname = \"ad\"\nkind = \"ldap\"\nurl = \"http://dc01\"\nbind_dn = \"cn=x\"\n\
+                  base_dn = \"dc=x\"\npeople_filter = \"objectClass=user\"\nbind_password = \"literal\"\n\
+                  [[directory.sources.computers]]\nkind = \"castle\"\n\
+                  [[directory.sources]]\nname = \"scim\"\nkind = \"okta-magic\"\n";
+    std::fs::write(folder.path().join("vouch.toml"), broken).expect("write");
+    let error = load(&folder.path().join("vouch.toml"), &environment).expect_err("invalid");
+    let text = error.to_string();
+    for fragment in [
+        "directory.sync",
+        "must be an ldap:// or ldaps:// URL",
+        "an LDAP filter in parentheses",
+        "secrets are not written in the config",
+        "`castle` is not a machine kind",
+        "needs `under`",
+        "`okta-magic` is not a source kind",
+    ] {
+        assert!(text.contains(fragment), "missing {fragment:?} in:\n{text}");
+    }
+}

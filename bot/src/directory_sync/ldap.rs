@@ -1,0 +1,274 @@
+//! Reads people, service accounts and computers from an LDAP directory (Active Directory or any
+//! RFC 4511 server) into a [`SourceSnapshot`]: simple bind (LDAPS or StartTLS with a CA file),
+//! paged searches (RFC 2696), the manager and `managedBy` links resolved to person ids, group
+//! membership mapped to roles, computers' kind and criticality from OU and group rules.
+//!
+//! Every entry is hostile input: values are capped, entries without a usable login or hostname
+//! are reported with their DN and left out, never guessed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use vouch_config::{LdapSource, SourceSnapshot, SyncedAccount, SyncedAsset, SyncedPerson};
+use vouch_playbook::facts::AssetKind;
+use vouch_playbook::model::cap;
+use vouch_playbook::Timestamp;
+
+/// Longest value kept from one attribute.
+const MAX_VALUE: usize = 512;
+/// Most values kept from one multi-valued attribute (group membership).
+const MAX_VALUES: usize = 1024;
+
+/// Why a sync from LDAP failed; the last good snapshot stays.
+#[derive(Debug, thiserror::Error)]
+pub enum LdapSyncError {
+    #[error("cannot reach or bind to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the search under {base} for {filter} failed: {reason}")]
+    Search { base: String, filter: String, reason: String },
+    #[error("the CA file {path} is not usable: {reason}")]
+    CaFile { path: String, reason: String },
+}
+
+/// One entry's attributes, looked up without regard to case (servers return names as their
+/// schema spells them).
+struct Entry {
+    dn: String,
+    attributes: HashMap<String, Vec<String>>,
+}
+
+impl Entry {
+    fn from(entry: SearchEntry) -> Entry {
+        let attributes = entry
+            .attrs
+            .into_iter()
+            .map(|(name, values)| {
+                let values = values.iter().take(MAX_VALUES).map(|value| cap(value, MAX_VALUE)).collect();
+                (name.to_ascii_lowercase(), values)
+            })
+            .collect();
+        Entry { dn: cap(&entry.dn, MAX_VALUE), attributes }
+    }
+
+    fn first(&self, name: &str) -> Option<String> {
+        self.all(name).first().cloned().filter(|value| !value.is_empty())
+    }
+
+    fn all(&self, name: &str) -> &[String] {
+        self.attributes.get(&name.to_ascii_lowercase()).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn dn_key(&self) -> String {
+        normalize_dn(&self.dn)
+    }
+}
+
+/// DNs compare without case and without spaces after commas.
+fn normalize_dn(dn: &str) -> String {
+    dn.split(',').map(|part| part.trim().to_ascii_lowercase()).collect::<Vec<_>>().join(",")
+}
+
+fn is_under(dn_key: &str, ou_key: &str) -> bool {
+    dn_key == ou_key || dn_key.ends_with(&format!(",{ou_key}"))
+}
+
+/// What reading a source found, and the entries it left out with why.
+pub struct LdapRead {
+    pub snapshot: SourceSnapshot,
+    pub skipped: Vec<String>,
+}
+
+/// Reads the whole source.
+pub async fn read(name: &str, source: &LdapSource, now: Timestamp) -> Result<LdapRead, LdapSyncError> {
+    let mut ldap = connect(source).await?;
+    let login = source.login_attribute.as_str();
+    let mut person_attributes =
+        vec![login, "userPrincipalName", "displayName", "cn", "manager", "memberOf", "department"];
+    if let Some(discord) = &source.discord_id_attribute {
+        person_attributes.push(discord.as_str());
+    }
+    let people = search(&mut ldap, source, &source.people_filter, &person_attributes).await?;
+    let services =
+        search(&mut ldap, source, &source.service_accounts_filter, &[login, "managedBy", "description", "memberOf"])
+            .await?;
+    let computers =
+        search(&mut ldap, source, &source.computers_filter, &["cn", "dNSHostName", "managedBy", "memberOf"]).await?;
+    let groups = if source.roles.is_empty() && source.computer_rules.iter().all(|rule| rule.group.is_none()) {
+        Vec::new()
+    } else {
+        search(&mut ldap, source, &source.groups_filter, &["member"]).await?
+    };
+    let _ = ldap.unbind().await;
+    Ok(assemble(name, source, now, people, services, computers, groups))
+}
+
+async fn connect(source: &LdapSource) -> Result<ldap3::Ldap, LdapSyncError> {
+    let connect_error = |reason: String| LdapSyncError::Connect { url: source.url.clone(), reason };
+    let mut settings = LdapConnSettings::new().set_conn_timeout(source.timeout).set_starttls(source.starttls);
+    if let Some(path) = &source.ca_file {
+        settings = settings.set_config(Arc::new(tls_config(path)?));
+    }
+    let (connection, mut ldap) =
+        LdapConnAsync::with_settings(settings, &source.url).await.map_err(|error| connect_error(error.to_string()))?;
+    ldap3::drive!(connection);
+    if let (Some(dn), Some(password)) = (&source.bind_dn, &source.bind_password) {
+        ldap.with_timeout(source.timeout);
+        ldap.simple_bind(dn, password.expose())
+            .await
+            .and_then(|result| result.success())
+            .map_err(|error| connect_error(error.to_string()))?;
+    }
+    Ok(ldap)
+}
+
+fn tls_config(path: &std::path::Path) -> Result<rustls::ClientConfig, LdapSyncError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let ca_error = |reason: String| LdapSyncError::CaFile { path: path.display().to_string(), reason };
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(path).map_err(|error| ca_error(error.to_string()))? {
+        roots
+            .add(certificate.map_err(|error| ca_error(error.to_string()))?)
+            .map_err(|error| ca_error(error.to_string()))?;
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| ca_error(error.to_string()))
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+async fn search(
+    ldap: &mut ldap3::Ldap,
+    source: &LdapSource,
+    filter: &str,
+    attributes: &[&str],
+) -> Result<Vec<Entry>, LdapSyncError> {
+    let search_error =
+        |reason: String| LdapSyncError::Search { base: source.base_dn.clone(), filter: filter.to_string(), reason };
+    let adapters: Vec<Box<dyn Adapter<_, _>>> =
+        vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(source.page_size))];
+    let attributes: Vec<String> = attributes.iter().map(|name| name.to_string()).collect();
+    ldap.with_timeout(source.timeout);
+    let mut stream = ldap
+        .streaming_search_with(adapters, &source.base_dn, Scope::Subtree, filter, attributes)
+        .await
+        .map_err(|error| search_error(error.to_string()))?;
+    let mut entries = Vec::new();
+    while let Some(entry) = stream.next().await.map_err(|error| search_error(error.to_string()))? {
+        entries.push(Entry::from(SearchEntry::construct(entry)));
+    }
+    stream.finish().await.success().map_err(|error| search_error(error.to_string()))?;
+    Ok(entries)
+}
+
+/// Turns the entries into a snapshot: links resolved, roles and rules applied.
+fn assemble(
+    name: &str,
+    source: &LdapSource,
+    now: Timestamp,
+    people: Vec<Entry>,
+    services: Vec<Entry>,
+    computers: Vec<Entry>,
+    groups: Vec<Entry>,
+) -> LdapRead {
+    let mut skipped = Vec::new();
+    let login = source.login_attribute.as_str();
+    // Group DN -> member DNs, for entries whose server keeps no `memberOf`.
+    let mut members_of_group: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for group in &groups {
+        members_of_group.insert(group.dn_key(), group.all("member").iter().map(|dn| normalize_dn(dn)).collect());
+    }
+    let groups_of = |entry: &Entry| -> BTreeSet<String> {
+        let mut found: BTreeSet<String> = entry.all("memberOf").iter().map(|dn| normalize_dn(dn)).collect();
+        let key = entry.dn_key();
+        found.extend(
+            members_of_group.iter().filter(|(_, members)| members.contains(&key)).map(|(group, _)| group.clone()),
+        );
+        found
+    };
+    let is_service_ou =
+        |entry: &Entry| source.service_account_ous.iter().any(|ou| is_under(&entry.dn_key(), &normalize_dn(ou)));
+
+    // Person ids by DN, so managers and owners resolve.
+    let mut person_by_dn: BTreeMap<String, String> = BTreeMap::new();
+    let (service_people, people): (Vec<Entry>, Vec<Entry>) = people.into_iter().partition(|entry| is_service_ou(entry));
+    for entry in &people {
+        match entry.first(login) {
+            Some(id) => {
+                person_by_dn.insert(entry.dn_key(), id.to_ascii_lowercase());
+            }
+            None => skipped.push(format!("{}: no {login}", entry.dn)),
+        }
+    }
+    let person_of = |dn: Option<String>| dn.and_then(|dn| person_by_dn.get(&normalize_dn(&dn)).cloned());
+
+    let mut snapshot = SourceSnapshot { source: name.to_string(), synced_at: Some(now), ..SourceSnapshot::default() };
+    for entry in &computers {
+        let Some(hostname) = entry.first("dNSHostName").or_else(|| entry.first("cn")) else {
+            skipped.push(format!("{}: no dNSHostName or cn", entry.dn));
+            continue;
+        };
+        let key = entry.dn_key();
+        let groups = groups_of(entry);
+        let rule = source.computer_rules.iter().find(|rule| {
+            rule.under.as_deref().is_some_and(|ou| is_under(&key, &normalize_dn(ou)))
+                || rule.group.as_deref().is_some_and(|group| groups.contains(&normalize_dn(group)))
+        });
+        snapshot.assets.push(SyncedAsset {
+            hostname,
+            origin: entry.dn.clone(),
+            ips: Vec::new(),
+            kind: Some(rule.and_then(|rule| rule.kind).unwrap_or(AssetKind::Server).id().to_string()),
+            criticality: rule.and_then(|rule| rule.criticality).map(|level| level.id().to_string()),
+            owner: person_of(entry.first("managedBy")),
+        });
+    }
+    for entry in &people {
+        let Some(id) = entry.first(login).map(|id| id.to_ascii_lowercase()) else { continue };
+        let groups = groups_of(entry);
+        let roles = source
+            .roles
+            .iter()
+            .filter(|(group, _)| groups.contains(&normalize_dn(group)))
+            .map(|(_, role)| role.clone())
+            .collect();
+        let mut accounts = vec![id.clone()];
+        if let Some(upn) = entry.first("userPrincipalName") {
+            accounts.push(upn.to_ascii_lowercase());
+        }
+        // A workstation a person manages is theirs.
+        let workstations = snapshot
+            .assets
+            .iter()
+            .filter(|asset| asset.owner.as_deref() == Some(id.as_str()) && asset.kind.as_deref() == Some("workstation"))
+            .map(|asset| asset.hostname.clone())
+            .collect();
+        snapshot.people.push(SyncedPerson {
+            id: id.clone(),
+            origin: entry.dn.clone(),
+            name: entry.first("displayName").or_else(|| entry.first("cn")),
+            discord_id: source.discord_id_attribute.as_deref().and_then(|attribute| entry.first(attribute)),
+            manager: person_of(entry.first("manager")),
+            team: entry.first("department"),
+            roles,
+            workstations,
+            accounts,
+        });
+    }
+    for entry in services.iter().chain(service_people.iter()) {
+        let Some(account) = entry.first(login) else {
+            skipped.push(format!("{}: no {login}", entry.dn));
+            continue;
+        };
+        snapshot.accounts.push(SyncedAccount {
+            name: account.to_ascii_lowercase(),
+            origin: entry.dn.clone(),
+            kind: "service".to_string(),
+            owner: person_of(entry.first("managedBy")),
+            service: entry.first("description"),
+        });
+    }
+    LdapRead { snapshot, skipped }
+}

@@ -1,0 +1,290 @@
+//! Keeps the directory in step with the organisation's own sources: reads each source, compiles
+//! the directory from the sources' snapshots under the local overlay, refuses a sync that failed
+//! or would remove too much at once, stores the new snapshot and an audit record per change in
+//! one transaction, and only then lets the service see the new directory.
+//!
+//! At start Vouch works from the last good snapshots in the store, so a source that is down does
+//! not stop it from asking the right people.
+
+pub mod ldap;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context;
+use vouch_config::{Directory, DirectoryChange, DirectorySettings, DirectorySource, SourceKind, SourceSnapshot};
+use vouch_playbook::{AuditKind, Timestamp};
+use vouch_storage::{NewRecord, Store};
+
+/// The directory the service reads, replaced whole when a sync lands.
+pub struct SharedDirectory {
+    current: RwLock<Arc<Directory>>,
+}
+
+impl SharedDirectory {
+    pub fn new(directory: Directory) -> SharedDirectory {
+        SharedDirectory { current: RwLock::new(Arc::new(directory)) }
+    }
+
+    /// The directory as of now; cheap (a pointer copy), and constant while the caller holds it.
+    pub fn get(&self) -> Arc<Directory> {
+        Arc::clone(&self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    fn replace(&self, directory: Directory) {
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(directory);
+    }
+}
+
+/// What one source's sync did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncOutcome {
+    /// The changes now in effect (empty: nothing changed).
+    Applied(Vec<DirectoryChange>),
+    /// What a sync would change (`--dry-run`); nothing was stored.
+    WouldApply(Vec<DirectoryChange>),
+    /// The source failed or the result was refused; the last good directory stays.
+    Refused(String),
+}
+
+/// The sync of every configured source, and the snapshots they last gave.
+pub struct DirectoryKeeper {
+    settings: DirectorySettings,
+    store: Arc<Store>,
+    shared: Arc<SharedDirectory>,
+    /// Source name -> its last good snapshot.
+    snapshots: tokio::sync::Mutex<BTreeMap<String, SourceSnapshot>>,
+    /// Sources whose refusal was already reported; cleared by their next good sync.
+    refusals_reported: Mutex<BTreeSet<String>>,
+    /// Syncs by (source, outcome), for `/metrics`.
+    outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl DirectoryKeeper {
+    /// Builds the directory from the overlay and the snapshots kept in the store.
+    pub fn open(settings: DirectorySettings, store: Arc<Store>) -> anyhow::Result<DirectoryKeeper> {
+        let configured: BTreeSet<&str> = settings.sync.sources.iter().map(|source| source.name.as_str()).collect();
+        let mut snapshots = BTreeMap::new();
+        for stored in store.directory_snapshots().context("cannot read the directory snapshots")? {
+            match serde_json::from_value::<SourceSnapshot>(stored) {
+                // A source no longer configured no longer says anything.
+                Ok(snapshot) if configured.contains(snapshot.source.as_str()) => {
+                    snapshots.insert(snapshot.source.clone(), snapshot);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error, "a stored directory snapshot cannot be read; it is ignored")
+                }
+            }
+        }
+        let (directory, overlay_problems, synced_problems) = settings.compile(&ordered(&settings, &snapshots));
+        if let Some(problem) = overlay_problems.first() {
+            anyhow::bail!("the directory has problems: {problem}");
+        }
+        for problem in &synced_problems {
+            tracing::warn!(%problem, "a synced directory entry was left out");
+        }
+        let shared = Arc::new(SharedDirectory::new(directory));
+        Ok(DirectoryKeeper {
+            settings,
+            store,
+            shared,
+            snapshots: tokio::sync::Mutex::new(snapshots),
+            refusals_reported: Mutex::new(BTreeSet::new()),
+            outcomes: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn shared(&self) -> Arc<SharedDirectory> {
+        Arc::clone(&self.shared)
+    }
+
+    pub fn sources(&self) -> &[DirectorySource] {
+        &self.settings.sync.sources
+    }
+
+    /// When each source last synced well, for `vouch directory show` and for cards.
+    pub async fn synced_at(&self) -> BTreeMap<String, Option<Timestamp>> {
+        self.snapshots.lock().await.iter().map(|(name, snapshot)| (name.clone(), snapshot.synced_at)).collect()
+    }
+
+    /// The sync counters in Prometheus' text format.
+    pub fn render_metrics(&self) -> String {
+        let mut text = String::from(
+            "# HELP vouch_directory_syncs_total Directory syncs by source and outcome (applied, dry_run, refused).\n\
+             # TYPE vouch_directory_syncs_total counter\n",
+        );
+        for ((source, outcome), count) in self.outcomes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+            text.push_str(&format!(
+                "vouch_directory_syncs_total{{source=\"{source}\",outcome=\"{outcome}\"}} {count}\n"
+            ));
+        }
+        text
+    }
+
+    /// Syncs every source (or the one named), in the configured order.
+    pub async fn sync(&self, only: Option<&str>, now: Timestamp, dry_run: bool) -> Vec<(String, SyncOutcome)> {
+        let mut outcomes = Vec::new();
+        for source in self.settings.sync.sources.iter().filter(|source| only.is_none_or(|name| name == source.name)) {
+            let outcome = self.sync_source(source, now, dry_run).await;
+            let counted = match &outcome {
+                SyncOutcome::Applied(_) => "applied",
+                SyncOutcome::WouldApply(_) => "dry_run",
+                SyncOutcome::Refused(_) => "refused",
+            };
+            *self
+                .outcomes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .entry((source.name.clone(), counted))
+                .or_default() += 1;
+            match &outcome {
+                SyncOutcome::Applied(changes) => {
+                    tracing::info!(source = %source.name, changes = changes.len(), "directory sync applied")
+                }
+                SyncOutcome::WouldApply(changes) => {
+                    tracing::info!(source = %source.name, changes = changes.len(), "directory sync (dry run)")
+                }
+                SyncOutcome::Refused(reason) => {
+                    tracing::warn!(source = %source.name, %reason, "directory sync refused")
+                }
+            }
+            outcomes.push((source.name.clone(), outcome));
+        }
+        outcomes
+    }
+
+    async fn sync_source(&self, source: &DirectorySource, now: Timestamp, dry_run: bool) -> SyncOutcome {
+        let read = match &source.kind {
+            SourceKind::Ldap(ldap_source) => ldap::read(&source.name, ldap_source, now).await,
+        };
+        let read = match read {
+            Ok(read) => read,
+            Err(error) => return self.refuse(source, now, dry_run, format!("the source failed: {error}")),
+        };
+        for skipped in &read.skipped {
+            tracing::warn!(source = %source.name, entry = %skipped, "a directory entry was left out");
+        }
+        // One sync at a time: the snapshot set is read, replaced and stored under this lock.
+        let mut snapshots = self.snapshots.lock().await;
+        let mut candidate = snapshots.clone();
+        candidate.insert(source.name.clone(), read.snapshot.clone());
+        let (directory, overlay_problems, synced_problems) =
+            self.settings.compile(&ordered(&self.settings, &candidate));
+        if let Some(problem) = overlay_problems.first() {
+            return self.refuse(source, now, dry_run, format!("the local directory file has problems: {problem}"));
+        }
+        for problem in &synced_problems {
+            tracing::warn!(source = %source.name, %problem, "a synced directory entry was left out");
+        }
+        let before = self.shared.get();
+        let removal = before.removal_to(&directory);
+        let limit = self.settings.sync.max_removed_share;
+        if removal.people > limit || removal.assets > limit {
+            return self.refuse(
+                source,
+                now,
+                dry_run,
+                format!(
+                    "it would remove {:.0}% of the people and {:.0}% of the machines at once (more than {:.0}%)",
+                    removal.people * 100.0,
+                    removal.assets * 100.0,
+                    limit * 100.0
+                ),
+            );
+        }
+        let changes = before.changes_to(&directory);
+        if dry_run {
+            return SyncOutcome::WouldApply(changes);
+        }
+        let stored = serde_json::to_value(&read.snapshot).unwrap_or_default();
+        let written = self.write(move |transaction| {
+            transaction.put_directory_snapshot(&read.snapshot.source, &stored);
+            for change in &changes {
+                transaction.append_audit(NewRecord {
+                    at: now,
+                    case_id: None,
+                    kind: AuditKind::DirectoryChange(change.kind()),
+                    actor: None,
+                    playbook_version: None,
+                    detail: serde_json::json!({"source": read.snapshot.source, "change": change}),
+                })?;
+            }
+            Ok(changes)
+        });
+        match written.await {
+            Ok(changes) => {
+                *snapshots = candidate;
+                self.shared.replace(directory);
+                self.refusals_reported.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&source.name);
+                SyncOutcome::Applied(changes)
+            }
+            Err(error) => SyncOutcome::Refused(format!("the store could not keep the snapshot: {error}")),
+        }
+    }
+
+    /// A refused sync changes nothing; it is audited (and reported) once until the source syncs
+    /// well again, so a source that stays down does not flood the log.
+    fn refuse(&self, source: &DirectorySource, now: Timestamp, dry_run: bool, reason: String) -> SyncOutcome {
+        if !dry_run {
+            let first = self
+                .refusals_reported
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(source.name.clone());
+            if first {
+                let detail = serde_json::json!({"source": source.name, "reason": reason});
+                let store = Arc::clone(&self.store);
+                let result = store
+                    .write(|transaction| {
+                        transaction.append_audit(NewRecord {
+                            at: now,
+                            case_id: None,
+                            kind: AuditKind::DirectorySyncRefused,
+                            actor: None,
+                            playbook_version: None,
+                            detail,
+                        })?;
+                        Ok(())
+                    })
+                    .and_then(|pending| pending.wait());
+                if let Err(error) = result {
+                    tracing::error!(error = %error, "the refused directory sync could not be audited");
+                }
+            }
+        }
+        SyncOutcome::Refused(reason)
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut dyn vouch_storage::Transaction) -> vouch_storage::Result<T> + Send + 'static,
+    ) -> vouch_storage::Result<T> {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || store.write(change)?.wait()).await {
+            Ok(result) => result,
+            Err(_) => Err(vouch_storage::StorageError::ShuttingDown),
+        }
+    }
+}
+
+/// The snapshots in the configured order of their sources (which decides precedence).
+fn ordered(settings: &DirectorySettings, snapshots: &BTreeMap<String, SourceSnapshot>) -> Vec<SourceSnapshot> {
+    settings.sync.sources.iter().filter_map(|source| snapshots.get(&source.name).cloned()).collect()
+}
+
+/// Syncs at start, then on the configured schedule, until the task is dropped.
+pub async fn run(keeper: Arc<DirectoryKeeper>, clock: Arc<dyn crate::Clock>) {
+    if keeper.sources().is_empty() {
+        return;
+    }
+    keeper.sync(None, clock.now(), false).await;
+    let Some(schedule) = keeper.settings.sync.schedule.clone() else { return };
+    loop {
+        let now = clock.now();
+        let Some(next) = schedule.next_after(now) else { return };
+        let wait = (next.unix_millis() - now.unix_millis()).max(0) as u64;
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        keeper.sync(None, clock.now(), false).await;
+    }
+}

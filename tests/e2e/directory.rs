@@ -1,0 +1,136 @@
+//! The directory read from the organisation's own LDAP (a real `slapd`): a changed manager is
+//! asked after the next sync and the change is audited; a sync that would remove most people is
+//! refused and reported once; with the source down, Vouch restarts and still asks the right
+//! people from its stored snapshot.
+
+use std::time::{Duration, Instant};
+
+use crate::slapd::{self, Slapd, SUFFIX};
+use crate::support::{client, get_json, native_alert, post_alert, Workspace, INGEST_TOKEN};
+
+/// Waits until `/metrics` counts `count` syncs of the source with this outcome.
+async fn syncs(base: &str, outcome: &str, count: u64) {
+    let line = format!("vouch_directory_syncs_total{{source=\"corp-ad\",outcome=\"{outcome}\"}} {count}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = client().get(format!("{base}/metrics")).send().await.expect("sent").text().await.expect("text");
+        if metrics.contains(&line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no `{line}` within 30 s:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sync_now(base: &str) -> serde_json::Value {
+    let response =
+        client().post(format!("{base}/api/v1/directory/sync")).bearer_auth(INGEST_TOKEN).send().await.expect("sent");
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.expect("json")
+}
+
+/// The person first asked to vouch for a new case of `account` reaching `target` from WS-17.
+async fn first_asked(base: &str, id: &str, target: &str) -> String {
+    let (status, body) = post_alert(base, &native_alert(id, "WS-17", target, "CORP\\alice")).await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("new")), "{body}");
+    let case_id = body["case_id"].as_str().expect("case id");
+    let (_, case) = get_json(base, &format!("/api/v1/cases/{case_id}")).await;
+    case["confirmers"][0]["person"]["id"].as_str().unwrap_or("nobody").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good_directory() {
+    if !slapd::available() {
+        return;
+    }
+    let mut ldap = Slapd::start();
+    let mut entries = String::new();
+    for (login, name, manager) in [
+        ("bob", "Bob Stone", None),
+        ("carol", "Carol Diaz", None),
+        ("alice", "Alice Martin", Some("bob")),
+        ("dave", "Dave Kim", Some("bob")),
+        ("erin", "Erin Wu", Some("carol")),
+    ] {
+        entries.push_str(&slapd::person(login, name, manager, None));
+    }
+    entries.push_str(&slapd::computer("WS-17", "Workstations", Some("alice")));
+    for server in ["SRV-DB-01", "SRV-APP-02", "SRV-APP-03"] {
+        entries.push_str(&slapd::computer(server, "Servers", None));
+    }
+    entries.push_str(&format!(
+        "dn: cn=Helpdesk,ou=Groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: Helpdesk\nmember: cn=alice,ou=People,{SUFFIX}\n\n"
+    ));
+    ldap.add(&entries);
+
+    let workspace = Workspace::new("");
+    // The local overlay knows nothing: everything comes from LDAP.
+    std::fs::write(workspace.config().with_file_name("directory.toml"), "# facts LDAP does not hold\n").expect("write");
+    workspace.append_settings(&slapd::source_settings(&ldap));
+    let vouch = workspace.start();
+    syncs(&vouch.base, "applied", 1).await;
+
+    // SRV-DB-01 has no owner, so alice's manager is asked: bob, as LDAP says.
+    assert_eq!(first_asked(&vouch.base, "dir-1", "SRV-DB-01").await, "bob");
+
+    // Her manager changes in LDAP; after the next sync her manager's successor is asked.
+    ldap.modify(&format!(
+        "dn: cn=alice,ou=People,{SUFFIX}\nchangetype: modify\nreplace: manager\nmanager: cn=carol,ou=People,{SUFFIX}\n"
+    ));
+    let synced = sync_now(&vouch.base).await;
+    assert_eq!(synced["sources"][0]["outcome"], "applied", "{synced}");
+    let change = &synced["sources"][0]["changes"][0];
+    assert_eq!(
+        (change["change"].as_str(), change["person"].as_str(), change["from"].as_str(), change["to"].as_str()),
+        (Some("manager_changed"), Some("alice"), Some("bob"), Some("carol")),
+        "{synced}"
+    );
+    assert_eq!(first_asked(&vouch.base, "dir-2", "SRV-APP-02").await, "carol");
+
+    // Three of five people vanish at once (60%, over the 20% limit): refused, twice, reported once.
+    ldap.modify(&format!(
+        "dn: cn=bob,ou=People,{SUFFIX}\nchangetype: delete\n\n\
+         dn: cn=dave,ou=People,{SUFFIX}\nchangetype: delete\n\n\
+         dn: cn=erin,ou=People,{SUFFIX}\nchangetype: delete\n"
+    ));
+    for _ in 0..2 {
+        let refused = sync_now(&vouch.base).await;
+        assert_eq!(refused["sources"][0]["outcome"], "refused", "{refused}");
+        assert!(
+            refused["sources"][0]["reason"].as_str().unwrap_or_default().contains("60% of the people"),
+            "{refused}"
+        );
+    }
+    assert_eq!(vouch.terminate(), 0);
+
+    // The source goes down; Vouch restarts from its stored snapshot and still asks carol.
+    ldap.stop();
+    let vouch = workspace.start();
+    syncs(&vouch.base, "refused", 1).await;
+    assert_eq!(first_asked(&vouch.base, "dir-3", "SRV-APP-03").await, "carol");
+    assert_eq!(vouch.terminate(), 0);
+
+    // The audit log holds the change and one record per refused streak, and still verifies.
+    workspace.assert_audit_intact();
+    let config = workspace.config();
+    let (code, export, stderr) =
+        workspace.run_command(&["audit", "export", "--config", config.to_str().expect("path")]);
+    assert_eq!(code, 0, "{stderr}");
+    let kinds: Vec<String> = export
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|record| record["kind"].as_str().map(str::to_string))
+        .filter(|kind| kind.starts_with("directory."))
+        .collect();
+    assert_eq!(kinds.iter().filter(|kind| *kind == "directory.manager_changed").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|kind| *kind == "directory.sync_refused").count(), 2, "{kinds:?}");
+    assert!(kinds.contains(&"directory.person_added".to_string()), "the first sync added the people: {kinds:?}");
+
+    // What Vouch believes, and who said it.
+    let (code, shown, _) =
+        workspace.run_command(&["directory", "show", "--config", config.to_str().expect("path"), "alice"]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("manager: carol  (source corp-ad: cn=alice,ou=People,dc=corp,dc=example)"), "{shown}");
+    assert!(shown.contains("roles: helpdesk"), "{shown}");
+    assert!(shown.contains("workstations: ws-17"), "{shown}");
+}
