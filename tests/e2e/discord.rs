@@ -234,6 +234,11 @@ async fn a_case_card_asks_the_owner_who_vouches_and_only_the_right_people_count(
         })
         .await;
     // 5. After the restart, clicks on the old card still work (and a closed case refuses them).
+    //    A click reaches only a bot that is connected (as on Discord): wait for the restarted
+    //    Vouch to identify before clicking.
+    simulator
+        .wait_for("the restarted Vouch to identify", WAIT, |world| (world.gateway_identifies >= 2).then_some(()))
+        .await;
     let late = simulator.click(SAM, card.id, &button(&card, "Escalate"));
     assert_ephemeral_refusal(&simulator.response(late, WAIT).await, "already closed");
     assert_eq!(simulator.with_world(cards_in), 1, "no second card after the restart");

@@ -328,10 +328,15 @@ pub fn native_alert(id: &str, source: &str, target: &str, account: &str) -> serd
 }
 
 /// The card of the case with this id in the triage channel, once posted.
+/// Also waits until a bot has identified on the gateway: cards are posted over REST, but a click
+/// reaches only a connected bot (as on Discord), so a test clicks on a card only once both hold.
 pub async fn card(simulator: &discord_simulator::Simulator, case_id: &str) -> discord_simulator::StoredMessage {
     let prefix = format!("{case_id} ");
     simulator
-        .wait_for(&format!("the card of {case_id}"), std::time::Duration::from_secs(30), |world| {
+        .wait_for(&format!("the card of {case_id} and a connected bot"), std::time::Duration::from_secs(30), |world| {
+            if world.gateway_identifies == 0 {
+                return None;
+            }
             world
                 .channel_messages(TRIAGE_CHANNEL)
                 .into_iter()
