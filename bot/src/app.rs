@@ -101,6 +101,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         }
     };
     let service_handle = Arc::clone(&service);
+    // Identity providers push people over SCIM 2.0 when a scim source is configured.
+    let scim = crate::directory_sync::scim::routes(Arc::clone(&keeper), Arc::clone(&service.clock));
     let state = Arc::new(AppState {
         service,
         directory: keeper,
@@ -117,7 +119,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     tracing::info!(%address, data_dir = %config.settings.storage.data_dir.display(), "vouch is listening");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app(state))
+        let router = match scim {
+            Some(scim) => app(state).merge(scim),
+            None => app(state),
+        };
+        axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = stopped.await;
             })

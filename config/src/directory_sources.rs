@@ -46,6 +46,20 @@ pub struct DirectorySource {
 #[derive(Debug, Clone)]
 pub enum SourceKind {
     Ldap(Box<LdapSource>),
+    /// People pushed to Vouch by an identity provider over SCIM 2.0 (Okta, Entra ID, ...).
+    Scim(ScimSource),
+}
+
+/// Vouch's SCIM 2.0 server (`/scim/v2/Users`, `/scim/v2/Groups`) for one identity provider.
+#[derive(Debug, Clone)]
+pub struct ScimSource {
+    /// The bearer token the identity provider presents (not the ingest token).
+    pub token: Secret,
+    /// Group display name (lower-case) → Vouch role.
+    pub roles: Vec<(String, String)>,
+    /// The user attribute holding the person's Discord id: a SCIM path such as
+    /// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber`.
+    pub discord_id_attribute: Option<String>,
 }
 
 /// An LDAP directory (Active Directory or any RFC 4511 server).
@@ -117,8 +131,9 @@ pub(crate) fn compile(directory: &TableReader<'_>, base: &Path, environment: &dy
         }
         let kind = match table.required_string("kind").as_deref() {
             Some("ldap") => ldap(&table, base, environment).map(|source| SourceKind::Ldap(Box::new(source))),
+            Some("scim") => scim(&table, base, environment).map(SourceKind::Scim),
             Some(other) => {
-                table.problem("kind", format!("`{other}` is not a source kind Vouch reads (ldap)"));
+                table.problem("kind", format!("`{other}` is not a source kind Vouch reads (ldap, scim)"));
                 None
             }
             None => None,
@@ -127,6 +142,9 @@ pub(crate) fn compile(directory: &TableReader<'_>, base: &Path, environment: &dy
         if let (Some(kind), true) = (kind, valid_name) {
             sources.push(DirectorySource { name, kind });
         }
+    }
+    if sources.iter().filter(|source| matches!(source.kind, SourceKind::Scim(_))).count() > 1 {
+        directory.problem("sources", "at most one scim source: identity providers push to one /scim/v2 endpoint");
     }
     DirectorySync { sources, schedule, max_removed_share, stale_after }
 }
@@ -225,4 +243,18 @@ fn ldap(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> 
         page_size,
         timeout,
     })
+}
+
+fn scim(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> Option<ScimSource> {
+    let token = secret(table, "token", base, environment, true);
+    if token.as_ref().is_some_and(|token| token.expose().len() < 16) {
+        table.problem("token", "a SCIM token must be at least 16 characters");
+    }
+    let roles = table
+        .entries("roles")
+        .into_iter()
+        .map(|(group, role)| (group.to_ascii_lowercase(), role.to_ascii_lowercase()))
+        .collect();
+    let discord_id_attribute = table.string("discord_id_attribute");
+    Some(ScimSource { token: token?, roles, discord_id_attribute })
 }

@@ -26,6 +26,10 @@ pub struct SourceSnapshot {
     pub accounts: Vec<SyncedAccount>,
     #[serde(default)]
     pub assets: Vec<SyncedAsset>,
+    /// What a source that pushes to Vouch (SCIM) keeps about itself: its resources as the
+    /// identity provider sent them, which the snapshot's entries are derived from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

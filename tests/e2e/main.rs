@@ -13,4 +13,5 @@ mod directory;
 mod discord;
 mod ingest;
 mod isolation;
+mod scim;
 mod storm;

@@ -95,6 +95,8 @@ edr_ids = { crowdstrike = "aid-dc-01" }
 
 pub const WEBHOOK_SECRET: &str = "whsec_QmVlcy1uZWVzLWtub3ctYmVzdC0yMDI2LWUyZQ==";
 
+/// The bearer token the simulated identity provider presents to Vouch's SCIM server.
+pub const SCIM_TOKEN: &str = "e2e-scim-token-from-the-idp-5d21";
 pub const DISCORD_TOKEN: &str = "e2e-discord-bot-token-41c9";
 pub const TRIAGE_CHANNEL: u64 = 800_000_000_000_000_001;
 pub const SOC_ROLE: u64 = 800_000_000_000_000_010;
@@ -156,6 +158,7 @@ impl Workspace {
             .env("DISCORD_TOKEN", DISCORD_TOKEN)
             .env("VOUCH_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("VOUCH_LDAP_PASSWORD", crate::slapd::ADMIN_PASSWORD)
+            .env("VOUCH_SCIM_TOKEN", SCIM_TOKEN)
             .env("VOUCH_LOG", "info");
         command
     }

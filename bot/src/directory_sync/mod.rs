@@ -7,6 +7,7 @@
 //! not stop it from asking the right people.
 
 pub mod ldap;
+pub mod scim;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -45,6 +46,15 @@ pub enum SyncOutcome {
     WouldApply(Vec<DirectoryChange>),
     /// The source failed or the result was refused; the last good directory stays.
     Refused(String),
+}
+
+/// Why a pushed change did not land.
+#[derive(Debug)]
+pub enum PushError<E> {
+    /// The change itself was refused (bad input); nothing changed.
+    Refused(E),
+    /// The directory it gave was not kept (the overlay is broken, the store failed).
+    NotKept(String),
 }
 
 /// The sync of every configured source, and the snapshots they last gave.
@@ -125,7 +135,8 @@ impl DirectoryKeeper {
     /// Syncs every source (or the one named), in the configured order.
     pub async fn sync(&self, only: Option<&str>, now: Timestamp, dry_run: bool) -> Vec<(String, SyncOutcome)> {
         let mut outcomes = Vec::new();
-        for source in self.settings.sync.sources.iter().filter(|source| only.is_none_or(|name| name == source.name)) {
+        let pulled = self.settings.sync.sources.iter().filter(|source| matches!(source.kind, SourceKind::Ldap(_)));
+        for source in pulled.filter(|source| only.is_none_or(|name| name == source.name)) {
             let outcome = self.sync_source(source, now, dry_run).await;
             let counted = match &outcome {
                 SyncOutcome::Applied(_) => "applied",
@@ -157,6 +168,8 @@ impl DirectoryKeeper {
     async fn sync_source(&self, source: &DirectorySource, now: Timestamp, dry_run: bool) -> SyncOutcome {
         let read = match &source.kind {
             SourceKind::Ldap(ldap_source) => ldap::read(&source.name, ldap_source, now).await,
+            // A pushed source has nothing to pull: what it sent is already in effect.
+            SourceKind::Scim(_) => return SyncOutcome::Applied(Vec::new()),
         };
         let read = match read {
             Ok(read) => read,
@@ -167,8 +180,41 @@ impl DirectoryKeeper {
         }
         // One sync at a time: the snapshot set is read, replaced and stored under this lock.
         let mut snapshots = self.snapshots.lock().await;
+        let limit = Some(self.settings.sync.max_removed_share);
+        self.land(&mut snapshots, source, read.snapshot, now, dry_run, limit).await
+    }
+
+    /// Applies a change a source pushed (SCIM): `change` turns the source's current snapshot
+    /// into the next one, or refuses (nothing is changed). A push is one person or group at a
+    /// time, so no removal limit applies; it is durable, audited and in effect on return.
+    pub async fn push<T, E>(
+        &self,
+        source: &DirectorySource,
+        now: Timestamp,
+        change: impl FnOnce(Option<&SourceSnapshot>) -> Result<(SourceSnapshot, T), E>,
+    ) -> Result<T, PushError<E>> {
+        let mut snapshots = self.snapshots.lock().await;
+        let (snapshot, value) = change(snapshots.get(&source.name)).map_err(PushError::Refused)?;
+        match self.land(&mut snapshots, source, snapshot, now, false, None).await {
+            SyncOutcome::Refused(reason) => Err(PushError::NotKept(reason)),
+            _ => Ok(value),
+        }
+    }
+
+    /// Lands a source's new snapshot: compiles the directory it gives, refuses it when the
+    /// overlay is broken or it removes more than `removal_limit`, else stores the snapshot and
+    /// one audit record per change in one transaction and swaps the directory in.
+    async fn land(
+        &self,
+        snapshots: &mut BTreeMap<String, SourceSnapshot>,
+        source: &DirectorySource,
+        snapshot: SourceSnapshot,
+        now: Timestamp,
+        dry_run: bool,
+        removal_limit: Option<f64>,
+    ) -> SyncOutcome {
         let mut candidate = snapshots.clone();
-        candidate.insert(source.name.clone(), read.snapshot.clone());
+        candidate.insert(source.name.clone(), snapshot.clone());
         let (directory, overlay_problems, synced_problems) =
             self.settings.compile(&ordered(&self.settings, &candidate));
         if let Some(problem) = overlay_problems.first() {
@@ -178,28 +224,30 @@ impl DirectoryKeeper {
             tracing::warn!(source = %source.name, %problem, "a synced directory entry was left out");
         }
         let before = self.shared.get();
-        let removal = before.removal_to(&directory);
-        let limit = self.settings.sync.max_removed_share;
-        if removal.people > limit || removal.assets > limit {
-            return self.refuse(
-                source,
-                now,
-                dry_run,
-                format!(
-                    "it would remove {:.0}% of the people and {:.0}% of the machines at once (more than {:.0}%)",
-                    removal.people * 100.0,
-                    removal.assets * 100.0,
-                    limit * 100.0
-                ),
-            );
+        if let Some(limit) = removal_limit {
+            let removal = before.removal_to(&directory);
+            if removal.people > limit || removal.assets > limit {
+                return self.refuse(
+                    source,
+                    now,
+                    dry_run,
+                    format!(
+                        "it would remove {:.0}% of the people and {:.0}% of the machines at once (more than {:.0}%)",
+                        removal.people * 100.0,
+                        removal.assets * 100.0,
+                        limit * 100.0
+                    ),
+                );
+            }
         }
         let changes = before.changes_to(&directory);
         if dry_run {
             return SyncOutcome::WouldApply(changes);
         }
-        let stored = serde_json::to_value(&read.snapshot).unwrap_or_default();
+        let stored = serde_json::to_value(&snapshot).unwrap_or_default();
+        let source_name = source.name.clone();
         let written = self.write(move |transaction| {
-            transaction.put_directory_snapshot(&read.snapshot.source, &stored);
+            transaction.put_directory_snapshot(&source_name, &stored);
             for change in &changes {
                 transaction.append_audit(NewRecord {
                     at: now,
@@ -207,7 +255,7 @@ impl DirectoryKeeper {
                     kind: AuditKind::DirectoryChange(change.kind()),
                     actor: None,
                     playbook_version: None,
-                    detail: serde_json::json!({"source": read.snapshot.source, "change": change}),
+                    detail: serde_json::json!({"source": source_name, "change": change}),
                 })?;
             }
             Ok(changes)
@@ -275,7 +323,7 @@ fn ordered(settings: &DirectorySettings, snapshots: &BTreeMap<String, SourceSnap
 
 /// Syncs at start, then on the configured schedule, until the task is dropped.
 pub async fn run(keeper: Arc<DirectoryKeeper>, clock: Arc<dyn crate::Clock>) {
-    if keeper.sources().is_empty() {
+    if !keeper.sources().iter().any(|source| matches!(source.kind, SourceKind::Ldap(_))) {
         return;
     }
     keeper.sync(None, clock.now(), false).await;

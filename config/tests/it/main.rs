@@ -313,14 +313,17 @@ fn synced_snapshots_merge_under_the_overlay_and_say_where_each_fact_came_from() 
 fn the_ldap_example_compiles_its_source_and_sync_settings() {
     let mut environment = environment();
     environment.0.insert("VOUCH_LDAP_PASSWORD", "ldap-secret");
+    environment.0.insert("VOUCH_SCIM_TOKEN", "scim-token-of-the-identity-provider");
     let folder = tempfile::tempdir().expect("temp dir");
     std::fs::write(folder.path().join("vouch.toml"), example("vouch.ldap.example.toml")).expect("write");
     std::fs::write(folder.path().join("directory.example.toml"), example("directory.example.toml")).expect("write");
     let config = load(&folder.path().join("vouch.toml"), &environment).unwrap_or_else(|error| panic!("{error}"));
     let sync = &config.settings.directory.sync;
-    assert_eq!((sync.sources.len(), sync.max_removed_share), (1, 0.2));
+    assert_eq!((sync.sources.len(), sync.max_removed_share), (2, 0.2));
     assert!(sync.schedule.is_some());
-    let vouch_config::SourceKind::Ldap(ldap) = &sync.sources[0].kind;
+    let vouch_config::SourceKind::Ldap(ldap) = &sync.sources[0].kind else { panic!("corp-ad is ldap") };
+    let vouch_config::SourceKind::Scim(scim) = &sync.sources[1].kind else { panic!("okta is scim") };
+    assert_eq!(scim.roles, vec![("it helpdesk".to_string(), "helpdesk".to_string())]);
     assert_eq!(ldap.roles.len(), 3);
     assert_eq!(ldap.computer_rules.len(), 4);
     assert_eq!(ldap.bind_password.as_ref().map(|secret| secret.expose()), Some("ldap-secret"));
