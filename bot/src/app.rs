@@ -90,6 +90,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     background.push(tokio::spawn(crate::timers::run(Arc::clone(&service))));
     background.push(tokio::spawn(keep_store_open(Arc::clone(&store))));
     background.push(tokio::spawn(crate::directory_sync::run(Arc::clone(&keeper), Arc::clone(&service.clock))));
+    background.push(tokio::spawn(crate::directory_sync::reroute_on_change(Arc::clone(&keeper), Arc::clone(&service))));
     let discord = match config.settings.discord.clone() {
         Some(settings) => Some(crate::discord::start(settings, Arc::clone(&service)).await?),
         None => {

@@ -8,11 +8,13 @@ use crate::directory_sync::SharedDirectory;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use vouch_playbook::cases::{route_alert, vouched_by, Arrival, GroupingWindow, OpenMovement};
+use vouch_playbook::definition::ConfirmerRole;
+use vouch_playbook::engine::Confirmer;
 use vouch_playbook::facts::Facts;
 use vouch_playbook::movement::{judge_movement, NotAMovement};
 use vouch_playbook::{
-    apply, open_case, Actor, Alert, AuditKind, Case, CaseEvent, CaseId, Effect, EventKind, MovementKey, Playbook,
-    Timestamp,
+    apply, open_case, Actor, Alert, AuditKind, Case, CaseEvent, CaseId, CaseState, Effect, EventKind, MovementKey,
+    Playbook, Timestamp,
 };
 use vouch_storage::{AuditRecord, NewRecord, OutboxEntry, Pending, StorageError, Store, Transaction};
 
@@ -239,6 +241,51 @@ impl Service {
                 transaction.append_audit(vouch_record(kind, Some(entry.case_id), detail, now)).map(|_| ())
             })?
             .wait()
+    }
+
+    /// After the directory changed: every case waiting on someone the directory no longer has
+    /// in that place (they left, or are no longer the manager or owner they were asked as) asks
+    /// the next person in its chain, with a note in its thread. Returns how many moved on.
+    pub fn reroute_confirmers(&self, now: Timestamp) -> Result<usize, StorageError> {
+        let directory = self.directory.get();
+        let vouch = Actor::vouch();
+        let mut moved = 0;
+        for case in self.store.cases(Some(&[CaseState::AwaitingConfirmation]))? {
+            let Some(Confirmer::Person { person, role }) = case.confirmation.current_confirmer() else { continue };
+            let reason = match directory.person(&person.id) {
+                None => Some("is no longer in the directory".to_string()),
+                Some(_) => match role {
+                    ConfirmerRole::Manager => {
+                        let holder = case
+                            .facts
+                            .account
+                            .as_ref()
+                            .or(case.facts.acting_as.as_ref())
+                            .and_then(|facts| facts.holder.as_ref());
+                        holder.and_then(|holder| {
+                            let manager = directory.person(&holder.person.id).and_then(|found| found.manager.clone());
+                            (manager.as_ref() != Some(&person.id))
+                                .then(|| format!("is no longer {}'s manager", holder.person.name))
+                        })
+                    }
+                    ConfirmerRole::TargetOwner => {
+                        let target = directory.asset_for(&case.alert().target);
+                        let owner = target.and_then(|asset| asset.owner.clone());
+                        (owner.as_ref() != Some(&person.id))
+                            .then(|| format!("no longer owns {}", case.alert().target.label()))
+                    }
+                    ConfirmerRole::AccountOwner => None,
+                },
+            };
+            let Some(reason) = reason else { continue };
+            let detail = serde_json::json!({"person": person.id, "reason": reason});
+            let event = CaseEvent::ConfirmerLeft { person: person.id.clone(), reason };
+            let request = CaseRequest::new(case.id, EventKind::DirectoryConfirmerLeft, &vouch, detail, event);
+            if matches!(self.apply(request, now)?, Change::Applied { .. }) {
+                moved += 1;
+            }
+        }
+        Ok(moved)
     }
 
     /// Who is on call now, as directory people: (primary, secondary).

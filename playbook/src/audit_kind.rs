@@ -21,6 +21,8 @@ pub enum EventKind {
     FormConfirm,
     TimerDeadline,
     WebhookResult,
+    /// A directory sync found that the person asked to vouch left or changed place.
+    DirectoryConfirmerLeft,
 }
 
 impl EventKind {
@@ -40,6 +42,7 @@ impl EventKind {
             EventKind::FormConfirm => "form.confirm",
             EventKind::TimerDeadline => "timer.deadline",
             EventKind::WebhookResult => "webhook.result",
+            EventKind::DirectoryConfirmerLeft => "directory.confirmer_left",
         }
     }
 }

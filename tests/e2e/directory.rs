@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::slapd::{self, Slapd, SUFFIX};
-use crate::support::{client, get_json, native_alert, post_alert, Workspace, INGEST_TOKEN};
+use crate::support::{case_until, client, get_json, native_alert, post_alert, Workspace, INGEST_TOKEN};
 
 /// Waits until `/metrics` counts `count` syncs of the source with this outcome.
 async fn syncs(base: &str, outcome: &str, count: u64) {
@@ -86,6 +86,16 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
         "{synced}"
     );
     assert_eq!(first_asked(&vouch.base, "dir-2", "SRV-APP-02").await, "carol");
+    // The case still waiting on bob moves on: he is no longer alice's manager.
+    let moved = case_until(&vouch.base, "LM-1", Duration::from_secs(30), "LM-1 to stop waiting on bob", |case| {
+        case["confirmers"][0]["status"] != "asked"
+    })
+    .await;
+    let events = moved["events"].to_string();
+    assert!(
+        events.contains("directory.confirmer_left") && events.contains("no longer Alice Martin's manager"),
+        "{moved}"
+    );
 
     // Three of five people vanish at once (60%, over the 20% limit): refused, twice, reported once.
     ldap.modify(&format!(

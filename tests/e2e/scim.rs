@@ -149,6 +149,16 @@ async fn an_identity_provider_provisions_people_over_scim_and_bad_requests_chang
     let (status, bob_now) =
         scim(&base, reqwest::Method::PATCH, &format!("/Users/{bob_id}"), SCIM_TOKEN, Some(&entra.to_string())).await;
     assert_eq!((status, bob_now["active"].as_bool()), (200, Some(false)), "{bob_now}");
+    // The case that waited on carol moves on to the next person, with a note in its thread.
+    let moved = crate::support::case_until(
+        &base,
+        "LM-2",
+        std::time::Duration::from_secs(30),
+        "LM-2 to stop waiting on carol",
+        |case| case["events"].to_string().contains("directory.confirmer_left"),
+    )
+    .await;
+    assert!(moved["events"].to_string().contains("is no longer in the directory"), "{moved}");
     // A patch that breaks the schema changes nothing.
     let broken = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "replace", "path": "active", "value": [true]}]});

@@ -68,6 +68,8 @@ pub struct DirectoryKeeper {
     refusals_reported: Mutex<BTreeSet<String>>,
     /// Syncs by (source, outcome), for `/metrics`.
     outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Woken whenever a sync or a push changed the directory (cases re-route their confirmers).
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 impl DirectoryKeeper {
@@ -102,6 +104,7 @@ impl DirectoryKeeper {
             snapshots: tokio::sync::Mutex::new(snapshots),
             refusals_reported: Mutex::new(BTreeSet::new()),
             outcomes: Mutex::new(BTreeMap::new()),
+            changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -264,6 +267,9 @@ impl DirectoryKeeper {
             Ok(changes) => {
                 *snapshots = candidate;
                 self.shared.replace(directory);
+                if !changes.is_empty() {
+                    self.changed.notify_one();
+                }
                 self.refusals_reported.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&source.name);
                 SyncOutcome::Applied(changes)
             }
@@ -334,5 +340,22 @@ pub async fn run(keeper: Arc<DirectoryKeeper>, clock: Arc<dyn crate::Clock>) {
         let wait = (next.unix_millis() - now.unix_millis()).max(0) as u64;
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         keeper.sync(None, clock.now(), false).await;
+    }
+}
+
+/// Re-routes open cases whose asked person left or changed place, whenever the directory changed.
+pub async fn reroute_on_change(keeper: Arc<DirectoryKeeper>, service: Arc<crate::service::Service>) {
+    loop {
+        keeper.changed.notified().await;
+        let service = Arc::clone(&service);
+        let now = service.clock.now();
+        match tokio::task::spawn_blocking(move || service.reroute_confirmers(now)).await {
+            Ok(Ok(moved)) if moved > 0 => {
+                tracing::info!(cases = moved, "cases asked the next person after a directory change")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(error = %error, "cases could not be re-routed after a directory change"),
+            Err(error) => tracing::error!(error = %error, "the re-routing task failed"),
+        }
     }
 }

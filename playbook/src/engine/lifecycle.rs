@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::vocabulary::*;
 use crate::definition::Playbook;
 use crate::facts::{Criticality, Facts};
-use crate::ids::CaseId;
+use crate::ids::{CaseId, PersonId};
 use crate::model::Alert;
 use crate::time::Timestamp;
 
@@ -96,6 +96,16 @@ impl Case {
     /// vouch without one; the chat asks for it with a form first.
     pub fn vouching_needs_justification(&self, actor: &Actor) -> bool {
         self.opening.criticality == Criticality::Critical && self.is_asked(actor)
+    }
+
+    /// Whether `person` is the one this case is waiting on to vouch.
+    pub fn asks(&self, person: &PersonId) -> bool {
+        self.state == CaseState::AwaitingConfirmation
+            && self
+                .confirmation
+                .current_confirmer()
+                .and_then(Confirmer::person)
+                .is_some_and(|asked| &asked.id == person)
     }
 
     /// What the case offers now, whoever looks at it; [`apply`] still decides who may do it.
@@ -476,6 +486,19 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             }
             let message = format!("{} acknowledged the page and is on it.", by.name);
             (case, vec![Effect::Announce { message }, Effect::UpdateCard])
+        }
+        CaseEvent::ConfirmerLeft { person, reason } => {
+            if !case.asks(&person) {
+                return case.refuse("that person is not the one asked to vouch");
+            }
+            let name = case.confirmation.current_confirmer().map(Confirmer::label).unwrap_or_default();
+            let next = case.confirmation.current.map_or(0, |index| index + 1);
+            let (case, ask_effects) = case.ask(playbook, next, now);
+            let mut effects = vec![Effect::Announce {
+                message: format!("{name} {reason}, so the next person in the chain is asked."),
+            }];
+            effects.extend(ask_effects);
+            (case, effects)
         }
         CaseEvent::ReminderDue => {
             let mut case = case;

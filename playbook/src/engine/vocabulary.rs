@@ -217,6 +217,12 @@ pub enum CaseEvent {
     },
     /// A deadline stored with the case (a confirmation reminder or an unacknowledged page) passed.
     ReminderDue,
+    /// The directory no longer has the person asked to vouch in that place (they left, or are
+    /// no longer the manager or owner asked as): the next person in the chain is asked.
+    ConfirmerLeft {
+        person: PersonId,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -896,3 +896,24 @@ fn remote_execution_says_programmatic_with_its_evidence_first() {
         assert!(hint.evidence[0].contains(fragment), "{fragment}: {:?}", hint.evidence);
     }
 }
+
+#[test]
+fn a_confirmer_who_left_hands_the_case_to_the_next_in_the_chain() {
+    let playbook = Playbook::builtin();
+    let (case, _) = opened(helpdesk_facts(true));
+    let left = |id: &str| CaseEvent::ConfirmerLeft {
+        person: PersonId::parse(id).expect("id"),
+        reason: "is no longer in the directory".to_string(),
+    };
+    // Only the person asked can leave the case's chain.
+    let refusal = apply(&playbook, case.clone(), left("bob"), NOW).expect_err("bob is not the one asked");
+    assert!(refusal.reason.contains("not the one asked"), "{}", refusal.reason);
+    let (case, effects) = accepted(apply(&playbook, case, left("frank"), NOW));
+    assert!(case.asks(&PersonId::parse("bob").expect("id")), "the manager is asked next");
+    assert!(effects.contains(&Effect::PingPerson { person: person("bob"), reason: PingReason::AskConfirmation }));
+    assert!(
+        effects.iter().any(|effect| matches!(effect, Effect::Announce { message }
+        if message.contains("frank") && message.contains("is no longer in the directory"))),
+        "{effects:?}"
+    );
+}
