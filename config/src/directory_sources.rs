@@ -48,6 +48,31 @@ pub enum SourceKind {
     Ldap(Box<LdapSource>),
     /// People pushed to Vouch by an identity provider over SCIM 2.0 (Okta, Entra ID, ...).
     Scim(ScimSource),
+    /// Microsoft Entra ID, read through Microsoft Graph.
+    Graph(Box<GraphSource>),
+}
+
+/// Microsoft Entra ID through Microsoft Graph, with an app registration's client credentials.
+#[derive(Debug, Clone)]
+pub struct GraphSource {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// The identity platform (`https://login.microsoftonline.com`).
+    pub authority: String,
+    /// Graph itself (`https://graph.microsoft.com`).
+    pub graph_url: String,
+    /// An extra CA to trust (a proxy's); the system's roots otherwise.
+    pub ca_file: Option<PathBuf>,
+    /// A directory extension property holding the person's Discord id.
+    pub discord_id_property: Option<String>,
+    /// Group object id (lower-case) → Vouch role.
+    pub roles: Vec<(String, String)>,
+    /// What Entra devices are, for Vouch (they carry no OU): kind and criticality.
+    pub devices_kind: AssetKind,
+    pub devices_criticality: Option<Criticality>,
+    pub page_size: u32,
+    pub timeout: Duration,
 }
 
 /// Vouch's SCIM 2.0 server (`/scim/v2/Users`, `/scim/v2/Groups`) for one identity provider.
@@ -132,8 +157,9 @@ pub(crate) fn compile(directory: &TableReader<'_>, base: &Path, environment: &dy
         let kind = match table.required_string("kind").as_deref() {
             Some("ldap") => ldap(&table, base, environment).map(|source| SourceKind::Ldap(Box::new(source))),
             Some("scim") => scim(&table, base, environment).map(SourceKind::Scim),
+            Some("graph") => graph(&table, base, environment).map(|source| SourceKind::Graph(Box::new(source))),
             Some(other) => {
-                table.problem("kind", format!("`{other}` is not a source kind Vouch reads (ldap, scim)"));
+                table.problem("kind", format!("`{other}` is not a source kind Vouch reads (ldap, graph, scim)"));
                 None
             }
             None => None,
@@ -257,4 +283,65 @@ fn scim(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> 
         .collect();
     let discord_id_attribute = table.string("discord_id_attribute");
     Some(ScimSource { token: token?, roles, discord_id_attribute })
+}
+
+/// An https URL, or http on the loopback interface (a local test server); never plain http to
+/// another machine, where the client secret and the directory would travel in clear.
+fn web_url(table: &TableReader<'_>, key: &'static str, default: &str) -> String {
+    let url = table.string(key).unwrap_or_else(|| default.to_string()).trim_end_matches('/').to_string();
+    let loopback =
+        ["http://127.0.0.1:", "http://[::1]:", "http://localhost:"].iter().any(|prefix| url.starts_with(prefix));
+    if !(url.starts_with("https://") || loopback) {
+        table.problem(key, "must be an https:// URL (plain http only to 127.0.0.1)");
+    }
+    url
+}
+
+fn graph(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> Option<GraphSource> {
+    let tenant_id = table.required_string("tenant_id");
+    let client_id = table.required_string("client_id");
+    let client_secret = secret(table, "client_secret", base, environment, true);
+    let authority = web_url(table, "authority", "https://login.microsoftonline.com");
+    let graph_url = web_url(table, "graph_url", "https://graph.microsoft.com");
+    let ca_file = table.string("ca_file").map(|path| relative_to(base, &path));
+    if let Some(path) = &ca_file {
+        if !path.is_file() {
+            table.problem("ca_file", format!("{} does not exist", path.display()));
+        }
+    }
+    let discord_id_property = table.string("discord_id_property");
+    let roles = table
+        .entries("roles")
+        .into_iter()
+        .map(|(group, role)| (group.to_ascii_lowercase(), role.to_ascii_lowercase()))
+        .collect();
+    let devices_kind = match table.string("devices_kind") {
+        Some(text) => AssetKind::from_id(&text).unwrap_or_else(|| {
+            table.problem("devices_kind", format!("`{text}` is not a machine kind"));
+            AssetKind::Workstation
+        }),
+        None => AssetKind::Workstation,
+    };
+    let devices_criticality = table.string("devices_criticality").and_then(|text| {
+        Criticality::from_id(&text).or_else(|| {
+            table.problem("devices_criticality", format!("`{text}` is not one of low, medium, high, critical"));
+            None
+        })
+    });
+    let page_size = table.integer("page_size", 1..1000).unwrap_or(999) as u32;
+    let timeout = Duration::from_secs(table.integer("timeout_seconds", 1..601).unwrap_or(30) as u64);
+    Some(GraphSource {
+        tenant_id: tenant_id?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        authority,
+        graph_url,
+        ca_file,
+        discord_id_property,
+        roles,
+        devices_kind,
+        devices_criticality,
+        page_size,
+        timeout,
+    })
 }

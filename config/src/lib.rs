@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 
 pub use directory::{Account, Asset, Directory, DirectoryFiles, Person, Share};
 pub use directory_changes::{DirectoryChange, Removal};
-pub use directory_sources::{ComputerRule, DirectorySource, DirectorySync, LdapSource, ScimSource, SourceKind};
+pub use directory_sources::{
+    ComputerRule, DirectorySource, DirectorySync, GraphSource, LdapSource, ScimSource, SourceKind,
+};
 pub use schedule::{CronSchedule, OnCallRotation, Override, TimerSettings};
 pub use settings::{
     DeliverySettings, DirectorySettings, DiscordSettings, IngestSettings, Secret, Settings, StorageSettings,

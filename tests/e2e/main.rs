@@ -11,6 +11,7 @@ mod crash;
 mod demo;
 mod directory;
 mod discord;
+mod graph;
 mod ingest;
 mod isolation;
 mod scim;

@@ -95,6 +95,8 @@ edr_ids = { crowdstrike = "aid-dc-01" }
 
 pub const WEBHOOK_SECRET: &str = "whsec_QmVlcy1uZWVzLWtub3ctYmVzdC0yMDI2LWUyZQ==";
 
+/// The client secret of Vouch's app registration in the simulated Entra tenant.
+pub const GRAPH_SECRET: &str = "e2e-graph-client-secret~9Qv";
 /// The bearer token the simulated identity provider presents to Vouch's SCIM server.
 pub const SCIM_TOKEN: &str = "e2e-scim-token-from-the-idp-5d21";
 pub const DISCORD_TOKEN: &str = "e2e-discord-bot-token-41c9";
@@ -159,6 +161,7 @@ impl Workspace {
             .env("VOUCH_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("VOUCH_LDAP_PASSWORD", crate::slapd::ADMIN_PASSWORD)
             .env("VOUCH_SCIM_TOKEN", SCIM_TOKEN)
+            .env("VOUCH_GRAPH_SECRET", GRAPH_SECRET)
             .env("VOUCH_LOG", "info");
         command
     }

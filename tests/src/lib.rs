@@ -1,5 +1,7 @@
 //! Vouch's end-to-end suite lives in `e2e/` and the labeled corpus in `corpus/`; this library
-//! holds what the benchmarks compare Vouch with and the renderer of one event in every shape.
+//! holds what the benchmarks compare Vouch with, the renderer of one event in every shape, and
+//! the Microsoft Graph simulator the directory-sync tests read Entra ID from.
 
+pub mod graph_simulator;
 pub mod raw_sled_endpoint;
 pub mod wrappers;

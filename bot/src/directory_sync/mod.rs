@@ -6,6 +6,7 @@
 //! At start Vouch works from the last good snapshots in the store, so a source that is down does
 //! not stop it from asking the right people.
 
+pub mod graph;
 pub mod ldap;
 pub mod scim;
 
@@ -138,7 +139,7 @@ impl DirectoryKeeper {
     /// Syncs every source (or the one named), in the configured order.
     pub async fn sync(&self, only: Option<&str>, now: Timestamp, dry_run: bool) -> Vec<(String, SyncOutcome)> {
         let mut outcomes = Vec::new();
-        let pulled = self.settings.sync.sources.iter().filter(|source| matches!(source.kind, SourceKind::Ldap(_)));
+        let pulled = self.settings.sync.sources.iter().filter(|source| is_pulled(source));
         for source in pulled.filter(|source| only.is_none_or(|name| name == source.name)) {
             let outcome = self.sync_source(source, now, dry_run).await;
             let counted = match &outcome {
@@ -170,21 +171,28 @@ impl DirectoryKeeper {
 
     async fn sync_source(&self, source: &DirectorySource, now: Timestamp, dry_run: bool) -> SyncOutcome {
         let read = match &source.kind {
-            SourceKind::Ldap(ldap_source) => ldap::read(&source.name, ldap_source, now).await,
+            SourceKind::Ldap(ldap_source) => ldap::read(&source.name, ldap_source, now)
+                .await
+                .map(|read| (read.snapshot, read.skipped))
+                .map_err(|error| error.to_string()),
+            SourceKind::Graph(graph_source) => graph::read(&source.name, graph_source, now)
+                .await
+                .map(|read| (read.snapshot, read.skipped))
+                .map_err(|error| error.to_string()),
             // A pushed source has nothing to pull: what it sent is already in effect.
             SourceKind::Scim(_) => return SyncOutcome::Applied(Vec::new()),
         };
-        let read = match read {
+        let (snapshot, skipped) = match read {
             Ok(read) => read,
             Err(error) => return self.refuse(source, now, dry_run, format!("the source failed: {error}")),
         };
-        for skipped in &read.skipped {
+        for skipped in &skipped {
             tracing::warn!(source = %source.name, entry = %skipped, "a directory entry was left out");
         }
         // One sync at a time: the snapshot set is read, replaced and stored under this lock.
         let mut snapshots = self.snapshots.lock().await;
         let limit = Some(self.settings.sync.max_removed_share);
-        self.land(&mut snapshots, source, read.snapshot, now, dry_run, limit).await
+        self.land(&mut snapshots, source, snapshot, now, dry_run, limit).await
     }
 
     /// Applies a change a source pushed (SCIM): `change` turns the source's current snapshot
@@ -322,6 +330,11 @@ impl DirectoryKeeper {
     }
 }
 
+/// Sources Vouch reads from (as opposed to those that push to it).
+fn is_pulled(source: &DirectorySource) -> bool {
+    matches!(source.kind, SourceKind::Ldap(_) | SourceKind::Graph(_))
+}
+
 /// The snapshots in the configured order of their sources (which decides precedence).
 fn ordered(settings: &DirectorySettings, snapshots: &BTreeMap<String, SourceSnapshot>) -> Vec<SourceSnapshot> {
     settings.sync.sources.iter().filter_map(|source| snapshots.get(&source.name).cloned()).collect()
@@ -329,7 +342,7 @@ fn ordered(settings: &DirectorySettings, snapshots: &BTreeMap<String, SourceSnap
 
 /// Syncs at start, then on the configured schedule, until the task is dropped.
 pub async fn run(keeper: Arc<DirectoryKeeper>, clock: Arc<dyn crate::Clock>) {
-    if !keeper.sources().iter().any(|source| matches!(source.kind, SourceKind::Ldap(_))) {
+    if !keeper.sources().iter().any(is_pulled) {
         return;
     }
     keeper.sync(None, clock.now(), false).await;

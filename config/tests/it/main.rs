@@ -314,15 +314,18 @@ fn the_ldap_example_compiles_its_source_and_sync_settings() {
     let mut environment = environment();
     environment.0.insert("VOUCH_LDAP_PASSWORD", "ldap-secret");
     environment.0.insert("VOUCH_SCIM_TOKEN", "scim-token-of-the-identity-provider");
+    environment.0.insert("VOUCH_GRAPH_SECRET", "graph-client-secret");
     let folder = tempfile::tempdir().expect("temp dir");
     std::fs::write(folder.path().join("vouch.toml"), example("vouch.ldap.example.toml")).expect("write");
     std::fs::write(folder.path().join("directory.example.toml"), example("directory.example.toml")).expect("write");
     let config = load(&folder.path().join("vouch.toml"), &environment).unwrap_or_else(|error| panic!("{error}"));
     let sync = &config.settings.directory.sync;
-    assert_eq!((sync.sources.len(), sync.max_removed_share), (2, 0.2));
+    assert_eq!((sync.sources.len(), sync.max_removed_share), (3, 0.2));
     assert!(sync.schedule.is_some());
     let vouch_config::SourceKind::Ldap(ldap) = &sync.sources[0].kind else { panic!("corp-ad is ldap") };
-    let vouch_config::SourceKind::Scim(scim) = &sync.sources[1].kind else { panic!("okta is scim") };
+    let vouch_config::SourceKind::Graph(graph) = &sync.sources[1].kind else { panic!("entra is graph") };
+    assert_eq!((graph.authority.as_str(), graph.roles.len()), ("https://login.microsoftonline.com", 1));
+    let vouch_config::SourceKind::Scim(scim) = &sync.sources[2].kind else { panic!("okta is scim") };
     assert_eq!(scim.roles, vec![("it helpdesk".to_string(), "helpdesk".to_string())]);
     assert_eq!(ldap.roles.len(), 3);
     assert_eq!(ldap.computer_rules.len(), 4);
@@ -335,7 +338,9 @@ fn the_ldap_example_compiles_its_source_and_sync_settings() {
                   [[directory.sources]]\nname = \"ad\"\nkind = \"ldap\"\nurl = \"http://dc01\"\nbind_dn = \"cn=x\"\n\
                   base_dn = \"dc=x\"\npeople_filter = \"objectClass=user\"\nbind_password = \"literal\"\n\
                   [[directory.sources.computers]]\nkind = \"castle\"\n\
-                  [[directory.sources]]\nname = \"scim\"\nkind = \"okta-magic\"\n";
+                  [[directory.sources]]\nname = \"scim\"\nkind = \"okta-magic\"\n\
+                  [[directory.sources]]\nname = \"entra\"\nkind = \"graph\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+                  client_secret = { env = \"VOUCH_GRAPH_SECRET\" }\ngraph_url = \"http://graph.example\"\n";
     std::fs::write(folder.path().join("vouch.toml"), broken).expect("write");
     let error = load(&folder.path().join("vouch.toml"), &environment).expect_err("invalid");
     let text = error.to_string();
@@ -347,6 +352,7 @@ fn the_ldap_example_compiles_its_source_and_sync_settings() {
         "`castle` is not a machine kind",
         "needs `under`",
         "`okta-magic` is not a source kind",
+        "must be an https:// URL",
     ] {
         assert!(text.contains(fragment), "missing {fragment:?} in:\n{text}");
     }
