@@ -68,6 +68,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     let service = Arc::new(Service {
         store: Arc::clone(&store),
         directory: keeper.shared(),
+        directory_stale_after: config.settings.directory.sync.stale_after,
         playbook: config.playbook,
         intake,
         effects_ready: Arc::new(tokio::sync::Notify::new()),

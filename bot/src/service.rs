@@ -22,6 +22,8 @@ pub struct Service {
     pub store: Arc<Store>,
     /// The directory as the last good sync left it (replaced whole by a sync).
     pub directory: Arc<SharedDirectory>,
+    /// Directory facts from a snapshot older than this are marked stale on cases.
+    pub directory_stale_after: std::time::Duration,
     pub playbook: Playbook,
     /// Where alerts go to be written, grouped with those that arrive together.
     pub intake: crate::intake::Intake,
@@ -102,7 +104,11 @@ impl Service {
     /// here, outside the writer lock; the change itself is made by the intake thread, which
     /// writes a burst of alerts in one transaction, and the wait for the flush holds no thread.
     pub async fn ingest_durably(&self, alert: Alert, now: Timestamp) -> Result<Arrived, StorageError> {
-        let facts = self.directory.get().facts_for(&alert);
+        let directory = self.directory.get();
+        let mut facts = directory.facts_for(&alert);
+        // Facts from a snapshot older than the configured age are marked as such on the case.
+        let stale_after = self.directory_stale_after.as_millis() as i64;
+        facts.stale_since = directory.synced_at().filter(|at| now.unix_millis() - at.unix_millis() > stale_after);
         // An alert that describes no movement opens no case and is not stored: the sender is
         // told why, and the count is kept in the metrics.
         if let Err(not_a_movement) = judge_movement(&alert, &facts) {

@@ -77,6 +77,8 @@ pub struct Directory {
     pub(crate) people: BTreeMap<PersonId, Person>,
     pub(crate) accounts: BTreeMap<String, Account>,
     pub(crate) assets: BTreeMap<String, Asset>,
+    /// When the oldest source snapshot in this directory was taken (`None`: no source).
+    pub(crate) synced_at: Option<vouch_playbook::Timestamp>,
     assets_by_ip: BTreeMap<IpAddr, String>,
     people_by_discord: BTreeMap<Snowflake, PersonId>,
 }
@@ -172,9 +174,15 @@ impl Directory {
         })
     }
 
+    /// When the oldest of the sources' snapshots behind this directory was taken.
+    pub fn synced_at(&self) -> Option<vouch_playbook::Timestamp> {
+        self.synced_at
+    }
+
     /// What the directory knows about an alert's systems and accounts.
     pub fn facts_for(&self, alert: &Alert) -> Facts {
         Facts {
+            stale_since: None,
             source: self.asset_facts(&alert.source),
             target: self.asset_facts(&alert.target),
             account: alert.account.as_ref().and_then(|account| self.account_facts(account)),

@@ -159,7 +159,20 @@ impl DirectorySettings {
     /// Compiles the directory from the overlay files (read again now) and the sources'
     /// snapshots: the directory, the overlay's problems, and the synced entries' problems.
     pub fn compile(&self, snapshots: &[SourceSnapshot]) -> (Directory, Vec<ConfigProblem>, Vec<ConfigProblem>) {
-        crate::directory::load_with_snapshots(&self.overlay, snapshots)
+        let (mut directory, overlay, synced) = crate::directory::load_with_snapshots(&self.overlay, snapshots);
+        // How fresh the directory is depends on the sources Vouch reads; a source that pushes
+        // (SCIM) is as fresh as its last change, however long ago that was.
+        let pulled = |name: &str| {
+            self.sync.sources.iter().any(|source| {
+                source.name == name && !matches!(source.kind, crate::directory_sources::SourceKind::Scim(_))
+            })
+        };
+        directory.synced_at = snapshots
+            .iter()
+            .filter(|snapshot| pulled(&snapshot.source))
+            .filter_map(|snapshot| snapshot.synced_at)
+            .min();
+        (directory, overlay, synced)
     }
 }
 

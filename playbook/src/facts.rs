@@ -175,6 +175,10 @@ pub struct Facts {
     pub account: Option<AccountFacts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acting_as: Option<AccountFacts>,
+    /// Set when these facts come from a directory snapshot older than the configured age (a
+    /// source has not synced since then): when that snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<crate::time::Timestamp>,
 }
 
 /// One earlier confirmation that this movement was expected.

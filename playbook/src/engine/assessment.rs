@@ -362,6 +362,12 @@ impl Subject<'_> {
                 ));
             }
         }
+        if let Some(since) = self.facts.stale_since {
+            concerns.push(format!(
+                "The directory facts here are from a sync at {}: a source has not synced since, so owners and managers may have changed.",
+                since.to_rfc3339()
+            ));
+        }
         if self.facts.target.as_ref().is_some_and(|target| target.criticality == Criticality::Critical) {
             concerns.push("The target is a critical system.".to_string());
         }

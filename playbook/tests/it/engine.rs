@@ -86,6 +86,7 @@ fn helpdesk_facts(source_is_own: bool) -> Facts {
         target: Some(asset("WS-42", AssetKind::Workstation, Some("frank"))),
         account: Some(user_account(alice)),
         acting_as: None,
+        stale_since: None,
     }
 }
 
@@ -107,6 +108,7 @@ fn management_facts(service_account: bool) -> Facts {
         target: Some(asset("WS-42", AssetKind::Workstation, Some("frank"))),
         account: Some(account),
         acting_as: None,
+        stale_since: None,
     }
 }
 
@@ -117,6 +119,7 @@ fn developer_facts(target_kind: AssetKind, source_kind: AssetKind, source_is_own
         target: Some(asset("APP-01", target_kind, Some("olivia"))),
         account: Some(user_account(dave)),
         acting_as: None,
+        stale_since: None,
     }
 }
 
@@ -129,6 +132,7 @@ fn share_facts(share_owner: &str) -> Facts {
         target: Some(target),
         account: Some(user_account(holder("grace", &["admin"], &["ws-05"], Some("bob")))),
         acting_as: None,
+        stale_since: None,
     }
 }
 
@@ -859,6 +863,17 @@ fn failures_remote_execution_and_second_accounts_raise_their_concerns() {
             "The second account, a service account, used an interactive remote-access tool",
         ),
     ];
+    let mut cases = cases;
+    cases.push((
+        "facts from an old directory snapshot",
+        native("WS-17", "SRV-DB-01", "alice", "rdp", json!({})),
+        Facts {
+            stale_since: Some(Timestamp::from_unix_millis(NOW.unix_millis() - 3 * 24 * 3_600_000)),
+            ..Facts::default()
+        },
+        History::default(),
+        "a source has not synced since",
+    ));
     for (name, alert, facts, history, fragment) in cases {
         let opening = open_case(&Playbook::builtin(), &alert, &facts, &history, NOW);
         assert!(
