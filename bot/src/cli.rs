@@ -306,8 +306,8 @@ fn directory_show(path: &Path, name: &str) -> anyhow::Result<ExitCode> {
     let Some(config) = load_config(path) else { return Ok(ExitCode::from(2)) };
     let keeper = directory_keeper(&config)?;
     let directory = keeper.shared().get();
-    let said_by = |said_by: &std::collections::BTreeMap<&'static str, String>, field: &str| {
-        said_by.get(field).map(|origin| format!("  ({origin})")).unwrap_or_default()
+    let said_by = |said_by: &vouch_config::SaidBy, field: &str| {
+        said_by.field(field).map(|origin| format!("  ({origin})")).unwrap_or_default()
     };
     let mut found = false;
     if let Ok(id) = vouch_playbook::PersonId::parse(&name.to_ascii_lowercase()) {

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use vouch_playbook::facts::{
     AccountFacts, AccountKind, AssetFacts, AssetKind, Criticality, EdrId, Facts, PersonFacts, PersonRef, ShareFacts,
@@ -37,7 +38,7 @@ pub struct Person {
     pub workstations: Vec<String>,
     pub delegates: Vec<PersonId>,
     /// Which source (or overlay file and line) said each field, for `vouch directory show`.
-    pub said_by: BTreeMap<&'static str, String>,
+    pub said_by: SaidBy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +49,7 @@ pub struct Account {
     pub holder: Option<PersonId>,
     pub owner: Option<PersonId>,
     pub service: Option<String>,
-    pub said_by: BTreeMap<&'static str, String>,
+    pub said_by: SaidBy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub struct Asset {
     /// Lower-cased names of the service accounts dedicated to this machine's work.
     pub service_accounts: Vec<String>,
     pub shares: Vec<Share>,
-    pub said_by: BTreeMap<&'static str, String>,
+    pub said_by: SaidBy,
 }
 
 /// The compiled directory, indexed for lookups.
@@ -221,7 +222,7 @@ impl Origin {
 
 #[derive(Debug, Default)]
 struct RawPerson {
-    said_by: BTreeMap<&'static str, String>,
+    said_by: SaidBy,
     id: Option<String>,
     name: Option<String>,
     discord_id: Option<String>,
@@ -235,7 +236,7 @@ struct RawPerson {
 
 #[derive(Debug, Default)]
 struct RawAccount {
-    said_by: BTreeMap<&'static str, String>,
+    said_by: SaidBy,
     name: Option<String>,
     kind: Option<String>,
     holder: Option<String>,
@@ -245,7 +246,7 @@ struct RawAccount {
 
 #[derive(Debug, Default)]
 struct RawAsset {
-    said_by: BTreeMap<&'static str, String>,
+    said_by: SaidBy,
     hostname: Option<String>,
     ips: Vec<String>,
     kind: Option<String>,
@@ -284,7 +285,7 @@ fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
     with_toml(file, |root| {
         for table in root.tables("people") {
             let person = RawPerson {
-                said_by: BTreeMap::new(),
+                said_by: SaidBy::default(),
                 id: table.required_string("id"),
                 name: table.required_string("name"),
                 discord_id: table.string("discord_id"),
@@ -300,7 +301,7 @@ fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
         }
         for table in root.tables("accounts") {
             let account = RawAccount {
-                said_by: BTreeMap::new(),
+                said_by: SaidBy::default(),
                 name: table.required_string("name"),
                 kind: table.required_string("kind"),
                 holder: table.string("holder"),
@@ -321,7 +322,7 @@ fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
                 })
                 .collect();
             let asset = RawAsset {
-                said_by: BTreeMap::new(),
+                said_by: SaidBy::default(),
                 hostname: table.required_string("hostname"),
                 ips: table.strings("ips"),
                 kind: table.required_string("kind"),
@@ -424,7 +425,7 @@ fn read_people_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<Confi
             problems.push(origin.problem("name", "is required"));
         }
         let person = RawPerson {
-            said_by: BTreeMap::new(),
+            said_by: SaidBy::default(),
             id: cells.get("id").cloned(),
             name: cells.get("name").cloned(),
             discord_id: cells.get("discord_id").cloned(),
@@ -456,7 +457,7 @@ fn read_assets_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<Confi
             }
         }
         let asset = RawAsset {
-            said_by: BTreeMap::new(),
+            said_by: SaidBy::default(),
             hostname: cells.get("hostname").cloned(),
             ips: list(cells.get("ips")),
             kind: cells.get("kind").cloned(),
@@ -482,7 +483,7 @@ pub(crate) fn load(files: &DirectoryFiles) -> (Directory, Vec<ConfigProblem>) {
 /// left out, never blocking a start).
 pub(crate) fn load_with_snapshots(
     files: &DirectoryFiles,
-    snapshots: &[SourceSnapshot],
+    snapshots: &[&SourceSnapshot],
 ) -> (Directory, Vec<ConfigProblem>, Vec<ConfigProblem>) {
     let mut raw = RawDirectory::default();
     let mut problems = Vec::new();
@@ -580,8 +581,39 @@ fn read_snapshot(snapshot: &SourceSnapshot, raw: &mut RawDirectory) {
 }
 
 /// Every field an entry of this origin sets is said by it (the merge keeps the winner's).
-fn said_by(origin: &Origin, fields: &[&'static str]) -> BTreeMap<&'static str, String> {
-    fields.iter().map(|field| (*field, origin.label(field))).collect()
+fn said_by(origin: &Origin, fields: &[&'static str]) -> SaidBy {
+    if origin.field_lines.is_empty() {
+        // A synced entry says all its fields from one place: one shared label, not one per field.
+        return SaidBy { origin: Some(Arc::from(origin.label(""))), fields: Vec::new() };
+    }
+    SaidBy { origin: None, fields: fields.iter().map(|field| (*field, Arc::from(origin.label(field)))).collect() }
+}
+
+/// Which source (or overlay file and line) said each field of an entry. Most entries say every
+/// field from one place, kept once; fields said elsewhere are listed apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SaidBy {
+    origin: Option<Arc<str>>,
+    fields: Vec<(&'static str, Arc<str>)>,
+}
+
+impl SaidBy {
+    /// Where `field`'s value came from.
+    pub fn field(&self, field: &str) -> Option<&str> {
+        self.fields.iter().find(|(name, _)| *name == field).map(|(_, origin)| &**origin).or(self.origin.as_deref())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.origin.is_none() && self.fields.is_empty()
+    }
+
+    fn set(&mut self, field: &'static str, origin: Option<&str>) {
+        let Some(origin) = origin else { return };
+        self.fields.retain(|(name, _)| *name != field);
+        if self.origin.as_deref() != Some(origin) {
+            self.fields.push((field, Arc::from(origin)));
+        }
+    }
 }
 
 /// Folds entries that name the same person, account or machine into one, in order of
@@ -621,18 +653,10 @@ fn merge(mut raw: RawDirectory) -> RawDirectory {
         }
         kept
     }
-    fn first<T>(
-        said_by: &mut BTreeMap<&'static str, String>,
-        from: &BTreeMap<&'static str, String>,
-        field: &'static str,
-        kept: &mut Option<T>,
-        other: Option<T>,
-    ) {
+    fn first<T>(said_by: &mut SaidBy, from: &SaidBy, field: &'static str, kept: &mut Option<T>, other: Option<T>) {
         if kept.is_none() && other.is_some() {
             *kept = other;
-            if let Some(origin) = from.get(field) {
-                said_by.insert(field, origin.clone());
-            }
+            said_by.set(field, from.field(field));
         }
     }
     fn union(kept: &mut Vec<String>, other: Vec<String>) {
@@ -804,7 +828,7 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
             }
             Some(_) => {}
             None => {
-                let said_by = BTreeMap::from([("holder", origin.label("accounts"))]);
+                let said_by = SaidBy { origin: None, fields: vec![("holder", Arc::from(origin.label("accounts")))] };
                 directory.accounts.insert(
                     key.clone(),
                     Account {

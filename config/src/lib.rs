@@ -16,7 +16,7 @@ mod synced;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use directory::{Account, Asset, Directory, DirectoryFiles, Person, Share};
+pub use directory::{Account, Asset, Directory, DirectoryFiles, Person, SaidBy, Share};
 pub use directory_changes::{DirectoryChange, Removal};
 pub use directory_sources::{
     ComputerRule, DirectorySource, DirectorySync, GraphSource, LdapSource, ScimSource, SourceKind,

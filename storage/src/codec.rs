@@ -16,15 +16,20 @@ const COMPRESS_FROM_BYTES: usize = 512;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing our own plain data types into a Vec cannot fail.
-    let json = serde_json::to_vec(value).expect("stored types serialize to JSON");
+    encode_json(&serde_json::to_vec(value).expect("stored types serialize to JSON"))
+}
+
+/// Lays out a value its owner already serialized to JSON (a large one need not be built as a
+/// `serde_json::Value` first).
+pub(crate) fn encode_json(json: &[u8]) -> Vec<u8> {
     if json.len() < COMPRESS_FROM_BYTES {
         let mut bytes = Vec::with_capacity(json.len() + 1);
         bytes.push(SCHEMA_VERSION);
-        bytes.extend_from_slice(&json);
+        bytes.extend_from_slice(json);
         return bytes;
     }
     let mut bytes = vec![COMPRESSED_JSON];
-    bytes.extend_from_slice(&lz4_flex::compress_prepend_size(&json));
+    bytes.extend_from_slice(&lz4_flex::compress_prepend_size(json));
     bytes
 }
 

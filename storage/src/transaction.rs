@@ -58,8 +58,8 @@ pub trait Transaction {
     fn settle_outbox(&mut self, entry: &OutboxEntry, done: bool);
     fn set_card(&mut self, case_id: CaseId, card: &CardRef);
     fn set_marker(&mut self, name: &str, at: Timestamp);
-    /// Keeps a directory source's snapshot (opaque JSON to the store), replacing the last.
-    fn put_directory_snapshot(&mut self, source: &str, snapshot: &serde_json::Value);
+    /// Keeps a directory source's snapshot (JSON, opaque to the store), replacing the last.
+    fn put_directory_snapshot(&mut self, source: &str, snapshot_json: &[u8]);
 
     /// Appends a record to the audit chain.
     fn append_audit(&mut self, record: NewRecord<'_>) -> Result<AuditRecord>;
@@ -343,8 +343,8 @@ impl Transaction for SledTransaction<'_> {
         self.insert(keys::marker(name), &(at.unix_millis().max(0) as u64).to_be_bytes());
     }
 
-    fn put_directory_snapshot(&mut self, source: &str, snapshot: &serde_json::Value) {
-        self.insert(keys::directory_snapshot(source), encode(snapshot));
+    fn put_directory_snapshot(&mut self, source: &str, snapshot_json: &[u8]) {
+        self.insert(keys::directory_snapshot(source), crate::codec::encode_json(snapshot_json));
     }
 
     fn append_audit(&mut self, entry: NewRecord<'_>) -> Result<AuditRecord> {

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::slapd::{self, Slapd, SUFFIX};
 use crate::support::{case_until, client, get_json, native_alert, post_alert, Workspace, INGEST_TOKEN};
+use vouch_tests::slapd::{self, Slapd, SUFFIX};
 
 /// Waits until `/metrics` counts `count` syncs of the source with this outcome.
 async fn syncs(base: &str, outcome: &str, count: u64) {

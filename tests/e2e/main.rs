@@ -1,7 +1,6 @@
 //! Vouch's end-to-end suite: the real `vouch` binary, real sled stores in temporary folders,
 //! real HTTP on 127.0.0.1. One test binary (see matklad's "Delete cargo integration tests").
 
-mod slapd;
 mod support;
 mod timers;
 

@@ -159,7 +159,7 @@ impl Workspace {
             .env("VOUCH_INGEST_SIGNING_SECRET", SIGNING_SECRET)
             .env("DISCORD_TOKEN", DISCORD_TOKEN)
             .env("VOUCH_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .env("VOUCH_LDAP_PASSWORD", crate::slapd::ADMIN_PASSWORD)
+            .env("VOUCH_LDAP_PASSWORD", vouch_tests::slapd::ADMIN_PASSWORD)
             .env("VOUCH_SCIM_TOKEN", SCIM_TOKEN)
             .env("VOUCH_GRAPH_SECRET", GRAPH_SECRET)
             .env("VOUCH_LOG", "info");

@@ -4,4 +4,5 @@
 
 pub mod graph_simulator;
 pub mod raw_sled_endpoint;
+pub mod slapd;
 pub mod wrappers;

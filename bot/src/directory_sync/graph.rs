@@ -242,6 +242,13 @@ fn assemble(
             owner,
         });
     }
+    // A device a person owns is their workstation (indexed once: people × devices would not scale).
+    let mut workstations_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for asset in snapshot.assets.iter().filter(|asset| asset.kind.as_deref() == Some("workstation")) {
+        if let Some(owner) = &asset.owner {
+            workstations_of.entry(owner.clone()).or_default().push(asset.hostname.clone());
+        }
+    }
     for user in users {
         let (Some(object), Some(id)) = (text(user, "id"), person_id(user)) else { continue };
         if user["accountEnabled"].as_bool() == Some(false) {
@@ -257,12 +264,7 @@ fn assemble(
         if let Some(upn) = text(user, "userPrincipalName") {
             accounts.push(upn.to_ascii_lowercase());
         }
-        let workstations = snapshot
-            .assets
-            .iter()
-            .filter(|asset| asset.owner.as_deref() == Some(id.as_str()) && asset.kind.as_deref() == Some("workstation"))
-            .map(|asset| asset.hostname.clone())
-            .collect();
+        let workstations = workstations_of.get(&id).cloned().unwrap_or_default();
         let manager = user["manager"]["id"].as_str().and_then(|object| person_by_object.get(object).cloned());
         snapshot.people.push(SyncedPerson {
             id,

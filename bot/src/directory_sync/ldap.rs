@@ -225,6 +225,14 @@ fn assemble(
             owner: person_of(entry.first("managedBy")),
         });
     }
+    // A workstation a person manages is theirs (indexed once: people × machines would not scale).
+    let mut workstations_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for asset in snapshot.assets.iter().filter(|asset| asset.kind.as_deref() == Some("workstation")) {
+        if let Some(owner) = asset.owner.as_deref() {
+            workstations_of.entry(owner).or_default().push(asset.hostname.clone());
+        }
+    }
+    let mut people_found = Vec::with_capacity(people.len());
     for entry in &people {
         let Some(id) = entry.first(login).map(|id| id.to_ascii_lowercase()) else { continue };
         let groups = groups_of(entry);
@@ -238,14 +246,8 @@ fn assemble(
         if let Some(upn) = entry.first("userPrincipalName") {
             accounts.push(upn.to_ascii_lowercase());
         }
-        // A workstation a person manages is theirs.
-        let workstations = snapshot
-            .assets
-            .iter()
-            .filter(|asset| asset.owner.as_deref() == Some(id.as_str()) && asset.kind.as_deref() == Some("workstation"))
-            .map(|asset| asset.hostname.clone())
-            .collect();
-        snapshot.people.push(SyncedPerson {
+        let workstations = workstations_of.get(id.as_str()).cloned().unwrap_or_default();
+        people_found.push(SyncedPerson {
             id: id.clone(),
             origin: entry.dn.clone(),
             name: entry.first("displayName").or_else(|| entry.first("cn")),
@@ -257,6 +259,7 @@ fn assemble(
             accounts,
         });
     }
+    snapshot.people = people_found;
     for entry in services.iter().chain(service_people.iter()) {
         let Some(account) = entry.first(login) else {
             skipped.push(format!("{}: no {login}", entry.dn));

@@ -18,6 +18,9 @@ use vouch_config::{Directory, DirectoryChange, DirectorySettings, DirectorySourc
 use vouch_playbook::{AuditKind, Timestamp};
 use vouch_storage::{NewRecord, Store};
 
+/// Up to this many changes in one sync are audited one record each; more are summarized.
+const MOST_CHANGES_AUDITED_ONE_BY_ONE: usize = 1_000;
+
 /// The directory the service reads, replaced whole when a sync lands.
 pub struct SharedDirectory {
     current: RwLock<Arc<Directory>>,
@@ -90,7 +93,7 @@ impl DirectoryKeeper {
                 }
             }
         }
-        let (directory, overlay_problems, synced_problems) = settings.compile(&ordered(&settings, &snapshots));
+        let (directory, overlay_problems, synced_problems) = settings.compile(&ordered(&settings, &snapshots, None));
         if let Some(problem) = overlay_problems.first() {
             anyhow::bail!("the directory has problems: {problem}");
         }
@@ -224,10 +227,8 @@ impl DirectoryKeeper {
         dry_run: bool,
         removal_limit: Option<f64>,
     ) -> SyncOutcome {
-        let mut candidate = snapshots.clone();
-        candidate.insert(source.name.clone(), snapshot.clone());
         let (directory, overlay_problems, synced_problems) =
-            self.settings.compile(&ordered(&self.settings, &candidate));
+            self.settings.compile(&ordered(&self.settings, snapshots, Some(&snapshot)));
         if let Some(problem) = overlay_problems.first() {
             return self.refuse(source, now, dry_run, format!("the local directory file has problems: {problem}"));
         }
@@ -255,25 +256,45 @@ impl DirectoryKeeper {
         if dry_run {
             return SyncOutcome::WouldApply(changes);
         }
-        let stored = serde_json::to_value(&snapshot).unwrap_or_default();
+        let stored = serde_json::to_vec(&snapshot).unwrap_or_default();
         let source_name = source.name.clone();
         let written = self.write(move |transaction| {
             transaction.put_directory_snapshot(&source_name, &stored);
-            for change in &changes {
+            if changes.len() <= MOST_CHANGES_AUDITED_ONE_BY_ONE {
+                for change in &changes {
+                    transaction.append_audit(NewRecord {
+                        at: now,
+                        case_id: None,
+                        kind: AuditKind::DirectoryChange(change.kind()),
+                        actor: None,
+                        playbook_version: None,
+                        detail: serde_json::json!({"source": source_name, "change": change}),
+                    })?;
+                }
+            } else {
+                // A source's first load (or any sync changing thousands of entries at once) is
+                // one record with the count of each kind of change and the first ones listed:
+                // a record per entry of a 150 000-entry directory would cost hundreds of MiB in
+                // one transaction and say nothing more.
+                let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+                for change in &changes {
+                    *counts.entry(change.kind()).or_default() += 1;
+                }
+                let first: Vec<&DirectoryChange> = changes.iter().take(100).collect();
                 transaction.append_audit(NewRecord {
                     at: now,
                     case_id: None,
-                    kind: AuditKind::DirectoryChange(change.kind()),
+                    kind: AuditKind::DirectoryChange("changes_summarized"),
                     actor: None,
                     playbook_version: None,
-                    detail: serde_json::json!({"source": source_name, "change": change}),
+                    detail: serde_json::json!({"source": source_name, "changes": changes.len(), "by_kind": counts, "first": first}),
                 })?;
             }
             Ok(changes)
         });
         match written.await {
             Ok(changes) => {
-                *snapshots = candidate;
+                snapshots.insert(source.name.clone(), snapshot);
                 self.shared.replace(directory);
                 if !changes.is_empty() {
                     self.changed.notify_one();
@@ -335,9 +356,22 @@ fn is_pulled(source: &DirectorySource) -> bool {
     matches!(source.kind, SourceKind::Ldap(_) | SourceKind::Graph(_))
 }
 
-/// The snapshots in the configured order of their sources (which decides precedence).
-fn ordered(settings: &DirectorySettings, snapshots: &BTreeMap<String, SourceSnapshot>) -> Vec<SourceSnapshot> {
-    settings.sync.sources.iter().filter_map(|source| snapshots.get(&source.name).cloned()).collect()
+/// The snapshots in the configured order of their sources (which decides precedence), with
+/// `replacing` in place of its source's stored one.
+fn ordered<'a>(
+    settings: &DirectorySettings,
+    snapshots: &'a BTreeMap<String, SourceSnapshot>,
+    replacing: Option<&'a SourceSnapshot>,
+) -> Vec<&'a SourceSnapshot> {
+    settings
+        .sync
+        .sources
+        .iter()
+        .filter_map(|source| match replacing {
+            Some(new) if new.source == source.name => Some(new),
+            _ => snapshots.get(&source.name),
+        })
+        .collect()
 }
 
 /// Syncs at start, then on the configured schedule, until the task is dropped.

@@ -1,7 +1,7 @@
 //! Vouch's benchmarks. Each compares Vouch with a baseline measured in the same run, because
 //! absolute numbers on a shared 2-core machine drift. Loopback only; bounded in count and time.
 //!
-//!     cargo run --release -p vouch-tests --bin bench -- ingest|click|card|storm|footprint|all
+//!     cargo run --release -p vouch-tests --bin bench -- ingest|click|card|storm|footprint|directory|all
 //!
 //! BENCHMARKS.md documents each, with the latest numbers.
 
@@ -25,6 +25,7 @@ impl vouch_config::Environment for Environment {
         match name {
             "VOUCH_INGEST_TOKEN" => Some(INGEST_TOKEN.to_string()),
             "DISCORD_TOKEN" => Some(DISCORD_TOKEN.to_string()),
+            "VOUCH_LDAP_PASSWORD" => Some(vouch_tests::slapd::ADMIN_PASSWORD.to_string()),
             _ => None,
         }
     }
@@ -724,17 +725,189 @@ fn main() {
             "footprint" => bench_footprint().await,
             "click" => bench_click().await,
             "storm" => bench_storm().await,
+            "directory" => bench_directory().await,
             "all" => {
                 bench_ingest().await;
                 bench_click().await;
                 bench_card().await;
                 bench_storm().await;
                 bench_footprint().await;
+                bench_directory().await;
             }
             other => {
-                eprintln!("unknown benchmark {other}: ingest, click, card, storm, footprint or all");
+                eprintln!("unknown benchmark {other}: ingest, click, card, storm, footprint, directory or all");
                 std::process::exit(2);
             }
         }
     });
+}
+
+/// Peak resident memory since the last reset, in MiB (Linux `VmHWM`).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| status.lines().find(|line| line.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse::<f64>().ok()))
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Resets the peak to the current resident memory, so the next phase's peak is its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The raw paged LDAP search of everything a sync reads, alone: the floor of any sync.
+async fn raw_ldap_search(url: &str, page_size: i32) -> usize {
+    use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+    let (connection, mut ldap) = ldap3::LdapConnAsync::new(url).await.expect("connect");
+    ldap3::drive!(connection);
+    ldap.simple_bind(vouch_tests::slapd::ADMIN_DN, vouch_tests::slapd::ADMIN_PASSWORD)
+        .await
+        .and_then(|result| result.success())
+        .expect("bind");
+    let mut entries = 0;
+    for (filter, attributes) in [
+        (
+            "(objectClass=inetOrgPerson)",
+            vec!["sAMAccountName", "userPrincipalName", "displayName", "cn", "manager", "memberOf", "department"],
+        ),
+        (
+            "(objectClass=msDS-GroupManagedServiceAccount)",
+            vec!["sAMAccountName", "managedBy", "description", "memberOf"],
+        ),
+        ("(objectClass=computer)", vec!["cn", "dNSHostName", "managedBy", "memberOf"]),
+        ("(objectClass=groupOfNames)", vec!["member"]),
+    ] {
+        let adapters: Vec<Box<dyn Adapter<_, _>>> =
+            vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(page_size))];
+        let mut stream = ldap
+            .streaming_search_with(adapters, vouch_tests::slapd::SUFFIX, ldap3::Scope::Subtree, filter, attributes)
+            .await
+            .expect("search");
+        while stream.next().await.expect("entry").is_some() {
+            entries += 1;
+        }
+        stream.finish().await.success().expect("search finished");
+    }
+    entries
+}
+
+/// A full directory sync from LDAP of a large organisation, against the raw search alone.
+async fn bench_directory() {
+    if !vouch_tests::slapd::available() {
+        return;
+    }
+    let size =
+        |name: &str, default: usize| std::env::var(name).ok().and_then(|text| text.parse().ok()).unwrap_or(default);
+    let people = size("BENCH_DIRECTORY_PEOPLE", 50_000);
+    let computers = size("BENCH_DIRECTORY_COMPUTERS", 100_000);
+    let suffix = vouch_tests::slapd::SUFFIX;
+    println!(
+        "== directory: a full LDAP sync of {people} people and {computers} computers vs the raw paged search alone"
+    );
+    let mut ldif = String::with_capacity((people + computers) * 260);
+    for index in 0..people {
+        // A management tree: everyone but the first ten reports to someone ten times earlier.
+        let manager =
+            if index >= 10 { format!("manager: cn=p{:06},ou=People,{suffix}\n", index / 10) } else { String::new() };
+        ldif.push_str(&format!(
+            "dn: cn=p{index:06},ou=People,{suffix}\nobjectClass: inetOrgPerson\nobjectClass: vouchTestAdUser\ncn: p{index:06}\n\
+             sn: Person {index}\ndisplayName: Person {index}\nsAMAccountName: p{index:06}\nuserPrincipalName: p{index:06}@corp.example\n{manager}\n"
+        ));
+    }
+    for index in 0..computers {
+        let (name, ou) = if index % 4 == 0 {
+            (format!("srv{index:07}"), "Servers")
+        } else {
+            (format!("ws{index:07}"), "Workstations")
+        };
+        ldif.push_str(&format!(
+            "dn: cn={name},ou={ou},{suffix}\nobjectClass: computer\ncn: {name}\ndNSHostName: {name}.corp.example\n\
+             managedBy: cn=p{:06},ou=People,{suffix}\n\n",
+            index % people.max(1)
+        ));
+    }
+    ldif.push_str(&format!("dn: cn=Helpdesk,ou=Groups,{suffix}\nobjectClass: groupOfNames\ncn: Helpdesk\n"));
+    for index in (0..people).step_by(50) {
+        ldif.push_str(&format!("member: cn=p{index:06},ou=People,{suffix}\n"));
+    }
+    ldif.push('\n');
+    let loading = Instant::now();
+    let slapd = vouch_tests::slapd::Slapd::start_loaded(&ldif);
+    drop(ldif);
+    println!("  slapadd of {} entries: {:.1} s", people + computers + 1, loading.elapsed().as_secs_f64());
+
+    let page_size = 500;
+    let started = Instant::now();
+    let entries = raw_ldap_search(&slapd.url(), page_size).await;
+    let raw_seconds = started.elapsed().as_secs_f64();
+    println!("  raw paged search alone        : {entries} entries in {raw_seconds:.2} s");
+
+    let folder = tempfile::tempdir().expect("temp dir");
+    std::fs::write(folder.path().join("directory.toml"), "# nothing local\n").expect("write");
+    let settings = format!(
+        "[ingest]\nlisten = \"127.0.0.1:0\"\ntoken = {{ env = \"VOUCH_INGEST_TOKEN\" }}\n[storage]\ndata_dir = \"data\"\n\
+         [directory]\nfile = \"directory.toml\"\n{}",
+        vouch_tests::slapd::source_settings(&slapd).replace("page_size = 2", &format!("page_size = {page_size}"))
+    );
+    std::fs::write(folder.path().join("vouch.toml"), settings).expect("write");
+    let config =
+        vouch_config::load(&folder.path().join("vouch.toml"), &Environment).unwrap_or_else(|error| panic!("{error}"));
+    std::fs::create_dir_all(folder.path().join("data")).expect("data dir");
+    let store = Arc::new(
+        vouch_storage::Store::open(&folder.path().join("data"), &vouch_storage::StoreOptions::default())
+            .expect("store"),
+    );
+    let keeper = vouch::directory_sync::DirectoryKeeper::open(config.settings.directory.clone(), Arc::clone(&store))
+        .expect("keeper");
+    let resident_before = rss_mib();
+    reset_peak_rss();
+    let started = Instant::now();
+    let now = vouch_playbook::Timestamp::from_unix_millis(1_764_500_000_000);
+    let outcome = keeper.sync(None, now, false).await;
+    let full_seconds = started.elapsed().as_secs_f64();
+    let peak = peak_rss_mib();
+    let changes = match &outcome[0].1 {
+        vouch::directory_sync::SyncOutcome::Applied(changes) => changes.len(),
+        other => panic!("the sync did not apply: {other:?}"),
+    };
+    println!(
+        "  Vouch full sync               : {changes} changes audited in {full_seconds:.2} s = {:.1}x the raw search; \
+         peak RSS {peak:.0} MiB (resident before {resident_before:.0} MiB)",
+        full_seconds / raw_seconds
+    );
+
+    // A hundred managers change; the next sync reads everything again and audits the hundred.
+    let mut modify = String::new();
+    for index in 0..100.min(people.saturating_sub(20)) {
+        let person = 20 + index;
+        modify.push_str(&format!(
+            "dn: cn=p{person:06},ou=People,{suffix}\nchangetype: modify\nreplace: manager\nmanager: cn=p{:06},ou=People,{suffix}\n\n",
+            (person + 1) % 10
+        ));
+    }
+    slapd.modify(&modify);
+    let started = Instant::now();
+    let outcome = keeper.sync(None, now, false).await;
+    let again_seconds = started.elapsed().as_secs_f64();
+    let changes = match &outcome[0].1 {
+        vouch::directory_sync::SyncOutcome::Applied(changes) => changes.len(),
+        other => panic!("the second sync did not apply: {other:?}"),
+    };
+    println!("  Vouch sync after 100 changes  : {changes} changes in {again_seconds:.2} s (a full read again: no incremental sync yet)");
+    let directory = keeper.shared().get();
+    let lookups = Instant::now();
+    let alert_count = 100_000;
+    for index in 0..alert_count {
+        let alert = vouch_playbook::model::System {
+            hostname: Some(format!("ws{:07}", (index * 4 + 1) % computers.max(1))),
+            ..Default::default()
+        };
+        std::hint::black_box(directory.asset_for(&alert));
+    }
+    println!(
+        "  directory lookup on ingest    : {:.2} µs per machine lookup among {} machines",
+        lookups.elapsed().as_secs_f64() * 1e6 / alert_count as f64,
+        directory.assets().count()
+    );
 }
