@@ -236,6 +236,22 @@ async fn service_provider_config() -> Response {
 
 // ---- reading bodies -----------------------------------------------------------------------------
 
+/// A body declares the schema it follows (RFC 7644 §3.3, §3.5.2).
+fn require_schema(object: &Map<String, Value>, schema: &str) -> Result<(), ScimError> {
+    let schemas = object.get("schemas").and_then(Value::as_array);
+    if schemas.is_some_and(|schemas| schemas.iter().any(|declared| declared == schema)) {
+        Ok(())
+    } else {
+        Err(ScimError::bad("invalidSyntax", format!("schemas must include {schema}")))
+    }
+}
+
+/// A required, non-empty text attribute.
+fn required_text(value: &Value, attribute: &str) -> Result<String, ScimError> {
+    text_value(value, attribute)?
+        .ok_or_else(|| ScimError::bad("invalidValue", format!("{attribute} must not be empty")))
+}
+
 fn parse_body(body: &Bytes) -> Result<Map<String, Value>, ScimError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => Ok(object),
@@ -297,10 +313,7 @@ fn attribute<'a>(object: &'a Map<String, Value>, path: &str) -> Option<&'a Value
 fn set_user_attribute(user: &mut User, name: &str, value: &Value, settings: &ScimSource) -> Result<(), ScimError> {
     let lowered = name.to_ascii_lowercase();
     match lowered.as_str() {
-        "username" => {
-            user.user_name = text_value(value, "userName")?
-                .ok_or_else(|| ScimError::bad("invalidValue", "userName must not be empty"))?
-        }
+        "username" => user.user_name = required_text(value, "userName")?,
         "externalid" => user.external_id = text_value(value, "externalId")?,
         "displayname" | "name.formatted" => user.display_name = text_value(value, name)?,
         "active" => user.active = bool_value(value, "active")?,
@@ -340,13 +353,9 @@ fn set_user_attribute(user: &mut User, name: &str, value: &Value, settings: &Sci
 
 /// A user from a full representation (POST, PUT): every attribute not given is cleared.
 fn user_from(object: &Map<String, Value>, mut user: User, settings: &ScimSource) -> Result<User, ScimError> {
-    let schemas = object.get("schemas").and_then(Value::as_array);
-    if !schemas.is_some_and(|schemas| schemas.iter().any(|schema| schema == USER_SCHEMA)) {
-        return Err(ScimError::bad("invalidSyntax", format!("schemas must include {USER_SCHEMA}")));
-    }
+    require_schema(object, USER_SCHEMA)?;
     let user_name = object.get("userName").ok_or_else(|| ScimError::bad("invalidValue", "userName is required"))?;
-    user.user_name = text_value(user_name, "userName")?
-        .ok_or_else(|| ScimError::bad("invalidValue", "userName must not be empty"))?;
+    user.user_name = required_text(user_name, "userName")?;
     user.external_id = object.get("externalId").map_or(Ok(None), |value| text_value(value, "externalId"))?;
     user.display_name = match object.get("displayName") {
         Some(value) => text_value(value, "displayName")?,
@@ -582,10 +591,7 @@ async fn replace_user(
 
 /// The operations of a PatchOp body, checked.
 fn patch_operations(object: &Map<String, Value>) -> Result<Vec<(String, Option<String>, Value)>, ScimError> {
-    let schemas = object.get("schemas").and_then(Value::as_array);
-    if !schemas.is_some_and(|schemas| schemas.iter().any(|schema| schema == PATCH_SCHEMA)) {
-        return Err(ScimError::bad("invalidSyntax", format!("schemas must include {PATCH_SCHEMA}")));
-    }
+    require_schema(object, PATCH_SCHEMA)?;
     let Some(Value::Array(operations)) = object.get("Operations") else {
         return Err(ScimError::bad("invalidSyntax", "Operations must be a list"));
     };
@@ -660,13 +666,9 @@ async fn delete_user(State(state): State<Arc<ScimState>>, Path(id): Path<String>
 }
 
 fn group_from(object: &Map<String, Value>, mut group: Group) -> Result<Group, ScimError> {
-    let schemas = object.get("schemas").and_then(Value::as_array);
-    if !schemas.is_some_and(|schemas| schemas.iter().any(|schema| schema == GROUP_SCHEMA)) {
-        return Err(ScimError::bad("invalidSyntax", format!("schemas must include {GROUP_SCHEMA}")));
-    }
+    require_schema(object, GROUP_SCHEMA)?;
     let name = object.get("displayName").ok_or_else(|| ScimError::bad("invalidValue", "displayName is required"))?;
-    group.display_name = text_value(name, "displayName")?
-        .ok_or_else(|| ScimError::bad("invalidValue", "displayName must not be empty"))?;
+    group.display_name = required_text(name, "displayName")?;
     group.external_id = object.get("externalId").map_or(Ok(None), |value| text_value(value, "externalId"))?;
     group.members = object.get("members").map_or(Ok(Vec::new()), members_from)?;
     Ok(group)
@@ -743,6 +745,18 @@ async fn replace_group(
     Ok(scim_json(StatusCode::OK, group_json(&group)))
 }
 
+/// Adds members (known users only) to a group, each once.
+fn add_members(resources: &Resources, group: &mut Group, value: &Value) -> Result<(), ScimError> {
+    let added = members_from(value)?;
+    unknown_members(resources, &added)?;
+    for member in added {
+        if !group.members.contains(&member) {
+            group.members.push(member);
+        }
+    }
+    Ok(())
+}
+
 /// `members[value eq "id"]`: the member a remove operation names.
 fn member_in_path(path: &str) -> Option<String> {
     let inner = path.strip_prefix("members[")?.strip_suffix(']')?;
@@ -762,15 +776,7 @@ async fn patch_group(
             for (op, path, value) in operations {
                 let path_lowered = path.as_deref().map(str::to_ascii_lowercase);
                 match (op.as_str(), path_lowered.as_deref()) {
-                    ("add", Some("members")) => {
-                        let added = members_from(&value)?;
-                        unknown_members(resources, &added)?;
-                        for member in added {
-                            if !group.members.contains(&member) {
-                                group.members.push(member);
-                            }
-                        }
-                    }
+                    ("add", Some("members")) => add_members(resources, &mut group, &value)?,
                     ("replace", Some("members")) => {
                         let members = members_from(&value)?;
                         unknown_members(resources, &members)?;
@@ -788,22 +794,14 @@ async fn patch_group(
                         group.members.retain(|member| member != &removed);
                     }
                     ("add" | "replace", Some("displayname")) => {
-                        group.display_name = text_value(&value, "displayName")?
-                            .ok_or_else(|| ScimError::bad("invalidValue", "displayName must not be empty"))?;
+                        group.display_name = required_text(&value, "displayName")?;
                     }
                     ("add" | "replace", None) => {
                         if let Some(name) = value.get("displayName") {
-                            group.display_name = text_value(name, "displayName")?
-                                .ok_or_else(|| ScimError::bad("invalidValue", "displayName must not be empty"))?;
+                            group.display_name = required_text(name, "displayName")?;
                         }
                         if let Some(members) = value.get("members") {
-                            let added = members_from(members)?;
-                            unknown_members(resources, &added)?;
-                            for member in added {
-                                if !group.members.contains(&member) {
-                                    group.members.push(member);
-                                }
-                            }
+                            add_members(resources, &mut group, members)?;
                         }
                     }
                     (_, Some("externalid")) => group.external_id = text_value(&value, "externalId")?,

@@ -247,6 +247,18 @@ const EVENT: EventMeaning = EventMeaning {
     not_a_movement: None,
 };
 
+/// A service installed on the target: how PsExec-style tools run their payload there.
+const SERVICE_INSTALLED: EventMeaning = EventMeaning {
+    name: "A service was installed",
+    account: &[SUBJECT],
+    connection: ConnectionKind::RemoteExecution,
+    protocol: Protocol::Smb,
+    port: Some(445),
+    techniques: &["T1021.002", "T1569.002"],
+    outcome: Outcome::Success,
+    ..EVENT
+};
+
 const MEANINGS: [EventMeaning; 17] = [
     EventMeaning {
         event_id: 4624,
@@ -316,28 +328,9 @@ const MEANINGS: [EventMeaning; 17] = [
         port: Some(445),
         ..EVENT
     },
-    EventMeaning {
-        event_id: 4697,
-        name: "A service was installed",
-        account: &[SUBJECT],
-        connection: ConnectionKind::RemoteExecution,
-        protocol: Protocol::Smb,
-        port: Some(445),
-        techniques: &["T1021.002", "T1569.002"],
-        outcome: Outcome::Success,
-        ..EVENT
-    },
-    EventMeaning {
-        event_id: 7045,
-        name: "A service was installed",
-        account: &[SUBJECT, ("AccountName", "Domain")],
-        connection: ConnectionKind::RemoteExecution,
-        protocol: Protocol::Smb,
-        port: Some(445),
-        techniques: &["T1021.002", "T1569.002"],
-        outcome: Outcome::Success,
-        ..EVENT
-    },
+    EventMeaning { event_id: 4697, ..SERVICE_INSTALLED },
+    // The System log's record of the same install names the account the service runs as.
+    EventMeaning { event_id: 7045, account: &[SUBJECT, ("AccountName", "Domain")], ..SERVICE_INSTALLED },
     EventMeaning {
         event_id: 4698,
         name: "A scheduled task was created",
