@@ -59,6 +59,9 @@ enum DirectoryCommand {
         source: Option<String>,
         #[arg(long)]
         dry_run: bool,
+        /// Read the sources whole (an incremental read does not see deletions).
+        #[arg(long)]
+        full: bool,
     },
     /// What Vouch believes about a person, an account or a machine, and which source said it.
     Show {
@@ -104,8 +107,8 @@ pub fn main() -> ExitCode {
         Command::Audit { command: AuditCommand::Export { config, case, output } } => {
             audit_export(&config, case.as_deref(), output.as_deref())
         }
-        Command::Directory { command: DirectoryCommand::Sync { config, source, dry_run } } => {
-            directory_sync(&config, source.as_deref(), dry_run)
+        Command::Directory { command: DirectoryCommand::Sync { config, source, dry_run, full } } => {
+            directory_sync(&config, crate::directory_sync::SyncRequest { source: source.as_deref(), dry_run, full })
         }
         Command::Directory { command: DirectoryCommand::Show { config, name } } => directory_show(&config, &name),
     };
@@ -270,9 +273,9 @@ fn directory_keeper(config: &Config) -> anyhow::Result<crate::directory_sync::Di
     crate::directory_sync::DirectoryKeeper::open(config.settings.directory.clone(), store)
 }
 
-fn directory_sync(path: &Path, source: Option<&str>, dry_run: bool) -> anyhow::Result<ExitCode> {
+fn directory_sync(path: &Path, request: crate::directory_sync::SyncRequest<'_>) -> anyhow::Result<ExitCode> {
     let Some(config) = load_config(path) else { return Ok(ExitCode::from(2)) };
-    if let Some(name) = source {
+    if let Some(name) = request.source {
         if !config.settings.directory.sync.sources.iter().any(|known| known.name == name) {
             anyhow::bail!("no directory source is named `{name}`");
         }
@@ -281,7 +284,7 @@ fn directory_sync(path: &Path, source: Option<&str>, dry_run: bool) -> anyhow::R
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     let now = crate::Clock::now(&crate::SystemClock);
-    let outcomes = runtime.block_on(keeper.sync(source, now, dry_run));
+    let outcomes = runtime.block_on(keeper.sync(request, now));
     let mut refused = false;
     for (name, outcome) in outcomes {
         match outcome {

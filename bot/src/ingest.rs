@@ -392,10 +392,13 @@ struct SyncQuery {
     source: Option<String>,
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    full: bool,
 }
 
 /// Syncs the directory now (every source, or `?source=`), as the schedule would; `?dry_run=true`
-/// only says what would change. Answers each source's outcome.
+/// only says what would change, `?full=true` reads the sources whole (deletions are seen then).
+/// Answers each source's outcome.
 async fn sync_directory(
     State(state): State<Arc<AppState>>,
     Query(query): Query<SyncQuery>,
@@ -409,7 +412,12 @@ async fn sync_directory(
         }
     }
     let now = state.service.clock.now();
-    let outcomes = state.directory.sync(query.source.as_deref(), now, query.dry_run).await;
+    let request = crate::directory_sync::SyncRequest {
+        source: query.source.as_deref(),
+        dry_run: query.dry_run,
+        full: query.full,
+    };
+    let outcomes = state.directory.sync(request, now).await;
     let sources: Vec<Value> = outcomes
         .into_iter()
         .map(|(source, outcome)| match outcome {

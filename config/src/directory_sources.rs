@@ -117,6 +117,9 @@ pub struct LdapSource {
     pub computer_rules: Vec<ComputerRule>,
     pub page_size: i32,
     pub timeout: Duration,
+    /// When a sync reads everything again (the others read only what changed since the last,
+    /// by `modifyTimestamp`; only a full read sees deletions).
+    pub full_sync: CronSchedule,
 }
 
 /// Machines under an OU (a DN suffix) or in a group are of this kind and criticality.
@@ -250,6 +253,8 @@ fn ldap(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> 
         .collect();
     let page_size = table.integer("page_size", 1..10_001).unwrap_or(500) as i32;
     let timeout = Duration::from_secs(table.integer("timeout_seconds", 1..601).unwrap_or(30) as u64);
+    let full_sync = table.string("full_sync").unwrap_or_else(|| "0 0 3 * * *".to_string());
+    let full_sync = CronSchedule::parse(&full_sync).map_err(|message| table.problem("full_sync", message)).ok();
     Some(LdapSource {
         url: url?,
         starttls,
@@ -268,6 +273,7 @@ fn ldap(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> 
         computer_rules,
         page_size,
         timeout,
+        full_sync: full_sync?,
     })
 }
 

@@ -20,6 +20,10 @@ pub struct SourceSnapshot {
     /// Where an incremental sync resumes (LDAP: the highest `modifyTimestamp` seen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
+    /// When the source was last read whole (what an incremental sync cannot see, deletions,
+    /// is seen then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_synced_at: Option<Timestamp>,
     #[serde(default)]
     pub people: Vec<SyncedPerson>,
     #[serde(default)]

@@ -23,8 +23,21 @@ async fn syncs(base: &str, outcome: &str, count: u64) {
 }
 
 async fn sync_now(base: &str) -> serde_json::Value {
-    let response =
-        client().post(format!("{base}/api/v1/directory/sync")).bearer_auth(INGEST_TOKEN).send().await.expect("sent");
+    sync_with(base, "").await
+}
+
+/// A sync reading the source whole (`?full=true`): the only kind that sees deletions.
+async fn sync_whole(base: &str) -> serde_json::Value {
+    sync_with(base, "?full=true").await
+}
+
+async fn sync_with(base: &str, query: &str) -> serde_json::Value {
+    let response = client()
+        .post(format!("{base}/api/v1/directory/sync{query}"))
+        .bearer_auth(INGEST_TOKEN)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status().as_u16(), 200);
     response.json().await.expect("json")
 }
@@ -86,6 +99,7 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
         "{synced}"
     );
     assert_eq!(first_asked(&vouch.base, "dir-2", "SRV-APP-02").await, "carol");
+    assert!(vouch.log().contains("read=\"incremental\""), "the second sync read only what changed: {}", vouch.log());
     // The case still waiting on bob moves on: he is no longer alice's manager.
     let moved = case_until(&vouch.base, "LM-1", Duration::from_secs(30), "LM-1 to stop waiting on bob", |case| {
         case["confirmers"][0]["status"] != "asked"
@@ -103,8 +117,11 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
          dn: cn=dave,ou=People,{SUFFIX}\nchangetype: delete\n\n\
          dn: cn=erin,ou=People,{SUFFIX}\nchangetype: delete\n"
     ));
+    // An incremental read does not see deletions: nothing changes until the source is read whole.
+    let incremental = sync_now(&vouch.base).await;
+    assert_eq!(incremental["sources"][0]["changes"], serde_json::json!([]), "{incremental}");
     for _ in 0..2 {
-        let refused = sync_now(&vouch.base).await;
+        let refused = sync_whole(&vouch.base).await;
         assert_eq!(refused["sources"][0]["outcome"], "refused", "{refused}");
         assert!(
             refused["sources"][0]["reason"].as_str().unwrap_or_default().contains("60% of the people"),

@@ -81,27 +81,61 @@ pub struct LdapRead {
 }
 
 /// Reads the whole source.
-pub async fn read(name: &str, source: &LdapSource, now: Timestamp) -> Result<LdapRead, LdapSyncError> {
+/// Reads the source: whole when there is no `previous` snapshot or a full sync is due (the
+/// `full_sync` schedule), else only the entries modified since the previous read
+/// (`modifyTimestamp`), merged into `previous`. Groups are always read whole (few, and their
+/// membership gives roles).
+pub async fn read(
+    name: &str,
+    source: &LdapSource,
+    now: Timestamp,
+    previous: Option<&SourceSnapshot>,
+) -> Result<LdapRead, LdapSyncError> {
+    let incremental = previous.filter(|previous| {
+        previous.cursor.is_some()
+            && previous.full_synced_at.is_some_and(|at| source.full_sync.occurrences_between(at, now, 1) == 0)
+    });
+    let changed_since = |filter: &str| match incremental.and_then(|previous| previous.cursor.as_deref()) {
+        Some(cursor) => format!("(&{filter}(modifyTimestamp>={cursor}))"),
+        None => filter.to_string(),
+    };
     let mut ldap = connect(source).await?;
     let login = source.login_attribute.as_str();
     let mut person_attributes =
-        vec![login, "userPrincipalName", "displayName", "cn", "manager", "memberOf", "department"];
+        vec![login, "userPrincipalName", "displayName", "cn", "manager", "memberOf", "department", "modifyTimestamp"];
     if let Some(discord) = &source.discord_id_attribute {
         person_attributes.push(discord.as_str());
     }
-    let people = search(&mut ldap, source, &source.people_filter, &person_attributes).await?;
+    let people = search(&mut ldap, source, &changed_since(&source.people_filter), &person_attributes).await?;
+    let service_attributes = [login, "managedBy", "description", "memberOf", "modifyTimestamp"];
     let services =
-        search(&mut ldap, source, &source.service_accounts_filter, &[login, "managedBy", "description", "memberOf"])
-            .await?;
-    let computers =
-        search(&mut ldap, source, &source.computers_filter, &["cn", "dNSHostName", "managedBy", "memberOf"]).await?;
+        search(&mut ldap, source, &changed_since(&source.service_accounts_filter), &service_attributes).await?;
+    let computer_attributes = ["cn", "dNSHostName", "managedBy", "memberOf", "modifyTimestamp"];
+    let computers = search(&mut ldap, source, &changed_since(&source.computers_filter), &computer_attributes).await?;
     let groups = if source.roles.is_empty() && source.computer_rules.iter().all(|rule| rule.group.is_none()) {
         Vec::new()
     } else {
         search(&mut ldap, source, &source.groups_filter, &["member"]).await?
     };
     let _ = ldap.unbind().await;
-    Ok(assemble(name, source, now, people, services, computers, groups))
+    tracing::info!(
+        source = name,
+        read = if incremental.is_some() { "incremental" } else { "full" },
+        people = people.len(),
+        computers = computers.len(),
+        "read the LDAP directory"
+    );
+    // GeneralizedTime values of one server compare as text.
+    let newest =
+        people.iter().chain(&services).chain(&computers).filter_map(|entry| entry.first("modifyTimestamp")).max();
+    let cursor = newest.or_else(|| incremental.and_then(|previous| previous.cursor.clone()));
+    let mut read = assemble(name, source, now, people, services, computers, &groups, incremental);
+    read.snapshot.cursor = cursor;
+    read.snapshot.full_synced_at = match incremental {
+        Some(previous) => previous.full_synced_at,
+        None => Some(now),
+    };
+    Ok(read)
 }
 
 async fn connect(source: &LdapSource) -> Result<ldap3::Ldap, LdapSyncError> {
@@ -163,7 +197,10 @@ async fn search(
     Ok(entries)
 }
 
-/// Turns the entries into a snapshot: links resolved, roles and rules applied.
+/// Turns the entries into a snapshot: links resolved, roles and rules applied. With a
+/// `previous` snapshot the entries are what changed since it, and replace its entries of the
+/// same DN; roles and workstations are worked out again for everyone.
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     name: &str,
     source: &LdapSource,
@@ -171,13 +208,14 @@ fn assemble(
     people: Vec<Entry>,
     services: Vec<Entry>,
     computers: Vec<Entry>,
-    groups: Vec<Entry>,
+    groups: &[Entry],
+    previous: Option<&SourceSnapshot>,
 ) -> LdapRead {
     let mut skipped = Vec::new();
     let login = source.login_attribute.as_str();
     // Group DN -> member DNs, for entries whose server keeps no `memberOf`.
     let mut members_of_group: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for group in &groups {
+    for group in groups {
         members_of_group.insert(group.dn_key(), group.all("member").iter().map(|dn| normalize_dn(dn)).collect());
     }
     let groups_of = |entry: &Entry| -> BTreeSet<String> {
@@ -191,8 +229,12 @@ fn assemble(
     let is_service_ou =
         |entry: &Entry| source.service_account_ous.iter().any(|ou| is_under(&entry.dn_key(), &normalize_dn(ou)));
 
-    // Person ids by DN, so managers and owners resolve.
-    let mut person_by_dn: BTreeMap<String, String> = BTreeMap::new();
+    // Person ids by DN, so managers and owners resolve (those read before too).
+    let mut person_by_dn: BTreeMap<String, String> = previous
+        .map(|previous| {
+            previous.people.iter().map(|person| (normalize_dn(&person.origin), person.id.clone())).collect()
+        })
+        .unwrap_or_default();
     let (service_people, people): (Vec<Entry>, Vec<Entry>) = people.into_iter().partition(|entry| is_service_ou(entry));
     for entry in &people {
         match entry.first(login) {
@@ -225,13 +267,6 @@ fn assemble(
             owner: person_of(entry.first("managedBy")),
         });
     }
-    // A workstation a person manages is theirs (indexed once: people × machines would not scale).
-    let mut workstations_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for asset in snapshot.assets.iter().filter(|asset| asset.kind.as_deref() == Some("workstation")) {
-        if let Some(owner) = asset.owner.as_deref() {
-            workstations_of.entry(owner).or_default().push(asset.hostname.clone());
-        }
-    }
     let mut people_found = Vec::with_capacity(people.len());
     for entry in &people {
         let Some(id) = entry.first(login).map(|id| id.to_ascii_lowercase()) else { continue };
@@ -246,7 +281,6 @@ fn assemble(
         if let Some(upn) = entry.first("userPrincipalName") {
             accounts.push(upn.to_ascii_lowercase());
         }
-        let workstations = workstations_of.get(id.as_str()).cloned().unwrap_or_default();
         people_found.push(SyncedPerson {
             id: id.clone(),
             origin: entry.dn.clone(),
@@ -255,7 +289,7 @@ fn assemble(
             manager: person_of(entry.first("manager")),
             team: entry.first("department"),
             roles,
-            workstations,
+            workstations: Vec::new(),
             accounts,
         });
     }
@@ -273,5 +307,45 @@ fn assemble(
             service: entry.first("description"),
         });
     }
+    if let Some(previous) = previous {
+        // Everyone's roles come again from the groups (read whole), as membership may have
+        // changed in a group rather than on the person.
+        let role_groups: Vec<(Option<&BTreeSet<String>>, &String)> =
+            source.roles.iter().map(|(group, role)| (members_of_group.get(&normalize_dn(group)), role)).collect();
+        let read_now: BTreeSet<String> = snapshot.people.iter().map(|person| person.origin.clone()).collect();
+        snapshot.people = merge_by_origin(&previous.people, snapshot.people, |person| &person.origin);
+        if !groups.is_empty() {
+            for person in snapshot.people.iter_mut().filter(|person| !read_now.contains(&person.origin)) {
+                let key = normalize_dn(&person.origin);
+                person.roles = role_groups
+                    .iter()
+                    .filter(|(members, _)| members.is_some_and(|members| members.contains(&key)))
+                    .map(|(_, role)| (*role).clone())
+                    .collect();
+            }
+        }
+        snapshot.accounts = merge_by_origin(&previous.accounts, snapshot.accounts, |account| &account.origin);
+        snapshot.assets = merge_by_origin(&previous.assets, snapshot.assets, |asset| &asset.origin);
+    }
+    // A workstation a person manages is theirs (indexed once: people × machines would not scale).
+    let mut workstations_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for asset in snapshot.assets.iter().filter(|asset| asset.kind.as_deref() == Some("workstation")) {
+        if let Some(owner) = &asset.owner {
+            workstations_of.entry(owner.clone()).or_default().push(asset.hostname.clone());
+        }
+    }
+    for person in &mut snapshot.people {
+        person.workstations = workstations_of.remove(&person.id).unwrap_or_default();
+    }
     LdapRead { snapshot, skipped }
+}
+
+/// The previous entries with the changed ones (same DN, as the server writes it each time)
+/// replaced and the new ones added.
+fn merge_by_origin<T: Clone>(previous: &[T], changed: Vec<T>, origin: impl Fn(&T) -> &String) -> Vec<T> {
+    let changed_keys: BTreeSet<&str> = changed.iter().map(|entry| origin(entry).as_str()).collect();
+    let mut merged: Vec<T> =
+        previous.iter().filter(|entry| !changed_keys.contains(origin(entry).as_str())).cloned().collect();
+    merged.extend(changed);
+    merged
 }

@@ -41,6 +41,17 @@ impl SharedDirectory {
     }
 }
 
+/// What a sync is asked to do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncRequest<'a> {
+    /// One source by name, or every source Vouch reads.
+    pub source: Option<&'a str>,
+    /// Say what would change; store nothing.
+    pub dry_run: bool,
+    /// Read the whole source even when an incremental read would do (to see deletions now).
+    pub full: bool,
+}
+
 /// What one source's sync did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SyncOutcome {
@@ -140,11 +151,11 @@ impl DirectoryKeeper {
     }
 
     /// Syncs every source (or the one named), in the configured order.
-    pub async fn sync(&self, only: Option<&str>, now: Timestamp, dry_run: bool) -> Vec<(String, SyncOutcome)> {
+    pub async fn sync(&self, request: SyncRequest<'_>, now: Timestamp) -> Vec<(String, SyncOutcome)> {
         let mut outcomes = Vec::new();
         let pulled = self.settings.sync.sources.iter().filter(|source| is_pulled(source));
-        for source in pulled.filter(|source| only.is_none_or(|name| name == source.name)) {
-            let outcome = self.sync_source(source, now, dry_run).await;
+        for source in pulled.filter(|source| request.source.is_none_or(|name| name == source.name)) {
+            let outcome = self.sync_source(source, now, request).await;
             let counted = match &outcome {
                 SyncOutcome::Applied(_) => "applied",
                 SyncOutcome::WouldApply(_) => "dry_run",
@@ -172,9 +183,13 @@ impl DirectoryKeeper {
         outcomes
     }
 
-    async fn sync_source(&self, source: &DirectorySource, now: Timestamp, dry_run: bool) -> SyncOutcome {
+    async fn sync_source(&self, source: &DirectorySource, now: Timestamp, request: SyncRequest<'_>) -> SyncOutcome {
+        let dry_run = request.dry_run;
+        // One sync at a time: the snapshot set is read, replaced and stored under this lock.
+        let mut snapshots = self.snapshots.lock().await;
+        let previous = snapshots.get(&source.name).filter(|_| !request.full);
         let read = match &source.kind {
-            SourceKind::Ldap(ldap_source) => ldap::read(&source.name, ldap_source, now)
+            SourceKind::Ldap(ldap_source) => ldap::read(&source.name, ldap_source, now, previous)
                 .await
                 .map(|read| (read.snapshot, read.skipped))
                 .map_err(|error| error.to_string()),
@@ -192,8 +207,6 @@ impl DirectoryKeeper {
         for skipped in &skipped {
             tracing::warn!(source = %source.name, entry = %skipped, "a directory entry was left out");
         }
-        // One sync at a time: the snapshot set is read, replaced and stored under this lock.
-        let mut snapshots = self.snapshots.lock().await;
         let limit = Some(self.settings.sync.max_removed_share);
         self.land(&mut snapshots, source, snapshot, now, dry_run, limit).await
     }
@@ -379,14 +392,14 @@ pub async fn run(keeper: Arc<DirectoryKeeper>, clock: Arc<dyn crate::Clock>) {
     if !keeper.sources().iter().any(is_pulled) {
         return;
     }
-    keeper.sync(None, clock.now(), false).await;
+    keeper.sync(SyncRequest::default(), clock.now()).await;
     let Some(schedule) = keeper.settings.sync.schedule.clone() else { return };
     loop {
         let now = clock.now();
         let Some(next) = schedule.next_after(now) else { return };
         let wait = (next.unix_millis() - now.unix_millis()).max(0) as u64;
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
-        keeper.sync(None, clock.now(), false).await;
+        keeper.sync(SyncRequest::default(), clock.now()).await;
     }
 }
 

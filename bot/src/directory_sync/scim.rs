@@ -138,6 +138,7 @@ impl Resources {
             source: source.name.clone(),
             synced_at: Some(now),
             cursor: None,
+            full_synced_at: None,
             people,
             accounts: Vec::new(),
             assets: Vec::new(),
