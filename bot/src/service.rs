@@ -8,8 +8,7 @@ use crate::directory_sync::SharedDirectory;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use vouch_playbook::cases::{route_alert, vouched_by, Arrival, GroupingWindow, OpenMovement};
-use vouch_playbook::definition::ConfirmerRole;
-use vouch_playbook::engine::Confirmer;
+use vouch_playbook::engine::{AskedPersonStanding, Confirmer};
 use vouch_playbook::facts::Facts;
 use vouch_playbook::movement::{judge_movement, NotAMovement};
 use vouch_playbook::{
@@ -257,35 +256,19 @@ impl Service {
         let vouch = Actor::vouch();
         let mut moved = 0;
         for case in self.store.cases(Some(&[CaseState::AwaitingConfirmation]))? {
-            let Some(Confirmer::Person { person, role }) = case.confirmation.current_confirmer() else { continue };
-            let reason = match directory.person(&person.id) {
-                None => Some("is no longer in the directory".to_string()),
-                Some(_) => match role {
-                    ConfirmerRole::Manager => {
-                        let holder = case
-                            .facts
-                            .account
-                            .as_ref()
-                            .or(case.facts.acting_as.as_ref())
-                            .and_then(|facts| facts.holder.as_ref());
-                        holder.and_then(|holder| {
-                            let manager = directory.person(&holder.person.id).and_then(|found| found.manager.clone());
-                            (manager.as_ref() != Some(&person.id))
-                                .then(|| format!("is no longer {}'s manager", holder.person.name))
-                        })
-                    }
-                    ConfirmerRole::TargetOwner => {
-                        let target = directory.asset_for(&case.alert().target);
-                        let owner = target.and_then(|asset| asset.owner.clone());
-                        (owner.as_ref() != Some(&person.id))
-                            .then(|| format!("no longer owns {}", case.alert().target.label()))
-                    }
-                    ConfirmerRole::AccountOwner => None,
-                },
+            let Some(asked) = case.confirmation.current_confirmer().and_then(Confirmer::person) else { continue };
+            let holder =
+                case.facts.account.as_ref().or(case.facts.acting_as.as_ref()).and_then(|facts| facts.holder.as_ref());
+            let standing = AskedPersonStanding {
+                in_directory: directory.person(&asked.id).is_some(),
+                manager_of_holder: holder
+                    .and_then(|holder| directory.person(&holder.person.id))
+                    .and_then(|found| found.manager.clone()),
+                owner_of_target: directory.asset_for(&case.alert().target).and_then(|asset| asset.owner.clone()),
             };
-            let Some(reason) = reason else { continue };
-            let detail = serde_json::json!({"person": person.id, "reason": reason});
-            let event = CaseEvent::ConfirmerLeft { person: person.id.clone(), reason };
+            let Some((person, reason)) = case.asked_person_gone(&standing) else { continue };
+            let detail = serde_json::json!({"person": person, "reason": reason});
+            let event = CaseEvent::ConfirmerLeft { person, reason };
             let request = CaseRequest::new(case.id, EventKind::DirectoryConfirmerLeft, &vouch, detail, event);
             if matches!(self.apply(request, now)?, Change::Applied { .. }) {
                 moved += 1;

@@ -1,7 +1,8 @@
-//! Keeps the directory in step with the organisation's own sources: reads each source, compiles
-//! the directory from the sources' snapshots under the local overlay, refuses a sync that failed
-//! or would remove too much at once, stores the new snapshot and an audit record per change in
-//! one transaction, and only then lets the service see the new directory.
+//! Keeps the directory in step with the organisation's own sources: reads each source (or takes
+//! what a source pushed), compiles the directory from the sources' snapshots under the local
+//! overlay, refuses a sync that failed or would remove too much at once, stores the new snapshot
+//! and the audit of its changes (a record each, or one summary for thousands) in one
+//! transaction, and only then lets the service see the new directory.
 //!
 //! At start Vouch works from the last good snapshots in the store, so a source that is down does
 //! not stop it from asking the right people.
@@ -131,7 +132,7 @@ impl DirectoryKeeper {
         &self.settings.sync.sources
     }
 
-    /// When each source last synced well, for `vouch directory show` and for cards.
+    /// When each source last synced well, for `vouch directory show`.
     pub async fn synced_at(&self) -> BTreeMap<String, Option<Timestamp>> {
         self.snapshots.lock().await.iter().map(|(name, snapshot)| (name.clone(), snapshot.synced_at)).collect()
     }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::vocabulary::*;
+use crate::definition::ConfirmerRole;
 use crate::definition::Playbook;
 use crate::facts::{Criticality, Facts};
 use crate::ids::{CaseId, PersonId};
@@ -96,6 +97,35 @@ impl Case {
     /// vouch without one; the chat asks for it with a form first.
     pub fn vouching_needs_justification(&self, actor: &Actor) -> bool {
         self.opening.criticality == Criticality::Critical && self.is_asked(actor)
+    }
+
+    /// Whether the person this case is waiting on has left that place, given what the directory
+    /// says now; `Some` with the person and why (the case then asks the next in its chain).
+    pub fn asked_person_gone(&self, now_known: &AskedPersonStanding) -> Option<(PersonId, String)> {
+        if self.state != CaseState::AwaitingConfirmation {
+            return None;
+        }
+        let Some(Confirmer::Person { person, role }) = self.confirmation.current_confirmer() else { return None };
+        let reason = if !now_known.in_directory {
+            Some("is no longer in the directory".to_string())
+        } else {
+            match role {
+                ConfirmerRole::Manager => (now_known.manager_of_holder.as_ref() != Some(&person.id)).then(|| {
+                    let holder = self
+                        .facts
+                        .account
+                        .as_ref()
+                        .or(self.facts.acting_as.as_ref())
+                        .and_then(|facts| facts.holder.as_ref())
+                        .map_or("the account holder".to_string(), |holder| holder.person.name.clone());
+                    format!("is no longer {holder}'s manager")
+                }),
+                ConfirmerRole::TargetOwner => (now_known.owner_of_target.as_ref() != Some(&person.id))
+                    .then(|| format!("no longer owns {}", self.alert().target.label())),
+                ConfirmerRole::AccountOwner => None,
+            }
+        };
+        reason.map(|reason| (person.id.clone(), reason))
     }
 
     /// Whether `person` is the one this case is waiting on to vouch.

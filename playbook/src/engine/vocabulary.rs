@@ -109,6 +109,18 @@ pub struct Opening {
     pub criticality: Criticality,
 }
 
+/// What the directory says now about the person a case is waiting on, as the service reads it
+/// for [`Case::asked_person_gone`](super::Case::asked_person_gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskedPersonStanding {
+    /// The person is still in the directory.
+    pub in_directory: bool,
+    /// The manager the directory now gives the account's holder.
+    pub manager_of_holder: Option<PersonId>,
+    /// The owner the directory now gives the target.
+    pub owner_of_target: Option<PersonId>,
+}
+
 /// Who did something: a Discord member resolved against the directory, or Vouch itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {

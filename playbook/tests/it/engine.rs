@@ -920,6 +920,17 @@ fn a_confirmer_who_left_hands_the_case_to_the_next_in_the_chain() {
         person: PersonId::parse(id).expect("id"),
         reason: "is no longer in the directory".to_string(),
     };
+    // Whether the one asked left that place is decided from what the directory says now.
+    let standing = |in_directory: bool, owner: &str| vouch_playbook::engine::AskedPersonStanding {
+        in_directory,
+        manager_of_holder: Some(PersonId::parse("bob").expect("id")),
+        owner_of_target: Some(PersonId::parse(owner).expect("id")),
+    };
+    assert_eq!(case.asked_person_gone(&standing(true, "frank")), None, "frank still owns the target");
+    let (gone, reason) = case.asked_person_gone(&standing(true, "carol")).expect("the owner changed");
+    assert_eq!((gone.as_str(), reason.as_str()), ("frank", "no longer owns WS-42"));
+    let (_, reason) = case.asked_person_gone(&standing(false, "frank")).expect("frank left");
+    assert_eq!(reason, "is no longer in the directory");
     // Only the person asked can leave the case's chain.
     let refusal = apply(&playbook, case.clone(), left("bob"), NOW).expect_err("bob is not the one asked");
     assert!(refusal.reason.contains("not the one asked"), "{}", refusal.reason);
