@@ -57,6 +57,9 @@ pub trait ChatSink: Send + 'static {
         slot: Timestamp,
         text: &crate::timers::Digest,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Tells the SOC channel something that belongs to no case (posted once per notice, even if
+    /// asked again after a crash).
+    fn post_notice(&mut self, notice: &vouch_storage::Notice) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// No chat configured: every chat effect is recorded on its case as not delivered.
@@ -68,6 +71,10 @@ impl ChatSink for NoChat {
     }
 
     async fn carry_out(&mut self, _case: &Case, _effect: &Effect) -> Result<(), SinkError> {
+        Err(SinkError::NotConfigured)
+    }
+
+    async fn post_notice(&mut self, _notice: &vouch_storage::Notice) -> Result<(), SinkError> {
         Err(SinkError::NotConfigured)
     }
 
@@ -125,6 +132,7 @@ impl<S: ChatSink> Dispatcher<S> {
     /// True when there is more to do at once.
     async fn pass(&mut self) -> anyhow::Result<bool> {
         self.digest().await?;
+        self.notices().await?;
         let pending = self.blocking(|service| service.store.pending_effects(BATCH)).await?;
         // Read after the queue, so a new card's own wish is seen with its post, and before the
         // cases, so a card drawn in this pass shows at least the versions read.
@@ -335,6 +343,27 @@ impl<S: ChatSink> Dispatcher<S> {
         })
         .await?;
         self.backoff.remove(&case_id);
+        Ok(())
+    }
+
+    /// Posts the notices waiting for the SOC channel, oldest first; each leaves the queue only
+    /// once posted (without a chat, once logged).
+    async fn notices(&mut self) -> anyhow::Result<()> {
+        let notices = self.blocking(|service| service.store.notices()).await?;
+        for notice in notices {
+            match self.sink.post_notice(&notice).await {
+                Ok(()) => {}
+                Err(SinkError::NotConfigured) => {
+                    tracing::warn!(notice = %notice.text, "no chat is configured: this notice for the SOC is only in the log");
+                }
+                Err(SinkError::Refused(error) | SinkError::Failed(error)) => {
+                    tracing::warn!(error = %format!("{error:#}"), "a notice for the SOC could not be posted; will retry");
+                    return Ok(());
+                }
+            }
+            let seq = notice.seq;
+            self.blocking(move |service| service.store.complete_notice(seq)).await?;
+        }
         Ok(())
     }
 

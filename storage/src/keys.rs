@@ -21,6 +21,8 @@
 //! | `u/`   | case id, effect sequence    | a chat effect no chat service carried |
 //! | `r/`   | case id (u64)               | the case's card needs redrawing: version, urgency |
 //! | `y/`   | directory source name       | the source's last good snapshot (JSON) |
+//! | `q/`   | notice sequence (u64)       | a notice for the SOC channel, not about one case |
+//! | `m/`   | `next_notice`               | the next notice's sequence (u64) |
 
 use vouch_playbook::CaseId;
 
@@ -155,6 +157,12 @@ pub(crate) fn undelivered(id: CaseId, seq: u64) -> Vec<u8> {
 
 /// A named point in time Vouch keeps across restarts (such as when the digest last went out).
 pub(crate) const DIRECTORY_SNAPSHOT_PREFIX: &[u8] = b"y/";
+pub(crate) const NOTICE_PREFIX: &[u8] = b"q/";
+pub(crate) const META_NEXT_NOTICE: &[u8] = b"m/next_notice";
+
+pub(crate) fn notice(seq: u64) -> Vec<u8> {
+    with_prefix(NOTICE_PREFIX, &[&seq.to_be_bytes()])
+}
 
 pub(crate) fn directory_snapshot(source: &str) -> Vec<u8> {
     with_prefix(DIRECTORY_SNAPSHOT_PREFIX, &[source.as_bytes()])

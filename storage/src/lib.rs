@@ -58,6 +58,14 @@ impl StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// Something the SOC channel must be told that belongs to no case (a directory sync refused),
+/// queued durably with the change that raised it and posted by the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub seq: u64,
+    pub text: String,
+}
+
 /// An effect the engine decided and the bot has yet to carry out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingEffect {

@@ -66,6 +66,20 @@ impl Store {
         self.values_under(keys::OUTBOX_PREFIX, "outbox entry")
     }
 
+    /// Notices waiting to be posted to the SOC channel, oldest first.
+    pub fn notices(&self) -> Result<Vec<crate::Notice>> {
+        self.values_under(keys::NOTICE_PREFIX, "notice")
+    }
+
+    /// Takes a posted notice off the queue. Durable on return.
+    pub fn complete_notice(&self, seq: u64) -> Result<()> {
+        self.write(|transaction| {
+            transaction.remove_notice(seq);
+            Ok(())
+        })?
+        .wait()
+    }
+
     /// Every directory source's last good snapshot, as stored (JSON the config crate reads).
     pub fn directory_snapshots(&self) -> Result<Vec<serde_json::Value>> {
         self.values_under(keys::DIRECTORY_SNAPSHOT_PREFIX, "directory snapshot")

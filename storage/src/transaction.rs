@@ -60,6 +60,9 @@ pub trait Transaction {
     fn set_marker(&mut self, name: &str, at: Timestamp);
     /// Keeps a directory source's snapshot (JSON, opaque to the store), replacing the last.
     fn put_directory_snapshot(&mut self, source: &str, snapshot_json: &[u8]);
+    /// Queues a notice for the SOC channel.
+    fn queue_notice(&mut self, text: &str) -> Result<u64>;
+    fn remove_notice(&mut self, seq: u64);
 
     /// Appends a record to the audit chain.
     fn append_audit(&mut self, record: NewRecord<'_>) -> Result<AuditRecord>;
@@ -345,6 +348,17 @@ impl Transaction for SledTransaction<'_> {
 
     fn put_directory_snapshot(&mut self, source: &str, snapshot_json: &[u8]) {
         self.insert(keys::directory_snapshot(source), crate::codec::encode_json(snapshot_json));
+    }
+
+    fn remove_notice(&mut self, seq: u64) {
+        self.remove(keys::notice(seq));
+    }
+
+    fn queue_notice(&mut self, text: &str) -> Result<u64> {
+        let seq = self.counter(keys::META_NEXT_NOTICE, "notice counter")?;
+        self.insert(keys::notice(seq), encode(&crate::Notice { seq, text: text.to_string() }));
+        self.insert(keys::META_NEXT_NOTICE, &(seq + 1).to_be_bytes());
+        Ok(seq)
     }
 
     fn append_audit(&mut self, entry: NewRecord<'_>) -> Result<AuditRecord> {

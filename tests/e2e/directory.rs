@@ -161,3 +161,60 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
     assert!(shown.contains("roles: helpdesk"), "{shown}");
     assert!(shown.contains("workstations: ws-17"), "{shown}");
 }
+
+/// The SOC hears of a refused sync in its channel, once per streak, pinging only the SOC role.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_sync_is_told_to_the_soc_channel_once() {
+    if !slapd::available() {
+        return;
+    }
+    let mut ldap = Slapd::start();
+    ldap.add(&format!(
+        "{}{}",
+        slapd::person("bob", "Bob Stone", None, None),
+        slapd::person("alice", "Alice Martin", Some("bob"), None)
+    ));
+    let simulator = crate::support::guild(false, &[]).await;
+    let workspace = Workspace::discord(&simulator);
+    workspace.append_settings(&slapd::source_settings(&ldap));
+    let vouch = workspace.start();
+    syncs(&vouch.base, "applied", 1).await;
+
+    ldap.stop();
+    for _ in 0..2 {
+        let refused = sync_now(&vouch.base).await;
+        assert_eq!(refused["sources"][0]["outcome"], "refused", "{refused}");
+    }
+    let notice = simulator
+        .wait_for("the SOC to be told of the refused sync", Duration::from_secs(30), |world| {
+            world
+                .channel_messages(crate::support::TRIAGE_CHANNEL)
+                .into_iter()
+                .find(|message| message.content().contains("a sync was refused"))
+                .cloned()
+        })
+        .await;
+    // The reason (an error text from the network) is made inert like any outside text.
+    let content = notice.content();
+    assert!(content.contains("corp\\-ad") && content.contains("last good directory"), "{content}");
+    let sent = simulator.with_world(|world| {
+        world
+            .requests
+            .iter()
+            .filter_map(|request| request.body.clone())
+            .find(|body| body["content"].as_str().is_some_and(|content| content.contains("a sync was refused")))
+    });
+    let sent = sent.expect("the notice's request");
+    assert_eq!(sent["allowed_mentions"]["roles"], serde_json::json!([crate::support::SOC_ROLE.to_string()]), "{sent}");
+    assert_eq!(sent["allowed_mentions"]["parse"], serde_json::json!([]), "only the SOC role may be pinged: {sent}");
+    // Both refusals were answered before this read; the second queued no notice of its own.
+    let told = simulator.with_world(|world| {
+        world
+            .channel_messages(crate::support::TRIAGE_CHANNEL)
+            .into_iter()
+            .filter(|message| message.content().contains("a sync was refused"))
+            .count()
+    });
+    assert_eq!(told, 1);
+    assert_eq!(vouch.terminate(), 0);
+}

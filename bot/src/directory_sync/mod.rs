@@ -331,6 +331,10 @@ impl DirectoryKeeper {
                 .insert(source.name.clone());
             if first {
                 let detail = serde_json::json!({"source": source.name, "reason": reason});
+                let notice = format!(
+                    "Directory source {}: a sync was refused ({reason}). Vouch keeps asking people from the last good directory; this is said once until the source syncs well again.",
+                    source.name
+                );
                 let store = Arc::clone(&self.store);
                 let result = store
                     .write(|transaction| {
@@ -342,6 +346,8 @@ impl DirectoryKeeper {
                             playbook_version: None,
                             detail,
                         })?;
+                        // The SOC is told with the record, so a crash cannot keep one without the other.
+                        transaction.queue_notice(&notice)?;
                         Ok(())
                     })
                     .and_then(|pending| pending.wait());

@@ -146,6 +146,19 @@ impl ChatSink for DiscordSink {
         self.perform(case, effect).await.map_err(sink_error)
     }
 
+    async fn post_notice(&mut self, notice: &vouch_storage::Notice) -> Result<(), SinkError> {
+        let triage = channel(self.settings.triage_channel_id);
+        let role = RoleId::new(self.settings.soc_role_id.get());
+        // The nonce names the notice, so a post repeated after a crash between posting and
+        // taking it off the queue comes back as the same message.
+        let message = CreateMessage::new()
+            .content(format!("<@&{}> {}", role.get(), render::inert(&notice.text, 1800)))
+            .allowed_mentions(render::mention_only_role(role))
+            .nonce(Nonce::String(format!("vn-{}", notice.seq)))
+            .enforce_nonce(true);
+        self.post(triage, &message).await.map(|_| ()).map_err(sink_error)
+    }
+
     async fn post_digest(&mut self, slot: Timestamp, digest: &crate::timers::Digest) -> Result<(), SinkError> {
         let triage = channel(self.settings.triage_channel_id);
         // The nonce names the schedule's slot, so a post repeated after a crash between posting
