@@ -73,6 +73,9 @@ pub struct GraphSource {
     pub devices_criticality: Option<Criticality>,
     pub page_size: u32,
     pub timeout: Duration,
+    /// When a sync enumerates users again instead of following the delta link (only a full
+    /// read starts a fresh delta round).
+    pub full_sync: CronSchedule,
 }
 
 /// Vouch's SCIM 2.0 server (`/scim/v2/Users`, `/scim/v2/Groups`) for one identity provider.
@@ -336,6 +339,8 @@ fn graph(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) ->
     });
     let page_size = table.integer("page_size", 1..1000).unwrap_or(999) as u32;
     let timeout = Duration::from_secs(table.integer("timeout_seconds", 1..601).unwrap_or(30) as u64);
+    let full_sync = table.string("full_sync").unwrap_or_else(|| "0 0 3 * * *".to_string());
+    let full_sync = CronSchedule::parse(&full_sync).map_err(|message| table.problem("full_sync", message)).ok();
     Some(GraphSource {
         tenant_id: tenant_id?,
         client_id: client_id?,
@@ -349,5 +354,6 @@ fn graph(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) ->
         devices_criticality,
         page_size,
         timeout,
+        full_sync: full_sync?,
     })
 }

@@ -60,8 +60,10 @@ async fn entra_id_through_graph_gives_managers_roles_and_devices_and_a_bad_secre
 
     let workspace = Workspace::new("");
     std::fs::write(workspace.config().with_file_name("directory.toml"), "# nothing local\n").expect("write");
+    // (A key right after the workspace's [directory] table belongs to it: with four people, one
+    // deletion is 25%, over the default 20% limit.)
     workspace.append_settings(&format!(
-        "[[directory.sources]]\nname = \"entra\"\nkind = \"graph\"\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+        "max_removed_percent = 50\n[[directory.sources]]\nname = \"entra\"\nkind = \"graph\"\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
          client_secret = {{ env = \"VOUCH_GRAPH_SECRET\" }}\nauthority = \"{base}\"\ngraph_url = \"{base}\"\npage_size = 2\n\
          [directory.sources.roles]\n\"{HELPDESK_GROUP}\" = \"helpdesk\"\n",
         base = graph.base()
@@ -85,7 +87,7 @@ async fn entra_id_through_graph_gives_managers_roles_and_devices_and_a_bad_secre
             "the 429's Retry-After was honoured: {:?}",
             world.requests
         );
-        let user_pages = world.requests.iter().filter(|request| request.as_str() == "GET /v1.0/users").count();
+        let user_pages = world.requests.iter().filter(|request| request.as_str() == "GET /v1.0/users/delta").count();
         assert_eq!(user_pages, 1 + 3, "one throttled try, then three pages of two: {:?}", world.requests);
     });
     assert!(vouch.log().contains("no userPrincipalName"), "the broken user is reported");
@@ -98,12 +100,24 @@ async fn entra_id_through_graph_gives_managers_roles_and_devices_and_a_bad_secre
     assert!(evidence.contains("source is the account holder's own workstation: yes"), "{evidence}");
 
     // Her manager changes in Entra; after the next sync the new one is asked.
-    graph.with_world(|world| {
-        world.managers.insert("u-alice".to_string(), "u-carol".to_string());
-    });
+    graph.with_world(|world| world.set_manager("u-alice", "u-carol"));
     let synced = sync_now(&vouch.base).await;
     assert_eq!(synced["sources"][0]["outcome"], "applied", "{synced}");
     assert!(synced.to_string().contains("manager_changed"), "{synced}");
+    // That sync followed the delta link: only the changed user came back.
+    graph.with_world(|world| {
+        assert!(
+            world.requests.iter().any(|request| request == "GET /v1.0/users/delta (delta link)"),
+            "{:?}",
+            world.requests
+        )
+    });
+    assert!(vouch.log().contains("users=1"), "the incremental read returned one user: {}", vouch.log());
+
+    // A user deleted in Entra is gone after the next (incremental) sync.
+    graph.with_world(|world| world.remove_user("u-dave"));
+    let synced = sync_now(&vouch.base).await;
+    assert!(synced.to_string().contains("\"person_removed\"") && synced.to_string().contains("dave"), "{synced}");
     assert_eq!(first_asked(&vouch.base, "graph-2", "SRV-APP-02").await["confirmers"][0]["person"]["id"], "carol");
 
     // The app's secret is revoked: the sync is refused, the last good directory stays.

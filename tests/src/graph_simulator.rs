@@ -1,8 +1,10 @@
 //! A Microsoft identity platform and Microsoft Graph on 127.0.0.1, answering as Microsoft
 //! documents them: the client-credentials token endpoint (`/{tenant}/oauth2/v2.0/token`, form
-//! fields checked, AADSTS errors), and Graph v1.0's `users` (with `$expand=manager`), a group's
-//! `members` and `devices` (with `$expand=registeredOwners`), paged by `$top` with
-//! `@odata.nextLink`, bearer tokens checked, and throttling (429 with `Retry-After`) on demand.
+//! fields checked, AADSTS errors), and Graph v1.0's `users` (with `$expand=manager`), the users
+//! delta query (`/users/delta`: an enumeration ending in `@odata.deltaLink`, then only what
+//! changed, removals as `@removed`, manager changes as `manager@delta`), a group's `members` and
+//! `devices` (with `$expand=registeredOwners`), paged by `$top` with `@odata.nextLink`, bearer
+//! tokens checked, and throttling (429 with `Retry-After`) on demand.
 //! It records every request and counts any sent before a `Retry-After` had passed.
 
 use std::collections::BTreeMap;
@@ -39,6 +41,10 @@ pub struct GraphWorld {
     pub throttled: u32,
     /// Requests that came before the last `Retry-After` had passed.
     pub early_retries: u32,
+    /// The tenant's change counter, and which user changed (or was deleted) at each change: what
+    /// a delta link answers from.
+    version: u64,
+    changes: Vec<(u64, String)>,
     retry_not_before: Option<Instant>,
     tokens: Vec<String>,
     pub requests: Vec<String>,
@@ -50,12 +56,43 @@ pub struct GraphSimulator {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl GraphWorld {
+    /// Gives a user a new manager, as an administrator would in Entra.
+    pub fn set_manager(&mut self, user: &str, manager: &str) {
+        self.managers.insert(user.to_string(), manager.to_string());
+        self.changed(user);
+    }
+
+    /// Deletes a user.
+    pub fn remove_user(&mut self, user: &str) {
+        self.users.retain(|existing| existing["id"] != user);
+        self.managers.remove(user);
+        self.changed(user);
+    }
+
+    fn changed(&mut self, user: &str) {
+        self.version += 1;
+        self.changes.push((self.version, user.to_string()));
+    }
+
+    /// A user as the delta query returns it: its properties and its manager as `manager@delta`.
+    fn delta_user(&self, user: &Value) -> Value {
+        let mut user = user.clone();
+        let id = user["id"].as_str().unwrap_or_default().to_string();
+        if let Some(manager) = self.managers.get(&id) {
+            user["manager@delta"] = json!([{"@odata.type": "#microsoft.graph.user", "id": manager}]);
+        }
+        user
+    }
+}
+
 impl GraphSimulator {
     pub async fn start(world: GraphWorld) -> GraphSimulator {
         let world = Arc::new(Mutex::new(world));
         let router = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
             .route("/v1.0/users", get(users))
+            .route("/v1.0/users/delta", get(users_delta))
             .route("/v1.0/groups/{id}/members", get(members))
             .route("/v1.0/devices", get(devices))
             .with_state(Arc::clone(&world));
@@ -297,4 +334,67 @@ async fn devices(
         })
         .collect();
     page(&base_of(&headers), "devices", &query, items)
+}
+
+async fn users_delta(
+    State(world): State<Arc<Mutex<GraphWorld>>>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    let mut world = world.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let token = query.get("$deltatoken").cloned();
+    let request = if token.is_some() { "GET /v1.0/users/delta (delta link)" } else { "GET /v1.0/users/delta" };
+    if let Some(response) = refusal(&mut world, &headers, request.to_string(), &query) {
+        return response;
+    }
+    if query.contains_key("$expand") {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            "$expand is not supported with delta.",
+        );
+    }
+    let base = base_of(&headers);
+    let delta_link = json!(format!("{base}/v1.0/users/delta?$deltatoken={}", world.version));
+    match token {
+        Some(token) => {
+            let Ok(since) = token.parse::<u64>() else {
+                return graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", "The delta token is not valid.");
+            };
+            let mut changed: Vec<&String> =
+                world.changes.iter().filter(|(version, _)| *version > since).map(|(_, user)| user).collect();
+            changed.sort();
+            changed.dedup();
+            let value: Vec<Value> = changed
+                .into_iter()
+                .map(|id| match world.users.iter().find(|user| user["id"] == id.as_str()) {
+                    Some(user) => world.delta_user(user),
+                    None => json!({"id": id, "@removed": {"reason": "deleted"}}),
+                })
+                .collect();
+            Json(json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users", "value": value, "@odata.deltaLink": delta_link}))
+                .into_response()
+        }
+        None => {
+            let top: usize = query.get("$top").and_then(|top| top.parse().ok()).unwrap_or(100);
+            let skip: usize = query.get("$skiptoken").and_then(|token| token.parse().ok()).unwrap_or(0);
+            let total = world.users.len();
+            let value: Vec<Value> =
+                world.users.iter().skip(skip).take(top).map(|user| world.delta_user(user)).collect();
+            let mut body =
+                json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users", "value": value});
+            if skip + top < total {
+                let mut next: Vec<String> = query
+                    .iter()
+                    .filter(|(key, _)| key.as_str() != "$skiptoken")
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect();
+                next.push(format!("$skiptoken={}", skip + top));
+                body["@odata.nextLink"] = json!(format!("{base}/v1.0/users/delta?{}", next.join("&")));
+            } else {
+                body["@odata.deltaLink"] = delta_link;
+            }
+            Json(body).into_response()
+        }
+    }
 }

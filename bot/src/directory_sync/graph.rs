@@ -49,7 +49,16 @@ struct Graph<'a> {
     token: String,
 }
 
-pub async fn read(name: &str, source: &GraphSource, now: Timestamp) -> Result<GraphRead, GraphSyncError> {
+/// Reads Entra. Users come from a delta query: the first read (and a full one, on the
+/// `full_sync` schedule) enumerates them and ends with a delta link; later reads follow that
+/// link and get only what changed since, merged into the users kept in `previous`. Group
+/// members and devices are read whole each time.
+pub async fn read(
+    name: &str,
+    source: &GraphSource,
+    now: Timestamp,
+    previous: Option<&SourceSnapshot>,
+) -> Result<GraphRead, GraphSyncError> {
     let mut builder = reqwest::Client::builder().timeout(source.timeout).redirect(reqwest::redirect::Policy::none());
     if let Some(path) = &source.ca_file {
         let ca_error = |reason: String| GraphSyncError::CaFile { path: path.display().to_string(), reason };
@@ -63,15 +72,40 @@ pub async fn read(name: &str, source: &GraphSource, now: Timestamp) -> Result<Gr
     let token = token(&client, source).await?;
     let graph = Graph { source, client, token };
 
-    let mut select =
-        "id,userPrincipalName,displayName,mail,onPremisesSamAccountName,accountEnabled,department".to_string();
-    if let Some(property) = &source.discord_id_property {
-        select.push(',');
-        select.push_str(property);
+    let incremental = previous.filter(|previous| {
+        previous.cursor.is_some()
+            && previous.full_synced_at.is_some_and(|at| source.full_sync.occurrences_between(at, now, 1) == 0)
+    });
+    let mut users: BTreeMap<String, Value> = incremental
+        .and_then(|previous| previous.state.as_ref())
+        .and_then(|state| state["users"].as_object())
+        .map(|users| users.iter().map(|(id, user)| (id.clone(), user.clone())).collect())
+        .unwrap_or_default();
+    let start = match incremental.and_then(|previous| previous.cursor.clone()) {
+        Some(delta_link) => delta_link,
+        None => {
+            let mut select =
+                "id,userPrincipalName,displayName,mail,onPremisesSamAccountName,accountEnabled,department,manager"
+                    .to_string();
+            if let Some(property) = &source.discord_id_property {
+                select.push(',');
+                select.push_str(property);
+            }
+            format!("{}/v1.0/users/delta?$select={select}&$top={}", source.graph_url, source.page_size)
+        }
+    };
+    let (changes, delta_link) = graph.delta(&start).await?;
+    let changed = changes.len();
+    for change in changes {
+        apply_user_change(&mut users, change);
     }
-    let users = graph
-        .list(&format!("/v1.0/users?$select={select}&$expand=manager($select=id)&$top={}", source.page_size))
-        .await?;
+    tracing::info!(
+        source = name,
+        read = if incremental.is_some() { "incremental" } else { "full" },
+        users = changed,
+        "read Entra ID users"
+    );
+    let user_list: Vec<Value> = users.values().cloned().collect();
     let mut members_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (group, _) in &source.roles {
         let members = graph.list(&format!("/v1.0/groups/{group}/members?$select=id&$top={}", source.page_size)).await?;
@@ -83,7 +117,42 @@ pub async fn read(name: &str, source: &GraphSource, now: Timestamp) -> Result<Gr
             source.page_size
         ))
         .await?;
-    Ok(assemble(name, source, now, &users, &members_of, &devices))
+    let mut read = assemble(name, source, now, &user_list, &members_of, &devices);
+    read.snapshot.cursor = Some(delta_link);
+    read.snapshot.full_synced_at = match incremental {
+        Some(previous) => previous.full_synced_at,
+        None => Some(now),
+    };
+    read.snapshot.state = Some(serde_json::json!({"users": users}));
+    Ok(read)
+}
+
+/// Folds one entry of a delta page into the users kept: a removal, or the properties that
+/// changed (a manager change arrives as `manager@delta`).
+fn apply_user_change(users: &mut BTreeMap<String, Value>, change: Value) {
+    let Some(id) = change["id"].as_str().map(str::to_string) else { return };
+    if change.get("@removed").is_some() {
+        users.remove(&id);
+        return;
+    }
+    let user = users.entry(id).or_insert_with(|| serde_json::json!({}));
+    let Some(change) = change.as_object() else { return };
+    for (key, value) in change {
+        if key == "manager@delta" {
+            let manager =
+                value.as_array().and_then(|managers| managers.iter().find(|manager| manager.get("@removed").is_none()));
+            match manager.and_then(|manager| manager["id"].as_str()) {
+                Some(manager) => user["manager"] = serde_json::json!({"id": manager}),
+                None => {
+                    if let Some(object) = user.as_object_mut() {
+                        object.remove("manager");
+                    }
+                }
+            }
+        } else if !key.starts_with("@odata.") {
+            user[key.as_str()] = value.clone();
+        }
+    }
 }
 
 async fn token(client: &reqwest::Client, source: &GraphSource) -> Result<String, GraphSyncError> {
@@ -115,6 +184,29 @@ async fn token(client: &reqwest::Client, source: &GraphSource) -> Result<String,
 }
 
 impl Graph<'_> {
+    /// A delta round from `start`: every page's entries, and the delta link that ends it.
+    async fn delta(&self, start: &str) -> Result<(Vec<Value>, String), GraphSyncError> {
+        let mut url = start.to_string();
+        let mut entries = Vec::new();
+        for _ in 0..MAX_PAGES {
+            if !url.starts_with(&self.source.graph_url) {
+                return Err(GraphSyncError::Status { url, status: 200, detail: "a link outside Graph".to_string() });
+            }
+            let page = self.get(&url).await?;
+            let Some(items) = page["value"].as_array() else { return Err(GraphSyncError::Shape { url }) };
+            entries.extend(items.iter().filter(|item| item.is_object()).cloned());
+            if let Some(next) = page["@odata.nextLink"].as_str() {
+                url = next.to_string();
+                continue;
+            }
+            return match page["@odata.deltaLink"].as_str() {
+                Some(delta) => Ok((entries, delta.to_string())),
+                None => Err(GraphSyncError::Shape { url }),
+            };
+        }
+        Err(GraphSyncError::Shape { url })
+    }
+
     /// Every object of a list, following `@odata.nextLink`.
     async fn list(&self, path: &str) -> Result<Vec<Value>, GraphSyncError> {
         let mut url = format!("{}{path}", self.source.graph_url);

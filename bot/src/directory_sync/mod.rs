@@ -194,7 +194,7 @@ impl DirectoryKeeper {
                 .await
                 .map(|read| (read.snapshot, read.skipped))
                 .map_err(|error| error.to_string()),
-            SourceKind::Graph(graph_source) => graph::read(&source.name, graph_source, now)
+            SourceKind::Graph(graph_source) => graph::read(&source.name, graph_source, now, previous)
                 .await
                 .map(|read| (read.snapshot, read.skipped))
                 .map_err(|error| error.to_string()),
