@@ -95,6 +95,10 @@ impl Directory {
         for (id, before) in &self.people {
             match new.people.get(id) {
                 None => changes.push(DirectoryChange::PersonRemoved { person: id.to_string() }),
+                Some(after)
+                    if before.manager == after.manager
+                        && before.roles == after.roles
+                        && before.discord_id == after.discord_id => {}
                 Some(after) => {
                     let person = id.to_string();
                     if before.manager != after.manager {
@@ -104,11 +108,15 @@ impl Directory {
                             to: text(&after.manager),
                         });
                     }
-                    let (mut from, mut to) = (before.roles.clone(), after.roles.clone());
-                    from.sort();
-                    to.sort();
-                    if from != to {
-                        changes.push(DirectoryChange::RolesChanged { person: person.clone(), from, to });
+                    // Roles are a set: the same roles in another order are no change (sorted
+                    // copies are made only when the lists differ at all).
+                    if before.roles != after.roles {
+                        let (mut from, mut to) = (before.roles.clone(), after.roles.clone());
+                        from.sort();
+                        to.sort();
+                        if from != to {
+                            changes.push(DirectoryChange::RolesChanged { person: person.clone(), from, to });
+                        }
                     }
                     if before.discord_id != after.discord_id {
                         changes.push(DirectoryChange::DiscordIdChanged {

@@ -121,8 +121,12 @@ pub struct LdapSource {
     pub page_size: i32,
     pub timeout: Duration,
     /// When a sync reads everything again (the others read only what changed since the last,
-    /// by `modifyTimestamp`; only a full read sees deletions).
+    /// by `change_attribute`; only a full read sees deletions).
     pub full_sync: CronSchedule,
+    /// The attribute that grows with every change of an entry: `uSNChanged` on Active
+    /// Directory, `entryCSN` on OpenLDAP, `modifyTimestamp` anywhere (to the second, so entries
+    /// changed in the last second read are read again).
+    pub change_attribute: String,
 }
 
 /// Machines under an OU (a DN suffix) or in a group are of this kind and criticality.
@@ -258,6 +262,12 @@ fn ldap(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> 
     let timeout = Duration::from_secs(table.integer("timeout_seconds", 1..601).unwrap_or(30) as u64);
     let full_sync = table.string("full_sync").unwrap_or_else(|| "0 0 3 * * *".to_string());
     let full_sync = CronSchedule::parse(&full_sync).map_err(|message| table.problem("full_sync", message)).ok();
+    let change_attribute = table.string("change_attribute").unwrap_or_else(|| "modifyTimestamp".to_string());
+    if change_attribute.is_empty()
+        || !change_attribute.chars().all(|character| character.is_ascii_alphanumeric() || character == '-')
+    {
+        table.problem("change_attribute", "an attribute name such as uSNChanged, entryCSN or modifyTimestamp");
+    }
     Some(LdapSource {
         url: url?,
         starttls,
@@ -277,6 +287,7 @@ fn ldap(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> 
         page_size,
         timeout,
         full_sync: full_sync?,
+        change_attribute,
     })
 }
 

@@ -129,7 +129,9 @@ impl Slapd {
              suffix \"{SUFFIX}\"\n\
              rootdn \"{ADMIN_DN}\"\n\
              rootpw {ADMIN_PASSWORD}\n\
-             directory {data}\n",
+             directory {data}\n\
+             index objectClass eq\n\
+             index entryCSN eq\n",
             schema = folder.path().join("ad.schema").display(),
             folder = folder.path().display(),
             data = data.display(),
@@ -241,7 +243,7 @@ pub fn source_settings(slapd: &Slapd) -> String {
          bind_dn = \"{ADMIN_DN}\"\nbind_password = {{ env = \"VOUCH_LDAP_PASSWORD\" }}\nbase_dn = \"{SUFFIX}\"\n\
          people_filter = \"(objectClass=inetOrgPerson)\"\ncomputers_filter = \"(objectClass=computer)\"\n\
          groups_filter = \"(objectClass=groupOfNames)\"\ndiscord_id_attribute = \"extensionAttribute1\"\n\
-         service_account_ous = [\"ou=Service Accounts,{SUFFIX}\"]\npage_size = 2\n\
+         service_account_ous = [\"ou=Service Accounts,{SUFFIX}\"]\npage_size = 2\nchange_attribute = \"entryCSN\"\n\
          [directory.sources.roles]\n\"cn=Helpdesk,ou=Groups,{SUFFIX}\" = \"helpdesk\"\n\
          [[directory.sources.computers]]\nunder = \"ou=Workstations,{SUFFIX}\"\nkind = \"workstation\"\ncriticality = \"low\"\n\
          [[directory.sources.computers]]\nunder = \"ou=Servers,{SUFFIX}\"\nkind = \"server\"\ncriticality = \"high\"\n",

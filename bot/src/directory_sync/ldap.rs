@@ -82,8 +82,8 @@ pub struct LdapRead {
 
 /// Reads the whole source.
 /// Reads the source: whole when there is no `previous` snapshot or a full sync is due (the
-/// `full_sync` schedule), else only the entries modified since the previous read
-/// (`modifyTimestamp`), merged into `previous`. Groups are always read whole (few, and their
+/// `full_sync` schedule), else only the entries changed since the previous read (by the
+/// `change_attribute`), merged into `previous`. Groups are always read whole (few, and their
 /// membership gives roles).
 pub async fn read(
     name: &str,
@@ -96,21 +96,22 @@ pub async fn read(
             && previous.full_synced_at.is_some_and(|at| source.full_sync.occurrences_between(at, now, 1) == 0)
     });
     let changed_since = |filter: &str| match incremental.and_then(|previous| previous.cursor.as_deref()) {
-        Some(cursor) => format!("(&{filter}(modifyTimestamp>={cursor}))"),
+        Some(cursor) => format!("(&{filter}({}>={cursor}))", source.change_attribute),
         None => filter.to_string(),
     };
     let mut ldap = connect(source).await?;
     let login = source.login_attribute.as_str();
+    let change = source.change_attribute.as_str();
     let mut person_attributes =
-        vec![login, "userPrincipalName", "displayName", "cn", "manager", "memberOf", "department", "modifyTimestamp"];
+        vec![login, "userPrincipalName", "displayName", "cn", "manager", "memberOf", "department", change];
     if let Some(discord) = &source.discord_id_attribute {
         person_attributes.push(discord.as_str());
     }
     let people = search(&mut ldap, source, &changed_since(&source.people_filter), &person_attributes).await?;
-    let service_attributes = [login, "managedBy", "description", "memberOf", "modifyTimestamp"];
+    let service_attributes = [login, "managedBy", "description", "memberOf", change];
     let services =
         search(&mut ldap, source, &changed_since(&source.service_accounts_filter), &service_attributes).await?;
-    let computer_attributes = ["cn", "dNSHostName", "managedBy", "memberOf", "modifyTimestamp"];
+    let computer_attributes = ["cn", "dNSHostName", "managedBy", "memberOf", change];
     let computers = search(&mut ldap, source, &changed_since(&source.computers_filter), &computer_attributes).await?;
     let groups = if source.roles.is_empty() && source.computer_rules.iter().all(|rule| rule.group.is_none()) {
         Vec::new()
@@ -125,9 +126,14 @@ pub async fn read(
         computers = computers.len(),
         "read the LDAP directory"
     );
-    // GeneralizedTime values of one server compare as text.
-    let newest =
-        people.iter().chain(&services).chain(&computers).filter_map(|entry| entry.first("modifyTimestamp")).max();
+    // Change markers compare by length, then as text: that orders integers (uSNChanged) and the
+    // fixed-width time stamps and CSNs alike.
+    let newest = people
+        .iter()
+        .chain(&services)
+        .chain(&computers)
+        .filter_map(|entry| entry.first(change))
+        .max_by(|a, b| (a.len(), a.as_str()).cmp(&(b.len(), b.as_str())));
     let cursor = newest.or_else(|| incremental.and_then(|previous| previous.cursor.clone()));
     let mut read = assemble(name, source, now, people, services, computers, &groups, incremental);
     read.snapshot.cursor = cursor;
