@@ -290,11 +290,11 @@ fn directory_sync(path: &Path, request: crate::directory_sync::SyncRequest<'_>) 
         match outcome {
             crate::directory_sync::SyncOutcome::Applied(changes) => {
                 println!("{name}: {} change(s) applied", changes.len());
-                changes.iter().for_each(|change| println!("  {change}"));
+                print_changes(&changes);
             }
             crate::directory_sync::SyncOutcome::WouldApply(changes) => {
                 println!("{name}: {} change(s) a sync would make (dry run, nothing stored)", changes.len());
-                changes.iter().for_each(|change| println!("  {change}"));
+                print_changes(&changes);
             }
             crate::directory_sync::SyncOutcome::Refused(reason) => {
                 refused = true;
@@ -303,6 +303,15 @@ fn directory_sync(path: &Path, request: crate::directory_sync::SyncRequest<'_>) 
         }
     }
     Ok(if refused { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The first thousand changes, one a line; a first load's hundreds of thousands are counted.
+fn print_changes(changes: &[vouch_config::DirectoryChange]) {
+    const MOST_PRINTED: usize = 1_000;
+    changes.iter().take(MOST_PRINTED).for_each(|change| println!("  {change}"));
+    if changes.len() > MOST_PRINTED {
+        println!("  ... and {} more", changes.len() - MOST_PRINTED);
+    }
 }
 
 fn directory_show(path: &Path, name: &str) -> anyhow::Result<ExitCode> {

@@ -387,6 +387,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// Changes listed in a sync's answer at most.
+const MOST_CHANGES_LISTED: usize = 1_000;
+
 #[derive(Debug, Deserialize)]
 struct SyncQuery {
     source: Option<String>,
@@ -418,14 +421,23 @@ async fn sync_directory(
         full: query.full,
     };
     let outcomes = state.directory.sync(request, now).await;
+    // A first load changes every entry: the answer counts them and lists the first ones, the
+    // audit log holds the rest.
+    let listed = |changes: Vec<vouch_config::DirectoryChange>| {
+        let count = changes.len();
+        let first: Vec<vouch_config::DirectoryChange> = changes.into_iter().take(MOST_CHANGES_LISTED).collect();
+        (count, first)
+    };
     let sources: Vec<Value> = outcomes
         .into_iter()
         .map(|(source, outcome)| match outcome {
             crate::directory_sync::SyncOutcome::Applied(changes) => {
-                json!({"source": source, "outcome": "applied", "changes": changes})
+                let (count, changes) = listed(changes);
+                json!({"source": source, "outcome": "applied", "change_count": count, "changes": changes})
             }
             crate::directory_sync::SyncOutcome::WouldApply(changes) => {
-                json!({"source": source, "outcome": "dry_run", "changes": changes})
+                let (count, changes) = listed(changes);
+                json!({"source": source, "outcome": "dry_run", "change_count": count, "changes": changes})
             }
             crate::directory_sync::SyncOutcome::Refused(reason) => {
                 json!({"source": source, "outcome": "refused", "reason": reason})

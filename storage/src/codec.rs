@@ -33,6 +33,19 @@ pub(crate) fn encode_json(json: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// The JSON a stored value holds, undecoded (for values their owner parses itself).
+pub(crate) fn decode_json(bytes: &[u8], what: &str) -> Result<Vec<u8>> {
+    let corrupt = |reason: String| StorageError::Corrupt { key: what.to_string(), reason };
+    match bytes.split_first() {
+        Some((&SCHEMA_VERSION, body)) => Ok(body.to_vec()),
+        Some((&COMPRESSED_JSON, body)) => {
+            lz4_flex::decompress_size_prepended(body).map_err(|error| corrupt(error.to_string()))
+        }
+        Some((version, _)) => Err(corrupt(format!("schema version {version} is not {SCHEMA_VERSION}"))),
+        None => Err(corrupt("empty value".to_string())),
+    }
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     let corrupt = |reason: String| StorageError::Corrupt { key: what.to_string(), reason };
     match bytes.split_first() {

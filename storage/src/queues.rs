@@ -80,9 +80,19 @@ impl Store {
         .wait()
     }
 
-    /// Every directory source's last good snapshot, as stored (JSON the config crate reads).
-    pub fn directory_snapshots(&self) -> Result<Vec<serde_json::Value>> {
-        self.values_under(keys::DIRECTORY_SNAPSHOT_PREFIX, "directory snapshot")
+    /// Every directory source's last good snapshot, as the JSON it was stored as (its owner
+    /// parses it straight into its own type: a large snapshot is never a `serde_json::Value`).
+    pub fn directory_snapshots(&self) -> Result<Vec<Vec<u8>>> {
+        self.on_current(|generation| {
+            generation
+                .tree
+                .scan_prefix(keys::DIRECTORY_SNAPSHOT_PREFIX)
+                .map(|entry| {
+                    let (_, value) = entry?;
+                    crate::codec::decode_json(&value, "directory snapshot")
+                })
+                .collect()
+        })
     }
 
     /// Every value stored under a key prefix, in key order.

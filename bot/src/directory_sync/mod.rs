@@ -94,7 +94,7 @@ impl DirectoryKeeper {
         let configured: BTreeSet<&str> = settings.sync.sources.iter().map(|source| source.name.as_str()).collect();
         let mut snapshots = BTreeMap::new();
         for stored in store.directory_snapshots().context("cannot read the directory snapshots")? {
-            match serde_json::from_value::<SourceSnapshot>(stored) {
+            match serde_json::from_slice::<SourceSnapshot>(&stored) {
                 // A source no longer configured no longer says anything.
                 Ok(snapshot) if configured.contains(snapshot.source.as_str()) => {
                     snapshots.insert(snapshot.source.clone(), snapshot);
