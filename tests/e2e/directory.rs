@@ -162,23 +162,55 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
     assert!(shown.contains("workstations: ws-17"), "{shown}");
 }
 
-/// The SOC hears of a refused sync in its channel, once per streak, pinging only the SOC role.
+/// With Discord: the manager LDAP names is pinged about a movement, and after the manager
+/// changes in LDAP and a sync, the new manager is pinged about the next one. Then the SOC hears
+/// of a refused sync in its channel, once per streak, pinging only the SOC role.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_refused_sync_is_told_to_the_soc_channel_once() {
+async fn managers_from_ldap_are_pinged_and_a_refused_sync_is_told_to_the_soc_channel_once() {
     if !slapd::available() {
         return;
     }
+    const BOB: u64 = 100_000_000_000_000_102;
+    const CAROL: u64 = 100_000_000_000_000_103;
     let mut ldap = Slapd::start();
     ldap.add(&format!(
-        "{}{}",
-        slapd::person("bob", "Bob Stone", None, None),
+        "{}{}{}",
+        slapd::person("bob", "Bob Stone", None, Some(&BOB.to_string())),
+        slapd::person("carol", "Carol Diaz", None, Some(&CAROL.to_string())),
         slapd::person("alice", "Alice Martin", Some("bob"), None)
     ));
-    let simulator = crate::support::guild(false, &[]).await;
+    let simulator = crate::support::guild(false, &[(BOB, "bob", &[]), (CAROL, "carol", &[])]).await;
     let workspace = Workspace::discord(&simulator);
+    // The Discord workspace's own directory file names other people; LDAP says who these are.
+    std::fs::write(workspace.config().with_file_name("directory.toml"), "# nothing local\n").expect("write");
     workspace.append_settings(&slapd::source_settings(&ldap));
     let vouch = workspace.start();
     syncs(&vouch.base, "applied", 1).await;
+
+    let pinged = |case: String, user: u64| {
+        let simulator = &simulator;
+        async move {
+            let card = crate::support::card(simulator, &case).await;
+            let mention = format!("<@{user}>");
+            simulator
+                .wait_for(&format!("{user} to be pinged about {case}"), Duration::from_secs(30), |world| {
+                    world
+                        .channel_messages(card.id)
+                        .into_iter()
+                        .find(|message| message.content().contains(&mention))
+                        .cloned()
+                })
+                .await
+        }
+    };
+    let (_, body) = post_alert(&vouch.base, &native_alert("ping-1", "WS-17", "SRV-DB-01", "CORP\\alice")).await;
+    pinged(body["case_id"].as_str().expect("case").to_string(), BOB).await;
+    ldap.modify(&format!(
+        "dn: cn=alice,ou=People,{SUFFIX}\nchangetype: modify\nreplace: manager\nmanager: cn=carol,ou=People,{SUFFIX}\n"
+    ));
+    assert_eq!(sync_now(&vouch.base).await["sources"][0]["outcome"], "applied");
+    let (_, body) = post_alert(&vouch.base, &native_alert("ping-2", "WS-17", "SRV-APP-02", "CORP\\alice")).await;
+    pinged(body["case_id"].as_str().expect("case").to_string(), CAROL).await;
 
     ldap.stop();
     for _ in 0..2 {
