@@ -6,7 +6,7 @@
 //! Every entry is hostile input: values are capped, entries without a usable login or hostname
 //! are reported with their DN and left out, never guessed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
@@ -32,32 +32,50 @@ pub enum LdapSyncError {
     CaFile { path: String, reason: String },
 }
 
-/// One entry's attributes, looked up without regard to case (servers return names as their
-/// schema spells them).
+/// One entry, kept compact: a directory of 150 000 entries is read whole, and a map per entry
+/// would cost more than the entries themselves. Attribute names are looked up without regard to
+/// case (servers return them as their schema spells them).
 struct Entry {
     dn: String,
-    attributes: HashMap<String, Vec<String>>,
+    /// The first value of each attribute read, by its place in the search's attribute list.
+    values: Vec<(u8, String)>,
+    /// Group links: `memberOf` on people and machines, `member` on groups.
+    members: Vec<String>,
+    names: Arc<[String]>,
 }
 
+/// The attributes listing group links, kept whole rather than as a first value.
+const LINK_ATTRIBUTES: [&str; 2] = ["memberof", "member"];
+
 impl Entry {
-    fn from(entry: SearchEntry) -> Entry {
-        let attributes = entry
-            .attrs
-            .into_iter()
-            .map(|(name, values)| {
-                let values = values.iter().take(MAX_VALUES).map(|value| cap(value, MAX_VALUE)).collect();
-                (name.to_ascii_lowercase(), values)
-            })
-            .collect();
-        Entry { dn: cap(&entry.dn, MAX_VALUE), attributes }
+    fn from(entry: SearchEntry, names: &Arc<[String]>) -> Entry {
+        let mut values = Vec::new();
+        let mut members = Vec::new();
+        for (name, found) in entry.attrs {
+            let lowered = name.to_ascii_lowercase();
+            if LINK_ATTRIBUTES.contains(&lowered.as_str()) {
+                members.extend(found.iter().take(MAX_VALUES).map(|value| cap(value, MAX_VALUE)));
+            } else if let Some(index) = names.iter().position(|known| *known == lowered) {
+                if let Some(first) = found.first() {
+                    values.push((index as u8, cap(first, MAX_VALUE)));
+                }
+            }
+        }
+        Entry { dn: cap(&entry.dn, MAX_VALUE), values, members, names: Arc::clone(names) }
     }
 
     fn first(&self, name: &str) -> Option<String> {
-        self.all(name).first().cloned().filter(|value| !value.is_empty())
+        let index = self.names.iter().position(|known| known.eq_ignore_ascii_case(name))?;
+        self.values
+            .iter()
+            .find(|(at, _)| usize::from(*at) == index)
+            .map(|(_, value)| value.clone())
+            .filter(|value| !value.is_empty())
     }
 
-    fn all(&self, name: &str) -> &[String] {
-        self.attributes.get(&name.to_ascii_lowercase()).map(Vec::as_slice).unwrap_or(&[])
+    /// The groups the entry belongs to (`memberOf`), or a group's members (`member`).
+    fn links(&self) -> &[String] {
+        &self.members
     }
 
     fn dn_key(&self) -> String {
@@ -189,6 +207,7 @@ async fn search(
         |reason: String| LdapSyncError::Search { base: source.base_dn.clone(), filter: filter.to_string(), reason };
     let adapters: Vec<Box<dyn Adapter<_, _>>> =
         vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(source.page_size))];
+    let names: Arc<[String]> = attributes.iter().map(|name| name.to_ascii_lowercase()).collect();
     let attributes: Vec<String> = attributes.iter().map(|name| name.to_string()).collect();
     ldap.with_timeout(source.timeout);
     let mut stream = ldap
@@ -197,7 +216,7 @@ async fn search(
         .map_err(|error| search_error(error.to_string()))?;
     let mut entries = Vec::new();
     while let Some(entry) = stream.next().await.map_err(|error| search_error(error.to_string()))? {
-        entries.push(Entry::from(SearchEntry::construct(entry)));
+        entries.push(Entry::from(SearchEntry::construct(entry), &names));
     }
     stream.finish().await.success().map_err(|error| search_error(error.to_string()))?;
     Ok(entries)
@@ -222,10 +241,10 @@ fn assemble(
     // Group DN -> member DNs, for entries whose server keeps no `memberOf`.
     let mut members_of_group: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for group in groups {
-        members_of_group.insert(group.dn_key(), group.all("member").iter().map(|dn| normalize_dn(dn)).collect());
+        members_of_group.insert(group.dn_key(), group.links().iter().map(|dn| normalize_dn(dn)).collect());
     }
     let groups_of = |entry: &Entry| -> BTreeSet<String> {
-        let mut found: BTreeSet<String> = entry.all("memberOf").iter().map(|dn| normalize_dn(dn)).collect();
+        let mut found: BTreeSet<String> = entry.links().iter().map(|dn| normalize_dn(dn)).collect();
         let key = entry.dn_key();
         found.extend(
             members_of_group.iter().filter(|(_, members)| members.contains(&key)).map(|(group, _)| group.clone()),
