@@ -226,6 +226,10 @@ fn refusal(
 
 /// One page of `items` per `$top` and `$skiptoken`, with the next link Graph would give.
 fn page(base: &str, path: &str, query: &BTreeMap<String, String>, items: Vec<Value>) -> Response {
+    Json(page_body(base, path, query, items)).into_response()
+}
+
+fn page_body(base: &str, path: &str, query: &BTreeMap<String, String>, items: Vec<Value>) -> Value {
     let top: usize = query.get("$top").and_then(|top| top.parse().ok()).unwrap_or(100);
     let skip: usize = query.get("$skiptoken").and_then(|token| token.parse().ok()).unwrap_or(0);
     let total = items.len();
@@ -241,7 +245,7 @@ fn page(base: &str, path: &str, query: &BTreeMap<String, String>, items: Vec<Val
         next.push(format!("$skiptoken={}", skip + top));
         body["@odata.nextLink"] = json!(format!("{base}/v1.0/{path}?{}", next.join("&")));
     }
-    Json(body).into_response()
+    body
 }
 
 fn base_of(headers: &HeaderMap) -> String {
@@ -376,22 +380,10 @@ async fn users_delta(
                 .into_response()
         }
         None => {
-            let top: usize = query.get("$top").and_then(|top| top.parse().ok()).unwrap_or(100);
-            let skip: usize = query.get("$skiptoken").and_then(|token| token.parse().ok()).unwrap_or(0);
-            let total = world.users.len();
-            let value: Vec<Value> =
-                world.users.iter().skip(skip).take(top).map(|user| world.delta_user(user)).collect();
-            let mut body =
-                json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users", "value": value});
-            if skip + top < total {
-                let mut next: Vec<String> = query
-                    .iter()
-                    .filter(|(key, _)| key.as_str() != "$skiptoken")
-                    .map(|(key, value)| format!("{key}={value}"))
-                    .collect();
-                next.push(format!("$skiptoken={}", skip + top));
-                body["@odata.nextLink"] = json!(format!("{base}/v1.0/users/delta?{}", next.join("&")));
-            } else {
+            // The enumeration pages like any list; its last page ends the round with the delta link.
+            let users: Vec<Value> = world.users.iter().map(|user| world.delta_user(user)).collect();
+            let mut body = page_body(&base, "users/delta", &query, users);
+            if body.get("@odata.nextLink").is_none() {
                 body["@odata.deltaLink"] = delta_link;
             }
             Json(body).into_response()

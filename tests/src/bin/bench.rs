@@ -756,8 +756,9 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// The raw paged LDAP search of everything a sync reads, alone: the floor of any sync.
-async fn raw_ldap_search(url: &str, page_size: i32) -> usize {
+/// The raw paged LDAP searches a sync makes, alone (entries counted and dropped): the floor of
+/// any sync.
+async fn raw_ldap_search(url: &str, page_size: i32, searches: Vec<(String, Vec<&str>)>) -> usize {
     use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
     let (connection, mut ldap) = ldap3::LdapConnAsync::new(url).await.expect("connect");
     ldap3::drive!(connection);
@@ -766,22 +767,11 @@ async fn raw_ldap_search(url: &str, page_size: i32) -> usize {
         .and_then(|result| result.success())
         .expect("bind");
     let mut entries = 0;
-    for (filter, attributes) in [
-        (
-            "(objectClass=inetOrgPerson)",
-            vec!["sAMAccountName", "userPrincipalName", "displayName", "cn", "manager", "memberOf", "department"],
-        ),
-        (
-            "(objectClass=msDS-GroupManagedServiceAccount)",
-            vec!["sAMAccountName", "managedBy", "description", "memberOf"],
-        ),
-        ("(objectClass=computer)", vec!["cn", "dNSHostName", "managedBy", "memberOf"]),
-        ("(objectClass=groupOfNames)", vec!["member"]),
-    ] {
+    for (filter, attributes) in searches {
         let adapters: Vec<Box<dyn Adapter<_, _>>> =
             vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(page_size))];
         let mut stream = ldap
-            .streaming_search_with(adapters, vouch_tests::slapd::SUFFIX, ldap3::Scope::Subtree, filter, attributes)
+            .streaming_search_with(adapters, vouch_tests::slapd::SUFFIX, ldap3::Scope::Subtree, &filter, attributes)
             .await
             .expect("search");
         while stream.next().await.expect("entry").is_some() {
@@ -792,35 +782,24 @@ async fn raw_ldap_search(url: &str, page_size: i32) -> usize {
     entries
 }
 
-/// The raw search an incremental sync makes: entries changed since `cursor` (an entryCSN), and
-/// the groups.
-async fn raw_ldap_search_changed(url: &str, page_size: i32, cursor: &str) -> usize {
-    use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-    let (connection, mut ldap) = ldap3::LdapConnAsync::new(url).await.expect("connect");
-    ldap3::drive!(connection);
-    ldap.simple_bind(vouch_tests::slapd::ADMIN_DN, vouch_tests::slapd::ADMIN_PASSWORD)
-        .await
-        .and_then(|result| result.success())
-        .expect("bind");
-    let mut entries = 0;
-    for filter in [
-        format!("(&(objectClass=inetOrgPerson)(entryCSN>={cursor}))"),
-        format!("(&(objectClass=msDS-GroupManagedServiceAccount)(entryCSN>={cursor}))"),
-        format!("(&(objectClass=computer)(entryCSN>={cursor}))"),
-        "(objectClass=groupOfNames)".to_string(),
-    ] {
-        let adapters: Vec<Box<dyn Adapter<_, _>>> =
-            vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(page_size))];
-        let mut stream = ldap
-            .streaming_search_with(adapters, vouch_tests::slapd::SUFFIX, ldap3::Scope::Subtree, &filter, vec!["cn"])
-            .await
-            .expect("search");
-        while stream.next().await.expect("entry").is_some() {
-            entries += 1;
-        }
-        stream.finish().await.success().expect("search finished");
-    }
-    entries
+/// The searches a sync makes, everything or (with a cursor, an entryCSN) what changed since.
+fn sync_searches(changed_since: Option<&str>) -> Vec<(String, Vec<&'static str>)> {
+    let changed = |filter: &str| match changed_since {
+        Some(cursor) => format!("(&{filter}(entryCSN>={cursor}))"),
+        None => filter.to_string(),
+    };
+    vec![
+        (
+            changed("(objectClass=inetOrgPerson)"),
+            vec!["sAMAccountName", "userPrincipalName", "displayName", "cn", "manager", "memberOf", "department"],
+        ),
+        (
+            changed("(objectClass=msDS-GroupManagedServiceAccount)"),
+            vec!["sAMAccountName", "managedBy", "description", "memberOf"],
+        ),
+        (changed("(objectClass=computer)"), vec!["cn", "dNSHostName", "managedBy", "memberOf"]),
+        ("(objectClass=groupOfNames)".to_string(), vec!["member"]),
+    ]
 }
 
 /// A full directory sync from LDAP of a large organisation, against the raw search alone.
@@ -870,7 +849,7 @@ async fn bench_directory() {
 
     let page_size = 500;
     let started = Instant::now();
-    let entries = raw_ldap_search(&slapd.url(), page_size).await;
+    let entries = raw_ldap_search(&slapd.url(), page_size, sync_searches(None)).await;
     let raw_seconds = started.elapsed().as_secs_f64();
     println!("  raw paged search alone        : {entries} entries in {raw_seconds:.2} s");
 
@@ -924,7 +903,7 @@ async fn bench_directory() {
         let snapshot: Value = serde_json::from_slice(&snapshots[0]).expect("a snapshot");
         snapshot["cursor"].as_str().expect("the full sync kept a cursor").to_string()
     };
-    let changed = raw_ldap_search_changed(&slapd.url(), page_size, &cursor).await;
+    let changed = raw_ldap_search(&slapd.url(), page_size, sync_searches(Some(&cursor))).await;
     println!("  raw search of what changed    : {changed} entries in {:.3} s", started.elapsed().as_secs_f64());
     let started = Instant::now();
     let later = vouch_playbook::Timestamp::from_unix_millis(now.unix_millis() + 600_000);
