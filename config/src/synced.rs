@@ -87,6 +87,33 @@ pub struct SyncedAsset {
 }
 
 impl SourceSnapshot {
+    /// The previous snapshot a read may continue from (following its cursor rather than
+    /// reading everything), unless `full_sync` has come round since it was last read whole.
+    pub fn to_continue<'a>(
+        previous: Option<&'a SourceSnapshot>,
+        full_sync: &crate::CronSchedule,
+        now: Timestamp,
+    ) -> Option<&'a SourceSnapshot> {
+        previous.filter(|previous| {
+            previous.cursor.is_some()
+                && previous.full_synced_at.is_some_and(|at| full_sync.occurrences_between(at, now, 1) == 0)
+        })
+    }
+
+    /// Gives each person the workstations they own (a machine of kind `workstation` whose owner
+    /// they are), indexed once: people × machines would not scale.
+    pub fn give_people_their_workstations(&mut self) {
+        let mut workstations_of: std::collections::BTreeMap<&str, Vec<String>> = std::collections::BTreeMap::new();
+        for asset in self.assets.iter().filter(|asset| asset.kind.as_deref() == Some("workstation")) {
+            if let Some(owner) = &asset.owner {
+                workstations_of.entry(owner).or_default().push(asset.hostname.clone());
+            }
+        }
+        for person in &mut self.people {
+            person.workstations = workstations_of.remove(person.id.as_str()).unwrap_or_default();
+        }
+    }
+
     /// How an entry of this source is named in reports.
     pub fn label(&self, origin: &str) -> String {
         format!("source {}: {origin}", self.source)

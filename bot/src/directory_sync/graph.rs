@@ -72,10 +72,7 @@ pub async fn read(
     let token = token(&client, source).await?;
     let graph = Graph { source, client, token };
 
-    let incremental = previous.filter(|previous| {
-        previous.cursor.is_some()
-            && previous.full_synced_at.is_some_and(|at| source.full_sync.occurrences_between(at, now, 1) == 0)
-    });
+    let incremental = SourceSnapshot::to_continue(previous, &source.full_sync, now);
     let mut users: BTreeMap<String, Value> = incremental
         .and_then(|previous| previous.state.as_ref())
         .and_then(|state| state["users"].as_object())
@@ -334,13 +331,6 @@ fn assemble(
             owner,
         });
     }
-    // A device a person owns is their workstation (indexed once: people × devices would not scale).
-    let mut workstations_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for asset in snapshot.assets.iter().filter(|asset| asset.kind.as_deref() == Some("workstation")) {
-        if let Some(owner) = &asset.owner {
-            workstations_of.entry(owner.clone()).or_default().push(asset.hostname.clone());
-        }
-    }
     for user in users {
         let (Some(object), Some(id)) = (text(user, "id"), person_id(user)) else { continue };
         if user["accountEnabled"].as_bool() == Some(false) {
@@ -356,7 +346,6 @@ fn assemble(
         if let Some(upn) = text(user, "userPrincipalName") {
             accounts.push(upn.to_ascii_lowercase());
         }
-        let workstations = workstations_of.get(&id).cloned().unwrap_or_default();
         let manager = user["manager"]["id"].as_str().and_then(|object| person_by_object.get(object).cloned());
         snapshot.people.push(SyncedPerson {
             id,
@@ -366,9 +355,11 @@ fn assemble(
             manager,
             team: text(user, "department"),
             roles,
-            workstations,
+            workstations: Vec::new(),
             accounts,
         });
     }
+    // A device a person owns is their workstation.
+    snapshot.give_people_their_workstations();
     GraphRead { snapshot, skipped }
 }

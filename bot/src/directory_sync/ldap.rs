@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
-use vouch_config::{LdapSource, SourceSnapshot, SyncedAccount, SyncedAsset, SyncedPerson};
+use vouch_config::{ComputerRule, LdapSource, SourceSnapshot, SyncedAccount, SyncedAsset, SyncedPerson};
 use vouch_playbook::facts::AssetKind;
 use vouch_playbook::model::cap;
 use vouch_playbook::Timestamp;
@@ -109,10 +109,7 @@ pub async fn read(
     now: Timestamp,
     previous: Option<&SourceSnapshot>,
 ) -> Result<LdapRead, LdapSyncError> {
-    let incremental = previous.filter(|previous| {
-        previous.cursor.is_some()
-            && previous.full_synced_at.is_some_and(|at| source.full_sync.occurrences_between(at, now, 1) == 0)
-    });
+    let incremental = SourceSnapshot::to_continue(previous, &source.full_sync, now);
     let changed_since = |filter: &str| match incremental.and_then(|previous| previous.cursor.as_deref()) {
         Some(cursor) => format!("(&{filter}({}>={cursor}))", source.change_attribute),
         None => filter.to_string(),
@@ -251,8 +248,19 @@ fn assemble(
         );
         found
     };
-    let is_service_ou =
-        |entry: &Entry| source.service_account_ous.iter().any(|ou| is_under(&entry.dn_key(), &normalize_dn(ou)));
+    // The configured DNs, normalized once rather than per entry.
+    let service_ous: Vec<String> = source.service_account_ous.iter().map(|ou| normalize_dn(ou)).collect();
+    let computer_rules: Vec<(Option<String>, Option<String>, &ComputerRule)> = source
+        .computer_rules
+        .iter()
+        .map(|rule| (rule.under.as_deref().map(normalize_dn), rule.group.as_deref().map(normalize_dn), rule))
+        .collect();
+    let role_groups: Vec<(String, &String)> =
+        source.roles.iter().map(|(group, role)| (normalize_dn(group), role)).collect();
+    let is_service_ou = |entry: &Entry| {
+        let key = entry.dn_key();
+        service_ous.iter().any(|ou| is_under(&key, ou))
+    };
 
     // Person ids by DN, so managers and owners resolve (those read before too).
     let mut person_by_dn: BTreeMap<String, String> = previous
@@ -279,10 +287,13 @@ fn assemble(
         };
         let key = entry.dn_key();
         let groups = groups_of(entry);
-        let rule = source.computer_rules.iter().find(|rule| {
-            rule.under.as_deref().is_some_and(|ou| is_under(&key, &normalize_dn(ou)))
-                || rule.group.as_deref().is_some_and(|group| groups.contains(&normalize_dn(group)))
-        });
+        let rule = computer_rules
+            .iter()
+            .find(|(under, group, _)| {
+                under.as_deref().is_some_and(|ou| is_under(&key, ou))
+                    || group.as_ref().is_some_and(|group| groups.contains(group))
+            })
+            .map(|(_, _, rule)| *rule);
         snapshot.assets.push(SyncedAsset {
             hostname,
             origin: entry.dn.clone(),
@@ -296,12 +307,8 @@ fn assemble(
     for entry in &people {
         let Some(id) = entry.first(login).map(|id| id.to_ascii_lowercase()) else { continue };
         let groups = groups_of(entry);
-        let roles = source
-            .roles
-            .iter()
-            .filter(|(group, _)| groups.contains(&normalize_dn(group)))
-            .map(|(_, role)| role.clone())
-            .collect();
+        let roles =
+            role_groups.iter().filter(|(group, _)| groups.contains(group)).map(|(_, role)| (*role).clone()).collect();
         let mut accounts = vec![id.clone()];
         if let Some(upn) = entry.first("userPrincipalName") {
             accounts.push(upn.to_ascii_lowercase());
@@ -335,14 +342,14 @@ fn assemble(
     if let Some(previous) = previous {
         // Everyone's roles come again from the groups (read whole), as membership may have
         // changed in a group rather than on the person.
-        let role_groups: Vec<(Option<&BTreeSet<String>>, &String)> =
-            source.roles.iter().map(|(group, role)| (members_of_group.get(&normalize_dn(group)), role)).collect();
+        let role_members: Vec<(Option<&BTreeSet<String>>, &String)> =
+            role_groups.iter().map(|(group, role)| (members_of_group.get(group), *role)).collect();
         let read_now: BTreeSet<String> = snapshot.people.iter().map(|person| person.origin.clone()).collect();
         snapshot.people = merge_by_origin(&previous.people, snapshot.people, |person| &person.origin);
         if !groups.is_empty() {
             for person in snapshot.people.iter_mut().filter(|person| !read_now.contains(&person.origin)) {
                 let key = normalize_dn(&person.origin);
-                person.roles = role_groups
+                person.roles = role_members
                     .iter()
                     .filter(|(members, _)| members.is_some_and(|members| members.contains(&key)))
                     .map(|(_, role)| (*role).clone())
@@ -352,16 +359,8 @@ fn assemble(
         snapshot.accounts = merge_by_origin(&previous.accounts, snapshot.accounts, |account| &account.origin);
         snapshot.assets = merge_by_origin(&previous.assets, snapshot.assets, |asset| &asset.origin);
     }
-    // A workstation a person manages is theirs (indexed once: people × machines would not scale).
-    let mut workstations_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for asset in snapshot.assets.iter().filter(|asset| asset.kind.as_deref() == Some("workstation")) {
-        if let Some(owner) = &asset.owner {
-            workstations_of.entry(owner.clone()).or_default().push(asset.hostname.clone());
-        }
-    }
-    for person in &mut snapshot.people {
-        person.workstations = workstations_of.remove(&person.id).unwrap_or_default();
-    }
+    // A workstation a person manages is theirs.
+    snapshot.give_people_their_workstations();
     LdapRead { snapshot, skipped }
 }
 

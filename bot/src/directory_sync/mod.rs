@@ -203,7 +203,7 @@ impl DirectoryKeeper {
         };
         let (snapshot, skipped) = match read {
             Ok(read) => read,
-            Err(error) => return self.refuse(source, now, dry_run, format!("the source failed: {error}")),
+            Err(error) => return self.refuse(source, now, dry_run, format!("the source failed: {error}")).await,
         };
         for skipped in &skipped {
             tracing::warn!(source = %source.name, entry = %skipped, "a directory entry was left out");
@@ -244,7 +244,9 @@ impl DirectoryKeeper {
         let (directory, overlay_problems, synced_problems) =
             self.settings.compile(&ordered(&self.settings, snapshots, Some(&snapshot)));
         if let Some(problem) = overlay_problems.first() {
-            return self.refuse(source, now, dry_run, format!("the local directory file has problems: {problem}"));
+            return self
+                .refuse(source, now, dry_run, format!("the local directory file has problems: {problem}"))
+                .await;
         }
         for problem in &synced_problems {
             tracing::warn!(source = %source.name, %problem, "a synced directory entry was left out");
@@ -253,17 +255,19 @@ impl DirectoryKeeper {
         if let Some(limit) = removal_limit {
             let removal = before.removal_to(&directory);
             if removal.people > limit || removal.assets > limit {
-                return self.refuse(
-                    source,
-                    now,
-                    dry_run,
-                    format!(
+                return self
+                    .refuse(
+                        source,
+                        now,
+                        dry_run,
+                        format!(
                         "it would remove {:.0}% of the people and {:.0}% of the machines at once (more than {:.0}%)",
                         removal.people * 100.0,
                         removal.assets * 100.0,
                         limit * 100.0
                     ),
-                );
+                    )
+                    .await;
             }
         }
         let changes = before.changes_to(&directory);
@@ -322,7 +326,7 @@ impl DirectoryKeeper {
 
     /// A refused sync changes nothing; it is audited (and reported) once until the source syncs
     /// well again, so a source that stays down does not flood the log.
-    fn refuse(&self, source: &DirectorySource, now: Timestamp, dry_run: bool, reason: String) -> SyncOutcome {
+    async fn refuse(&self, source: &DirectorySource, now: Timestamp, dry_run: bool, reason: String) -> SyncOutcome {
         if !dry_run {
             let first = self
                 .refusals_reported
@@ -335,9 +339,9 @@ impl DirectoryKeeper {
                     "Directory source {}: a sync was refused ({reason}). Vouch keeps asking people from the last good directory; this is said once until the source syncs well again.",
                     source.name
                 );
-                let store = Arc::clone(&self.store);
-                let result = store
-                    .write(|transaction| {
+                // On a blocking thread like every other write here: the flush is waited for.
+                let result = self
+                    .write(move |transaction| {
                         transaction.append_audit(NewRecord {
                             at: now,
                             case_id: None,
@@ -350,7 +354,7 @@ impl DirectoryKeeper {
                         transaction.queue_notice(&notice)?;
                         Ok(())
                     })
-                    .and_then(|pending| pending.wait());
+                    .await;
                 if let Err(error) = result {
                     tracing::error!(error = %error, "the refused directory sync could not be audited");
                 }
