@@ -16,11 +16,16 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
     // fields) means what the event means; the ECS side adds the detection's own facts.
     if let Some(mut record) = windows::record_from_winlog(&fields)? {
         offer_renamed_fields(&mut record, &fields);
+        // The product that says so, else Elastic Security for a detection alert; a plain
+        // shipped event keeps the event's own product, noted as having come through Elastic.
+        let detection = fields.value("kibana.alert.rule").is_some() || fields.text("kibana.alert.uuid").is_some();
+        let stated =
+            short(fields.text("observer.product")).or_else(|| detection.then(|| "Elastic Security".to_string()));
         let mut alert = alert_from_event(
             &record,
             Envelope {
                 format: AlertFormat::Ecs,
-                source_product: short(fields.text("observer.product")),
+                source_product: stated.clone(),
                 source_alert_id: alert_id(&fields),
                 raw: payload,
                 received_at,
@@ -31,13 +36,8 @@ pub(crate) fn normalize(payload: &Value, received_at: Timestamp) -> Result<Alert
         if let Some(rule) = rule(&fields) {
             alert.rule = Some(rule);
         }
-        if alert.source_product == "Windows event log" || alert.source_product == "Sysmon" {
-            alert.source_product =
-                if fields.value("kibana.alert.rule").is_some() || fields.text("kibana.alert.uuid").is_some() {
-                    "Elastic Security".to_string()
-                } else {
-                    format!("{} via Elastic", alert.source_product)
-                };
+        if stated.is_none() {
+            alert.source_product = format!("{} via Elastic", alert.source_product);
         }
         return Ok(alert);
     }
