@@ -306,11 +306,11 @@ fn directory_sync(path: &Path, request: crate::directory_sync::SyncRequest<'_>) 
 }
 
 /// The first thousand changes, one a line; a first load's hundreds of thousands are counted.
-fn print_changes(changes: &[vouch_config::DirectoryChange]) {
-    const MOST_PRINTED: usize = 1_000;
-    changes.iter().take(MOST_PRINTED).for_each(|change| println!("  {change}"));
-    if changes.len() > MOST_PRINTED {
-        println!("  ... and {} more", changes.len() - MOST_PRINTED);
+fn print_changes(changes: &vouch_config::DirectoryChanges) {
+    changes.listed().iter().for_each(|change| println!("  {change}"));
+    if !changes.is_complete() {
+        let counts: Vec<String> = changes.by_kind().iter().map(|(kind, count)| format!("{count} {kind}")).collect();
+        println!("  ... {} in all: {}", changes.len(), counts.join(", "));
     }
 }
 

@@ -387,9 +387,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// Changes listed in a sync's answer at most.
-const MOST_CHANGES_LISTED: usize = 1_000;
-
 #[derive(Debug, Deserialize)]
 struct SyncQuery {
     source: Option<String>,
@@ -423,10 +420,8 @@ async fn sync_directory(
     let outcomes = state.directory.sync(request, now).await;
     // A first load changes every entry: the answer counts them and lists the first ones, the
     // audit log holds the rest.
-    let listed = |changes: Vec<vouch_config::DirectoryChange>| {
-        let count = changes.len();
-        let first: Vec<vouch_config::DirectoryChange> = changes.into_iter().take(MOST_CHANGES_LISTED).collect();
-        (count, first)
+    let listed = |changes: vouch_config::DirectoryChanges| {
+        (changes.len(), serde_json::to_value(changes.listed()).unwrap_or_default())
     };
     let sources: Vec<Value> = outcomes
         .into_iter()

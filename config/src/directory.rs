@@ -3,7 +3,8 @@
 //! SOCs keep asset and staff lists in spreadsheets, so `assets_csv` and `people_csv` are read
 //! beside the TOML file. Both sources go through one validation, which reports every problem.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -192,76 +193,142 @@ impl Directory {
     }
 }
 
-/// Where an entry came from, for problem reports.
+/// Where an overlay entry came from: its file, line and table, for problem reports.
 #[derive(Debug, Clone)]
-struct Origin {
+struct OverlayOrigin {
     file: String,
     line: Option<usize>,
     path: String,
     field_lines: BTreeMap<&'static str, usize>,
 }
 
-impl Origin {
+/// Where an entry came from. A synced entry borrows its snapshot and is named only when a
+/// report or `vouch directory show` needs it: a large source has hundreds of thousands.
+#[derive(Debug, Clone)]
+enum Origin<'a> {
+    /// Boxed: synced entries, by far the most, then take half the room each.
+    Overlay(Box<OverlayOrigin>),
+    Synced {
+        snapshot: &'a SourceSnapshot,
+        /// Where the source keeps the entry (an LDAP DN).
+        origin: &'a str,
+        /// The entry's table and key, as a problem names them (`people`, `alice`).
+        table: &'static str,
+        key: &'a str,
+    },
+}
+
+impl Origin<'_> {
+    fn is_synced(&self) -> bool {
+        matches!(self, Origin::Synced { .. })
+    }
+
     /// Where a value came from, as `vouch directory show` prints it.
     fn label(&self, field: &str) -> String {
-        match self.field_lines.get(field).copied().or(self.line) {
-            Some(line) => format!("{}:{line}", self.file),
-            None => self.file.clone(),
+        match self {
+            Origin::Overlay(origin) => match origin.field_lines.get(field).copied().or(origin.line) {
+                Some(line) => format!("{}:{line}", origin.file),
+                None => origin.file.clone(),
+            },
+            Origin::Synced { snapshot, origin, .. } => snapshot.label(origin),
         }
     }
 
     fn problem(&self, field: &str, message: impl Into<String>) -> ConfigProblem {
+        let (file, line, path) = match self {
+            Origin::Overlay(origin) => {
+                (origin.file.clone(), origin.field_lines.get(field).copied().or(origin.line), origin.path.clone())
+            }
+            Origin::Synced { snapshot, origin, table, key } => (snapshot.label(origin), None, format!("{table}.{key}")),
+        };
         ConfigProblem {
-            file: self.file.clone(),
-            line: self.field_lines.get(field).copied().or(self.line),
-            key: if field.is_empty() { self.path.clone() } else { format!("{}.{field}", self.path) },
+            file,
+            line,
+            key: if field.is_empty() { path } else { format!("{path}.{field}") },
             message: message.into(),
         }
     }
 }
 
+/// A value as read: owned when it came from the overlay's files, borrowed from a snapshot (the
+/// snapshots outlive the compile, and copying a large source's every field twice would double
+/// the memory a sync needs).
+type Text<'a> = Cow<'a, str>;
+
+fn owned<'a>(value: Option<String>) -> Option<Text<'a>> {
+    value.map(Cow::Owned)
+}
+
+fn owned_list<'a>(values: Vec<String>) -> Vec<Text<'a>> {
+    values.into_iter().map(Cow::Owned).collect()
+}
+
+/// `text` in lower case, borrowed when it already is (a source's names are lower-cased as read).
+fn lower_case<'a>(text: &Text<'a>) -> Text<'a> {
+    match text {
+        Cow::Borrowed(borrowed) if !borrowed.bytes().any(|byte| byte.is_ascii_uppercase()) => Cow::Borrowed(borrowed),
+        _ => Cow::Owned(text.to_ascii_lowercase()),
+    }
+}
+
+/// The short, lower-cased hostname a machine is keyed by, borrowed where it can be.
+fn short_hostname_of<'a>(hostname: &Text<'a>) -> Text<'a> {
+    match hostname {
+        Cow::Borrowed(borrowed) => lower_case(&Cow::Borrowed(borrowed.split('.').next().unwrap_or(borrowed))),
+        Cow::Owned(owned) => Cow::Owned(short_hostname(owned)),
+    }
+}
+
+fn borrowed(value: &Option<String>) -> Option<Text<'_>> {
+    value.as_deref().map(Cow::Borrowed)
+}
+
+fn borrowed_list(values: &[String]) -> Vec<Text<'_>> {
+    values.iter().map(|value| Cow::Borrowed(value.as_str())).collect()
+}
+
 #[derive(Debug, Default)]
-struct RawPerson {
+struct RawPerson<'a> {
     said_by: SaidBy,
-    id: Option<String>,
-    name: Option<String>,
-    discord_id: Option<String>,
-    manager: Option<String>,
-    team: Option<String>,
-    roles: Vec<String>,
-    workstations: Vec<String>,
-    accounts: Vec<String>,
+    id: Option<Text<'a>>,
+    name: Option<Text<'a>>,
+    discord_id: Option<Text<'a>>,
+    manager: Option<Text<'a>>,
+    team: Option<Text<'a>>,
+    roles: Vec<Text<'a>>,
+    workstations: Vec<Text<'a>>,
+    accounts: Vec<Text<'a>>,
     delegates: Vec<String>,
 }
 
 #[derive(Debug, Default)]
-struct RawAccount {
+struct RawAccount<'a> {
     said_by: SaidBy,
-    name: Option<String>,
-    kind: Option<String>,
+    name: Option<Text<'a>>,
+    kind: Option<Text<'a>>,
     holder: Option<String>,
-    owner: Option<String>,
-    service: Option<String>,
+    owner: Option<Text<'a>>,
+    service: Option<Text<'a>>,
 }
 
 #[derive(Debug, Default)]
-struct RawAsset {
+struct RawAsset<'a> {
     said_by: SaidBy,
-    hostname: Option<String>,
-    ips: Vec<String>,
-    kind: Option<String>,
-    owner: Option<String>,
-    criticality: Option<String>,
+    hostname: Option<Text<'a>>,
+    ips: Vec<Text<'a>>,
+    kind: Option<Text<'a>>,
+    owner: Option<Text<'a>>,
+    criticality: Option<Text<'a>>,
     edr_ids: Vec<(String, String)>,
     service_accounts: Vec<String>,
     shares: Vec<(Option<String>, Option<String>)>,
 }
 
 #[derive(Default)]
-struct RawDirectory {
-    people: Vec<(Origin, RawPerson)>,
-    accounts: Vec<(Origin, RawAccount)>,
-    assets: Vec<(Origin, RawAsset)>,
+struct RawDirectory<'a> {
+    people: Vec<(Origin<'a>, RawPerson<'a>)>,
+    accounts: Vec<(Origin<'a>, RawAccount<'a>)>,
+    assets: Vec<(Origin<'a>, RawAsset<'a>)>,
 }
 
 const PERSON_FIELDS: [&str; 9] =
@@ -270,30 +337,30 @@ const ACCOUNT_FIELDS: [&str; 5] = ["name", "kind", "holder", "owner", "service"]
 const ASSET_FIELDS: [&str; 8] =
     ["hostname", "ips", "kind", "owner", "criticality", "edr_ids", "service_accounts", "shares"];
 
-fn origin_of(table: &TableReader<'_>, fields: &[&'static str]) -> Origin {
+fn origin_of(table: &TableReader<'_>, fields: &[&'static str]) -> Origin<'static> {
     let field_lines =
         fields.iter().filter_map(|field| table.file.line_of(table.span_of(field)).map(|line| (*field, line))).collect();
-    Origin {
+    Origin::Overlay(Box::new(OverlayOrigin {
         file: table.file.name.clone(),
         line: table.file.line_of(table.span_of("")),
         path: table.path.clone(),
         field_lines,
-    }
+    }))
 }
 
-fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
+fn read_toml(file: &SourceFile, raw: &mut RawDirectory<'_>) {
     with_toml(file, |root| {
         for table in root.tables("people") {
             let person = RawPerson {
                 said_by: SaidBy::default(),
-                id: table.required_string("id"),
-                name: table.required_string("name"),
-                discord_id: table.string("discord_id"),
-                manager: table.string("manager"),
-                team: table.string("team"),
-                roles: table.strings("roles"),
-                workstations: table.strings("workstations"),
-                accounts: table.strings("accounts"),
+                id: owned(table.required_string("id")),
+                name: owned(table.required_string("name")),
+                discord_id: owned(table.string("discord_id")),
+                manager: owned(table.string("manager")),
+                team: owned(table.string("team")),
+                roles: owned_list(table.strings("roles")),
+                workstations: owned_list(table.strings("workstations")),
+                accounts: owned_list(table.strings("accounts")),
                 delegates: table.strings("delegates"),
             };
             table.finish();
@@ -302,11 +369,11 @@ fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
         for table in root.tables("accounts") {
             let account = RawAccount {
                 said_by: SaidBy::default(),
-                name: table.required_string("name"),
-                kind: table.required_string("kind"),
+                name: owned(table.required_string("name")),
+                kind: owned(table.required_string("kind")),
                 holder: table.string("holder"),
-                owner: table.string("owner"),
-                service: table.string("service"),
+                owner: owned(table.string("owner")),
+                service: owned(table.string("service")),
             };
             table.finish();
             raw.accounts.push((origin_of(&table, &ACCOUNT_FIELDS), account));
@@ -323,11 +390,11 @@ fn read_toml(file: &SourceFile, raw: &mut RawDirectory) {
                 .collect();
             let asset = RawAsset {
                 said_by: SaidBy::default(),
-                hostname: table.required_string("hostname"),
-                ips: table.strings("ips"),
-                kind: table.required_string("kind"),
-                owner: table.string("owner"),
-                criticality: table.string("criticality"),
+                hostname: owned(table.required_string("hostname")),
+                ips: owned_list(table.strings("ips")),
+                kind: owned(table.required_string("kind")),
+                owner: owned(table.string("owner")),
+                criticality: owned(table.string("criticality")),
                 edr_ids: table.entries("edr_ids"),
                 service_accounts: table.strings("service_accounts"),
                 shares,
@@ -348,7 +415,7 @@ fn read_csv(
     path: &Path,
     known: &[&'static str],
     problems: &mut Vec<ConfigProblem>,
-) -> Vec<(Origin, BTreeMap<String, String>)> {
+) -> Vec<(Origin<'static>, BTreeMap<String, String>)> {
     let name = path.display().to_string();
     let mut reader = match csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path) {
         Ok(reader) => reader,
@@ -396,12 +463,12 @@ fn read_csv(
                     .map(|(header, cell)| (header.clone(), cell.to_string()))
                     .collect();
                 rows.push((
-                    Origin {
+                    Origin::Overlay(Box::new(OverlayOrigin {
                         file: name.clone(),
                         line,
                         path: format!("row {}", index + 1),
                         field_lines: BTreeMap::new(),
-                    },
+                    })),
                     cells,
                 ));
             }
@@ -416,7 +483,7 @@ fn read_csv(
     rows
 }
 
-fn read_people_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<ConfigProblem>) {
+fn read_people_csv(path: &Path, raw: &mut RawDirectory<'_>, problems: &mut Vec<ConfigProblem>) {
     for (origin, cells) in read_csv(path, &PERSON_FIELDS, problems) {
         if !cells.contains_key("id") {
             problems.push(origin.problem("id", "is required"));
@@ -426,21 +493,21 @@ fn read_people_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<Confi
         }
         let person = RawPerson {
             said_by: SaidBy::default(),
-            id: cells.get("id").cloned(),
-            name: cells.get("name").cloned(),
-            discord_id: cells.get("discord_id").cloned(),
-            manager: cells.get("manager").cloned(),
-            team: cells.get("team").cloned(),
-            roles: list(cells.get("roles")),
-            workstations: list(cells.get("workstations")),
-            accounts: list(cells.get("accounts")),
+            id: owned(cells.get("id").cloned()),
+            name: owned(cells.get("name").cloned()),
+            discord_id: owned(cells.get("discord_id").cloned()),
+            manager: owned(cells.get("manager").cloned()),
+            team: owned(cells.get("team").cloned()),
+            roles: owned_list(list(cells.get("roles"))),
+            workstations: owned_list(list(cells.get("workstations"))),
+            accounts: owned_list(list(cells.get("accounts"))),
             delegates: list(cells.get("delegates")),
         };
         raw.people.push((origin, person));
     }
 }
 
-fn read_assets_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<ConfigProblem>) {
+fn read_assets_csv(path: &Path, raw: &mut RawDirectory<'_>, problems: &mut Vec<ConfigProblem>) {
     for (origin, cells) in
         read_csv(path, &["hostname", "ips", "kind", "owner", "criticality", "edr_ids", "service_accounts"], problems)
     {
@@ -458,11 +525,11 @@ fn read_assets_csv(path: &Path, raw: &mut RawDirectory, problems: &mut Vec<Confi
         }
         let asset = RawAsset {
             said_by: SaidBy::default(),
-            hostname: cells.get("hostname").cloned(),
-            ips: list(cells.get("ips")),
-            kind: cells.get("kind").cloned(),
-            owner: cells.get("owner").cloned(),
-            criticality: cells.get("criticality").cloned(),
+            hostname: owned(cells.get("hostname").cloned()),
+            ips: owned_list(list(cells.get("ips"))),
+            kind: owned(cells.get("kind").cloned()),
+            owner: owned(cells.get("owner").cloned()),
+            criticality: owned(cells.get("criticality").cloned()),
             edr_ids,
             service_accounts: list(cells.get("service_accounts")),
             shares: Vec::new(),
@@ -519,59 +586,52 @@ pub(crate) fn load_with_snapshots(
 /// How origins of synced entries begin, so their problems can be told from the overlay's.
 const SOURCE_PREFIX: &str = "source ";
 
-fn read_snapshot(snapshot: &SourceSnapshot, raw: &mut RawDirectory) {
-    let origin = |origin: &str, path: String| Origin {
-        file: snapshot.label(origin),
-        line: None,
-        path,
-        field_lines: BTreeMap::new(),
-    };
+fn read_snapshot<'a>(snapshot: &'a SourceSnapshot, raw: &mut RawDirectory<'a>) {
+    // A synced entry says all its fields from one place: one shared label, not one per field.
+    let said_by = |origin: &str| SaidBy { origin: Some(Arc::from(snapshot.label(origin))), fields: Vec::new() };
+    raw.people.reserve(snapshot.people.len());
     for person in &snapshot.people {
-        let origin = origin(&person.origin, format!("people.{}", person.id));
-        let said_by = said_by(&origin, &PERSON_FIELDS);
         raw.people.push((
-            origin,
+            Origin::Synced { snapshot, origin: &person.origin, table: "people", key: &person.id },
             RawPerson {
-                said_by,
-                id: Some(person.id.clone()),
-                name: person.name.clone().or_else(|| Some(person.id.clone())),
-                discord_id: person.discord_id.clone(),
-                manager: person.manager.clone(),
-                team: person.team.clone(),
-                roles: person.roles.clone(),
-                workstations: person.workstations.clone(),
-                accounts: person.accounts.clone(),
+                said_by: said_by(&person.origin),
+                id: Some(Cow::Borrowed(&person.id)),
+                name: borrowed(&person.name).or(Some(Cow::Borrowed(&person.id))),
+                discord_id: borrowed(&person.discord_id),
+                manager: borrowed(&person.manager),
+                team: borrowed(&person.team),
+                roles: borrowed_list(&person.roles),
+                workstations: borrowed_list(&person.workstations),
+                accounts: borrowed_list(&person.accounts),
                 delegates: Vec::new(),
             },
         ));
     }
+    raw.accounts.reserve(snapshot.accounts.len());
     for account in &snapshot.accounts {
-        let origin = origin(&account.origin, format!("accounts.{}", account.name));
-        let said_by = said_by(&origin, &ACCOUNT_FIELDS);
         raw.accounts.push((
-            origin,
+            Origin::Synced { snapshot, origin: &account.origin, table: "accounts", key: &account.name },
             RawAccount {
-                said_by,
-                name: Some(account.name.clone()),
-                kind: Some(account.kind.clone()),
+                said_by: said_by(&account.origin),
+                name: Some(Cow::Borrowed(&account.name)),
+                kind: Some(Cow::Borrowed(&account.kind)),
                 holder: None,
-                owner: account.owner.clone(),
-                service: account.service.clone(),
+                owner: borrowed(&account.owner),
+                service: borrowed(&account.service),
             },
         ));
     }
+    raw.assets.reserve(snapshot.assets.len());
     for asset in &snapshot.assets {
-        let origin = origin(&asset.origin, format!("assets.{}", asset.hostname));
-        let said_by = said_by(&origin, &ASSET_FIELDS);
         raw.assets.push((
-            origin,
+            Origin::Synced { snapshot, origin: &asset.origin, table: "assets", key: &asset.hostname },
             RawAsset {
-                said_by,
-                hostname: Some(asset.hostname.clone()),
-                ips: asset.ips.clone(),
-                kind: asset.kind.clone(),
-                owner: asset.owner.clone(),
-                criticality: asset.criticality.clone(),
+                said_by: said_by(&asset.origin),
+                hostname: Some(Cow::Borrowed(&asset.hostname)),
+                ips: borrowed_list(&asset.ips),
+                kind: borrowed(&asset.kind),
+                owner: borrowed(&asset.owner),
+                criticality: borrowed(&asset.criticality),
                 edr_ids: Vec::new(),
                 service_accounts: Vec::new(),
                 shares: Vec::new(),
@@ -580,12 +640,9 @@ fn read_snapshot(snapshot: &SourceSnapshot, raw: &mut RawDirectory) {
     }
 }
 
-/// Every field an entry of this origin sets is said by it (the merge keeps the winner's).
-fn said_by(origin: &Origin, fields: &[&'static str]) -> SaidBy {
-    if origin.field_lines.is_empty() {
-        // A synced entry says all its fields from one place: one shared label, not one per field.
-        return SaidBy { origin: Some(Arc::from(origin.label(""))), fields: Vec::new() };
-    }
+/// Every field an overlay entry sets is said by the line that sets it (the merge keeps the
+/// winner's).
+fn said_by(origin: &Origin<'_>, fields: &[&'static str]) -> SaidBy {
     SaidBy { origin: None, fields: fields.iter().map(|field| (*field, Arc::from(origin.label(field)))).collect() }
 }
 
@@ -601,6 +658,11 @@ impl SaidBy {
     /// Where `field`'s value came from.
     pub fn field(&self, field: &str) -> Option<&str> {
         self.fields.iter().find(|(name, _)| *name == field).map(|(_, origin)| &**origin).or(self.origin.as_deref())
+    }
+
+    /// Where `field`'s value came from, as a label others may share.
+    fn shared(&self, field: &str) -> Option<Arc<str>> {
+        self.fields.iter().find(|(name, _)| *name == field).map(|(_, origin)| origin).or(self.origin.as_ref()).cloned()
     }
 
     fn is_empty(&self) -> bool {
@@ -620,7 +682,7 @@ impl SaidBy {
 /// precedence: the overlay's entries come first, then each source's in the configured order. A
 /// scalar field takes the first value set; lists are the union; `said_by` keeps, for each field,
 /// the origin whose value was kept.
-fn merge(mut raw: RawDirectory) -> RawDirectory {
+fn merge(mut raw: RawDirectory<'_>) -> RawDirectory<'_> {
     // Overlay entries say every field they carry.
     for (origin, person) in raw.people.iter_mut().filter(|(_, person)| person.said_by.is_empty()) {
         person.said_by = said_by(origin, &PERSON_FIELDS);
@@ -631,27 +693,35 @@ fn merge(mut raw: RawDirectory) -> RawDirectory {
     for (origin, asset) in raw.assets.iter_mut().filter(|(_, asset)| asset.said_by.is_empty()) {
         asset.said_by = said_by(origin, &ASSET_FIELDS);
     }
-    fn fold<T>(
-        entries: Vec<(Origin, T)>,
-        key: impl Fn(&T) -> Option<String>,
+    fn fold<'a, T: Default>(
+        mut entries: Vec<(Origin<'a>, T)>,
+        key: impl Fn(&T) -> Option<Text<'a>>,
         combine: impl Fn(&mut T, T),
-    ) -> Vec<(Origin, T)> {
-        let mut kept: Vec<(Origin, T)> = Vec::new();
-        let mut index: BTreeMap<String, usize> = BTreeMap::new();
-        for (origin, entry) in entries {
-            match key(&entry).and_then(|key| index.get(&key).copied().map(|at| (key, at))) {
+    ) -> Vec<(Origin<'a>, T)> {
+        // Folded in place: a large source's entries are not copied into a second list.
+        let mut index: HashMap<Text<'a>, usize> = HashMap::with_capacity(entries.len());
+        let mut folded = vec![false; entries.len()];
+        for at in 0..entries.len() {
+            let key = key(&entries[at].1);
+            match key.as_ref().and_then(|key| index.get(key).copied()) {
                 // Two overlay entries with one key stay apart, so the overlay's duplicate is
                 // reported; a synced entry folds into whatever came first.
-                Some((_, at)) if origin.file.starts_with(SOURCE_PREFIX) => combine(&mut kept[at].1, entry),
+                Some(first) if entries[at].0.is_synced() => {
+                    let entry = std::mem::take(&mut entries[at].1);
+                    combine(&mut entries[first].1, entry);
+                    folded[at] = true;
+                }
                 _ => {
-                    if let Some(key) = key(&entry) {
-                        index.entry(key).or_insert(kept.len());
+                    if let Some(key) = key {
+                        index.entry(key).or_insert(at);
                     }
-                    kept.push((origin, entry));
                 }
             }
         }
-        kept
+        drop(index);
+        let mut folded = folded.into_iter();
+        entries.retain(|_| !folded.next().unwrap_or(false));
+        entries
     }
     fn first<T>(said_by: &mut SaidBy, from: &SaidBy, field: &'static str, kept: &mut Option<T>, other: Option<T>) {
         if kept.is_none() && other.is_some() {
@@ -659,7 +729,7 @@ fn merge(mut raw: RawDirectory) -> RawDirectory {
             said_by.set(field, from.field(field));
         }
     }
-    fn union(kept: &mut Vec<String>, other: Vec<String>) {
+    fn union<'a>(kept: &mut Vec<Text<'a>>, other: Vec<Text<'a>>) {
         for item in other {
             if !kept.iter().any(|known| known.eq_ignore_ascii_case(&item)) {
                 kept.push(item);
@@ -683,7 +753,7 @@ fn merge(mut raw: RawDirectory) -> RawDirectory {
     );
     let accounts = fold(
         raw.accounts,
-        |account| account.name.as_ref().map(|name| name.to_ascii_lowercase()),
+        |account| account.name.as_ref().map(lower_case),
         |kept, other| {
             let from = other.said_by;
             let said = &mut kept.said_by;
@@ -694,7 +764,7 @@ fn merge(mut raw: RawDirectory) -> RawDirectory {
     );
     let assets = fold(
         raw.assets,
-        |asset| asset.hostname.as_deref().map(short_hostname),
+        |asset| asset.hostname.as_ref().map(short_hostname_of),
         |kept, other| {
             let from = other.said_by;
             let said = &mut kept.said_by;
@@ -707,11 +777,13 @@ fn merge(mut raw: RawDirectory) -> RawDirectory {
     RawDirectory { people, accounts, assets }
 }
 
-fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
+/// Compiles the merged entries, consuming them table by table: a large source's people are
+/// gone before its machines are compiled.
+fn compile<'a>(raw: RawDirectory<'a>, problems: &mut Vec<ConfigProblem>) -> Directory {
     let mut directory = Directory::default();
-    let person_ids: BTreeSet<String> = raw.people.iter().filter_map(|(_, person)| person.id.clone()).collect();
+    let person_ids: HashSet<Text<'a>> = raw.people.iter().filter_map(|(_, person)| person.id.clone()).collect();
     let check_person =
-        |origin: &Origin, field: &str, id: &str, problems: &mut Vec<ConfigProblem>| -> Option<PersonId> {
+        |origin: &Origin<'_>, field: &str, id: &str, problems: &mut Vec<ConfigProblem>| -> Option<PersonId> {
             match PersonId::parse(id) {
                 Ok(parsed) if person_ids.contains(id) => Some(parsed),
                 Ok(_) => {
@@ -725,8 +797,50 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
             }
         };
 
-    let mut implied_accounts: Vec<(Origin, String, PersonId)> = Vec::new();
-    for (origin, person) in &raw.people {
+    // Accounts are compiled before people, so that the accounts people hold go in as each
+    // person is compiled (a large directory's are not listed apart first); their problems are
+    // still reported after the people's.
+    let mut account_problems = Vec::new();
+    let mut implied_problems = Vec::new();
+    for (origin, account) in raw.accounts {
+        let origin = &origin;
+        let Some(name) = &account.name else { continue };
+        let key = name.to_ascii_lowercase();
+        let kind = match account.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("user") => Some(AccountKind::User),
+            Some("service") => Some(AccountKind::Service),
+            Some("system") => Some(AccountKind::System),
+            Some(other) => {
+                account_problems.push(origin.problem("kind", format!("`{other}` is not one of user, service, system")));
+                None
+            }
+            None => None,
+        };
+        let holder =
+            account.holder.as_deref().and_then(|holder| check_person(origin, "holder", holder, &mut account_problems));
+        let owner =
+            account.owner.as_deref().and_then(|owner| check_person(origin, "owner", owner, &mut account_problems));
+        if directory.accounts.contains_key(&key) {
+            account_problems.push(origin.problem("name", format!("the account `{name}` is listed twice")));
+            continue;
+        }
+        // An entry with a bad kind was reported above; it is checked through but not kept.
+        let Some(kind) = kind else { continue };
+        directory.accounts.insert(
+            key.clone(),
+            Account {
+                name: key,
+                kind,
+                holder,
+                owner,
+                service: account.service.as_deref().map(str::to_string),
+                said_by: account.said_by,
+            },
+        );
+    }
+
+    for (origin, person) in raw.people {
+        let origin = &origin;
         let Some(id_text) = &person.id else { continue };
         let id = match PersonId::parse(id_text) {
             Ok(id) => id,
@@ -768,83 +882,54 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
                 ));
             }
         }
+        let accounts_said_by = person.said_by.shared("accounts");
         for account in &person.accounts {
-            implied_accounts.push((origin.clone(), account.to_ascii_lowercase(), id.clone()));
+            let key = account.to_ascii_lowercase();
+            match directory.accounts.get(&key) {
+                Some(existing) if existing.holder.as_ref() != Some(&id) => {
+                    implied_problems.push(
+                        origin.problem("accounts", format!("the account `{key}` is already held by someone else")),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    let said_by = SaidBy {
+                        origin: None,
+                        fields: accounts_said_by.clone().map(|said| ("holder", said)).into_iter().collect(),
+                    };
+                    let account = Account {
+                        name: key.clone(),
+                        kind: AccountKind::User,
+                        holder: Some(id.clone()),
+                        owner: None,
+                        service: None,
+                        said_by,
+                    };
+                    directory.accounts.insert(key, account);
+                }
+            }
         }
         directory.people.insert(
             id.clone(),
             Person {
                 id,
-                name: person.name.clone().unwrap_or_default(),
+                name: person.name.as_deref().unwrap_or_default().to_string(),
                 discord_id,
                 manager,
-                team: person.team.clone(),
+                team: person.team.as_deref().map(str::to_string),
                 roles: person.roles.iter().map(|role| role.to_ascii_lowercase()).collect(),
                 workstations: person.workstations.iter().map(|name| short_hostname(name)).collect(),
                 delegates,
-                said_by: person.said_by.clone(),
+                said_by: person.said_by,
             },
         );
     }
 
-    for (origin, account) in &raw.accounts {
-        let Some(name) = &account.name else { continue };
-        let key = name.to_ascii_lowercase();
-        let kind = match account.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            Some("user") => Some(AccountKind::User),
-            Some("service") => Some(AccountKind::Service),
-            Some("system") => Some(AccountKind::System),
-            Some(other) => {
-                problems.push(origin.problem("kind", format!("`{other}` is not one of user, service, system")));
-                None
-            }
-            None => None,
-        };
-        let holder = account.holder.as_deref().and_then(|holder| check_person(origin, "holder", holder, problems));
-        let owner = account.owner.as_deref().and_then(|owner| check_person(origin, "owner", owner, problems));
-        if directory.accounts.contains_key(&key) {
-            problems.push(origin.problem("name", format!("the account `{name}` is listed twice")));
-            continue;
-        }
-        // An entry with a bad kind was reported above; it is checked through but not kept.
-        let Some(kind) = kind else { continue };
-        directory.accounts.insert(
-            key.clone(),
-            Account {
-                name: key,
-                kind,
-                holder,
-                owner,
-                service: account.service.clone(),
-                said_by: account.said_by.clone(),
-            },
-        );
-    }
-    for (origin, key, holder) in implied_accounts {
-        match directory.accounts.get(&key) {
-            Some(existing) if existing.holder.as_ref() != Some(&holder) => {
-                problems
-                    .push(origin.problem("accounts", format!("the account `{key}` is already held by someone else")));
-            }
-            Some(_) => {}
-            None => {
-                let said_by = SaidBy { origin: None, fields: vec![("holder", Arc::from(origin.label("accounts")))] };
-                directory.accounts.insert(
-                    key.clone(),
-                    Account {
-                        name: key,
-                        kind: AccountKind::User,
-                        holder: Some(holder),
-                        owner: None,
-                        service: None,
-                        said_by,
-                    },
-                );
-            }
-        }
-    }
+    problems.append(&mut account_problems);
+    problems.append(&mut implied_problems);
 
-    for (origin, asset) in &raw.assets {
+    for (origin, asset) in raw.assets {
+        let origin = &origin;
         let Some(hostname) = &asset.hostname else { continue };
         let key = short_hostname(hostname);
         if key.is_empty() {
@@ -923,7 +1008,7 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
         directory.assets.insert(
             key,
             Asset {
-                hostname: hostname.clone(),
+                hostname: hostname.to_string(),
                 ips,
                 kind,
                 owner,
@@ -931,7 +1016,7 @@ fn compile(raw: RawDirectory, problems: &mut Vec<ConfigProblem>) -> Directory {
                 edr_ids,
                 service_accounts,
                 shares,
-                said_by: asset.said_by.clone(),
+                said_by: asset.said_by,
             },
         );
     }

@@ -1,6 +1,8 @@
 //! What changed between two compilations of the directory, as the audit log records it and as
 //! `vouch directory sync --dry-run` prints it; and whether a change removes too much at once.
 
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -80,6 +82,62 @@ impl fmt::Display for DirectoryChange {
     }
 }
 
+/// The changes between two directories: each one listed while they are few, all of them counted
+/// by kind. A source's first load changes hundreds of thousands of entries; nobody reads those
+/// one by one (the audit log summarizes them), and holding them all would cost a sync as much
+/// memory again as the directory itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DirectoryChanges {
+    listed: Vec<DirectoryChange>,
+    count: usize,
+    by_kind: BTreeMap<&'static str, usize>,
+}
+
+impl DirectoryChanges {
+    /// Changes listed one by one at most; beyond, they are only counted.
+    pub const MOST_LISTED: usize = 1_000;
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The first changes, in order (all of them when `is_complete`).
+    pub fn listed(&self) -> &[DirectoryChange] {
+        &self.listed
+    }
+
+    /// Whether every change is listed.
+    pub fn is_complete(&self) -> bool {
+        self.listed.len() == self.count
+    }
+
+    /// How many changes of each kind (`DirectoryChange::kind`).
+    pub fn by_kind(&self) -> &BTreeMap<&'static str, usize> {
+        &self.by_kind
+    }
+
+    fn push(&mut self, change: DirectoryChange) {
+        self.count += 1;
+        *self.by_kind.entry(change.kind()).or_default() += 1;
+        if self.listed.len() < Self::MOST_LISTED {
+            self.listed.push(change);
+        }
+    }
+
+    fn append(&mut self, other: DirectoryChanges) {
+        self.count += other.count;
+        for (kind, count) in other.by_kind {
+            *self.by_kind.entry(kind).or_default() += count;
+        }
+        let room = Self::MOST_LISTED.saturating_sub(self.listed.len());
+        self.listed.extend(other.listed.into_iter().take(room));
+    }
+}
+
 /// How much of what the old directory held a new one drops.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Removal {
@@ -87,20 +145,44 @@ pub struct Removal {
     pub assets: f64,
 }
 
+/// Walks two maps in key order together, each key once with its value before and after: one
+/// pass over both, where looking every key up in the other map costs a tree walk each.
+fn side_by_side<'m, K: Ord, V>(
+    before: &'m BTreeMap<K, V>,
+    after: &'m BTreeMap<K, V>,
+) -> impl Iterator<Item = (Option<&'m V>, Option<&'m V>)> + 'm {
+    let mut before = before.iter().peekable();
+    let mut after = after.iter().peekable();
+    std::iter::from_fn(move || match (before.peek(), after.peek()) {
+        (None, None) => None,
+        (Some(_), None) => before.next().map(|(_, value)| (Some(value), None)),
+        (None, Some(_)) => after.next().map(|(_, value)| (None, Some(value))),
+        (Some((before_key, _)), Some((after_key, _))) => match before_key.cmp(after_key) {
+            Ordering::Less => before.next().map(|(_, value)| (Some(value), None)),
+            Ordering::Greater => after.next().map(|(_, value)| (None, Some(value))),
+            Ordering::Equal => Some((before.next().map(|(_, value)| value), after.next().map(|(_, value)| value))),
+        },
+    })
+}
+
 impl Directory {
-    /// Every change from this directory to `new`, people first, in a stable order.
-    pub fn changes_to(&self, new: &Directory) -> Vec<DirectoryChange> {
-        let mut changes = Vec::new();
+    /// Every change from this directory to `new`, people first, in a stable order: for each of
+    /// people, accounts and machines, what was removed or changed, then what was added.
+    pub fn changes_to(&self, new: &Directory) -> DirectoryChanges {
+        let mut changes = DirectoryChanges::default();
+        let mut added = DirectoryChanges::default();
         let text = |id: &Option<vouch_playbook::PersonId>| id.as_ref().map(ToString::to_string);
-        for (id, before) in &self.people {
-            match new.people.get(id) {
-                None => changes.push(DirectoryChange::PersonRemoved { person: id.to_string() }),
-                Some(after)
+        for pair in side_by_side(&self.people, &new.people) {
+            match pair {
+                (None, None) => {}
+                (None, Some(after)) => added.push(DirectoryChange::PersonAdded { person: after.id.to_string() }),
+                (Some(before), None) => changes.push(DirectoryChange::PersonRemoved { person: before.id.to_string() }),
+                (Some(before), Some(after))
                     if before.manager == after.manager
                         && before.roles == after.roles
                         && before.discord_id == after.discord_id => {}
-                Some(after) => {
-                    let person = id.to_string();
+                (Some(before), Some(after)) => {
+                    let person = after.id.to_string();
                     if before.manager != after.manager {
                         changes.push(DirectoryChange::ManagerChanged {
                             person: person.clone(),
@@ -128,27 +210,31 @@ impl Directory {
                 }
             }
         }
-        for id in new.people.keys().filter(|id| !self.people.contains_key(*id)) {
-            changes.push(DirectoryChange::PersonAdded { person: id.to_string() });
-        }
-        for (name, before) in &self.accounts {
-            match new.accounts.get(name) {
-                None => changes.push(DirectoryChange::AccountRemoved { account: name.clone() }),
-                Some(after) if before.holder != after.holder => changes.push(DirectoryChange::AccountHolderChanged {
-                    account: name.clone(),
-                    from: text(&before.holder),
-                    to: text(&after.holder),
-                }),
-                Some(_) => {}
+        changes.append(std::mem::take(&mut added));
+        for pair in side_by_side(&self.accounts, &new.accounts) {
+            match pair {
+                (None, None) => {}
+                (None, Some(after)) => added.push(DirectoryChange::AccountAdded { account: after.name.clone() }),
+                (Some(before), None) => changes.push(DirectoryChange::AccountRemoved { account: before.name.clone() }),
+                (Some(before), Some(after)) if before.holder != after.holder => {
+                    changes.push(DirectoryChange::AccountHolderChanged {
+                        account: after.name.clone(),
+                        from: text(&before.holder),
+                        to: text(&after.holder),
+                    })
+                }
+                (Some(_), Some(_)) => {}
             }
         }
-        for name in new.accounts.keys().filter(|name| !self.accounts.contains_key(*name)) {
-            changes.push(DirectoryChange::AccountAdded { account: name.clone() });
-        }
-        for (key, before) in &self.assets {
-            match new.assets.get(key) {
-                None => changes.push(DirectoryChange::AssetRemoved { hostname: before.hostname.clone() }),
-                Some(after) => {
+        changes.append(std::mem::take(&mut added));
+        for pair in side_by_side(&self.assets, &new.assets) {
+            match pair {
+                (None, None) => {}
+                (None, Some(after)) => added.push(DirectoryChange::AssetAdded { hostname: after.hostname.clone() }),
+                (Some(before), None) => {
+                    changes.push(DirectoryChange::AssetRemoved { hostname: before.hostname.clone() })
+                }
+                (Some(before), Some(after)) => {
                     if before.owner != after.owner {
                         changes.push(DirectoryChange::OwnerChanged {
                             hostname: after.hostname.clone(),
@@ -166,19 +252,19 @@ impl Directory {
                 }
             }
         }
-        for (key, after) in &new.assets {
-            if !self.assets.contains_key(key) {
-                changes.push(DirectoryChange::AssetAdded { hostname: after.hostname.clone() });
-            }
-        }
+        changes.append(std::mem::take(&mut added));
         changes
     }
 
     /// The share of this directory's people and machines that `new` no longer holds.
     pub fn removal_to(&self, new: &Directory) -> Removal {
         let share = |removed: usize, total: usize| if total == 0 { 0.0 } else { removed as f64 / total as f64 };
-        let people_removed = self.people.keys().filter(|id| !new.people.contains_key(*id)).count();
-        let assets_removed = self.assets.keys().filter(|key| !new.assets.contains_key(*key)).count();
+        let people_removed = side_by_side(&self.people, &new.people)
+            .filter(|(before, after)| before.is_some() && after.is_none())
+            .count();
+        let assets_removed = side_by_side(&self.assets, &new.assets)
+            .filter(|(before, after)| before.is_some() && after.is_none())
+            .count();
         Removal { people: share(people_removed, self.people.len()), assets: share(assets_removed, self.assets.len()) }
     }
 }

@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use directory::{Account, Asset, Directory, DirectoryFiles, Person, SaidBy, Share};
-pub use directory_changes::{DirectoryChange, Removal};
+pub use directory_changes::{DirectoryChange, DirectoryChanges, Removal};
 pub use directory_sources::{
     ComputerRule, DirectorySource, DirectorySync, GraphSource, LdapSource, ScimSource, SourceKind,
 };

@@ -13,15 +13,39 @@ pub(crate) const SCHEMA_VERSION: u8 = 1;
 const COMPRESSED_JSON: u8 = 2;
 /// Values smaller than this are kept as plain JSON: compressing them gains little.
 const COMPRESS_FROM_BYTES: usize = 512;
+/// The first byte of a value written as LZ4 frames of JSON, compressed as it is serialized: a
+/// large value (a directory snapshot of hundreds of thousands of entries) is never held whole
+/// as JSON, nor compressed from a second whole copy.
+const STREAMED_JSON: u8 = 3;
+
+/// A value its owner serialized and compressed (a large one, before taking the writer lock),
+/// laid out as the store keeps it.
+pub struct EncodedJson(pub(crate) Vec<u8>);
+
+impl EncodedJson {
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<EncodedJson> {
+        let encode_error = |reason: String| StorageError::Encode(reason);
+        let mut encoder = lz4_flex::frame::FrameEncoder::new(vec![STREAMED_JSON]);
+        serde_json::to_writer(&mut encoder, value).map_err(|error| encode_error(error.to_string()))?;
+        encoder.finish().map(EncodedJson).map_err(|error| encode_error(error.to_string()))
+    }
+
+    /// The size the store keeps.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing our own plain data types into a Vec cannot fail.
     encode_json(&serde_json::to_vec(value).expect("stored types serialize to JSON"))
 }
 
-/// Lays out a value its owner already serialized to JSON (a large one need not be built as a
-/// `serde_json::Value` first).
-pub(crate) fn encode_json(json: &[u8]) -> Vec<u8> {
+fn encode_json(json: &[u8]) -> Vec<u8> {
     if json.len() < COMPRESS_FROM_BYTES {
         let mut bytes = Vec::with_capacity(json.len() + 1);
         bytes.push(SCHEMA_VERSION);
@@ -40,6 +64,12 @@ pub(crate) fn decode_json(bytes: &[u8], what: &str) -> Result<Vec<u8>> {
         Some((&SCHEMA_VERSION, body)) => Ok(body.to_vec()),
         Some((&COMPRESSED_JSON, body)) => {
             lz4_flex::decompress_size_prepended(body).map_err(|error| corrupt(error.to_string()))
+        }
+        Some((&STREAMED_JSON, body)) => {
+            let mut json = Vec::new();
+            std::io::Read::read_to_end(&mut lz4_flex::frame::FrameDecoder::new(body), &mut json)
+                .map_err(|error| corrupt(error.to_string()))?;
+            Ok(json)
         }
         Some((version, _)) => Err(corrupt(format!("schema version {version} is not {SCHEMA_VERSION}"))),
         None => Err(corrupt("empty value".to_string())),

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use vouch_playbook::{CaseId, Effect, Snowflake, Timestamp};
 
 pub use audit::{AuditRecord, AuditReport, NewRecord};
+pub use codec::EncodedJson;
 pub use group_commit::FlushStats;
 use group_commit::Ticket;
 pub use store::{Store, StoreOptions};
@@ -39,6 +40,8 @@ pub enum StorageError {
     Sled(#[from] sled::Error),
     #[error("the store could not make the write durable: {0}")]
     Flush(String),
+    #[error("a value could not be encoded: {0}")]
+    Encode(String),
     #[error("a stored record is corrupt ({key}): {reason}")]
     Corrupt { key: String, reason: String },
     #[error("case {0} does not exist")]

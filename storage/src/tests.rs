@@ -418,3 +418,33 @@ fn an_effect_written_by_an_older_version_reads_as_unknown() {
     let pending = store.pending_effects(100).expect("pending");
     assert_eq!(pending.last().map(|pending| (&pending.effect, pending.seq)), Some((&Effect::Unknown, 99)));
 }
+
+#[test]
+fn a_large_snapshot_is_stored_compressed_and_reads_back_whole_after_reopening() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let snapshot = json!({
+        "source": "corp-ad",
+        "assets": (0..20_000)
+            .map(|index| json!({"hostname": format!("ws{index:07}.corp.example"), "origin": format!("CN=ws{index:07},OU=Workstations,DC=corp,DC=example")}))
+            .collect::<Vec<_>>(),
+    });
+    let json_size = serde_json::to_vec(&snapshot).expect("json").len();
+    let encoded = EncodedJson::encode(&snapshot).expect("encodes");
+    assert!(encoded.len() * 4 < json_size, "{} bytes stored for {json_size} bytes of JSON", encoded.len());
+    {
+        let store = Store::open(directory.path(), &StoreOptions::default()).expect("store opens");
+        store
+            .write(move |transaction| {
+                transaction.put_directory_snapshot("corp-ad", encoded);
+                Ok(())
+            })
+            .expect("written")
+            .wait()
+            .expect("durable");
+    }
+    let store = Store::open(directory.path(), &StoreOptions::default()).expect("store reopens");
+    let stored = store.directory_snapshots().expect("snapshots");
+    assert_eq!(stored.len(), 1);
+    let read: serde_json::Value = serde_json::from_slice(&stored[0]).expect("the JSON that was stored");
+    assert_eq!(read, snapshot);
+}

@@ -59,7 +59,7 @@ pub trait Transaction {
     fn set_card(&mut self, case_id: CaseId, card: &CardRef);
     fn set_marker(&mut self, name: &str, at: Timestamp);
     /// Keeps a directory source's snapshot (JSON, opaque to the store), replacing the last.
-    fn put_directory_snapshot(&mut self, source: &str, snapshot_json: &[u8]);
+    fn put_directory_snapshot(&mut self, source: &str, snapshot: crate::EncodedJson);
     /// Queues a notice for the SOC channel.
     fn queue_notice(&mut self, text: &str) -> Result<u64>;
     fn remove_notice(&mut self, seq: u64);
@@ -346,8 +346,8 @@ impl Transaction for SledTransaction<'_> {
         self.insert(keys::marker(name), &(at.unix_millis().max(0) as u64).to_be_bytes());
     }
 
-    fn put_directory_snapshot(&mut self, source: &str, snapshot_json: &[u8]) {
-        self.insert(keys::directory_snapshot(source), crate::codec::encode_json(snapshot_json));
+    fn put_directory_snapshot(&mut self, source: &str, snapshot: crate::EncodedJson) {
+        self.insert(keys::directory_snapshot(source), snapshot.0);
     }
 
     fn remove_notice(&mut self, seq: u64) {

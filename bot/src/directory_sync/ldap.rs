@@ -279,8 +279,12 @@ fn assemble(
     }
     let person_of = |dn: Option<String>| dn.and_then(|dn| person_by_dn.get(&normalize_dn(&dn)).cloned());
 
+    // Each entry is dropped as soon as it is turned into the snapshot's: a large source's
+    // entries and its snapshot are not held whole side by side.
     let mut snapshot = SourceSnapshot { source: name.to_string(), synced_at: Some(now), ..SourceSnapshot::default() };
-    for entry in &computers {
+    snapshot.assets.reserve(computers.len());
+    for entry in computers {
+        let entry = &entry;
         let Some(hostname) = entry.first("dNSHostName").or_else(|| entry.first("cn")) else {
             skipped.push(format!("{}: no dNSHostName or cn", entry.dn));
             continue;
@@ -304,7 +308,8 @@ fn assemble(
         });
     }
     let mut people_found = Vec::with_capacity(people.len());
-    for entry in &people {
+    for entry in people {
+        let entry = &entry;
         let Some(id) = entry.first(login).map(|id| id.to_ascii_lowercase()) else { continue };
         let groups = groups_of(entry);
         let roles =

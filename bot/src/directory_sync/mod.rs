@@ -15,12 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
-use vouch_config::{Directory, DirectoryChange, DirectorySettings, DirectorySource, SourceKind, SourceSnapshot};
+use vouch_config::{
+    Directory, DirectoryChange, DirectoryChanges, DirectorySettings, DirectorySource, SourceKind, SourceSnapshot,
+};
 use vouch_playbook::{AuditKind, Timestamp};
 use vouch_storage::{NewRecord, Store};
-
-/// Up to this many changes in one sync are audited one record each; more are summarized.
-const MOST_CHANGES_AUDITED_ONE_BY_ONE: usize = 1_000;
 
 /// The directory the service reads, replaced whole when a sync lands.
 pub struct SharedDirectory {
@@ -57,9 +56,9 @@ pub struct SyncRequest<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SyncOutcome {
     /// The changes now in effect (empty: nothing changed).
-    Applied(Vec<DirectoryChange>),
+    Applied(DirectoryChanges),
     /// What a sync would change (`--dry-run`); nothing was stored.
-    WouldApply(Vec<DirectoryChange>),
+    WouldApply(DirectoryChanges),
     /// The source failed or the result was refused; the last good directory stays.
     Refused(String),
 }
@@ -199,7 +198,7 @@ impl DirectoryKeeper {
                 .map(|read| (read.snapshot, read.skipped))
                 .map_err(|error| error.to_string()),
             // A pushed source has nothing to pull: what it sent is already in effect.
-            SourceKind::Scim(_) => return SyncOutcome::Applied(Vec::new()),
+            SourceKind::Scim(_) => return SyncOutcome::Applied(DirectoryChanges::default()),
         };
         let (snapshot, skipped) = match read {
             Ok(read) => read,
@@ -274,12 +273,17 @@ impl DirectoryKeeper {
         if dry_run {
             return SyncOutcome::WouldApply(changes);
         }
-        let stored = serde_json::to_vec(&snapshot).unwrap_or_default();
+        // Serialized and compressed here, before the writer lock is taken.
+        let stored = match vouch_storage::EncodedJson::encode(&snapshot) {
+            Ok(stored) => stored,
+            Err(error) => return SyncOutcome::Refused(format!("the snapshot could not be encoded: {error}")),
+        };
         let source_name = source.name.clone();
         let written = self.write(move |transaction| {
-            transaction.put_directory_snapshot(&source_name, &stored);
-            if changes.len() <= MOST_CHANGES_AUDITED_ONE_BY_ONE {
-                for change in &changes {
+            transaction.put_directory_snapshot(&source_name, stored);
+            // Every change listed is audited one record each.
+            if changes.is_complete() {
+                for change in changes.listed() {
                     transaction.append_audit(NewRecord {
                         at: now,
                         case_id: None,
@@ -294,11 +298,8 @@ impl DirectoryKeeper {
                 // one record with the count of each kind of change and the first ones listed:
                 // a record per entry of a 150 000-entry directory would cost hundreds of MiB in
                 // one transaction and say nothing more.
-                let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
-                for change in &changes {
-                    *counts.entry(change.kind()).or_default() += 1;
-                }
-                let first: Vec<&DirectoryChange> = changes.iter().take(100).collect();
+                let counts = changes.by_kind();
+                let first: Vec<&DirectoryChange> = changes.listed().iter().take(100).collect();
                 transaction.append_audit(NewRecord {
                     at: now,
                     case_id: None,

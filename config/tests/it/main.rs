@@ -309,12 +309,50 @@ fn synced_snapshots_merge_under_the_overlay_and_say_where_each_fact_came_from() 
     assert_eq!(server.owner.as_ref().map(|id| id.as_str()), Some("dave"));
 
     // The changes from the overlay alone to the merged directory, as the audit log records them.
-    let changes: Vec<String> = config.directory.changes_to(&directory).iter().map(ToString::to_string).collect();
+    let changes: Vec<String> =
+        config.directory.changes_to(&directory).listed().iter().map(ToString::to_string).collect();
     assert!(changes.contains(&"+ person dave".to_string()), "{changes:?}");
     assert!(changes.contains(&"+ asset SRV-NEW-07.corp.example".to_string()), "{changes:?}");
     assert!(changes.iter().any(|change| change.starts_with("~ person alice: roles")), "{changes:?}");
     let removal = directory.removal_to(&config.directory);
     assert!(removal.people > 0.0 && removal.assets > 0.0, "{removal:?}");
+}
+
+/// A first load changes every entry: the first thousand changes are listed, in order, and every
+/// one is counted by kind; a few changes are all listed.
+#[test]
+fn a_large_load_lists_the_first_changes_and_counts_every_one() {
+    let (_folder, result) = load_files(&[
+        ("vouch.toml", &example("vouch.example.toml")),
+        ("directory.example.toml", &example("directory.example.toml")),
+    ]);
+    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    let people: Vec<_> = (0..1_500).map(|index| synced_person(&format!("p{index:05}"), None, &[])).collect();
+    let machines: Vec<_> = (0..600)
+        .map(|index| vouch_config::SyncedAsset {
+            hostname: format!("ws{index:05}.corp.example"),
+            origin: format!("CN=ws{index:05},OU=Workstations,DC=corp,DC=example"),
+            kind: Some("workstation".to_string()),
+            ..Default::default()
+        })
+        .collect();
+    let (directory, _, synced_problems) = config.settings.directory.compile(&[&snapshot(people, machines)]);
+    assert!(synced_problems.is_empty(), "{synced_problems:?}");
+
+    let changes = config.directory.changes_to(&directory);
+    assert!(!changes.is_complete());
+    assert_eq!(changes.listed().len(), vouch_config::DirectoryChanges::MOST_LISTED);
+    assert_eq!(changes.by_kind().get("person_added"), Some(&1_500), "{:?}", changes.by_kind());
+    assert_eq!(changes.by_kind().get("account_added"), Some(&3_000), "{:?}", changes.by_kind());
+    assert_eq!(changes.by_kind().get("asset_added"), Some(&600), "{:?}", changes.by_kind());
+    assert_eq!(changes.len(), changes.by_kind().values().sum::<usize>());
+    // People come first, in key order.
+    assert_eq!(changes.listed()[0].to_string(), "+ person p00000");
+
+    let back = directory.changes_to(&config.directory);
+    assert_eq!(back.by_kind().get("person_removed"), Some(&1_500));
+    let none = directory.changes_to(&directory);
+    assert!(none.is_empty() && none.is_complete());
 }
 
 #[test]
