@@ -420,19 +420,14 @@ async fn sync_directory(
     let outcomes = state.directory.sync(request, now).await;
     // A first load changes every entry: the answer counts them and lists the first ones, the
     // audit log holds the rest.
-    let listed = |changes: vouch_config::DirectoryChanges| {
-        (changes.len(), serde_json::to_value(changes.listed()).unwrap_or_default())
-    };
     let sources: Vec<Value> = outcomes
         .into_iter()
         .map(|(source, outcome)| match outcome {
             crate::directory_sync::SyncOutcome::Applied(changes) => {
-                let (count, changes) = listed(changes);
-                json!({"source": source, "outcome": "applied", "change_count": count, "changes": changes})
+                json!({"source": source, "outcome": "applied", "change_count": changes.len(), "changes": changes.listed()})
             }
             crate::directory_sync::SyncOutcome::WouldApply(changes) => {
-                let (count, changes) = listed(changes);
-                json!({"source": source, "outcome": "dry_run", "change_count": count, "changes": changes})
+                json!({"source": source, "outcome": "dry_run", "change_count": changes.len(), "changes": changes.listed()})
             }
             crate::directory_sync::SyncOutcome::Refused(reason) => {
                 json!({"source": source, "outcome": "refused", "reason": reason})

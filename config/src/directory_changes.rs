@@ -145,23 +145,33 @@ pub struct Removal {
     pub assets: f64,
 }
 
+/// Where a key stands between two maps.
+enum Side<'m, V> {
+    Removed(&'m V),
+    Added(&'m V),
+    InBoth(&'m V, &'m V),
+}
+
 /// Walks two maps in key order together, each key once with its value before and after: one
 /// pass over both, where looking every key up in the other map costs a tree walk each.
 fn side_by_side<'m, K: Ord, V>(
     before: &'m BTreeMap<K, V>,
     after: &'m BTreeMap<K, V>,
-) -> impl Iterator<Item = (Option<&'m V>, Option<&'m V>)> + 'm {
+) -> impl Iterator<Item = Side<'m, V>> + 'm {
     let mut before = before.iter().peekable();
     let mut after = after.iter().peekable();
-    std::iter::from_fn(move || match (before.peek(), after.peek()) {
-        (None, None) => None,
-        (Some(_), None) => before.next().map(|(_, value)| (Some(value), None)),
-        (None, Some(_)) => after.next().map(|(_, value)| (None, Some(value))),
-        (Some((before_key, _)), Some((after_key, _))) => match before_key.cmp(after_key) {
-            Ordering::Less => before.next().map(|(_, value)| (Some(value), None)),
-            Ordering::Greater => after.next().map(|(_, value)| (None, Some(value))),
-            Ordering::Equal => Some((before.next().map(|(_, value)| value), after.next().map(|(_, value)| value))),
-        },
+    std::iter::from_fn(move || {
+        let order = match (before.peek(), after.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((before_key, _)), Some((after_key, _))) => before_key.cmp(after_key),
+        };
+        match order {
+            Ordering::Less => before.next().map(|(_, value)| Side::Removed(value)),
+            Ordering::Greater => after.next().map(|(_, value)| Side::Added(value)),
+            Ordering::Equal => before.next().zip(after.next()).map(|((_, old), (_, new))| Side::InBoth(old, new)),
+        }
     })
 }
 
@@ -174,14 +184,13 @@ impl Directory {
         let text = |id: &Option<vouch_playbook::PersonId>| id.as_ref().map(ToString::to_string);
         for pair in side_by_side(&self.people, &new.people) {
             match pair {
-                (None, None) => {}
-                (None, Some(after)) => added.push(DirectoryChange::PersonAdded { person: after.id.to_string() }),
-                (Some(before), None) => changes.push(DirectoryChange::PersonRemoved { person: before.id.to_string() }),
-                (Some(before), Some(after))
+                Side::Added(after) => added.push(DirectoryChange::PersonAdded { person: after.id.to_string() }),
+                Side::Removed(before) => changes.push(DirectoryChange::PersonRemoved { person: before.id.to_string() }),
+                Side::InBoth(before, after)
                     if before.manager == after.manager
                         && before.roles == after.roles
                         && before.discord_id == after.discord_id => {}
-                (Some(before), Some(after)) => {
+                Side::InBoth(before, after) => {
                     let person = after.id.to_string();
                     if before.manager != after.manager {
                         changes.push(DirectoryChange::ManagerChanged {
@@ -213,28 +222,26 @@ impl Directory {
         changes.append(std::mem::take(&mut added));
         for pair in side_by_side(&self.accounts, &new.accounts) {
             match pair {
-                (None, None) => {}
-                (None, Some(after)) => added.push(DirectoryChange::AccountAdded { account: after.name.clone() }),
-                (Some(before), None) => changes.push(DirectoryChange::AccountRemoved { account: before.name.clone() }),
-                (Some(before), Some(after)) if before.holder != after.holder => {
+                Side::Added(after) => added.push(DirectoryChange::AccountAdded { account: after.name.clone() }),
+                Side::Removed(before) => changes.push(DirectoryChange::AccountRemoved { account: before.name.clone() }),
+                Side::InBoth(before, after) if before.holder != after.holder => {
                     changes.push(DirectoryChange::AccountHolderChanged {
                         account: after.name.clone(),
                         from: text(&before.holder),
                         to: text(&after.holder),
                     })
                 }
-                (Some(_), Some(_)) => {}
+                Side::InBoth(..) => {}
             }
         }
         changes.append(std::mem::take(&mut added));
         for pair in side_by_side(&self.assets, &new.assets) {
             match pair {
-                (None, None) => {}
-                (None, Some(after)) => added.push(DirectoryChange::AssetAdded { hostname: after.hostname.clone() }),
-                (Some(before), None) => {
+                Side::Added(after) => added.push(DirectoryChange::AssetAdded { hostname: after.hostname.clone() }),
+                Side::Removed(before) => {
                     changes.push(DirectoryChange::AssetRemoved { hostname: before.hostname.clone() })
                 }
-                (Some(before), Some(after)) => {
+                Side::InBoth(before, after) => {
                     if before.owner != after.owner {
                         changes.push(DirectoryChange::OwnerChanged {
                             hostname: after.hostname.clone(),
@@ -259,12 +266,10 @@ impl Directory {
     /// The share of this directory's people and machines that `new` no longer holds.
     pub fn removal_to(&self, new: &Directory) -> Removal {
         let share = |removed: usize, total: usize| if total == 0 { 0.0 } else { removed as f64 / total as f64 };
-        let people_removed = side_by_side(&self.people, &new.people)
-            .filter(|(before, after)| before.is_some() && after.is_none())
-            .count();
-        let assets_removed = side_by_side(&self.assets, &new.assets)
-            .filter(|(before, after)| before.is_some() && after.is_none())
-            .count();
+        let people_removed =
+            side_by_side(&self.people, &new.people).filter(|side| matches!(side, Side::Removed(_))).count();
+        let assets_removed =
+            side_by_side(&self.assets, &new.assets).filter(|side| matches!(side, Side::Removed(_))).count();
         Removal { people: share(people_removed, self.people.len()), assets: share(assets_removed, self.assets.len()) }
     }
 }

@@ -29,15 +29,6 @@ impl EncodedJson {
         serde_json::to_writer(&mut encoder, value).map_err(|error| encode_error(error.to_string()))?;
         encoder.finish().map(EncodedJson).map_err(|error| encode_error(error.to_string()))
     }
-
-    /// The size the store keeps.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -430,7 +430,7 @@ fn a_large_snapshot_is_stored_compressed_and_reads_back_whole_after_reopening() 
     });
     let json_size = serde_json::to_vec(&snapshot).expect("json").len();
     let encoded = EncodedJson::encode(&snapshot).expect("encodes");
-    assert!(encoded.len() * 4 < json_size, "{} bytes stored for {json_size} bytes of JSON", encoded.len());
+    assert!(encoded.0.len() * 4 < json_size, "{} bytes stored for {json_size} bytes of JSON", encoded.0.len());
     {
         let store = Store::open(directory.path(), &StoreOptions::default()).expect("store opens");
         store
