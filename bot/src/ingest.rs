@@ -412,12 +412,22 @@ async fn sync_directory(
         }
     }
     let now = state.service.clock.now();
-    let request = crate::directory_sync::SyncRequest {
-        source: query.source.as_deref(),
-        dry_run: query.dry_run,
-        full: query.full,
-    };
-    let outcomes = state.directory.sync(request, now).await;
+    // The sync runs to its end even if the caller hangs up: a sync stopped between storing a
+    // snapshot and putting the directory in use would leave the two apart.
+    let keeper = Arc::clone(&state.directory);
+    let outcomes = tokio::spawn(async move {
+        let request = crate::directory_sync::SyncRequest {
+            source: query.source.as_deref(),
+            dry_run: query.dry_run,
+            full: query.full,
+        };
+        keeper.sync(request, now).await
+    })
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "the directory sync stopped before its end");
+        ApiError::Unavailable
+    })?;
     // A first load changes every entry: the answer counts them and lists the first ones, the
     // audit log holds the rest.
     let sources: Vec<Value> = outcomes

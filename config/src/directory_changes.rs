@@ -4,7 +4,9 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
+use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::directory::Directory;
@@ -152,11 +154,12 @@ enum Side<'m, V> {
     InBoth(&'m V, &'m V),
 }
 
-/// Walks two maps in key order together, each key once with its value before and after: one
-/// pass over both, where looking every key up in the other map costs a tree walk each.
+/// Walks two maps sorted by key (as a compiled directory's are) together, each key once with its
+/// value before and after: one pass over both, where looking every key up in the other map
+/// costs a lookup each.
 fn side_by_side<'m, K: Ord, V>(
-    before: &'m BTreeMap<K, V>,
-    after: &'m BTreeMap<K, V>,
+    before: &'m IndexMap<K, Arc<V>>,
+    after: &'m IndexMap<K, Arc<V>>,
 ) -> impl Iterator<Item = Side<'m, V>> + 'm {
     let mut before = before.iter().peekable();
     let mut after = after.iter().peekable();
@@ -168,9 +171,11 @@ fn side_by_side<'m, K: Ord, V>(
             (Some((before_key, _)), Some((after_key, _))) => before_key.cmp(after_key),
         };
         match order {
-            Ordering::Less => before.next().map(|(_, value)| Side::Removed(value)),
-            Ordering::Greater => after.next().map(|(_, value)| Side::Added(value)),
-            Ordering::Equal => before.next().zip(after.next()).map(|((_, old), (_, new))| Side::InBoth(old, new)),
+            Ordering::Less => before.next().map(|(_, value)| Side::Removed(&**value)),
+            Ordering::Greater => after.next().map(|(_, value)| Side::Added(&**value)),
+            Ordering::Equal => {
+                before.next().zip(after.next()).map(|((_, old), (_, new))| Side::InBoth(&**old, &**new))
+            }
         }
     })
 }

@@ -158,8 +158,14 @@ pub struct DirectorySettings {
 impl DirectorySettings {
     /// Compiles the directory from the overlay files (read again now) and the sources'
     /// snapshots: the directory, the overlay's problems, and the synced entries' problems.
-    pub fn compile(&self, snapshots: &[&SourceSnapshot]) -> (Directory, Vec<ConfigProblem>, Vec<ConfigProblem>) {
-        let (mut directory, overlay, synced) = crate::directory::load_with_snapshots(&self.overlay, snapshots);
+    /// Entries compiled the same as in `previous` (the directory in use) are shared with it.
+    pub fn compile(
+        &self,
+        snapshots: &[&SourceSnapshot],
+        previous: &Directory,
+    ) -> (Directory, Vec<ConfigProblem>, Vec<ConfigProblem>) {
+        let (mut directory, overlay, synced) =
+            crate::directory::load_with_snapshots(&self.overlay, snapshots, previous);
         // How fresh the directory is depends on the sources Vouch reads; a source that pushes
         // (SCIM) is as fresh as its last change, however long ago that was.
         let pulled = |name: &str| {

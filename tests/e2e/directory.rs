@@ -128,6 +128,14 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
             "{refused}"
         );
     }
+    // A refused whole read leaves the last good snapshot in place: the next sync continues from
+    // it (an incremental read, applied, nothing changed) rather than reading everything again.
+    let incremental_reads = || vouch.log().matches("read=\"incremental\"").count();
+    let before = incremental_reads();
+    let continued = sync_now(&vouch.base).await;
+    assert_eq!(continued["sources"][0]["outcome"], "applied", "{continued}");
+    assert_eq!(continued["sources"][0]["changes"], serde_json::json!([]), "{continued}");
+    assert_eq!(incremental_reads(), before + 1, "{}", vouch.log());
     assert_eq!(vouch.terminate(), 0);
 
     // The source goes down; Vouch restarts from its stored snapshot and still asks carol.

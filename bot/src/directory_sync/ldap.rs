@@ -92,23 +92,35 @@ fn is_under(dn_key: &str, ou_key: &str) -> bool {
     dn_key == ou_key || dn_key.ends_with(&format!(",{ou_key}"))
 }
 
+/// What one read of the source returned, before it becomes a snapshot.
+pub struct LdapEntries {
+    people: Vec<Entry>,
+    services: Vec<Entry>,
+    computers: Vec<Entry>,
+    groups: Vec<Entry>,
+    /// Whether these are only the entries changed since the previous snapshot's cursor.
+    continues_previous: bool,
+    /// The previous snapshot's cursor and last whole read, kept when this read continues it.
+    cursor: Option<String>,
+    full_synced_at: Option<Timestamp>,
+}
+
 /// What reading a source found, and the entries it left out with why.
 pub struct LdapRead {
     pub snapshot: SourceSnapshot,
     pub skipped: Vec<String>,
 }
 
-/// Reads the whole source.
 /// Reads the source: whole when there is no `previous` snapshot or a full sync is due (the
 /// `full_sync` schedule), else only the entries changed since the previous read (by the
-/// `change_attribute`), merged into `previous`. Groups are always read whole (few, and their
-/// membership gives roles).
+/// `change_attribute`), to be merged into `previous` by [`LdapEntries::assemble`]. Groups are
+/// always read whole (few, and their membership gives roles).
 pub async fn read(
     name: &str,
     source: &LdapSource,
     now: Timestamp,
     previous: Option<&SourceSnapshot>,
-) -> Result<LdapRead, LdapSyncError> {
+) -> Result<LdapEntries, LdapSyncError> {
     let incremental = SourceSnapshot::to_continue(previous, &source.full_sync, now);
     let changed_since = |filter: &str| match incremental.and_then(|previous| previous.cursor.as_deref()) {
         Some(cursor) => format!("(&{filter}({}>={cursor}))", source.change_attribute),
@@ -149,14 +161,31 @@ pub async fn read(
         .chain(&computers)
         .filter_map(|entry| entry.first(change))
         .max_by(|a, b| (a.len(), a.as_str()).cmp(&(b.len(), b.as_str())));
-    let cursor = newest.or_else(|| incremental.and_then(|previous| previous.cursor.clone()));
-    let mut read = assemble(name, source, now, people, services, computers, &groups, incremental);
-    read.snapshot.cursor = cursor;
-    read.snapshot.full_synced_at = match incremental {
-        Some(previous) => previous.full_synced_at,
-        None => Some(now),
-    };
-    Ok(read)
+    Ok(LdapEntries {
+        cursor: newest.or_else(|| incremental.and_then(|previous| previous.cursor.clone())),
+        full_synced_at: match incremental {
+            Some(previous) => previous.full_synced_at,
+            None => Some(now),
+        },
+        continues_previous: incremental.is_some(),
+        people,
+        services,
+        computers,
+        groups,
+    })
+}
+
+impl LdapEntries {
+    /// The source's new snapshot: these entries, merged into `previous` (the snapshot the read
+    /// was given, taken by value so its entries move rather than being copied) when the read
+    /// continued it.
+    pub fn assemble(self, name: &str, source: &LdapSource, now: Timestamp, previous: Option<SourceSnapshot>) -> LdapRead {
+        let previous = previous.filter(|_| self.continues_previous);
+        let mut read = assemble(name, source, now, self.people, self.services, self.computers, &self.groups, previous);
+        read.snapshot.cursor = self.cursor;
+        read.snapshot.full_synced_at = self.full_synced_at;
+        read
+    }
 }
 
 async fn connect(source: &LdapSource) -> Result<ldap3::Ldap, LdapSyncError> {
@@ -231,7 +260,7 @@ fn assemble(
     services: Vec<Entry>,
     computers: Vec<Entry>,
     groups: &[Entry],
-    previous: Option<&SourceSnapshot>,
+    previous: Option<SourceSnapshot>,
 ) -> LdapRead {
     let mut skipped = Vec::new();
     let login = source.login_attribute.as_str();
@@ -264,6 +293,7 @@ fn assemble(
 
     // Person ids by DN, so managers and owners resolve (those read before too).
     let mut person_by_dn: BTreeMap<String, String> = previous
+        .as_ref()
         .map(|previous| {
             previous.people.iter().map(|person| (normalize_dn(&person.origin), person.id.clone())).collect()
         })
@@ -344,13 +374,15 @@ fn assemble(
             service: entry.first("description"),
         });
     }
+    // The DN index of a large source is let go of before the snapshots are merged.
+    drop(person_by_dn);
     if let Some(previous) = previous {
         // Everyone's roles come again from the groups (read whole), as membership may have
         // changed in a group rather than on the person.
         let role_members: Vec<(Option<&BTreeSet<String>>, &String)> =
             role_groups.iter().map(|(group, role)| (members_of_group.get(group), *role)).collect();
         let read_now: BTreeSet<String> = snapshot.people.iter().map(|person| person.origin.clone()).collect();
-        snapshot.people = merge_by_origin(&previous.people, snapshot.people, |person| &person.origin);
+        snapshot.people = merge_by_origin(previous.people, snapshot.people, |person| &person.origin);
         if !groups.is_empty() {
             for person in snapshot.people.iter_mut().filter(|person| !read_now.contains(&person.origin)) {
                 let key = normalize_dn(&person.origin);
@@ -361,8 +393,8 @@ fn assemble(
                     .collect();
             }
         }
-        snapshot.accounts = merge_by_origin(&previous.accounts, snapshot.accounts, |account| &account.origin);
-        snapshot.assets = merge_by_origin(&previous.assets, snapshot.assets, |asset| &asset.origin);
+        snapshot.accounts = merge_by_origin(previous.accounts, snapshot.accounts, |account| &account.origin);
+        snapshot.assets = merge_by_origin(previous.assets, snapshot.assets, |asset| &asset.origin);
     }
     // A workstation a person manages is theirs.
     snapshot.give_people_their_workstations();
@@ -371,10 +403,10 @@ fn assemble(
 
 /// The previous entries with the changed ones (same DN, as the server writes it each time)
 /// replaced and the new ones added.
-fn merge_by_origin<T: Clone>(previous: &[T], changed: Vec<T>, origin: impl Fn(&T) -> &String) -> Vec<T> {
+fn merge_by_origin<T>(mut previous: Vec<T>, changed: Vec<T>, origin: impl Fn(&T) -> &String) -> Vec<T> {
     let changed_keys: BTreeSet<&str> = changed.iter().map(|entry| origin(entry).as_str()).collect();
-    let mut merged: Vec<T> =
-        previous.iter().filter(|entry| !changed_keys.contains(origin(entry).as_str())).cloned().collect();
-    merged.extend(changed);
-    merged
+    previous.retain(|entry| !changed_keys.contains(origin(entry).as_str()));
+    drop(changed_keys);
+    previous.extend(changed);
+    previous
 }

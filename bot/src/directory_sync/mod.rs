@@ -104,7 +104,7 @@ impl DirectoryKeeper {
                 }
             }
         }
-        let (directory, overlay_problems, synced_problems) = settings.compile(&ordered(&settings, &snapshots, None));
+        let (directory, overlay_problems, synced_problems) = settings.compile(&ordered(&settings, &snapshots, None), &Directory::default());
         if let Some(problem) = overlay_problems.first() {
             anyhow::bail!("the directory has problems: {problem}");
         }
@@ -191,24 +191,65 @@ impl DirectoryKeeper {
         let read = match &source.kind {
             SourceKind::Ldap(ldap_source) => ldap::read(&source.name, ldap_source, now, previous)
                 .await
-                .map(|read| (read.snapshot, read.skipped))
+                .map(|entries| SourceRead::Ldap(entries, ldap_source))
                 .map_err(|error| error.to_string()),
             SourceKind::Graph(graph_source) => graph::read(&source.name, graph_source, now, previous)
                 .await
-                .map(|read| (read.snapshot, read.skipped))
+                .map(|read| SourceRead::Snapshot(read.snapshot, read.skipped))
                 .map_err(|error| error.to_string()),
             // A pushed source has nothing to pull: what it sent is already in effect.
             SourceKind::Scim(_) => return SyncOutcome::Applied(DirectoryChanges::default()),
         };
-        let (snapshot, skipped) = match read {
+        let read = match read {
             Ok(read) => read,
             Err(error) => return self.refuse(source, now, dry_run, format!("the source failed: {error}")).await,
+        };
+        // The previous snapshot is now merged into or replaced by what was read: it is taken out
+        // of the set, so a large source's sync does not hold it beside the new one and two
+        // directories. Should this sync not be applied, the stored copy is read back.
+        let previous = snapshots.remove(&source.name).filter(|_| !request.full);
+        let (snapshot, skipped) = match read {
+            SourceRead::Ldap(entries, ldap_source) => {
+                let read = entries.assemble(&source.name, ldap_source, now, previous);
+                (read.snapshot, read.skipped)
+            }
+            SourceRead::Snapshot(snapshot, skipped) => (snapshot, skipped),
         };
         for skipped in &skipped {
             tracing::warn!(source = %source.name, entry = %skipped, "a directory entry was left out");
         }
         let limit = Some(self.settings.sync.max_removed_share);
-        self.land(&mut snapshots, source, snapshot, now, dry_run, limit).await
+        let outcome = self.land(&mut snapshots, source, snapshot, now, dry_run, limit).await;
+        if !matches!(outcome, SyncOutcome::Applied(_)) {
+            self.read_back_snapshot(&mut snapshots, &source.name).await;
+        }
+        drop(snapshots);
+        let _ = tokio::task::spawn_blocking(return_freed_memory).await;
+        outcome
+    }
+
+    /// Puts a source's stored snapshot back in place of what a sync that was not applied read.
+    async fn read_back_snapshot(&self, snapshots: &mut BTreeMap<String, SourceSnapshot>, source: &str) {
+        let store = Arc::clone(&self.store);
+        let name = source.to_string();
+        let stored = tokio::task::spawn_blocking(move || {
+            let stored = store.directory_snapshot(&name).map_err(|error| error.to_string())?;
+            stored
+                .map(|json| serde_json::from_slice::<SourceSnapshot>(&json).map_err(|error| error.to_string()))
+                .transpose()
+        })
+        .await;
+        match stored {
+            Ok(Ok(Some(snapshot))) => {
+                snapshots.insert(source.to_string(), snapshot);
+            }
+            // Never synced well before: nothing to put back.
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => {
+                tracing::error!(source, %error, "the stored directory snapshot could not be read back; the directory in use stays, and the next sync reads the source whole")
+            }
+            Err(error) => tracing::error!(source, %error, "reading the stored directory snapshot back stopped"),
+        }
     }
 
     /// Applies a change a source pushed (SCIM): `change` turns the source's current snapshot
@@ -240,8 +281,9 @@ impl DirectoryKeeper {
         dry_run: bool,
         removal_limit: Option<f64>,
     ) -> SyncOutcome {
+        let before = self.shared.get();
         let (directory, overlay_problems, synced_problems) =
-            self.settings.compile(&ordered(&self.settings, snapshots, Some(&snapshot)));
+            self.settings.compile(&ordered(&self.settings, snapshots, Some(&snapshot)), &before);
         if let Some(problem) = overlay_problems.first() {
             return self
                 .refuse(source, now, dry_run, format!("the local directory file has problems: {problem}"))
@@ -250,7 +292,6 @@ impl DirectoryKeeper {
         for problem in &synced_problems {
             tracing::warn!(source = %source.name, %problem, "a synced directory entry was left out");
         }
-        let before = self.shared.get();
         if let Some(limit) = removal_limit {
             let removal = before.removal_to(&directory);
             if removal.people > limit || removal.assets > limit {
@@ -374,6 +415,26 @@ impl DirectoryKeeper {
             Err(_) => Err(vouch_storage::StorageError::ShuttingDown),
         }
     }
+}
+
+/// Hands the memory a sync freed back to the system. glibc keeps what a thread frees in that
+/// thread's arena for reuse; a large source's sync frees a whole directory and snapshot at once,
+/// which would otherwise stay in Vouch's resident size (150 000 entries: 380 MiB instead of
+/// 230 MiB) until the next sync happens to reuse it.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only gives back pages the allocator holds free; no live allocation is
+    // touched, and it takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// What a source's read gave: LDAP's entries still to be merged into the previous snapshot, or
+/// a whole snapshot.
+enum SourceRead<'s> {
+    Ldap(ldap::LdapEntries, &'s vouch_config::LdapSource),
+    Snapshot(SourceSnapshot, Vec<String>),
 }
 
 /// Sources Vouch reads from (as opposed to those that push to it).

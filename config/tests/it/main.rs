@@ -281,7 +281,7 @@ fn synced_snapshots_merge_under_the_overlay_and_say_where_each_fact_came_from() 
         ..Default::default()
     };
     let (directory, overlay_problems, synced_problems) =
-        config.settings.directory.compile(&[&snapshot(vec![dave, alice, broken], vec![server])]);
+        config.settings.directory.compile(&[&snapshot(vec![dave, alice, broken], vec![server])], &config.directory);
     assert!(overlay_problems.is_empty(), "{overlay_problems:?}");
     assert_eq!(synced_problems.len(), 1, "{synced_problems:?}");
     assert!(synced_problems[0].file.starts_with("source corp-ad"), "{}", synced_problems[0]);
@@ -336,7 +336,8 @@ fn a_large_load_lists_the_first_changes_and_counts_every_one() {
             ..Default::default()
         })
         .collect();
-    let (directory, _, synced_problems) = config.settings.directory.compile(&[&snapshot(people, machines)]);
+    let synced = snapshot(people, machines);
+    let (directory, _, synced_problems) = config.settings.directory.compile(&[&synced], &config.directory);
     assert!(synced_problems.is_empty(), "{synced_problems:?}");
 
     let changes = config.directory.changes_to(&directory);
@@ -353,6 +354,24 @@ fn a_large_load_lists_the_first_changes_and_counts_every_one() {
     assert_eq!(back.by_kind().get("person_removed"), Some(&1_500));
     let none = directory.changes_to(&directory);
     assert!(none.is_empty() && none.is_complete());
+
+    // Compiled again beside the directory in use, what did not change is that directory's own
+    // entry, not a copy (a sync of a large source costs little more than one directory); what
+    // changed is new.
+    let mut changed = synced.clone();
+    changed.people[7].manager = Some("p00001".to_string());
+    let (again, _, _) = config.settings.directory.compile(&[&changed], &directory);
+    assert_eq!(again.changes_to(&directory).len(), 1);
+    let same = |id: &str| {
+        let id = vouch_playbook::PersonId::parse(id).expect("an id");
+        std::ptr::eq(directory.person(&id).expect("kept"), again.person(&id).expect("kept"))
+    };
+    assert!(same("p00000") && same("p01499") && !same("p00007"));
+    assert!(std::ptr::eq(
+        directory.asset("ws00042").expect("a machine"),
+        again.asset("ws00042.corp.example").expect("a machine")
+    ));
+    assert!(std::ptr::eq(directory.account("p00003").expect("an account"), again.account("P00003").expect("an account")));
 }
 
 #[test]
