@@ -173,9 +173,7 @@ fn side_by_side<'m, K: Ord, V>(
         match order {
             Ordering::Less => before.next().map(|(_, value)| Side::Removed(&**value)),
             Ordering::Greater => after.next().map(|(_, value)| Side::Added(&**value)),
-            Ordering::Equal => {
-                before.next().zip(after.next()).map(|((_, old), (_, new))| Side::InBoth(&**old, &**new))
-            }
+            Ordering::Equal => before.next().zip(after.next()).map(|((_, old), (_, new))| Side::InBoth(&**old, &**new)),
         }
     })
 }

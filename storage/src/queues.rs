@@ -97,11 +97,9 @@ impl Store {
 
     /// One directory source's last good snapshot, as the JSON it was stored as.
     pub fn directory_snapshot(&self, source: &str) -> Result<Option<Vec<u8>>> {
-        self.on_current(|generation| {
-            match generation.tree.get(keys::directory_snapshot(source))? {
-                Some(value) => crate::codec::decode_json(&value, "directory snapshot").map(Some),
-                None => Ok(None),
-            }
+        self.on_current(|generation| match generation.tree.get(keys::directory_snapshot(source))? {
+            Some(value) => crate::codec::decode_json(&value, "directory snapshot").map(Some),
+            None => Ok(None),
         })
     }
 

@@ -179,7 +179,13 @@ impl LdapEntries {
     /// The source's new snapshot: these entries, merged into `previous` (the snapshot the read
     /// was given, taken by value so its entries move rather than being copied) when the read
     /// continued it.
-    pub fn assemble(self, name: &str, source: &LdapSource, now: Timestamp, previous: Option<SourceSnapshot>) -> LdapRead {
+    pub fn assemble(
+        self,
+        name: &str,
+        source: &LdapSource,
+        now: Timestamp,
+        previous: Option<SourceSnapshot>,
+    ) -> LdapRead {
         let previous = previous.filter(|_| self.continues_previous);
         let mut read = assemble(name, source, now, self.people, self.services, self.computers, &self.groups, previous);
         read.snapshot.cursor = self.cursor;

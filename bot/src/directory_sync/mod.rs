@@ -104,7 +104,8 @@ impl DirectoryKeeper {
                 }
             }
         }
-        let (directory, overlay_problems, synced_problems) = settings.compile(&ordered(&settings, &snapshots, None), &Directory::default());
+        let (directory, overlay_problems, synced_problems) =
+            settings.compile(&ordered(&settings, &snapshots, None), &Directory::default());
         if let Some(problem) = overlay_problems.first() {
             anyhow::bail!("the directory has problems: {problem}");
         }

@@ -371,7 +371,10 @@ fn a_large_load_lists_the_first_changes_and_counts_every_one() {
         directory.asset("ws00042").expect("a machine"),
         again.asset("ws00042.corp.example").expect("a machine")
     ));
-    assert!(std::ptr::eq(directory.account("p00003").expect("an account"), again.account("P00003").expect("an account")));
+    assert!(std::ptr::eq(
+        directory.account("p00003").expect("an account"),
+        again.account("P00003").expect("an account")
+    ));
 }
 
 #[test]
