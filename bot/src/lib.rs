@@ -14,6 +14,7 @@
 //! - [`webhooks`]: isolation requests delivered from the outbox, signed and retried.
 //! - [`timers`]: stored deadlines (reminders, unacknowledged pages) and the daily digest.
 //! - [`metrics`]: Prometheus counters.
+//! - [`verification`]: pushes to a person's phone (Duo, Okta Verify) that verify their answers.
 //!
 //! Decisions come from `vouch_playbook`; this crate carries them out.
 
@@ -30,6 +31,7 @@ pub mod intake;
 pub mod metrics;
 pub mod service;
 pub mod timers;
+pub mod verification;
 pub mod webhooks;
 
 use std::sync::atomic::{AtomicI64, Ordering};

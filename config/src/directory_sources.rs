@@ -307,7 +307,7 @@ fn scim(table: &TableReader<'_>, base: &Path, environment: &dyn Environment) -> 
 
 /// An https URL, or http on the loopback interface (a local test server); never plain http to
 /// another machine, where the client secret and the directory would travel in clear.
-fn web_url(table: &TableReader<'_>, key: &'static str, default: &str) -> String {
+pub(crate) fn web_url(table: &TableReader<'_>, key: &'static str, default: &str) -> String {
     let url = table.string(key).unwrap_or_else(|| default.to_string()).trim_end_matches('/').to_string();
     let loopback =
         ["http://127.0.0.1:", "http://[::1]:", "http://localhost:"].iter().any(|prefix| url.starts_with(prefix));

@@ -12,6 +12,7 @@ mod reader;
 mod schedule;
 mod settings;
 mod synced;
+mod verification;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub use settings::{
     WebhookPreset, WebhookSettings,
 };
 pub use synced::{SourceSnapshot, SyncedAccount, SyncedAsset, SyncedPerson};
+pub use verification::{DuoSettings, OktaSettings, PushProviderSettings, VerificationSettings};
 
 use reader::{SourceFile, TableReader};
 

@@ -144,6 +144,9 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub timers: TimerSettings,
     pub oncall: Option<OnCallRotation>,
+    /// Absent: answers count as clicked, and what needs verification (standing approvals,
+    /// linking chat accounts) is not offered.
+    pub verification: Option<crate::verification::VerificationSettings>,
     /// Where `oncall.people` is written, to report people the directory lacks.
     pub(crate) oncall_line: Option<usize>,
 }
@@ -517,6 +520,9 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
             Some(OnCallRotation { people, handoff: handoff?, start: start?, overrides })
         });
 
+        let verification =
+            root.table("verification").and_then(|table| crate::verification::compile(&table, base, environment));
+
         let settings = match (ingest, storage) {
             (Some(ingest), Some(storage)) => Some(Settings {
                 discord,
@@ -530,6 +536,7 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
                 delivery,
                 timers,
                 oncall,
+                verification,
                 oncall_line,
             }),
             _ => None,

@@ -10,6 +10,7 @@
 //! - [`cases`]: where an alert belongs (duplicate, joins the open case, new case) and what a
 //!   change teaches the movement's history.
 //! - [`audit_kind`]: every kind of audit record, refusals named one way.
+//! - [`verification`]: which answers must be verified out of band before they count.
 //!
 //! Architecture invariant: this crate does no I/O. It reads no clock, no file, no network; its
 //! callers pass `now` in and carry the returned effects out.
@@ -24,6 +25,7 @@ pub mod model;
 pub mod movement;
 pub mod normalize;
 pub mod time;
+pub mod verification;
 
 pub use audit_kind::{AuditKind, EventKind};
 pub use definition::Playbook;

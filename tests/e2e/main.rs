@@ -15,3 +15,4 @@ mod ingest;
 mod isolation;
 mod scim;
 mod storm;
+mod verification;

@@ -425,3 +425,84 @@ fn the_ldap_example_compiles_its_source_and_sync_settings() {
         assert!(text.contains(fragment), "missing {fragment:?} in:\n{text}");
     }
 }
+
+/// `[verification]` for each provider, with its policy rules; and every mistake in it reported
+/// at once, with where it is, never echoing a secret.
+#[test]
+fn verification_settings_compile_for_each_provider_and_report_every_mistake() {
+    let base = "[ingest]\ntoken = { env = \"VOUCH_INGEST_TOKEN\" }\n[storage]\ndata_dir = \"d\"\n[directory]\nfile = \"directory.toml\"\n";
+    let duo = format!(
+        "{base}[verification]\nprovider = \"duo\"\nusername = \"{{id}}@corp.example\"\ntimeout_seconds = 90\n\
+         [verification.duo]\napi_url = \"https://api-1a2b3c4d.duosecurity.com\"\nintegration_key = \"DIWJ8X6AEYOR5OMC6TQ1\"\n\
+         secret_key = {{ file = \"duo.secret\" }}\n\
+         [[verification.rules]]\nanswers = [\"expected\"]\nanswered_as = \"soc\"\nfrom_criticality = \"high\"\nroles = [\"Contractor\"]\n"
+    );
+    let (_folder, result) =
+        load_files(&[("vouch.toml", &duo), ("directory.toml", ""), ("duo.secret", "duo-secret-key\n")]);
+    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    let verification = config.settings.verification.expect("verification");
+    assert_eq!(verification.username_of("alice"), "alice@corp.example");
+    assert_eq!(verification.timeout.as_secs(), 90);
+    assert_eq!(verification.request_timeout.as_secs(), 10);
+    match &verification.provider {
+        vouch_config::PushProviderSettings::Duo(duo) => {
+            assert_eq!(duo.api_url, "https://api-1a2b3c4d.duosecurity.com");
+            assert_eq!(duo.secret_key.expose(), "duo-secret-key");
+        }
+        other => panic!("not Duo: {other:?}"),
+    }
+    // Rules given replace the default ones; roles compare in lower case.
+    let rules = &verification.policy.rules;
+    assert_eq!((rules.len(), rules[0].roles.as_slice()), (1, ["contractor".to_string()].as_slice()));
+
+    let okta = format!(
+        "{base}[verification]\nprovider = \"okta\"\n[verification.okta]\norg_url = \"https://corp.okta.com/\"\n\
+         api_token = {{ file = \"okta.token\" }}\nnumber_matching = false\n"
+    );
+    let (_folder, result) = load_files(&[("vouch.toml", &okta), ("directory.toml", ""), ("okta.token", "00abc\n")]);
+    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    let verification = config.settings.verification.expect("verification");
+    match &verification.provider {
+        vouch_config::PushProviderSettings::Okta(okta) => {
+            assert_eq!((okta.org_url.as_str(), okta.number_matching), ("https://corp.okta.com", false));
+        }
+        other => panic!("not Okta: {other:?}"),
+    }
+    // Without rules, the default policy: a confirmer's Expected and Not me from high systems.
+    assert_eq!(verification.policy, vouch_playbook::verification::VerificationPolicy::default());
+
+    let broken = format!(
+        "{base}[verification]\nprovider = \"duo\"\nusername = \"someone\"\ntimeout_seconds = 5\n\
+         [verification.duo]\napi_url = \"http://duo.example\"\nintegration_key = \"XX\"\nsecret_key = \"plain-text-secret\"\n\
+         [verification.okta]\norg_url = \"https://corp.okta.com\"\n\
+         [[verification.rules]]\nanswers = [\"maybe\"]\nanswered_as = \"intern\"\nfrom_criticality = \"extreme\"\n"
+    );
+    let (_folder, result) = load_files(&[("vouch.toml", &broken), ("directory.toml", "")]);
+    let error = result.expect_err("broken verification settings").to_string();
+    for fragment in [
+        "verification.username",
+        "must contain {id}",
+        "verification.timeout_seconds",
+        "verification.duo.api_url",
+        "https://",
+        "verification.duo.integration_key",
+        "verification.duo.secret_key",
+        "not written in the config",
+        "provider is not \"okta\"",
+        "`maybe` is not one of",
+        "`intern` is not one of confirmer, soc",
+        "`extreme` is not one of low, medium, high, critical",
+    ] {
+        assert!(error.contains(fragment), "missing `{fragment}` in:\n{error}");
+    }
+    assert!(!error.contains("plain-text-secret"));
+
+    let unknown = format!("{base}[verification]\nprovider = \"authy\"\n");
+    let (_folder, result) = load_files(&[("vouch.toml", &unknown), ("directory.toml", "")]);
+    let error = result.expect_err("unknown provider").to_string();
+    assert!(error.contains("`authy` is not one of duo, okta"), "{error}");
+    let no_table = format!("{base}[verification]\nprovider = \"okta\"\n");
+    let (_folder, result) = load_files(&[("vouch.toml", &no_table), ("directory.toml", "")]);
+    let error = result.expect_err("no okta table").to_string();
+    assert!(error.contains("needs a [verification.okta] table"), "{error}");
+}
