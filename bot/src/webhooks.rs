@@ -431,7 +431,7 @@ mod tests {
         };
         let opening = open_case(&playbook, &alert, &facts, &History::default(), NOW);
         let (case, _) = Case::open(CaseId::new(7).expect("id"), &playbook, alert, facts, opening, NOW);
-        let sam = Actor { discord_id: None, person: None, name: "Sam".to_string(), soc: true };
+        let sam = Actor { discord_id: None, person: None, name: "Sam".to_string(), soc: true, roles: Vec::new() };
         let (case, _) = apply(
             &playbook,
             case,

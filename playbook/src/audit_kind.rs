@@ -23,6 +23,10 @@ pub enum EventKind {
     WebhookResult,
     /// A directory sync found that the person asked to vouch left or changed place.
     DirectoryConfirmerLeft,
+    /// A push verifying an answer was sent.
+    VerificationPushSent,
+    /// A push verifying an answer was approved, denied, reported, or not answered in time.
+    VerificationFinished,
 }
 
 impl EventKind {
@@ -43,6 +47,8 @@ impl EventKind {
             EventKind::TimerDeadline => "timer.deadline",
             EventKind::WebhookResult => "webhook.result",
             EventKind::DirectoryConfirmerLeft => "directory.confirmer_left",
+            EventKind::VerificationPushSent => "verification.push_sent",
+            EventKind::VerificationFinished => "verification.finished",
         }
     }
 }

@@ -31,6 +31,10 @@ pub struct Playbook {
     pub actions: Vec<Action>,
     pub confirmation: ConfirmationPolicy,
     pub timers: Timers,
+    /// How answers are verified in this deployment: set by the service from `[verification]`,
+    /// never read from the playbook file. `None`: answers count as clicked.
+    #[serde(skip)]
+    pub verifying: Option<crate::verification::Verifying>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

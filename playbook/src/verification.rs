@@ -84,6 +84,14 @@ impl AnsweredAs {
     }
 }
 
+/// A deployment's verification: which answers need a push, and how long a push may wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verifying {
+    pub policy: VerificationPolicy,
+    /// How long after it is asked for a push counts as timed out.
+    pub push_lifetime_millis: i64,
+}
+
 /// One rule: these answers, given in this capacity, on a system at least this critical, by
 /// someone holding one of these directory roles (none listed: anyone), are verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -504,7 +504,13 @@ async fn without_discord_an_isolation_still_reaches_the_webhook_and_chat_effects
     assert_eq!(status, 202, "{body}");
     let case_id: vouch_playbook::CaseId = body["case_id"].as_str().expect("id").parse().expect("case id");
 
-    let sam = vouch_playbook::Actor { discord_id: None, person: None, name: "Sam Okafor".to_string(), soc: true };
+    let sam = vouch_playbook::Actor {
+        discord_id: None,
+        person: None,
+        name: "Sam Okafor".to_string(),
+        soc: true,
+        roles: Vec::new(),
+    };
     let service = &running.service;
     for (kind, event) in [
         (

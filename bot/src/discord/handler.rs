@@ -93,6 +93,7 @@ impl Handler {
             person: person.map(|person| person.id.clone()),
             name: person.map_or_else(|| user.name.clone(), |person| person.name.clone()),
             soc: member.is_some_and(|member| member.roles.contains(&soc_role)),
+            roles: person.map(|person| person.roles.clone()).unwrap_or_default(),
         }
     }
 

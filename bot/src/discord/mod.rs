@@ -415,6 +415,8 @@ impl DiscordSink {
                 )
                 .await
             }
+            // Sent by the verification worker, not by chat; the card says a push is waiting.
+            Effect::SendPush { .. } => Ok(()),
             Effect::Unknown => Ok(()),
         }
     }

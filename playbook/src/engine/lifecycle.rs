@@ -10,6 +10,7 @@ use crate::facts::{Criticality, Facts};
 use crate::ids::{CaseId, PersonId};
 use crate::model::Alert;
 use crate::time::Timestamp;
+use crate::verification::{AnsweredAs, WeightyAnswer};
 
 impl Case {
     /// A new case in its first state, with the effects of opening it.
@@ -45,6 +46,10 @@ impl Case {
             resolution: None,
             isolations: Vec::new(),
             page: None,
+            pending_verification: None,
+            pushes_sent: 0,
+            push_denied: None,
+            close_asked_by: None,
         };
         let mut effects = vec![Effect::PostCard];
         if playbook.confirmation.ask_on_open {
@@ -220,7 +225,7 @@ impl Case {
         let page_reason = reason.clone().unwrap_or_else(|| format!("escalated by {}", by.name));
         self.state = CaseState::Escalated;
         self.confirmation.deadline = None;
-        self.escalation = Some(Decision { by, at: now, text: reason });
+        self.escalation = Some(Decision { by, at: now, text: reason, verified: None });
         let mut effects = vec![Effect::UpdateCard];
         effects.extend(self.page_on_call(playbook, page_reason, now));
         if !self.alert().source.is_unknown() {
@@ -249,6 +254,189 @@ impl Case {
         vec![Effect::PageOnCall { reason, secondary: false, reminder: false }]
     }
 
+    /// Records a confirmer's answer (checked again: the question may have moved on while a push
+    /// was waiting), with the push that verified it if one did.
+    fn confirm(
+        self,
+        playbook: &Playbook,
+        verdict: ConfirmVerdict,
+        by: Actor,
+        justification: Option<String>,
+        verified: Option<PushRecord>,
+        now: Timestamp,
+    ) -> Applied {
+        if self.state != CaseState::AwaitingConfirmation
+            && self.confirmation.current_confirmer() != Some(&Confirmer::Soc)
+        {
+            return self.refuse("nobody is being asked to confirm this case right now");
+        }
+        if !self.is_asked(&by) {
+            let asked = self.confirmation.current_confirmer().map(Confirmer::label).unwrap_or_default();
+            return self.refuse(format!("this confirmation was asked of {asked}"));
+        }
+        let Some(confirmer) = self.confirmation.current_confirmer().cloned() else {
+            return self.refuse("nobody is being asked to confirm this case right now");
+        };
+        if verdict == ConfirmVerdict::Expected && justification.is_none() && self.vouching_needs_justification(&by) {
+            return self.refuse("vouching for a movement to a critical system needs a justification");
+        }
+        let mut case = self;
+        case.confirmation.verdicts.push(RecordedVerdict {
+            confirmer,
+            verdict,
+            by: by.clone(),
+            at: now,
+            justification: justification.clone(),
+            verified: verified.clone(),
+        });
+        Ok(match verdict {
+            ConfirmVerdict::Expected => {
+                case.confirmation.deadline = None;
+                if playbook.confirmation.close_on_expected_without_concerns && case.opening.concerns.is_empty() {
+                    case.state = CaseState::ClosedExpected;
+                    case.resolution = Some(Decision { by, at: now, text: justification, verified });
+                    (case, vec![Effect::UpdateCard])
+                } else {
+                    case.state = CaseState::Open;
+                    let message = format!(
+                        "{} vouched for this movement, but the engine raised concerns; the SOC decides.",
+                        by.name
+                    );
+                    (case, vec![Effect::UpdateCard, Effect::NotifySoc { message }])
+                }
+            }
+            ConfirmVerdict::NotExpected => {
+                let reason = format!("{} did not expect this movement", by.name);
+                case.escalate(playbook, by, Some(reason), now)
+            }
+            ConfirmVerdict::NotMe => {
+                let next = case.confirmation.current.map_or(0, |index| index + 1);
+                case.ask(playbook, next, now)
+            }
+        })
+    }
+
+    fn close_as_expected(
+        mut self,
+        by: Actor,
+        justification: String,
+        verified: Option<PushRecord>,
+        now: Timestamp,
+    ) -> Applied {
+        self.state = CaseState::ClosedExpected;
+        self.confirmation.deadline = None;
+        self.resolution = Some(Decision { by, at: now, text: Some(justification), verified });
+        Ok((self, vec![Effect::UpdateCard]))
+    }
+
+    /// Whether this answer, given this way, must be verified with a push before it counts. The
+    /// target's criticality decides; a target the directory does not know counts as critical.
+    fn needs_verification(
+        &self,
+        playbook: &Playbook,
+        answer: WeightyAnswer,
+        answered_as: AnsweredAs,
+        by: &Actor,
+    ) -> bool {
+        let Some(verifying) = &playbook.verifying else { return false };
+        let criticality = self.asset(Side::Target).map(|asset| asset.criticality);
+        verifying.policy.requires(answer, answered_as, criticality, &by.roles)
+    }
+
+    /// Holds an answer until its giver approves a push: the answer is kept on the case and a
+    /// push is sent; it counts only once approved.
+    fn hold(mut self, playbook: &Playbook, answer: HeldAnswer, by: Actor, now: Timestamp) -> Applied {
+        if let Some(pending) = &self.pending_verification {
+            if pending.expires_at > now {
+                let waiting = pending.by.name.clone();
+                return self.refuse(format!("a push to {waiting} is still waiting to be approved"));
+            }
+        }
+        let Some(person) = by.person.clone() else {
+            return self.refuse(
+                "this answer is verified with a push to the person's phone, and this chat account is not linked to a person in the directory",
+            );
+        };
+        let lifetime = playbook.verifying.as_ref().map_or(60_000, |verifying| verifying.push_lifetime_millis);
+        self.pushes_sent += 1;
+        let id = self.pushes_sent;
+        let alert = self.alert();
+        let account =
+            alert.account.as_ref().map_or_else(|| "an unknown account".to_string(), |account| account.name.clone());
+        let what = match &answer {
+            HeldAnswer::Confirm { verdict: ConfirmVerdict::Expected, .. } => "expected",
+            HeldAnswer::Confirm { verdict: ConfirmVerdict::NotMe, .. } => "not mine to vouch for",
+            HeldAnswer::Confirm { verdict: ConfirmVerdict::NotExpected, .. } => "not expected",
+            HeldAnswer::CloseAsExpected { .. } => "closed as expected",
+        };
+        let summary =
+            format!("{}: {account} from {} to {}: {what}", self.id, alert.source.label(), alert.target.label());
+        self.pending_verification = Some(PendingVerification {
+            id,
+            answer,
+            by,
+            requested_at: now,
+            expires_at: now.plus_millis(lifetime),
+            push: None,
+        });
+        Ok((self, vec![Effect::SendPush { verification: id, person, summary }, Effect::UpdateCard]))
+    }
+
+    /// What a push's end does to the answer it held.
+    fn finish_verification(
+        self,
+        playbook: &Playbook,
+        pending: PendingVerification,
+        outcome: PushOutcome,
+        now: Timestamp,
+    ) -> Applied {
+        let mut case = self;
+        let by = pending.by;
+        match outcome {
+            PushOutcome::Approved => {
+                let push = pending
+                    .push
+                    .unwrap_or_else(|| PushRecord { provider: "push".to_string(), transaction: String::new() });
+                let applied = match pending.answer {
+                    HeldAnswer::Confirm { verdict, justification } => {
+                        case.clone().confirm(playbook, verdict, by.clone(), justification, Some(push), now)
+                    }
+                    HeldAnswer::CloseAsExpected { justification } => {
+                        case.clone().close_as_expected(by.clone(), justification, Some(push), now)
+                    }
+                };
+                // The question moved on while the push waited: the answer no longer applies.
+                applied.or_else(|refusal| {
+                    let message =
+                        format!("{} approved the push, but their answer no longer applies: {refusal}.", by.name);
+                    Ok((case, vec![Effect::UpdateCard, Effect::Announce { message }]))
+                })
+            }
+            PushOutcome::Denied | PushOutcome::Fraud => {
+                let what = if outcome == PushOutcome::Fraud {
+                    "reported the push sent to verify their answer as not theirs"
+                } else {
+                    "denied the push sent to verify their answer"
+                };
+                case.opening.concerns.push(format!("{} {what}.", by.name));
+                let message = format!(
+                    "{} {what} on {}: the answer does not count. Someone else may be using their chat account; closing this case as expected now takes two SOC members.",
+                    by.name, case.id
+                );
+                case.push_denied = Some(Decision { by, at: now, text: Some(what.to_string()), verified: None });
+                Ok((case, vec![Effect::UpdateCard, Effect::NotifySoc { message }]))
+            }
+            PushOutcome::TimedOut | PushOutcome::Failed { .. } => {
+                let why = match &outcome {
+                    PushOutcome::Failed { reason } => format!("could not be verified ({reason})"),
+                    _ => "was not approved in time".to_string(),
+                };
+                let message = format!("{}'s answer {why}, so it does not count; they may answer again.", by.name);
+                Ok((case, vec![Effect::UpdateCard, Effect::Announce { message }]))
+            }
+        }
+    }
+
     /// Whether the case's deadline has passed and whoever it chases may be chased now: on-call
     /// (for an unacknowledged page) and the SOC always, a person asked to confirm only within
     /// business hours (`within_business_hours` is true when none are set).
@@ -260,7 +448,10 @@ impl Case {
             .page
             .as_ref()
             .is_some_and(|page| page.acknowledged.is_none() && page.deadline.is_some_and(|at| at <= now));
+        // An unanswered push expires whatever the hour: it only stops waiting.
+        let push_expired = self.pending_verification.as_ref().is_some_and(|pending| pending.expires_at <= now);
         page_due
+            || push_expired
             || within_business_hours
             || !matches!(self.confirmation.current_confirmer(), Some(Confirmer::Person { .. }))
     }
@@ -270,10 +461,8 @@ impl Case {
         let confirmation =
             (self.state == CaseState::AwaitingConfirmation).then_some(self.confirmation.deadline).flatten();
         let page = self.page.as_ref().filter(|page| page.acknowledged.is_none()).and_then(|page| page.deadline);
-        match (confirmation, page) {
-            (Some(left), Some(right)) => Some(left.min(right)),
-            (left, right) => left.or(right),
-        }
+        let push = self.pending_verification.as_ref().map(|pending| pending.expires_at);
+        [confirmation, page, push].into_iter().flatten().min()
     }
 }
 
@@ -319,55 +508,23 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             case.ask(playbook, next, now)
         }
         CaseEvent::Confirm { verdict, by, justification } => {
-            if case.state != CaseState::AwaitingConfirmation
-                && case.confirmation.current_confirmer() != Some(&Confirmer::Soc)
-            {
-                return case.refuse("nobody is being asked to confirm this case right now");
-            }
-            if !case.is_asked(&by) {
-                let asked = case.confirmation.current_confirmer().map(Confirmer::label).unwrap_or_default();
-                return case.refuse(format!("this confirmation was asked of {asked}"));
-            }
-            let Some(confirmer) = case.confirmation.current_confirmer().cloned() else {
-                return case.refuse("nobody is being asked to confirm this case right now");
-            };
             let justification = justification.map(|text| text.trim().to_string()).filter(|text| !text.is_empty());
-            if verdict == ConfirmVerdict::Expected && justification.is_none() && case.vouching_needs_justification(&by)
-            {
-                return case.refuse("vouching for a movement to a critical system needs a justification");
-            }
-            let mut case = case;
-            case.confirmation.verdicts.push(RecordedVerdict {
-                confirmer,
-                verdict,
-                by: by.clone(),
-                at: now,
-                justification: justification.clone(),
-            });
-            match verdict {
-                ConfirmVerdict::Expected => {
-                    case.confirmation.deadline = None;
-                    if playbook.confirmation.close_on_expected_without_concerns && case.opening.concerns.is_empty() {
-                        case.state = CaseState::ClosedExpected;
-                        case.resolution = Some(Decision { by, at: now, text: justification });
-                        (case, vec![Effect::UpdateCard])
-                    } else {
-                        case.state = CaseState::Open;
-                        let message = format!(
-                            "{} vouched for this movement, but the engine raised concerns; the SOC decides.",
-                            by.name
-                        );
-                        (case, vec![Effect::UpdateCard, Effect::NotifySoc { message }])
-                    }
-                }
-                ConfirmVerdict::NotExpected => {
-                    let reason = format!("{} did not expect this movement", by.name);
-                    case.escalate(playbook, by, Some(reason), now)
-                }
-                ConfirmVerdict::NotMe => {
-                    let next = case.confirmation.current.map_or(0, |index| index + 1);
-                    case.ask(playbook, next, now)
-                }
+            let answered_as = match case.confirmation.current_confirmer() {
+                Some(Confirmer::Soc) => AnsweredAs::Soc,
+                _ => AnsweredAs::Confirmer,
+            };
+            let weighty = match verdict {
+                ConfirmVerdict::Expected => Some(WeightyAnswer::Expected),
+                ConfirmVerdict::NotMe => Some(WeightyAnswer::NotMe),
+                // Raising the alarm is never held back.
+                ConfirmVerdict::NotExpected => None,
+            };
+            if weighty.is_some_and(|answer| case.needs_verification(playbook, answer, answered_as, &by)) {
+                // The answer is checked now, so a refusal comes at once rather than after a push.
+                case.clone().confirm(playbook, verdict, by.clone(), justification.clone(), None, now)?;
+                case.hold(playbook, HeldAnswer::Confirm { verdict, justification }, by, now)?
+            } else {
+                case.confirm(playbook, verdict, by, justification, None, now)?
             }
         }
         CaseEvent::Escalate { by, reason } => {
@@ -388,10 +545,43 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
                 return case.refuse("closing as expected needs a justification");
             }
             let mut case = case;
-            case.state = CaseState::ClosedExpected;
-            case.confirmation.deadline = None;
-            case.resolution = Some(Decision { by, at: now, text: Some(justification) });
-            (case, vec![Effect::UpdateCard])
+            // After a denied push, two SOC members close the case: the first asks, another agrees.
+            let first_of_two = match (&case.push_denied, &case.close_asked_by) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(_), Some(first)) if first.by.same_person(&by) => {
+                    return case.refuse("closing as expected after a denied push needs a second SOC member")
+                }
+                (Some(_), Some(_)) => false,
+            };
+            if first_of_two {
+                let message = format!(
+                    "{} asks to close {} as expected although a push about it was denied; a second SOC member must close it too.",
+                    by.name, case.id
+                );
+                case.close_asked_by = Some(Decision { by, at: now, text: Some(justification), verified: None });
+                (case, vec![Effect::UpdateCard, Effect::NotifySoc { message }])
+            } else if case.needs_verification(playbook, WeightyAnswer::CloseAsExpected, AnsweredAs::Soc, &by) {
+                case.hold(playbook, HeldAnswer::CloseAsExpected { justification }, by, now)?
+            } else {
+                case.close_as_expected(by, justification, None, now)?
+            }
+        }
+        CaseEvent::PushSent { verification, push } => {
+            let mut case = case;
+            match case.pending_verification.as_mut() {
+                Some(pending) if pending.id == verification && pending.push.is_none() => pending.push = Some(push),
+                _ => return case.refuse("no answer is waiting for that push"),
+            }
+            (case, Vec::new())
+        }
+        CaseEvent::VerificationFinished { verification, outcome } => {
+            let Some(pending) = case.pending_verification.clone().filter(|pending| pending.id == verification) else {
+                return case.refuse("no answer is waiting for that push");
+            };
+            let mut case = case;
+            case.pending_verification = None;
+            case.finish_verification(playbook, pending, outcome, now)?
         }
         CaseEvent::Isolate { side, by } => {
             if !by.soc {
@@ -508,7 +698,7 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             let mut case = case;
             match case.page.as_mut() {
                 Some(page) if page.acknowledged.is_none() => {
-                    page.acknowledged = Some(Decision { by: by.clone(), at: now, text: None });
+                    page.acknowledged = Some(Decision { by: by.clone(), at: now, text: None, verified: None });
                     page.deadline = None;
                 }
                 Some(_) => return case.refuse("the page was already acknowledged"),
@@ -582,6 +772,17 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
                     if let Some(person) = case.confirmation.current_confirmer().and_then(Confirmer::person) {
                         effects.push(Effect::PingPerson { person: person.clone(), reason: PingReason::Reminder });
                     }
+                }
+            }
+            // A push nobody answered in time (Vouch may have restarted while it waited).
+            if let Some(pending) = case.pending_verification.take() {
+                if pending.expires_at <= now {
+                    let (expired, expiry_effects) =
+                        case.finish_verification(playbook, pending, PushOutcome::TimedOut, now)?;
+                    case = expired;
+                    effects.extend(expiry_effects);
+                } else {
+                    case.pending_verification = Some(pending);
                 }
             }
             if effects.is_empty() {

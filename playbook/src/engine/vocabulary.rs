@@ -131,12 +131,15 @@ pub struct Actor {
     pub name: String,
     /// Holds the SOC role in the guild.
     pub soc: bool,
+    /// The person's roles in the directory (what a verification rule may be limited to).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 impl Actor {
     /// Vouch's own timers.
     pub fn vouch() -> Actor {
-        Actor { discord_id: None, person: None, name: "Vouch".to_string(), soc: false }
+        Actor { discord_id: None, person: None, name: "Vouch".to_string(), soc: false, roles: Vec::new() }
     }
 
     fn is(&self, person: &PersonRef) -> bool {
@@ -235,6 +238,67 @@ pub enum CaseEvent {
         person: PersonId,
         reason: String,
     },
+    /// The push that verifies a held answer was sent: what to poll, so a restart resumes it.
+    PushSent {
+        verification: u32,
+        push: PushRecord,
+    },
+    /// The person answered the push (or did not, or it could not be sent).
+    VerificationFinished {
+        verification: u32,
+        outcome: PushOutcome,
+    },
+}
+
+/// A push sent to verify an answer: the provider (as the card names it) and its transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRecord {
+    pub provider: String,
+    pub transaction: String,
+}
+
+/// How a push ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PushOutcome {
+    Approved,
+    Denied,
+    /// The person reported the push as not theirs.
+    Fraud,
+    TimedOut,
+    /// The provider could not be asked or did not answer as documented: never an approval.
+    Failed {
+        reason: String,
+    },
+}
+
+/// An answer held until the person who gave it approves a push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum HeldAnswer {
+    Confirm {
+        verdict: ConfirmVerdict,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        justification: Option<String>,
+    },
+    CloseAsExpected {
+        justification: String,
+    },
+}
+
+/// An answer awaiting verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingVerification {
+    /// Unique within the case; a push's result names it.
+    pub id: u32,
+    pub answer: HeldAnswer,
+    pub by: Actor,
+    pub requested_at: Timestamp,
+    /// Past this, the push counts as timed out whatever the provider says.
+    pub expires_at: Timestamp,
+    /// The push, once sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushRecord>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +341,13 @@ pub enum Effect {
     /// Say something in the case's thread, pinging nobody.
     Announce {
         message: String,
+    },
+    /// Send a push to the person's phone to verify the answer they gave (see
+    /// `Case::pending_verification`).
+    SendPush {
+        verification: u32,
+        person: PersonId,
+        summary: String,
     },
     /// An effect this version does not know (one written by an older Vouch, such as the retired
     /// `schedule_reminder`: deadlines live on the case). It is dropped, not carried out.
@@ -344,6 +415,9 @@ pub struct RecordedVerdict {
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
+    /// The push that verified this answer, when it needed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<PushRecord>,
 }
 
 /// Where the confirmation chain stands.
@@ -374,6 +448,9 @@ pub struct Decision {
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// The push that verified this decision, when it needed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<PushRecord>,
 }
 
 /// A case: one lateral movement (possibly many alerts) and everything decided about it.
@@ -402,6 +479,19 @@ pub struct Case {
     /// The on-call page of an escalated case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<Page>,
+    /// An answer held until its giver approves a push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_verification: Option<PendingVerification>,
+    /// Pushes sent for this case so far (the next one's id).
+    #[serde(default)]
+    pub pushes_sent: u32,
+    /// A push about this movement was denied or reported as fraud: closing it as expected takes
+    /// two SOC members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_denied: Option<Decision>,
+    /// The first of the two SOC members closing a case whose push was denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_asked_by: Option<Decision>,
 }
 
 /// Where an on-call page stands.

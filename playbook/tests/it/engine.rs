@@ -378,11 +378,18 @@ fn soc(name: &str) -> Actor {
         person: Some(PersonId::parse(name).expect("id")),
         name: name.to_string(),
         soc: true,
+        roles: Vec::new(),
     }
 }
 
 fn member(id: &str) -> Actor {
-    Actor { discord_id: None, person: Some(PersonId::parse(id).expect("id")), name: id.to_string(), soc: false }
+    Actor {
+        discord_id: None,
+        person: Some(PersonId::parse(id).expect("id")),
+        name: id.to_string(),
+        soc: false,
+        roles: Vec::new(),
+    }
 }
 
 fn opened(facts: Facts) -> (Case, Vec<Effect>) {
@@ -731,6 +738,7 @@ fn authorization_matrix() {
                 person: None,
                 name: "mallory".to_string(),
                 soc: false,
+                roles: Vec::new(),
             },
         ),
         ("owner in a DM", frank_in_dm),
@@ -942,4 +950,166 @@ fn a_confirmer_who_left_hands_the_case_to_the_next_in_the_chain() {
         if message.contains("frank") && message.contains("is no longer in the directory"))),
         "{effects:?}"
     );
+}
+
+/// The built-in playbook with verification on: the default policy, pushes that wait two minutes.
+fn verifying_playbook() -> Playbook {
+    let mut playbook = Playbook::builtin();
+    playbook.verifying = Some(vouch_playbook::verification::Verifying {
+        policy: vouch_playbook::verification::VerificationPolicy::default(),
+        push_lifetime_millis: 120_000,
+    });
+    playbook
+}
+
+/// frank, owner of the target, is asked; the target is as critical as given.
+fn asked_about(criticality: Criticality) -> Case {
+    let mut facts = helpdesk_facts(true);
+    if let Some(target) = facts.target.as_mut() {
+        target.criticality = criticality;
+    }
+    opened(facts).0
+}
+
+fn expected_by(who: Actor) -> CaseEvent {
+    CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: who, justification: Some("patching".to_string()) }
+}
+
+fn push_sent(verification: u32) -> CaseEvent {
+    CaseEvent::PushSent {
+        verification,
+        push: vouch_playbook::engine::PushRecord { provider: "Duo Push".to_string(), transaction: "tx-1".to_string() },
+    }
+}
+
+fn finished(verification: u32, outcome: vouch_playbook::engine::PushOutcome) -> CaseEvent {
+    CaseEvent::VerificationFinished { verification, outcome }
+}
+
+#[test]
+fn an_answer_that_needs_verification_counts_only_once_the_push_is_approved() {
+    use vouch_playbook::engine::PushOutcome;
+    let playbook = verifying_playbook();
+    let later = NOW.plus_minutes(1);
+
+    // On a medium system the answer counts at once, as without verification.
+    let (case, effects) =
+        accepted(apply(&playbook, asked_about(Criticality::Medium), expected_by(member("frank")), later));
+    assert_eq!(case.state, CaseState::ClosedExpected);
+    assert!(!effects.iter().any(|effect| matches!(effect, Effect::SendPush { .. })));
+
+    // On a high system it is held and a push goes to frank.
+    let (held, effects) =
+        accepted(apply(&playbook, asked_about(Criticality::High), expected_by(member("frank")), later));
+    assert_eq!(held.state, CaseState::AwaitingConfirmation, "nothing counted yet");
+    assert!(held.confirmation.verdicts.is_empty());
+    let Some(Effect::SendPush { verification: 1, person, summary }) = effects.first() else {
+        panic!("no push: {effects:?}")
+    };
+    assert_eq!(person.as_str(), "frank");
+    assert!(summary.contains("LM-1") && summary.contains("WS-17") && summary.contains("WS-42"), "{summary}");
+    assert_eq!(held.next_deadline(), Some(later.plus_millis(120_000)).min(held.confirmation.deadline));
+    // A second answer while the push waits is refused; a wrong person is refused before any push.
+    assert!(apply(&playbook, held.clone(), expected_by(member("frank")), later).is_err());
+    let wrong = apply(&playbook, asked_about(Criticality::High), expected_by(member("mallory")), later);
+    assert!(wrong.expect_err("not asked").reason.contains("asked of frank"));
+
+    // Approved: the answer counts, and says how it was verified.
+    let (sent, effects) = accepted(apply(&playbook, held.clone(), push_sent(1), later));
+    assert!(effects.is_empty());
+    assert!(apply(&playbook, sent.clone(), push_sent(1), later).is_err(), "a push is recorded once");
+    let (approved, _) = accepted(apply(&playbook, sent.clone(), finished(1, PushOutcome::Approved), later));
+    assert_eq!(approved.state, CaseState::ClosedExpected);
+    let verdict = &approved.confirmation.verdicts[0];
+    assert_eq!(verdict.verified.as_ref().map(|push| push.provider.as_str()), Some("Duo Push"));
+    assert_eq!(
+        approved
+            .resolution
+            .as_ref()
+            .and_then(|decision| decision.verified.as_ref())
+            .map(|push| push.transaction.as_str()),
+        Some("tx-1")
+    );
+    assert!(approved.pending_verification.is_none());
+    assert!(apply(&playbook, approved, finished(1, PushOutcome::Approved), later).is_err(), "a result counts once");
+
+    // Timed out, or the provider failed: nothing counts, frank may answer again.
+    for outcome in [PushOutcome::TimedOut, PushOutcome::Failed { reason: "Duo answered 503".to_string() }] {
+        let (case, effects) = accepted(apply(&playbook, sent.clone(), finished(1, outcome.clone()), later));
+        assert_eq!(case.state, CaseState::AwaitingConfirmation, "{outcome:?}");
+        assert!(case.confirmation.verdicts.is_empty() && case.pending_verification.is_none());
+        assert!(effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Announce { message } if message.contains("does not count"))));
+        let (again, effects) = accepted(apply(&playbook, case, expected_by(member("frank")), later));
+        assert!(matches!(effects.first(), Some(Effect::SendPush { verification: 2, .. })), "{effects:?}");
+        assert_eq!(again.pushes_sent, 2);
+    }
+
+    // Nobody answers and Vouch's timer comes first: the push expires on the deadline.
+    let expiry = later.plus_millis(120_000);
+    let (expired, effects) = accepted(apply(&playbook, sent, CaseEvent::ReminderDue, expiry));
+    assert!(expired.pending_verification.is_none());
+    assert!(effects
+        .iter()
+        .any(|effect| matches!(effect, Effect::Announce { message } if message.contains("not approved in time"))));
+
+    // Not expected is never held: raising the alarm is not slowed down.
+    let not_expected =
+        CaseEvent::Confirm { verdict: ConfirmVerdict::NotExpected, by: member("frank"), justification: None };
+    let (escalated, _) = accepted(apply(&playbook, asked_about(Criticality::Critical), not_expected, later));
+    assert_eq!(escalated.state, CaseState::Escalated);
+}
+
+#[test]
+fn a_denied_push_is_a_concern_and_closing_then_takes_two_soc_members() {
+    use vouch_playbook::engine::PushOutcome;
+    let playbook = verifying_playbook();
+    for outcome in [PushOutcome::Denied, PushOutcome::Fraud] {
+        let (held, _) = accepted(apply(&playbook, asked_about(Criticality::High), expected_by(member("frank")), NOW));
+        let (case, effects) = accepted(apply(&playbook, held, finished(1, outcome.clone()), NOW));
+        assert!(case.confirmation.verdicts.is_empty(), "{outcome:?}: the answer does not count");
+        assert!(case.push_denied.is_some());
+        assert!(case.opening.concerns.iter().any(|concern| concern.contains("frank")), "{:?}", case.opening.concerns);
+        assert!(effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::NotifySoc { message } if message.contains("two SOC members"))));
+
+        let close = |by: Actor| CaseEvent::Close { by, justification: "known maintenance".to_string() };
+        let (asked, effects) = accepted(apply(&playbook, case, close(soc("sam")), NOW));
+        assert_ne!(asked.state, CaseState::ClosedExpected, "one SOC member is not enough");
+        assert!(effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::NotifySoc { message } if message.contains("second SOC member"))));
+        let again = apply(&playbook, asked.clone(), close(soc("sam")), NOW).expect_err("the same member twice");
+        assert!(again.reason.contains("second SOC member"));
+        let mut tess = soc("tess");
+        tess.discord_id = Some(Snowflake::parse("901").expect("id"));
+        let (closed, _) = accepted(apply(&playbook, asked, close(tess), NOW));
+        assert_eq!(closed.state, CaseState::ClosedExpected);
+        assert_eq!(closed.resolution.as_ref().map(|decision| decision.by.name.as_str()), Some("tess"));
+    }
+}
+
+#[test]
+fn closing_a_critical_case_as_expected_is_verified_and_an_unlinked_account_cannot_be() {
+    use vouch_playbook::engine::PushOutcome;
+    let playbook = verifying_playbook();
+    let close = |by: Actor| CaseEvent::Close { by, justification: "change CHG-1".to_string() };
+    let (held, effects) = accepted(apply(&playbook, asked_about(Criticality::Critical), close(soc("sam")), NOW));
+    assert_ne!(held.state, CaseState::ClosedExpected);
+    assert!(matches!(effects.first(), Some(Effect::SendPush { .. })));
+    let (closed, _) = accepted(apply(&playbook, held, finished(1, PushOutcome::Approved), NOW));
+    assert_eq!(closed.state, CaseState::ClosedExpected);
+    assert!(closed.resolution.as_ref().is_some_and(|decision| decision.verified.is_some()));
+
+    // A chat account no directory person is linked to cannot be verified: refused, not trusted.
+    let mut stranger = soc("sam");
+    stranger.person = None;
+    let refusal = apply(&playbook, asked_about(Criticality::Critical), close(stranger), NOW).expect_err("refused");
+    assert!(refusal.reason.contains("not linked"), "{}", refusal.reason);
+
+    // Without [verification] nothing is held.
+    let (closed, _) = accepted(apply(&Playbook::builtin(), asked_about(Criticality::Critical), close(soc("sam")), NOW));
+    assert_eq!(closed.state, CaseState::ClosedExpected);
 }
