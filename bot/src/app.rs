@@ -63,13 +63,27 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     );
     let ingest = config.settings.ingest.clone();
     let grouping_window = vouch_playbook::cases::GroupingWindow::minutes(ingest.grouping_window_minutes);
-    let intake = crate::intake::Intake::start(Arc::clone(&store), config.playbook.clone(), grouping_window)
+    // Answers the verification policy covers are held until a push is approved.
+    let mut playbook = config.playbook;
+    let verification = match &config.settings.verification {
+        Some(settings) => {
+            playbook.verifying = Some(vouch_playbook::verification::Verifying {
+                policy: settings.policy.clone(),
+                push_lifetime_millis: settings.timeout.as_millis() as i64,
+            });
+            let verifier = crate::verification::from_settings(settings).context("cannot set up verification")?;
+            let (pushes, requests) = tokio::sync::mpsc::unbounded_channel();
+            Some((settings.clone(), verifier, pushes, requests))
+        }
+        None => None,
+    };
+    let intake = crate::intake::Intake::start(Arc::clone(&store), playbook.clone(), grouping_window)
         .context("cannot start the intake thread")?;
     let service = Arc::new(Service {
         store: Arc::clone(&store),
         directory: keeper.shared(),
         directory_stale_after: config.settings.directory.sync.stale_after,
-        playbook: config.playbook,
+        playbook,
         intake,
         effects_ready: Arc::new(tokio::sync::Notify::new()),
         outbox_ready: Arc::new(tokio::sync::Notify::new()),
@@ -78,8 +92,13 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         oncall: config.settings.oncall.clone(),
         timers: config.settings.timers.clone(),
         timers_ready: Arc::new(tokio::sync::Notify::new()),
+        pushes: verification.as_ref().map(|(_, _, pushes, _)| pushes.clone()),
     });
     let mut background = Vec::new();
+    if let Some((settings, verifier, _, requests)) = verification {
+        let worker = crate::verification::PushWorker::new(Arc::clone(&service), verifier, settings, requests);
+        background.push(tokio::spawn(worker.run()));
+    }
     if !service.webhooks.is_empty() {
         let deliverer = crate::webhooks::Deliverer::new(
             Arc::clone(&service),

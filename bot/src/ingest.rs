@@ -371,6 +371,9 @@ pub fn case_view(case: &Case, events: &[AuditRecord]) -> Value {
         "answers": case.answers,
         "escalation": case.escalation,
         "resolution": case.resolution,
+        "pending_verification": case.pending_verification,
+        "push_denied": case.push_denied,
+        "close_asked_by": case.close_asked_by,
         "events": events,
     })
 }

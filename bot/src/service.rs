@@ -36,6 +36,18 @@ pub struct Service {
     pub timers: vouch_config::TimerSettings,
     /// Wakes the timer to check deadlines now (after a change, or when a test moved the clock).
     pub timers_ready: Arc<Notify>,
+    /// Where pushes that verify answers go once the change asking for them is durable (absent
+    /// without `[verification]`).
+    pub pushes: Option<tokio::sync::mpsc::UnboundedSender<crate::verification::PushToSend>>,
+}
+
+/// What a change asks to be sent once it is durable.
+#[derive(Debug, Default)]
+struct Outbound {
+    /// It wrote outbox entries (isolation webhooks).
+    outbox: bool,
+    /// It holds an answer until a push is approved.
+    push: Option<crate::verification::PushToSend>,
 }
 
 /// What happened to an ingested alert.
@@ -129,11 +141,16 @@ impl Service {
         Ok(self.hand_over_outbound_calls(applied))
     }
 
-    /// Wakes the deliverer once a change that wrote outbox entries is durable: not before, so
-    /// nothing is sent for a change a crash could still undo.
-    fn hand_over_outbound_calls(&self, (change, outbox): (Change, bool)) -> Change {
-        if outbox {
+    /// Wakes the deliverer, and hands a push to the verification worker, once the change that
+    /// asked for them is durable: not before, so nothing is sent for a change a crash could
+    /// still undo.
+    fn hand_over_outbound_calls(&self, (change, outbound): (Change, Outbound)) -> Change {
+        if outbound.outbox {
             self.outbox_ready.notify_one();
+        }
+        if let (Some(push), Some(pushes)) = (outbound.push, &self.pushes) {
+            // The worker is gone only while Vouch stops; the push then expires on its deadline.
+            let _ = pushes.send(push);
         }
         change
     }
@@ -144,15 +161,19 @@ impl Service {
         self.store.write(|transaction| transaction.want_redraw(case_id, true))?.wait()
     }
 
-    /// The change, and whether it wrote outbox entries.
-    fn begin_apply(&self, request: CaseRequest<'_>, now: Timestamp) -> Result<Pending<(Change, bool)>, StorageError> {
+    /// The change, and what it asks to be sent once durable.
+    fn begin_apply(
+        &self,
+        request: CaseRequest<'_>,
+        now: Timestamp,
+    ) -> Result<Pending<(Change, Outbound)>, StorageError> {
         let CaseRequest { case_id, kind, actor, detail, event, redrawn_in_answer } = request;
         let pending = self.store.write(|transaction| {
             let Some(before) = transaction.case(case_id)? else {
                 // Not filed under the case: that number may belong to a later case.
                 let reason = format!("there is no case {case_id}");
                 refuse(transaction, None, kind, actor, detail, &reason, now, None)?;
-                return Ok((Change::NoSuchCase, false));
+                return Ok((Change::NoSuchCase, Outbound::default()));
             };
             let playbook_version = before.playbook_version;
             let (case, effects) = match apply(&self.playbook, before.clone(), event, now) {
@@ -160,7 +181,7 @@ impl Service {
                 Err(refusal) => {
                     let reason = refusal.reason;
                     refuse(transaction, Some(case_id), kind, actor, detail, &reason, now, Some(playbook_version))?;
-                    return Ok((Change::Refused { reason }, false));
+                    return Ok((Change::Refused { reason }, Outbound::default()));
                 }
             };
             transaction.put_case(&case)?;
@@ -170,6 +191,15 @@ impl Service {
                 transaction.put_history(&movement, &history, false)?;
             }
             let outbox = self.enqueue_outbound_calls(transaction, &case, &effects, now)?;
+            let push = effects.iter().find_map(|effect| match effect {
+                Effect::SendPush { verification, person, summary } => Some(crate::verification::PushToSend {
+                    case_id,
+                    verification: *verification,
+                    person: person.clone(),
+                    summary: summary.clone(),
+                }),
+                _ => None,
+            });
             let redraw = if redrawn_in_answer { Redraw::DoneInAnswer } else { Redraw::ForDecision };
             queue_effects(transaction, case_id, &effects, redraw)?;
             transaction.append_audit(NewRecord {
@@ -180,7 +210,7 @@ impl Service {
                 playbook_version: Some(case.playbook_version),
                 detail,
             })?;
-            Ok((Change::Applied { case: Box::new(case) }, outbox))
+            Ok((Change::Applied { case: Box::new(case) }, Outbound { outbox, push }))
         })?;
         Ok(pending)
     }

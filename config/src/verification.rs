@@ -22,6 +22,8 @@ pub struct VerificationSettings {
     pub timeout: Duration,
     /// How long one call to the provider may take before it counts as failed (not verified).
     pub request_timeout: Duration,
+    /// How often a waiting push is polled.
+    pub poll_every: Duration,
     pub policy: VerificationPolicy,
 }
 
@@ -81,6 +83,7 @@ pub(crate) fn compile(
     }
     let timeout = Duration::from_secs(table.integer("timeout_seconds", 10..301).unwrap_or(60) as u64);
     let request_timeout = Duration::from_secs(table.integer("request_timeout_seconds", 1..31).unwrap_or(10) as u64);
+    let poll_every = Duration::from_millis(table.integer("poll_interval_ms", 100..30_001).unwrap_or(2_000) as u64);
     let duo = table.table("duo");
     let okta = table.table("okta");
     let provider = match provider_name.as_deref() {
@@ -118,7 +121,7 @@ pub(crate) fn compile(
         VerificationPolicy { rules: rule_tables.iter().filter_map(rule).collect() }
     };
     table.finish();
-    Some(VerificationSettings { provider: provider?, username_template, timeout, request_timeout, policy })
+    Some(VerificationSettings { provider: provider?, username_template, timeout, request_timeout, poll_every, policy })
 }
 
 fn rule(table: &TableReader<'_>) -> Option<VerificationRule> {

@@ -33,7 +33,7 @@ async fn simulator(tls: bool) -> Simulator {
 }
 
 /// The newest message in the card's thread that mentions `user`.
-async fn ping_for(simulator: &Simulator, card: &StoredMessage, user: u64) -> StoredMessage {
+pub(crate) async fn ping_for(simulator: &Simulator, card: &StoredMessage, user: u64) -> StoredMessage {
     let mention = format!("<@{user}>");
     let thread = card.id;
     simulator
@@ -53,7 +53,7 @@ fn cards_in(world: &World) -> usize {
     world.channel_messages(TRIAGE_CHANNEL).into_iter().filter(|message| message.ephemeral_for.is_none()).count()
 }
 
-fn button(message: &StoredMessage, label: &str) -> String {
+pub(crate) fn button(message: &StoredMessage, label: &str) -> String {
     message
         .buttons()
         .into_iter()
@@ -73,7 +73,7 @@ fn assert_ephemeral_refusal(response: &Value, fragment: &str) {
     assert!(content.contains(fragment), "expected {fragment:?} in {content:?}");
 }
 
-fn assert_conformant(simulator: &Simulator, vouch: &Running) {
+pub(crate) fn assert_conformant(simulator: &Simulator, vouch: &Running) {
     let log = vouch.log();
     for secret in [DISCORD_TOKEN, crate::support::INGEST_TOKEN, crate::support::WEBHOOK_SECRET] {
         assert!(!log.contains(secret), "a secret appears in Vouch's output");

@@ -20,6 +20,7 @@ fn settings(provider: PushProviderSettings) -> VerificationSettings {
         username_template: "{id}".to_string(),
         timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(1),
+        poll_every: Duration::from_millis(100),
         policy: Default::default(),
     }
 }
@@ -239,4 +240,170 @@ async fn okta_refuses_a_bad_token_and_faults_are_never_approvals() {
         assert!(verifier.push_status(&transaction).await.is_err(), "{tampered}");
     }
     assert_eq!(okta.world().requests.len(), count);
+}
+
+const BOB: u64 = 100_000_000_000_000_002;
+const ALICE: u64 = 100_000_000_000_000_001;
+const SAM: u64 = 100_000_000_000_000_004;
+/// A second SOC member, so a case whose push was denied can be closed by two.
+const TESS: u64 = 100_000_000_000_000_006;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A Vouch talking to the Discord simulator and verifying answers with the Duo simulator.
+fn verified_workspace(simulator: &discord_simulator::Simulator, duo: &DuoSimulator) -> crate::support::Workspace {
+    let workspace = crate::support::Workspace::discord(simulator);
+    std::fs::write(workspace.config().with_file_name("duo.secret"), SECRET_KEY).expect("write");
+    workspace.append_settings(&format!(
+        "[verification]\nprovider = \"duo\"\ntimeout_seconds = 10\npoll_interval_ms = 100\nrequest_timeout_seconds = 2\n\
+         [verification.duo]\napi_url = \"{}\"\nintegration_key = \"{INTEGRATION_KEY}\"\nsecret_key = {{ file = \"duo.secret\" }}\n",
+        duo.base()
+    ));
+    workspace
+}
+
+fn set_bob(duo: &DuoSimulator, answer: PushAnswer, on_poll: u32) {
+    duo.world().users.insert("bob".to_string(), DuoUser::Push { answer, on_poll });
+}
+
+/// Alice reaches Bob's high-criticality database server; Bob is asked and clicks Expected.
+async fn bob_answers_expected(
+    simulator: &discord_simulator::Simulator,
+    vouch: &crate::support::Running,
+    alert_id: &str,
+    source: &str,
+) -> (String, serde_json::Value) {
+    let (status, body) =
+        crate::support::post_alert(&vouch.base, &crate::support::native_alert(alert_id, source, "SRV-DB-01", "alice"))
+            .await;
+    assert_eq!(status, 202, "{body}");
+    let case_id = body["case_id"].as_str().expect("case id").to_string();
+    let card = crate::support::card(simulator, &case_id).await;
+    let ping = crate::discord::ping_for(simulator, &card, BOB).await;
+    let clicked = simulator.click(BOB, ping.id, &crate::discord::button(&ping, "Expected"));
+    let answer = simulator.response(clicked, WAIT).await;
+    (case_id, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expected_on_a_high_system_counts_once_the_push_is_approved_and_a_denied_push_takes_two_soc_members() {
+    let members: [(u64, &str, &[u64]); 4] = [
+        (ALICE, "alice", &[]),
+        (BOB, "bob", &[]),
+        (SAM, "sam", &[crate::support::SOC_ROLE]),
+        (TESS, "tess", &[crate::support::SOC_ROLE]),
+    ];
+    let simulator = crate::support::guild(true, &members).await;
+    let duo = DuoSimulator::start(duo_world()).await;
+    set_bob(&duo, PushAnswer::Approve, 3);
+    let workspace = verified_workspace(&simulator, &duo);
+    let vouch = workspace.start();
+
+    // 1. Approved: the click is answered at once and held; the push is approved; it counts,
+    //    verified, and the card says so.
+    let (approved_case, answer) = bob_answers_expected(&simulator, &vouch, "edr-v1", "WS-17").await;
+    assert_eq!(answer["type"], 7, "{answer}");
+    assert!(answer.to_string().contains("counts once they approve the push"), "{answer}");
+    let closed =
+        crate::support::case_until(&vouch.base, &approved_case, WAIT, "the approved answer to count", |case| {
+            case["state"] == "closed_expected"
+        })
+        .await;
+    let verdict = &closed["confirmers"][0]["answers"][0];
+    assert_eq!(verdict["verified"]["provider"], "Duo Push", "{closed}");
+    assert!(closed["resolution"]["verified"]["transaction"].as_str().is_some_and(|txid| !txid.is_empty()));
+    let kinds: Vec<&str> =
+        closed["events"].as_array().expect("events").iter().filter_map(|event| event["kind"].as_str()).collect();
+    for kind in ["click.confirm", "verification.push_sent", "verification.finished"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let card = crate::support::card(&simulator, &approved_case).await;
+    simulator
+        .wait_for("the card to say the answer was verified", WAIT, |world| {
+            world
+                .channel_messages(crate::support::TRIAGE_CHANNEL)
+                .into_iter()
+                .find(|message| message.id == card.id)
+                .filter(|message| message.json.to_string().contains("verified with Duo Push"))
+                .cloned()
+        })
+        .await;
+    {
+        let world = duo.world();
+        let push = world.requests.iter().find(|request| request.path == "/auth/v2/auth").expect("a push");
+        assert_eq!(push.params.get("username").map(String::as_str), Some("bob"));
+        assert_eq!(world.refused_signatures, 0);
+    }
+
+    // 2. Denied: the answer does not count, the SOC is told, and closing takes two SOC members.
+    set_bob(&duo, PushAnswer::Deny, 2);
+    let (denied_case, _) = bob_answers_expected(&simulator, &vouch, "edr-v2", "WS-42").await;
+    let case = crate::support::case_until(&vouch.base, &denied_case, WAIT, "the denied push to be recorded", |case| {
+        !case["push_denied"].is_null()
+    })
+    .await;
+    assert_ne!(case["state"], "closed_expected");
+    assert!(case["concerns"].to_string().contains("denied the push"), "{case}");
+    simulator
+        .wait_for("the SOC to be told of the denied push", WAIT, |world| {
+            world
+                .requests
+                .iter()
+                .filter_map(|request| request.body.as_ref())
+                .find(|body| body["content"].as_str().is_some_and(|text| text.contains("denied the push")))
+                .cloned()
+        })
+        .await;
+    let card = crate::support::card(&simulator, &denied_case).await;
+    let close = crate::discord::button(&card, "Close as expected");
+    for (who, expected_state) in [(SAM, "awaiting_confirmation"), (TESS, "closed_expected")] {
+        let clicked = simulator.click(who, card.id, &close);
+        assert_eq!(simulator.response(clicked, WAIT).await["type"], 9, "a form opens");
+        let submitted = simulator.submit_modal(
+            who,
+            crate::support::TRIAGE_CHANNEL,
+            Some(card.id),
+            &close,
+            &[("justification", "Bob was on leave; the DBA team confirmed the job")],
+        );
+        simulator.response(submitted, WAIT).await;
+        let (_, case) = crate::support::get_json(&vouch.base, &format!("/api/v1/cases/{denied_case}")).await;
+        assert_eq!(case["state"], expected_state, "{case}");
+        assert_eq!(case["close_asked_by"]["by"]["name"], "Sam Okafor", "{case}");
+    }
+
+    // 3. Timed out: not counted; Bob may answer again.
+    set_bob(&duo, PushAnswer::Timeout, 2);
+    let (timed_out_case, _) = bob_answers_expected(&simulator, &vouch, "edr-v3", "10.0.0.99").await;
+    let case = crate::support::case_until(&vouch.base, &timed_out_case, WAIT, "the push to end", |case| {
+        case["events"].to_string().contains("verification.finished")
+    })
+    .await;
+    assert_eq!(case["state"], "awaiting_confirmation", "{case}");
+    assert!(
+        case["pending_verification"].is_null()
+            && case["confirmers"][0]["answers"].as_array().is_some_and(Vec::is_empty),
+        "{case}"
+    );
+
+    // 4. SIGKILL while a push waits: after the restart the push is polled again and counts.
+    set_bob(&duo, PushAnswer::Approve, 1_000_000);
+    let (resumed_case, _) = bob_answers_expected(&simulator, &vouch, "edr-v4", "10.0.0.98").await;
+    crate::support::case_until(&vouch.base, &resumed_case, WAIT, "the push to be recorded as sent", |case| {
+        !case["pending_verification"]["push"].is_null()
+    })
+    .await;
+    vouch.kill_hard();
+    set_bob(&duo, PushAnswer::Approve, 1);
+    let vouch = workspace.start();
+    let resumed = crate::support::case_until(&vouch.base, &resumed_case, WAIT, "the resumed push to count", |case| {
+        case["state"] == "closed_expected"
+    })
+    .await;
+    assert_eq!(resumed["confirmers"][0]["answers"][0]["verified"]["provider"], "Duo Push");
+    let pushes = duo.world().requests.iter().filter(|request| request.path == "/auth/v2/auth").count();
+    assert_eq!(pushes, 4, "one push per answer, none sent twice across the restart");
+
+    crate::discord::assert_conformant(&simulator, &vouch);
+    assert_eq!(vouch.terminate(), 0);
+    workspace.assert_audit_intact();
 }

@@ -270,15 +270,26 @@ impl Handler {
                         None if acknowledging => "Acknowledged",
                         None => "Done",
                     };
-                    let content = format!(
-                        "{}\n**{answered}**, answered by {}.",
-                        component.message.content,
-                        render::inert(&actor.name, 100)
-                    );
+                    // An answer held for a push keeps its buttons: if the push is not approved,
+                    // the person may answer again.
+                    let held = case.pending_verification.as_ref().is_some_and(|pending| pending.by.same_person(&actor));
+                    let content = if held {
+                        format!(
+                            "{}\n**{answered}**, answered by {}: it counts once they approve the push sent to their phone.",
+                            component.message.content,
+                            render::inert(&actor.name, 100)
+                        )
+                    } else {
+                        format!(
+                            "{}\n**{answered}**, answered by {}.",
+                            component.message.content,
+                            render::inert(&actor.name, 100)
+                        )
+                    };
                     let buttons = if acknowledging {
                         render::acknowledge_buttons(&case)
                     } else {
-                        render::confirmation_buttons(&case, true)
+                        render::confirmation_buttons(&case, !held)
                     };
                     CreateInteractionResponse::UpdateMessage(
                         CreateInteractionResponseMessage::new()

@@ -8,7 +8,9 @@ use serenity::builder::{CreateActionRow, CreateAllowedMentions, CreateButton, Cr
 use serenity::model::application::ButtonStyle;
 use serenity::model::id::{RoleId, UserId};
 use vouch_playbook::definition::{CaseAction, ContextSection};
-use vouch_playbook::engine::{Confirmer, IsolateOffer, IsolationAction, IsolationStatus, ScenarioVerdict, Side};
+use vouch_playbook::engine::{
+    ConfirmVerdict, Confirmer, HeldAnswer, IsolateOffer, IsolationAction, IsolationStatus, ScenarioVerdict, Side,
+};
 use vouch_playbook::model::{Account, Outcome, System};
 use vouch_playbook::{Case, CaseState, Playbook};
 
@@ -133,7 +135,59 @@ pub fn thread_name(case: &Case) -> String {
 }
 
 /// The one-line state shown at the top of the card.
+/// How the answers that needed a push stand: verified, waiting, or denied.
+fn verification_text(case: &Case) -> String {
+    let mut lines = Vec::new();
+    for verdict in &case.confirmation.verdicts {
+        if let Some(push) = &verdict.verified {
+            lines.push(format!(
+                "✅ {}: {}, verified with {}",
+                inert(&verdict.by.name, 100),
+                verdict_label(verdict.verdict),
+                inert(&push.provider, 40)
+            ));
+        }
+    }
+    if let Some(pending) = &case.pending_verification {
+        let answer = match &pending.answer {
+            HeldAnswer::Confirm { verdict, .. } => verdict_label(*verdict),
+            HeldAnswer::CloseAsExpected { .. } => "Close as expected",
+        };
+        let sent = match &pending.push {
+            Some(push) => format!("sent with {}", inert(&push.provider, 40)),
+            None => "being sent".to_string(),
+        };
+        lines.push(format!(
+            "⏳ {}: {answer}, held until they approve the push ({sent}; until <t:{}:t>)",
+            inert(&pending.by.name, 100),
+            pending.expires_at.unix_millis().div_euclid(1000)
+        ));
+    }
+    if let Some(denied) = &case.push_denied {
+        lines.push(format!(
+            "⛔ {} {}: closing as expected takes two SOC members",
+            inert(&denied.by.name, 100),
+            inert(denied.text.as_deref().unwrap_or("denied a push"), 200)
+        ));
+        if let Some(first) = &case.close_asked_by {
+            lines.push(format!("{} asked to close; a second SOC member must close too", inert(&first.by.name, 100)));
+        }
+    }
+    lines.join("\n")
+}
+
+fn verdict_label(verdict: ConfirmVerdict) -> &'static str {
+    match verdict {
+        ConfirmVerdict::Expected => "Expected",
+        ConfirmVerdict::NotExpected => "Not expected",
+        ConfirmVerdict::NotMe => "Not me",
+    }
+}
+
 pub fn state_line(case: &Case) -> String {
+    if let Some(pending) = &case.pending_verification {
+        return format!("Waiting for {} to approve the push sent to their phone.", inert(&pending.by.name, 100));
+    }
     match case.state {
         CaseState::Open => match case.confirmation.verdicts.last() {
             Some(verdict) => {
@@ -150,7 +204,14 @@ pub fn state_line(case: &Case) -> String {
             None => "Escalated. On-call has been paged.".to_string(),
         },
         CaseState::ClosedExpected => match &case.resolution {
-            Some(decision) => format!("Closed as expected by {}.", inert(&decision.by.name, 100)),
+            Some(decision) => match &decision.verified {
+                Some(push) => format!(
+                    "Closed as expected by {}, verified with {}.",
+                    inert(&decision.by.name, 100),
+                    inert(&push.provider, 40)
+                ),
+                None => format!("Closed as expected by {}.", inert(&decision.by.name, 100)),
+            },
             None => "Closed as expected.".to_string(),
         },
     }
@@ -371,6 +432,10 @@ pub fn card_embed(case: &Case, playbook: &Playbook, on_call: Option<&str>) -> Cr
         })
         .collect();
     fields.add("Who vouches", chain.join("\n"), false);
+    let verification = verification_text(case);
+    if !verification.is_empty() {
+        fields.add("Verification", verification, false);
+    }
     if let Some(on_call) = on_call {
         let mut line = format!("On call now: {}", inert(on_call, 200));
         if let Some(page) = &case.page {

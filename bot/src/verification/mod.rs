@@ -8,6 +8,9 @@
 
 pub mod duo;
 pub mod okta;
+pub mod worker;
+
+pub use worker::{PushToSend, PushWorker};
 
 use std::future::Future;
 use std::pin::Pin;

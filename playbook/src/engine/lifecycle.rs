@@ -394,9 +394,11 @@ impl Case {
         let by = pending.by;
         match outcome {
             PushOutcome::Approved => {
-                let push = pending
-                    .push
-                    .unwrap_or_else(|| PushRecord { provider: "push".to_string(), transaction: String::new() });
+                let push = pending.push.unwrap_or_else(|| PushRecord {
+                    provider: "push".to_string(),
+                    transaction: String::new(),
+                    number_to_pick: None,
+                });
                 let applied = match pending.answer {
                     HeldAnswer::Confirm { verdict, justification } => {
                         case.clone().confirm(playbook, verdict, by.clone(), justification, Some(push), now)
@@ -569,11 +571,21 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
         }
         CaseEvent::PushSent { verification, push } => {
             let mut case = case;
+            let mut effects = Vec::new();
             match case.pending_verification.as_mut() {
-                Some(pending) if pending.id == verification && pending.push.is_none() => pending.push = Some(push),
+                Some(pending) if pending.id == verification && pending.push.is_none() => {
+                    // With number matching the phone asks for a number only the one who answered
+                    // here sees: a push they did not start cannot be approved by reflex.
+                    if let Some(number) = push.number_to_pick {
+                        effects.push(Effect::Announce {
+                            message: format!("{}: to approve the push on your phone, pick {number}.", pending.by.name),
+                        });
+                    }
+                    pending.push = Some(push);
+                }
                 _ => return case.refuse("no answer is waiting for that push"),
             }
-            (case, Vec::new())
+            (case, effects)
         }
         CaseEvent::VerificationFinished { verification, outcome } => {
             let Some(pending) = case.pending_verification.clone().filter(|pending| pending.id == verification) else {

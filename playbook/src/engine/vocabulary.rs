@@ -255,6 +255,9 @@ pub enum CaseEvent {
 pub struct PushRecord {
     pub provider: String,
     pub transaction: String,
+    /// The number the person must pick on their phone (number matching), when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_to_pick: Option<u32>,
 }
 
 /// How a push ended.

@@ -978,7 +978,11 @@ fn expected_by(who: Actor) -> CaseEvent {
 fn push_sent(verification: u32) -> CaseEvent {
     CaseEvent::PushSent {
         verification,
-        push: vouch_playbook::engine::PushRecord { provider: "Duo Push".to_string(), transaction: "tx-1".to_string() },
+        push: vouch_playbook::engine::PushRecord {
+            provider: "Duo Push".to_string(),
+            transaction: "tx-1".to_string(),
+            number_to_pick: None,
+        },
     }
 }
 
