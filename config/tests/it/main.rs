@@ -506,3 +506,16 @@ fn verification_settings_compile_for_each_provider_and_report_every_mistake() {
     let error = result.expect_err("no okta table").to_string();
     assert!(error.contains("needs a [verification.okta] table"), "{error}");
 }
+
+#[test]
+fn the_verification_example_compiles() {
+    let mut environment = environment();
+    environment.0.insert("VOUCH_DUO_SECRET_KEY", "duo-secret-key-of-the-example");
+    let folder = tempfile::tempdir().expect("temp dir");
+    std::fs::write(folder.path().join("vouch.toml"), example("vouch.verification.example.toml")).expect("write");
+    std::fs::write(folder.path().join("directory.example.toml"), example("directory.example.toml")).expect("write");
+    let config = load(&folder.path().join("vouch.toml"), &environment).unwrap_or_else(|error| panic!("{error}"));
+    let verification = config.settings.verification.expect("verification");
+    assert_eq!(verification.policy.rules.len(), 3);
+    assert!(matches!(verification.provider, vouch_config::PushProviderSettings::Duo(_)));
+}

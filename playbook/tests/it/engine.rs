@@ -1018,6 +1018,21 @@ fn an_answer_that_needs_verification_counts_only_once_the_push_is_approved() {
     let wrong = apply(&playbook, asked_about(Criticality::High), expected_by(member("mallory")), later);
     assert!(wrong.expect_err("not asked").reason.contains("asked of frank"));
 
+    // With number matching, the number to pick is said where the answer was given.
+    let numbered = CaseEvent::PushSent {
+        verification: 1,
+        push: vouch_playbook::engine::PushRecord {
+            provider: "Okta Verify".to_string(),
+            transaction: "00u1/opf1/v2mst.1".to_string(),
+            number_to_pick: Some(47),
+        },
+    };
+    let (_, effects) = accepted(apply(&playbook, held.clone(), numbered, later));
+    assert!(
+        matches!(effects.as_slice(), [Effect::Announce { message }] if message.contains("frank") && message.contains("pick 47")),
+        "{effects:?}"
+    );
+
     // Approved: the answer counts, and says how it was verified.
     let (sent, effects) = accepted(apply(&playbook, held.clone(), push_sent(1), later));
     assert!(effects.is_empty());
