@@ -70,6 +70,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
             playbook.verifying = Some(vouch_playbook::verification::Verifying {
                 policy: settings.policy.clone(),
                 push_lifetime_millis: settings.timeout.as_millis() as i64,
+                require_linked: settings.require_linked,
             });
             let verifier = crate::verification::from_settings(settings).context("cannot set up verification")?;
             let (pushes, requests) = tokio::sync::mpsc::unbounded_channel();
@@ -93,6 +94,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         timers: config.settings.timers.clone(),
         timers_ready: Arc::new(tokio::sync::Notify::new()),
         pushes: verification.as_ref().map(|(_, _, pushes, _)| pushes.clone()),
+        links: crate::identity_links::LinkedAccounts::load(&store)
+            .context("cannot read the linked Discord accounts")?,
     });
     let mut background = Vec::new();
     if let Some((settings, verifier, _, requests)) = verification {

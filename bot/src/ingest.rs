@@ -89,6 +89,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/cases", get(list_cases))
         .route("/api/v1/cases/{id}", get(get_case))
         .route("/api/v1/directory/sync", post(sync_directory))
+        .route("/api/v1/identity/links", get(identity_links))
         // Authentication runs before the body is read, so an unauthenticated sender cannot make
         // the server buffer anything.
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_bearer))
@@ -277,6 +278,19 @@ async fn list_cases(State(state): State<Arc<AppState>>, Query(query): Query<Case
         })
         .collect();
     Ok(Json(json!({"cases": summaries})).into_response())
+}
+
+/// The Discord accounts bound to people with `/link`, and the link requests still waiting on a
+/// push.
+async fn identity_links(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let service = Arc::clone(&state.service);
+    let (links, pending) = tokio::task::spawn_blocking(move || {
+        Ok::<_, StorageError>((service.store.identity_links()?, service.store.pending_links()?))
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable)?
+    .map_err(|error| store_unavailable(&state, &error))?;
+    Ok(Json(json!({"links": links, "pending": pending})).into_response())
 }
 
 async fn get_case(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {

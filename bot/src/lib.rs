@@ -10,6 +10,7 @@
 //! - [`directory_sync`]: the directory kept in step with LDAP / Active Directory, snapshots
 //!   stored and every change audited.
 //! - [`service`]: owns every change: the directory, the engine's decisions, one store transaction.
+//! - [`identity_links`]: Discord accounts bound to people by a push they approved (`/link`).
 //! - [`dispatch`]: the one effect dispatcher (order per case, backoff, give-up) and its chat sinks.
 //! - [`webhooks`]: isolation requests delivered from the outbox, signed and retried.
 //! - [`timers`]: stored deadlines (reminders, unacknowledged pages) and the daily digest.
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod directory_sync;
 pub mod discord;
 pub mod dispatch;
+pub mod identity_links;
 pub mod ingest;
 pub mod intake;
 pub mod metrics;

@@ -39,6 +39,8 @@ pub struct Service {
     /// Where pushes that verify answers go once the change asking for them is durable (absent
     /// without `[verification]`).
     pub pushes: Option<tokio::sync::mpsc::UnboundedSender<crate::verification::PushToSend>>,
+    /// Discord accounts bound to people with `/link`.
+    pub links: crate::identity_links::LinkedAccounts,
 }
 
 /// What a change asks to be sent once it is durable.
@@ -148,9 +150,8 @@ impl Service {
         if outbound.outbox {
             self.outbox_ready.notify_one();
         }
-        if let (Some(push), Some(pushes)) = (outbound.push, &self.pushes) {
-            // The worker is gone only while Vouch stops; the push then expires on its deadline.
-            let _ = pushes.send(push);
+        if let Some(push) = outbound.push {
+            self.send_push(push);
         }
         change
     }
@@ -193,8 +194,7 @@ impl Service {
             let outbox = self.enqueue_outbound_calls(transaction, &case, &effects, now)?;
             let push = effects.iter().find_map(|effect| match effect {
                 Effect::SendPush { verification, person, summary } => Some(crate::verification::PushToSend {
-                    case_id,
-                    verification: *verification,
+                    subject: crate::verification::PushSubject::Case { case_id, verification: *verification },
                     person: person.clone(),
                     summary: summary.clone(),
                 }),

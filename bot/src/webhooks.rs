@@ -431,7 +431,14 @@ mod tests {
         };
         let opening = open_case(&playbook, &alert, &facts, &History::default(), NOW);
         let (case, _) = Case::open(CaseId::new(7).expect("id"), &playbook, alert, facts, opening, NOW);
-        let sam = Actor { discord_id: None, person: None, name: "Sam".to_string(), soc: true, roles: Vec::new() };
+        let sam = Actor {
+            discord_id: None,
+            person: None,
+            name: "Sam".to_string(),
+            soc: true,
+            roles: Vec::new(),
+            linked: false,
+        };
         let (case, _) = apply(
             &playbook,
             case,

@@ -24,6 +24,8 @@ pub struct VerificationSettings {
     pub request_timeout: Duration,
     /// How often a waiting push is polled.
     pub poll_every: Duration,
+    /// Only Discord accounts bound to their person with `/link` may confirm.
+    pub require_linked: bool,
     pub policy: VerificationPolicy,
 }
 
@@ -84,6 +86,7 @@ pub(crate) fn compile(
     let timeout = Duration::from_secs(table.integer("timeout_seconds", 10..301).unwrap_or(60) as u64);
     let request_timeout = Duration::from_secs(table.integer("request_timeout_seconds", 1..31).unwrap_or(10) as u64);
     let poll_every = Duration::from_millis(table.integer("poll_interval_ms", 100..30_001).unwrap_or(2_000) as u64);
+    let require_linked = table.boolean("require_linked").unwrap_or(false);
     let duo = table.table("duo");
     let okta = table.table("okta");
     let provider = match provider_name.as_deref() {
@@ -121,7 +124,15 @@ pub(crate) fn compile(
         VerificationPolicy { rules: rule_tables.iter().filter_map(rule).collect() }
     };
     table.finish();
-    Some(VerificationSettings { provider: provider?, username_template, timeout, request_timeout, poll_every, policy })
+    Some(VerificationSettings {
+        provider: provider?,
+        username_template,
+        timeout,
+        request_timeout,
+        poll_every,
+        require_linked,
+        policy,
+    })
 }
 
 fn rule(table: &TableReader<'_>) -> Option<VerificationRule> {

@@ -77,6 +77,12 @@ pub enum AuditKind {
     /// A directory sync was refused (it failed, or would remove too much); the last good
     /// snapshot stays.
     DirectorySyncRefused,
+    /// A Discord account asked to be bound to a person (a push went to that person), was bound,
+    /// was not (denied, timed out, failed), or was unbound.
+    IdentityLinkRequested,
+    IdentityLinked,
+    IdentityLinkRefused,
+    IdentityUnlinked,
     /// A record written by a benchmark or a test of the store itself.
     StoreProbe,
 }
@@ -95,6 +101,10 @@ impl AuditKind {
             AuditKind::DirectoryChange(change) => Cow::Owned(format!("directory.{change}")),
             AuditKind::DirectorySyncRefused => Cow::Borrowed("directory.sync_refused"),
             AuditKind::DigestPosted => Cow::Borrowed("digest.posted"),
+            AuditKind::IdentityLinkRequested => Cow::Borrowed("identity.link_requested"),
+            AuditKind::IdentityLinked => Cow::Borrowed("identity.linked"),
+            AuditKind::IdentityLinkRefused => Cow::Borrowed("identity.link_refused"),
+            AuditKind::IdentityUnlinked => Cow::Borrowed("identity.unlinked"),
             AuditKind::StoreProbe => Cow::Borrowed("store.probe"),
         }
     }

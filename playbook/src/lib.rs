@@ -11,6 +11,7 @@
 //!   change teaches the movement's history.
 //! - [`audit_kind`]: every kind of audit record, refusals named one way.
 //! - [`verification`]: which answers must be verified out of band before they count.
+//! - [`identity`]: chat accounts bound to people by a push they approved.
 //!
 //! Architecture invariant: this crate does no I/O. It reads no clock, no file, no network; its
 //! callers pass `now` in and carry the returned effects out.
@@ -20,6 +21,7 @@ pub mod cases;
 pub mod definition;
 pub mod engine;
 pub mod facts;
+pub mod identity;
 pub mod ids;
 pub mod model;
 pub mod movement;

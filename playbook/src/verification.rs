@@ -90,6 +90,8 @@ pub struct Verifying {
     pub policy: VerificationPolicy,
     /// How long after it is asked for a push counts as timed out.
     pub push_lifetime_millis: i64,
+    /// Only chat accounts bound to their person with `/link` may confirm.
+    pub require_linked: bool,
 }
 
 /// One rule: these answers, given in this capacity, on a system at least this critical, by

@@ -23,6 +23,8 @@
 //! | `y/`   | directory source name       | the source's last good snapshot (JSON) |
 //! | `q/`   | notice sequence (u64)       | a notice for the SOC channel, not about one case |
 //! | `m/`   | `next_notice`               | the next notice's sequence (u64) |
+//! | `l/`   | Discord id (u64)            | the person that Discord account is bound to |
+//! | `w/`   | Discord id (u64)            | a link asked for, waiting on the person's push |
 
 use vouch_playbook::CaseId;
 
@@ -158,6 +160,16 @@ pub(crate) fn undelivered(id: CaseId, seq: u64) -> Vec<u8> {
 /// A named point in time Vouch keeps across restarts (such as when the digest last went out).
 pub(crate) const DIRECTORY_SNAPSHOT_PREFIX: &[u8] = b"y/";
 pub(crate) const NOTICE_PREFIX: &[u8] = b"q/";
+pub(crate) const IDENTITY_LINK_PREFIX: &[u8] = b"l/";
+pub(crate) const PENDING_LINK_PREFIX: &[u8] = b"w/";
+
+pub(crate) fn identity_link(discord_id: vouch_playbook::Snowflake) -> Vec<u8> {
+    with_prefix(IDENTITY_LINK_PREFIX, &[&discord_id.get().to_be_bytes()])
+}
+
+pub(crate) fn pending_link(discord_id: vouch_playbook::Snowflake) -> Vec<u8> {
+    with_prefix(PENDING_LINK_PREFIX, &[&discord_id.get().to_be_bytes()])
+}
 pub(crate) const META_NEXT_NOTICE: &[u8] = b"m/next_notice";
 
 pub(crate) fn notice(seq: u64) -> Vec<u8> {

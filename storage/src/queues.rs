@@ -103,6 +103,16 @@ impl Store {
         })
     }
 
+    /// Every Discord account bound to a person.
+    pub fn identity_links(&self) -> Result<Vec<vouch_playbook::identity::IdentityLink>> {
+        self.values_under(keys::IDENTITY_LINK_PREFIX, "identity link")
+    }
+
+    /// Every link asked for and still waiting on its push.
+    pub fn pending_links(&self) -> Result<Vec<vouch_playbook::identity::PendingLink>> {
+        self.values_under(keys::PENDING_LINK_PREFIX, "pending link")
+    }
+
     /// Every value stored under a key prefix, in key order.
     fn values_under<T: serde::de::DeserializeOwned>(&self, prefix: &[u8], what: &str) -> Result<Vec<T>> {
         self.on_current(|generation| {

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use vouch_playbook::cases::OpenMovement;
 use vouch_playbook::facts::History;
-use vouch_playbook::{Case, CaseId, Effect, GroupingKey, MovementKey, Timestamp};
+use vouch_playbook::identity::{IdentityLink, PendingLink};
+use vouch_playbook::{Case, CaseId, Effect, GroupingKey, MovementKey, Snowflake, Timestamp};
 
 use crate::audit::{self, AuditRecord, NewRecord};
 use crate::codec::{decode, encode};
@@ -66,6 +67,14 @@ pub trait Transaction {
 
     /// Appends a record to the audit chain.
     fn append_audit(&mut self, record: NewRecord<'_>) -> Result<AuditRecord>;
+    /// The person a Discord account is bound to.
+    fn identity_link(&mut self, discord_id: Snowflake) -> Result<Option<IdentityLink>>;
+    fn put_identity_link(&mut self, link: &IdentityLink);
+    fn remove_identity_link(&mut self, discord_id: Snowflake);
+    /// A link the account asked for, waiting on the person's push.
+    fn pending_link(&mut self, discord_id: Snowflake) -> Result<Option<PendingLink>>;
+    fn put_pending_link(&mut self, pending: &PendingLink);
+    fn remove_pending_link(&mut self, discord_id: Snowflake);
 }
 
 /// What the writer lock guards besides the order of writes: the audit chain's head, cached so
@@ -359,6 +368,30 @@ impl Transaction for SledTransaction<'_> {
         self.insert(keys::notice(seq), encode(&crate::Notice { seq, text: text.to_string() }));
         self.insert(keys::META_NEXT_NOTICE, &(seq + 1).to_be_bytes());
         Ok(seq)
+    }
+
+    fn identity_link(&mut self, discord_id: Snowflake) -> Result<Option<IdentityLink>> {
+        self.value(&keys::identity_link(discord_id))?.map(|value| decode(&value, "identity link")).transpose()
+    }
+
+    fn put_identity_link(&mut self, link: &IdentityLink) {
+        self.insert(keys::identity_link(link.discord_id), encode(link));
+    }
+
+    fn remove_identity_link(&mut self, discord_id: Snowflake) {
+        self.remove(keys::identity_link(discord_id));
+    }
+
+    fn pending_link(&mut self, discord_id: Snowflake) -> Result<Option<PendingLink>> {
+        self.value(&keys::pending_link(discord_id))?.map(|value| decode(&value, "pending link")).transpose()
+    }
+
+    fn put_pending_link(&mut self, pending: &PendingLink) {
+        self.insert(keys::pending_link(pending.discord_id), encode(pending));
+    }
+
+    fn remove_pending_link(&mut self, discord_id: Snowflake) {
+        self.remove(keys::pending_link(discord_id));
     }
 
     fn append_audit(&mut self, entry: NewRecord<'_>) -> Result<AuditRecord> {

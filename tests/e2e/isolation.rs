@@ -510,6 +510,7 @@ async fn without_discord_an_isolation_still_reaches_the_webhook_and_chat_effects
         name: "Sam Okafor".to_string(),
         soc: true,
         roles: Vec::new(),
+        linked: false,
     };
     let service = &running.service;
     for (kind, event) in [

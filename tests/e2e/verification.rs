@@ -21,6 +21,7 @@ fn settings(provider: PushProviderSettings) -> VerificationSettings {
         timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(1),
         poll_every: Duration::from_millis(100),
+        require_linked: false,
         policy: Default::default(),
     }
 }
@@ -243,18 +244,24 @@ async fn okta_refuses_a_bad_token_and_faults_are_never_approvals() {
 }
 
 const BOB: u64 = 100_000_000_000_000_002;
+const BOB_ID: &str = "100000000000000002";
 const ALICE: u64 = 100_000_000_000_000_001;
 const SAM: u64 = 100_000_000_000_000_004;
 /// A second SOC member, so a case whose push was denied can be closed by two.
 const TESS: u64 = 100_000_000_000_000_006;
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A Vouch talking to the Discord simulator and verifying answers with the Duo simulator.
-fn verified_workspace(simulator: &discord_simulator::Simulator, duo: &DuoSimulator) -> crate::support::Workspace {
+/// A Vouch talking to the Discord simulator and verifying answers with the Duo simulator;
+/// `extra` goes in `[verification]`.
+fn verified_workspace(
+    simulator: &discord_simulator::Simulator,
+    duo: &DuoSimulator,
+    extra: &str,
+) -> crate::support::Workspace {
     let workspace = crate::support::Workspace::discord(simulator);
     std::fs::write(workspace.config().with_file_name("duo.secret"), SECRET_KEY).expect("write");
     workspace.append_settings(&format!(
-        "[verification]\nprovider = \"duo\"\ntimeout_seconds = 10\npoll_interval_ms = 100\nrequest_timeout_seconds = 2\n\
+        "[verification]\nprovider = \"duo\"\ntimeout_seconds = 10\npoll_interval_ms = 100\nrequest_timeout_seconds = 2\n{extra}\n\
          [verification.duo]\napi_url = \"{}\"\nintegration_key = \"{INTEGRATION_KEY}\"\nsecret_key = {{ file = \"duo.secret\" }}\n",
         duo.base()
     ));
@@ -295,7 +302,7 @@ async fn an_expected_on_a_high_system_counts_once_the_push_is_approved_and_a_den
     let simulator = crate::support::guild(true, &members).await;
     let duo = DuoSimulator::start(duo_world()).await;
     set_bob(&duo, PushAnswer::Approve, 3);
-    let workspace = verified_workspace(&simulator, &duo);
+    let workspace = verified_workspace(&simulator, &duo, "");
     let vouch = workspace.start();
 
     // 1. Approved: the click is answered at once and held; the push is approved; it counts,
@@ -406,4 +413,148 @@ async fn an_expected_on_a_high_system_counts_once_the_push_is_approved_and_a_den
     crate::discord::assert_conformant(&simulator, &vouch);
     assert_eq!(vouch.terminate(), 0);
     workspace.assert_audit_intact();
+}
+
+const MALLORY: u64 = 100_000_000_000_000_777;
+
+/// `/link` and `/unlink` through the simulator; the ephemeral answer's text.
+async fn command(simulator: &discord_simulator::Simulator, user: u64, name: &str, person: Option<&str>) -> String {
+    let options = match person {
+        Some(person) => serde_json::json!([{"name": "person", "type": 3, "value": person}]),
+        None => serde_json::json!([]),
+    };
+    let asked = simulator.slash_command(user, crate::support::TRIAGE_CHANNEL, name, options);
+    let response = simulator.response(asked, WAIT).await;
+    assert_eq!(response["data"]["flags"], 64, "commands answer privately: {response}");
+    response["data"]["content"].as_str().unwrap_or_default().to_string()
+}
+
+/// The links in force, once `ready` holds of them.
+async fn links_until(base: &str, what: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, links) = crate::support::get_json(base, "/api/v1/identity/links").await;
+        assert_eq!(status, 200, "{links}");
+        if ready(&links) {
+            return links;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {links}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_it() {
+    let members: [(u64, &str, &[u64]); 4] = [
+        (ALICE, "alice", &[]),
+        (BOB, "bob", &[]),
+        (SAM, "sam", &[crate::support::SOC_ROLE]),
+        (MALLORY, "mallory", &[]),
+    ];
+    let simulator = crate::support::guild(true, &members).await;
+    let duo = DuoSimulator::start(duo_world()).await;
+    set_bob(&duo, PushAnswer::Approve, 2);
+    let workspace = verified_workspace(&simulator, &duo, "require_linked = true");
+    let vouch = workspace.start();
+    simulator.wait_for("the commands to be registered", WAIT, |world| (world.commands.len() == 5).then_some(())).await;
+
+    // 1. Bob's Discord account is named by the directory but not linked: his answer is refused.
+    let (case_id, answer) = bob_answers_expected(&simulator, &vouch, "edr-l1", "WS-17").await;
+    assert!(answer.to_string().contains("run /link"), "{answer}");
+    assert_eq!(answer["data"]["flags"], 64, "refused privately: {answer}");
+
+    // 2. Mallory asks to be Bob; Bob denies the push: nothing is linked and the SOC is told.
+    set_bob(&duo, PushAnswer::Deny, 2);
+    let sent = command(&simulator, MALLORY, "link", Some("bob")).await;
+    assert!(sent.contains("A push was sent to Bob Stone's phone"), "{sent}");
+    simulator
+        .wait_for("the SOC to be told of the refused link", WAIT, |world| {
+            world
+                .requests
+                .iter()
+                .filter_map(|request| request.body.as_ref())
+                .find(|body| body["content"].as_str().is_some_and(|text| text.contains("may not be who it claims")))
+                .cloned()
+        })
+        .await;
+    let links = links_until(&vouch.base, "the refused request to end", |links| {
+        links["pending"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    assert_eq!(links["links"], serde_json::json!([]), "{links}");
+
+    // 3. Bob links his own account: his approval binds it, and his answer then counts (verified).
+    set_bob(&duo, PushAnswer::Approve, 2);
+    let sent = command(&simulator, BOB, "link", Some("bob")).await;
+    assert!(sent.contains("A push was sent"), "{sent}");
+    let links = links_until(&vouch.base, "Bob's account to be linked", |links| {
+        links["links"].as_array().is_some_and(|links| !links.is_empty())
+    })
+    .await;
+    assert_eq!(links["links"][0]["person"], "bob");
+    assert_eq!(links["links"][0]["discord_id"], BOB.to_string());
+    assert_eq!(links["links"][0]["verified"]["provider"], "Duo Push");
+    let card = crate::support::card(&simulator, &case_id).await;
+    let ping = crate::discord::ping_for(&simulator, &card, BOB).await;
+    let clicked = simulator.click(BOB, ping.id, &crate::discord::button(&ping, "Expected"));
+    let held = simulator.response(clicked, WAIT).await;
+    assert!(held.to_string().contains("counts once they approve the push"), "{held}");
+    crate::support::case_until(&vouch.base, &case_id, WAIT, "Bob's verified answer to count", |case| {
+        case["state"] == "closed_expected"
+    })
+    .await;
+
+    // 4. A second account cannot take Bob's identity over without his approval: denied, Bob's
+    //    link stays as it was.
+    set_bob(&duo, PushAnswer::Deny, 2);
+    command(&simulator, MALLORY, "link", Some("bob")).await;
+    let links = links_until(&vouch.base, "Mallory's request to end", |links| {
+        links["pending"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    assert_eq!(links["links"].as_array().map(Vec::len), Some(1), "{links}");
+    assert_eq!(links["links"][0]["discord_id"], BOB.to_string(), "{links}");
+
+    // 5. Links survive a restart; /unlink ends one, audited.
+    assert_eq!(vouch.terminate(), 0);
+    let identified = simulator.with_world(|world| world.gateway_identifies);
+    let vouch = workspace.start();
+    // A command reaches only a connected bot, as on Discord.
+    simulator
+        .wait_for("the restarted Vouch to connect", WAIT, |world| (world.gateway_identifies > identified).then_some(()))
+        .await;
+    links_until(&vouch.base, "the link to survive the restart", |links| {
+        links["links"][0]["discord_id"].as_str() == Some(BOB_ID)
+    })
+    .await;
+    let unlinked = command(&simulator, BOB, "unlink", None).await;
+    assert!(unlinked.contains("no longer linked to bob"), "{unlinked}");
+    links_until(&vouch.base, "no link left", |links| links["links"] == serde_json::json!([])).await;
+    assert_eq!(command(&simulator, BOB, "unlink", None).await, "This Discord account is not linked to anyone.");
+    crate::discord::assert_conformant(&simulator, &vouch);
+    assert_eq!(vouch.terminate(), 0);
+
+    workspace.assert_audit_intact();
+    let config = workspace.config();
+    let (code, export, stderr) =
+        workspace.run_command(&["audit", "export", "--config", config.to_str().expect("path")]);
+    assert_eq!(code, 0, "{stderr}");
+    let kinds: Vec<String> = export
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|record| record["kind"].as_str().map(str::to_string))
+        .filter(|kind| kind.starts_with("identity."))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "identity.link_requested",
+            "identity.link_refused",
+            "identity.link_requested",
+            "identity.linked",
+            "identity.link_requested",
+            "identity.link_refused",
+            "identity.unlinked"
+        ]
+    );
 }

@@ -18,6 +18,7 @@ use vouch_playbook::{Actor, AuditKind, CaseEvent, CaseId, CaseState, EventKind, 
 
 use super::custom_id::{Action, ButtonId};
 use super::render;
+use crate::identity_links::LinkRequest;
 use crate::service::{CaseRequest, Change, Service};
 
 /// The form field that carries a justification.
@@ -56,6 +57,26 @@ impl EventHandler for Handler {
             CreateCommand::new("cases").description("List the open cases"),
             CreateCommand::new("oncall").description("Who is paged when a case is escalated"),
         ];
+        // Linking needs a push provider to verify with.
+        let commands = if self.service.pushes.is_some() {
+            let mut commands = commands;
+            commands.push(
+                CreateCommand::new("link")
+                    .description("Link this Discord account to you in the directory (a push to your phone confirms it)")
+                    .add_option(
+                        CreateCommandOption::new(
+                            CommandOptionType::String,
+                            "person",
+                            "Your directory id, such as alice",
+                        )
+                        .required(true),
+                    ),
+            );
+            commands.push(CreateCommand::new("unlink").description("Unlink this Discord account from its person"));
+            commands
+        } else {
+            commands
+        };
         if let Err(error) = guild.set_commands(&ctx.http, commands).await {
             tracing::warn!(error = %error, "cannot register the slash commands");
         }
@@ -83,10 +104,13 @@ fn snowflake(id: u64) -> Option<Snowflake> {
 }
 
 impl Handler {
+    /// Who clicked: the person their Discord account is linked to (`/link`), else the person the
+    /// directory names for that account.
     fn actor(&self, user: &User, member: Option<&Member>) -> Actor {
         let discord_id = snowflake(user.id.get());
         let directory = self.service.directory.get();
-        let person = discord_id.and_then(|id| directory.person_by_discord(id));
+        let linked = discord_id.and_then(|id| self.service.links.person(id)).and_then(|id| directory.person(&id));
+        let person = linked.or_else(|| discord_id.and_then(|id| directory.person_by_discord(id)));
         let soc_role = RoleId::new(self.settings.soc_role_id.get());
         Actor {
             discord_id,
@@ -94,6 +118,41 @@ impl Handler {
             name: person.map_or_else(|| user.name.clone(), |person| person.name.clone()),
             soc: member.is_some_and(|member| member.roles.contains(&soc_role)),
             roles: person.map(|person| person.roles.clone()).unwrap_or_default(),
+            linked: linked.is_some(),
+        }
+    }
+
+    /// `/link person`: records the request and sends a push to that person; only their approval
+    /// binds this account to them.
+    async fn link(&self, user: &User, member: Option<&Member>, named: &str) -> String {
+        let actor = self.actor(user, member);
+        let Some(discord_id) = actor.discord_id else {
+            return "This Discord account has no id Vouch can read.".to_string();
+        };
+        let Ok(person_id) = vouch_playbook::PersonId::parse(&named.trim().to_ascii_lowercase()) else {
+            return format!("`{}` is not a directory id.", render::inert(named, 64));
+        };
+        let Some(person) = self.service.directory.get().person(&person_id).cloned() else {
+            return format!("Nobody in the directory is `{person_id}`.");
+        };
+        let lifetime =
+            self.service.playbook.verifying.as_ref().map_or(60_000, |verifying| verifying.push_lifetime_millis);
+        let summary = format!("Link Discord account {} to {} in Vouch", render::cap(&user.name, 64), person.name);
+        let now = self.service.clock.now();
+        let requesting = actor.clone();
+        let requested = self
+            .blocking(move |service| service.request_link(&requesting, discord_id, person_id, summary, lifetime, now))
+            .await;
+        match requested {
+            Some(LinkRequest::Sent(push)) => {
+                self.service.send_push(push);
+                format!(
+                    "A push was sent to {}'s phone. Once they approve it, this Discord account answers in Vouch as them.",
+                    render::inert(&person.name, 100)
+                )
+            }
+            Some(LinkRequest::Refused(reason)) => format!("Not linked: {}.", render::inert(&reason, 300)),
+            None => "Vouch could not record this; please try again.".to_string(),
         }
     }
 
@@ -435,6 +494,26 @@ impl Handler {
                     self.settings.soc_role_id.get()
                 ),
             },
+            "link" => {
+                let named =
+                    command.data.options.first().and_then(|option| option.value.as_str()).unwrap_or("").to_string();
+                self.link(&command.user, command.member.as_deref(), &named).await
+            }
+            "unlink" => {
+                let actor = self.actor(&command.user, command.member.as_deref());
+                match actor.discord_id {
+                    Some(discord_id) => {
+                        let now = self.service.clock.now();
+                        let unlinking = actor.clone();
+                        match self.blocking(move |service| service.unlink(&unlinking, discord_id, now)).await {
+                            Some(Some(person)) => format!("This Discord account is no longer linked to {person}."),
+                            Some(None) => "This Discord account is not linked to anyone.".to_string(),
+                            None => "Vouch could not record this; please try again.".to_string(),
+                        }
+                    }
+                    None => "This Discord account has no id Vouch can read.".to_string(),
+                }
+            }
             other => format!("Vouch has no /{other} command."),
         };
         self.respond(ctx, ephemeral(render::cap(&text, 1900)), command).await;

@@ -10,7 +10,7 @@ pub mod duo;
 pub mod okta;
 pub mod worker;
 
-pub use worker::{PushToSend, PushWorker};
+pub use worker::{PushSubject, PushToSend, PushWorker};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,5 +1,6 @@
-//! Carries pushes out: sends the push an answer waits on, records the transaction with the case,
-//! polls it, and records how it ended. The engine decides what each end means.
+//! Carries pushes out: sends the push an answer (or a `/link` request) waits on, records the
+//! transaction with it, polls it, and records how it ended. The engine (for answers) and
+//! `vouch_playbook::identity` (for links) decide what each end means.
 //!
 //! A push is recorded (`PushSent`) before it is polled, so a restart resumes polling it. A push
 //! that was asked for but not recorded as sent when Vouch stopped is not sent again (a second
@@ -14,7 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 use vouch_config::VerificationSettings;
 use vouch_playbook::engine::{PushOutcome, PushRecord};
-use vouch_playbook::{Actor, CaseEvent, CaseId, CaseState, EventKind, PersonId, Timestamp};
+use vouch_playbook::{Actor, CaseEvent, CaseId, CaseState, EventKind, PersonId, Snowflake, Timestamp};
 
 use super::{PushRequest, PushStatus, PushTransaction, PushVerifier};
 use crate::service::{CaseRequest, Service};
@@ -23,11 +24,19 @@ use crate::service::{CaseRequest, Service};
 /// waited out; a long one is not mistaken for an approval, only for a failure).
 const MOST_FAILED_POLLS: u32 = 3;
 
+/// What a push verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushSubject {
+    /// An answer held on a case.
+    Case { case_id: CaseId, verification: u32 },
+    /// A Discord account asking to be bound to the person (`/link`).
+    Link { discord_id: Snowflake },
+}
+
 /// A push a durable change asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushToSend {
-    pub case_id: CaseId,
-    pub verification: u32,
+    pub subject: PushSubject,
     pub person: PersonId,
     pub summary: String,
 }
@@ -54,45 +63,54 @@ impl PushWorker {
     pub async fn run(mut self) {
         self.resume_after_restart().await;
         while let Some(push) = self.requests.recv().await {
-            let push_task = PushTask {
-                service: Arc::clone(&self.service),
-                verifier: Arc::clone(&self.verifier),
-                poll_every: self.poll_every,
-                case_id: push.case_id,
-                verification: push.verification,
-            };
             let username = self.settings.username_of(push.person.as_str());
-            tokio::spawn(push_task.send_then_poll(PushRequest { username, summary: push.summary }));
+            let task = self.task(push.subject);
+            tokio::spawn(task.send_then_poll(PushRequest { username, summary: push.summary }));
         }
     }
 
-    /// Pushes that were waiting when Vouch stopped: those sent are polled again, those not
-    /// recorded as sent end as failed.
+    fn task(&self, subject: PushSubject) -> PushTask {
+        PushTask {
+            service: Arc::clone(&self.service),
+            verifier: Arc::clone(&self.verifier),
+            poll_every: self.poll_every,
+            subject,
+        }
+    }
+
+    /// Pushes that were waiting when Vouch stopped (for answers and for links): those sent are
+    /// polled again, those not recorded as sent end as failed.
     async fn resume_after_restart(&self) {
         let service = Arc::clone(&self.service);
         let states = [CaseState::Open, CaseState::AwaitingConfirmation, CaseState::Escalated];
-        let cases = match tokio::task::spawn_blocking(move || service.store.cases(Some(&states))).await {
-            Ok(Ok(cases)) => cases,
+        let waiting = tokio::task::spawn_blocking(move || {
+            let cases = service.store.cases(Some(&states))?;
+            let links = service.store.pending_links()?;
+            Ok::<_, vouch_storage::StorageError>((cases, links))
+        })
+        .await;
+        let (cases, links) = match waiting {
+            Ok(Ok(waiting)) => waiting,
             Ok(Err(error)) => {
-                tracing::error!(%error, "cannot read the cases whose pushes may be waiting; they end on their deadlines");
+                tracing::error!(%error, "cannot read the pushes that may be waiting; those of cases end on their deadlines");
                 return;
             }
             Err(_) => return,
         };
-        for case in cases {
-            let Some(pending) = case.pending_verification else { continue };
-            let task = PushTask {
-                service: Arc::clone(&self.service),
-                verifier: Arc::clone(&self.verifier),
-                poll_every: self.poll_every,
-                case_id: case.id,
-                verification: pending.id,
-            };
-            match pending.push {
+        let held = cases.into_iter().filter_map(|case| {
+            let pending = case.pending_verification?;
+            Some((PushSubject::Case { case_id: case.id, verification: pending.id }, pending.push, pending.expires_at))
+        });
+        let links = links
+            .into_iter()
+            .map(|link| (PushSubject::Link { discord_id: link.discord_id }, link.push, link.expires_at));
+        for (subject, push, expires_at) in held.chain(links) {
+            let task = self.task(subject);
+            match push {
                 Some(push) => {
-                    tracing::info!(case_id = %case.id, transaction = %push.transaction, "polling a push sent before the restart");
+                    tracing::info!(?subject, transaction = %push.transaction, "polling a push sent before the restart");
                     let transaction = PushTransaction { provider: self.verifier.provider(), id: push.transaction };
-                    tokio::spawn(task.poll(transaction, pending.expires_at));
+                    tokio::spawn(task.poll(transaction, expires_at));
                 }
                 None => {
                     let reason = "Vouch stopped before the push was sent".to_string();
@@ -108,8 +126,7 @@ struct PushTask {
     service: Arc<Service>,
     verifier: Arc<dyn PushVerifier>,
     poll_every: Duration,
-    case_id: CaseId,
-    verification: u32,
+    subject: PushSubject,
 }
 
 impl PushTask {
@@ -117,7 +134,7 @@ impl PushTask {
         let sent = match self.verifier.send_push(&request).await {
             Ok(sent) => sent,
             Err(error) => {
-                tracing::warn!(case_id = %self.case_id, %error, "the push could not be sent");
+                tracing::warn!(subject = ?self.subject, %error, "the push could not be sent");
                 return self.finish(PushOutcome::Failed { reason: error.to_string() }).await;
             }
         };
@@ -126,16 +143,7 @@ impl PushTask {
             transaction: sent.transaction.id.clone(),
             number_to_pick: sent.number_to_pick,
         };
-        let detail =
-            json!({"verification": self.verification, "provider": push.provider, "transaction": push.transaction});
-        let recorded = self
-            .record(
-                EventKind::VerificationPushSent,
-                detail,
-                CaseEvent::PushSent { verification: self.verification, push },
-            )
-            .await;
-        let Some(expires_at) = recorded else { return };
+        let Some(expires_at) = self.record_sent(push).await else { return };
         self.poll(sent.transaction, expires_at).await;
     }
 
@@ -155,7 +163,7 @@ impl PushTask {
                 Ok(PushStatus::TimedOut) => PushOutcome::TimedOut,
                 Err(error) => {
                     failed_polls += 1;
-                    tracing::warn!(case_id = %self.case_id, %error, failed_polls, "a push could not be polled");
+                    tracing::warn!(subject = ?self.subject, %error, failed_polls, "a push could not be polled");
                     if failed_polls < MOST_FAILED_POLLS {
                         continue;
                     }
@@ -166,16 +174,58 @@ impl PushTask {
         }
     }
 
+    /// Records the push as sent; its deadline, or `None` when what it verifies moved on.
+    async fn record_sent(&self, push: PushRecord) -> Option<Timestamp> {
+        match self.subject {
+            PushSubject::Case { case_id, verification } => {
+                let detail =
+                    json!({"verification": verification, "provider": push.provider, "transaction": push.transaction});
+                let event = CaseEvent::PushSent { verification, push };
+                self.apply(case_id, EventKind::VerificationPushSent, detail, event).await
+            }
+            PushSubject::Link { discord_id } => {
+                let service = Arc::clone(&self.service);
+                match tokio::task::spawn_blocking(move || service.link_push_sent(discord_id, push)).await {
+                    Ok(Ok(expires_at)) => expires_at,
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "a link request's push could not be recorded; the request ends on restart");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+        }
+    }
+
     async fn finish(&self, outcome: PushOutcome) {
-        let detail = json!({"verification": self.verification, "outcome": outcome});
-        let event = CaseEvent::VerificationFinished { verification: self.verification, outcome };
-        self.record(EventKind::VerificationFinished, detail, event).await;
+        match self.subject {
+            PushSubject::Case { case_id, verification } => {
+                let detail = json!({"verification": verification, "outcome": outcome});
+                let event = CaseEvent::VerificationFinished { verification, outcome };
+                self.apply(case_id, EventKind::VerificationFinished, detail, event).await;
+            }
+            PushSubject::Link { discord_id } => {
+                let service = Arc::clone(&self.service);
+                let now = self.service.clock.now();
+                match tokio::task::spawn_blocking(move || service.finish_link(discord_id, outcome, now)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::error!(%error, "a link request's end could not be recorded"),
+                    Err(_) => {}
+                }
+            }
+        }
     }
 
     /// Applies a push's event to its case; the push's deadline when it was taken.
-    async fn record(&self, kind: EventKind, detail: serde_json::Value, event: CaseEvent) -> Option<Timestamp> {
+    async fn apply(
+        &self,
+        case_id: CaseId,
+        kind: EventKind,
+        detail: serde_json::Value,
+        event: CaseEvent,
+    ) -> Option<Timestamp> {
         let actor = Actor::vouch();
-        let request = CaseRequest::new(self.case_id, kind, &actor, detail, event);
+        let request = CaseRequest::new(case_id, kind, &actor, detail, event);
         match self.service.apply_durably(request, self.service.clock.now()).await {
             Ok(crate::service::Change::Applied { case }) => {
                 self.service.effects_ready.notify_one();
@@ -185,7 +235,7 @@ impl PushTask {
             // The case moved on (the push expired on its deadline first): nothing to carry on.
             Ok(_) => None,
             Err(error) => {
-                tracing::error!(case_id = %self.case_id, %error, "a push's result could not be recorded; it ends on its deadline");
+                tracing::error!(%case_id, %error, "a push's result could not be recorded; it ends on its deadline");
                 None
             }
         }

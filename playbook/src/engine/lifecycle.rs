@@ -274,6 +274,11 @@ impl Case {
             let asked = self.confirmation.current_confirmer().map(Confirmer::label).unwrap_or_default();
             return self.refuse(format!("this confirmation was asked of {asked}"));
         }
+        if playbook.verifying.as_ref().is_some_and(|verifying| verifying.require_linked) && !by.linked {
+            return self.refuse(
+                "only Discord accounts linked to their person may answer: run /link with your directory id first",
+            );
+        }
         let Some(confirmer) = self.confirmation.current_confirmer().cloned() else {
             return self.refuse("nobody is being asked to confirm this case right now");
         };

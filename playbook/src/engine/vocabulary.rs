@@ -134,12 +134,23 @@ pub struct Actor {
     /// The person's roles in the directory (what a verification rule may be limited to).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The chat account is bound to the person by a push they approved (`/link`), rather than
+    /// only named by the directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub linked: bool,
 }
 
 impl Actor {
     /// Vouch's own timers.
     pub fn vouch() -> Actor {
-        Actor { discord_id: None, person: None, name: "Vouch".to_string(), soc: false, roles: Vec::new() }
+        Actor {
+            discord_id: None,
+            person: None,
+            name: "Vouch".to_string(),
+            soc: false,
+            roles: Vec::new(),
+            linked: false,
+        }
     }
 
     fn is(&self, person: &PersonRef) -> bool {

@@ -379,6 +379,7 @@ fn soc(name: &str) -> Actor {
         name: name.to_string(),
         soc: true,
         roles: Vec::new(),
+        linked: false,
     }
 }
 
@@ -389,6 +390,7 @@ fn member(id: &str) -> Actor {
         name: id.to_string(),
         soc: false,
         roles: Vec::new(),
+        linked: false,
     }
 }
 
@@ -739,6 +741,7 @@ fn authorization_matrix() {
                 name: "mallory".to_string(),
                 soc: false,
                 roles: Vec::new(),
+                linked: false,
             },
         ),
         ("owner in a DM", frank_in_dm),
@@ -958,6 +961,7 @@ fn verifying_playbook() -> Playbook {
     playbook.verifying = Some(vouch_playbook::verification::Verifying {
         policy: vouch_playbook::verification::VerificationPolicy::default(),
         push_lifetime_millis: 120_000,
+        require_linked: false,
     });
     playbook
 }
