@@ -147,21 +147,13 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
 
     // The audit log holds the change and one record per refused streak, and still verifies.
     workspace.assert_audit_intact();
-    let config = workspace.config();
-    let (code, export, stderr) =
-        workspace.run_command(&["audit", "export", "--config", config.to_str().expect("path")]);
-    assert_eq!(code, 0, "{stderr}");
-    let kinds: Vec<String> = export
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|record| record["kind"].as_str().map(str::to_string))
-        .filter(|kind| kind.starts_with("directory."))
-        .collect();
+    let kinds = workspace.audit_kinds("directory.");
     assert_eq!(kinds.iter().filter(|kind| *kind == "directory.manager_changed").count(), 1, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|kind| *kind == "directory.sync_refused").count(), 2, "{kinds:?}");
     assert!(kinds.contains(&"directory.person_added".to_string()), "the first sync added the people: {kinds:?}");
 
     // What Vouch believes, and who said it.
+    let config = workspace.config();
     let (code, shown, _) =
         workspace.run_command(&["directory", "show", "--config", config.to_str().expect("path"), "alice"]);
     assert_eq!(code, 0, "{shown}");

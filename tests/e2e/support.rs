@@ -176,7 +176,6 @@ impl Workspace {
         )
     }
 
-    /// Starts `vouch run` and waits for it to say where it listens.
     /// Runs `vouch audit verify` on this workspace's store, fails the test unless the chain is
     /// intact, and returns what the command printed.
     pub fn assert_audit_intact(&self) -> String {
@@ -186,6 +185,21 @@ impl Workspace {
         stdout
     }
 
+    /// The kinds of the audit records starting with `prefix`, in order, as `vouch audit export`
+    /// prints them (Vouch must be stopped).
+    pub fn audit_kinds(&self, prefix: &str) -> Vec<String> {
+        let config = self.config();
+        let (code, export, stderr) = self.run_command(&["audit", "export", "--config", config.to_str().expect("path")]);
+        assert_eq!(code, 0, "{stderr}");
+        export
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|record| record["kind"].as_str().map(str::to_string))
+            .filter(|kind| kind.starts_with(prefix))
+            .collect()
+    }
+
+    /// Starts `vouch run` and waits for it to say where it listens.
     pub fn start(&self) -> Running {
         let config = self.config();
         self.start_command(self.command(&["run", "--config", config.to_str().expect("utf-8 path")]))

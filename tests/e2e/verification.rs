@@ -268,6 +268,20 @@ fn verified_workspace(
     workspace
 }
 
+/// Waits until Vouch has sent Discord a message saying `text`.
+async fn told(simulator: &discord_simulator::Simulator, what: &str, text: &str) {
+    simulator
+        .wait_for(what, WAIT, |world| {
+            world
+                .requests
+                .iter()
+                .filter_map(|request| request.body.as_ref())
+                .any(|body| body["content"].as_str().is_some_and(|content| content.contains(text)))
+                .then_some(())
+        })
+        .await;
+}
+
 fn set_bob(duo: &DuoSimulator, answer: PushAnswer, on_poll: u32) {
     duo.world().users.insert("bob".to_string(), DuoUser::Push { answer, on_poll });
 }
@@ -350,16 +364,7 @@ async fn an_expected_on_a_high_system_counts_once_the_push_is_approved_and_a_den
     .await;
     assert_ne!(case["state"], "closed_expected");
     assert!(case["concerns"].to_string().contains("denied the push"), "{case}");
-    simulator
-        .wait_for("the SOC to be told of the denied push", WAIT, |world| {
-            world
-                .requests
-                .iter()
-                .filter_map(|request| request.body.as_ref())
-                .find(|body| body["content"].as_str().is_some_and(|text| text.contains("denied the push")))
-                .cloned()
-        })
-        .await;
+    told(&simulator, "the SOC to be told of the denied push", "denied the push").await;
     let card = crate::support::card(&simulator, &denied_case).await;
     let close = crate::discord::button(&card, "Close as expected");
     for (who, expected_state) in [(SAM, "awaiting_confirmation"), (TESS, "closed_expected")] {
@@ -467,16 +472,7 @@ async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_
     set_bob(&duo, PushAnswer::Deny, 2);
     let sent = command(&simulator, MALLORY, "link", Some("bob")).await;
     assert!(sent.contains("A push was sent to Bob Stone's phone"), "{sent}");
-    simulator
-        .wait_for("the SOC to be told of the refused link", WAIT, |world| {
-            world
-                .requests
-                .iter()
-                .filter_map(|request| request.body.as_ref())
-                .find(|body| body["content"].as_str().is_some_and(|text| text.contains("may not be who it claims")))
-                .cloned()
-        })
-        .await;
+    told(&simulator, "the SOC to be told of the refused link", "may not be who it claims").await;
     let links = links_until(&vouch.base, "the refused request to end", |links| {
         links["pending"].as_array().is_some_and(Vec::is_empty)
     })
@@ -535,16 +531,7 @@ async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_
     assert_eq!(vouch.terminate(), 0);
 
     workspace.assert_audit_intact();
-    let config = workspace.config();
-    let (code, export, stderr) =
-        workspace.run_command(&["audit", "export", "--config", config.to_str().expect("path")]);
-    assert_eq!(code, 0, "{stderr}");
-    let kinds: Vec<String> = export
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|record| record["kind"].as_str().map(str::to_string))
-        .filter(|kind| kind.starts_with("identity."))
-        .collect();
+    let kinds = workspace.audit_kinds("identity.");
     assert_eq!(
         kinds,
         [

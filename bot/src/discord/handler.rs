@@ -137,7 +137,8 @@ impl Handler {
         };
         let lifetime =
             self.service.playbook.verifying.as_ref().map_or(60_000, |verifying| verifying.push_lifetime_millis);
-        let summary = format!("Link Discord account {} to {} in Vouch", render::cap(&user.name, 64), person.name);
+        // The account's id, not its chosen name: the phone shows no text the requester wrote.
+        let summary = format!("Link Discord account {} to {} in Vouch", discord_id, person.name);
         let now = self.service.clock.now();
         let requesting = actor.clone();
         let requested = self
