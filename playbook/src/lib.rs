@@ -12,10 +12,13 @@
 //! - [`audit_kind`]: every kind of audit record, refusals named one way.
 //! - [`verification`]: which answers must be verified out of band before they count.
 //! - [`identity`]: chat accounts bound to people by a push they approved.
+//! - [`advance`]: vouches given in advance (standing approvals, declared activity): scoped to
+//!   one movement, windowed, and what they do to a new alert.
 //!
 //! Architecture invariant: this crate does no I/O. It reads no clock, no file, no network; its
 //! callers pass `now` in and carry the returned effects out.
 
+pub mod advance;
 pub mod audit_kind;
 pub mod cases;
 pub mod definition;

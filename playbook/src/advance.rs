@@ -1,0 +1,400 @@
+//! Vouches given in advance: a **standing approval** ("expect this movement again for N days",
+//! from a case closed as expected) and a **declaration** ("I will connect from A to B as X between
+//! T1 and T2, because …"). Both are scoped to one exact movement, verified when made, and
+//! expire; what one does to a new alert is decided here.
+//!
+//! A vouch given in advance never reaches wider than the movement it names, and never applies
+//! when the alert itself gives a reason to look: the engine raised a concern on it, the target is
+//! now more critical than when the vouch was made, or the person who vouched is no longer in the
+//! directory.
+
+use serde::{Deserialize, Serialize};
+
+use crate::definition::Playbook;
+use crate::engine::{Actor, Decision, PushRecord};
+use crate::facts::{Criticality, Facts};
+use crate::ids::PersonId;
+use crate::model::{executable_name, Alert, ConnectionKind, Outcome, Protocol};
+use crate::time::Timestamp;
+
+/// The longest a standing approval may last.
+pub const MOST_APPROVAL_DAYS: u32 = 90;
+/// The longest window a declaration may cover.
+pub const MOST_DECLARATION_HOURS: u32 = 24;
+const DAY_MILLIS: i64 = 24 * 60 * 60 * 1000;
+
+/// Exactly one movement: who, from where, to where, how, and with what kind of program. Two
+/// alerts are the same movement only when every part is equal; a part the alert does not name
+/// cannot be vouched for in advance.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MovementScope {
+    /// The initiating account's key (lower-cased name, without domain).
+    pub account: String,
+    /// Short, lower-cased hostnames.
+    pub source: String,
+    pub target: String,
+    pub connection: ConnectionKind,
+    pub protocol: Protocol,
+    /// The program's family (`remote_access_tool`, `shell`, ...), its executable name when it
+    /// belongs to none, or `None` when the alert names no program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+}
+
+impl MovementScope {
+    /// The scope of a successful movement whose account and both hosts are named; `None`
+    /// otherwise (a failed logon, or a movement with a part unknown, is never vouched for in
+    /// advance).
+    pub fn of(alert: &Alert, playbook: &Playbook) -> Option<MovementScope> {
+        if alert.outcome == Outcome::Failure {
+            return None;
+        }
+        let program = alert.program.as_ref().and_then(|program| {
+            let executable = program.name.as_deref().or(program.path.as_deref().map(executable_name))?;
+            let executable = executable.to_ascii_lowercase();
+            Some(playbook.programs.family(&executable).map_or(executable, str::to_string))
+        });
+        Some(MovementScope {
+            account: alert.initiating_account()?.key(),
+            source: alert.source.short_hostname()?,
+            target: alert.target.short_hostname()?,
+            connection: alert.connection,
+            protocol: alert.protocol,
+            program,
+        })
+    }
+
+    /// A stable text form, for an index keyed by movement.
+    pub fn encode(&self) -> String {
+        let program = self.program.as_deref().unwrap_or("-");
+        [self.account.as_str(), &self.source, &self.target, self.protocol.id(), program]
+            .iter()
+            .map(|part| part.replace('\u{1f}', " "))
+            .collect::<Vec<_>>()
+            .join("\u{1f}")
+    }
+}
+
+/// What kind of vouch, with what only that kind has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AdvanceKind {
+    /// From a case closed as expected; until `monitor_until` it only marks matching cases.
+    StandingApproval { from_case: crate::ids::CaseId, monitor_until: Timestamp },
+    /// Declared by the person who will move, with why.
+    Declaration { reason: String },
+}
+
+/// A vouch given in advance for one movement, over a window of time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvanceVouch {
+    /// `A-12` for a standing approval, `D-3` for a declaration.
+    pub id: String,
+    pub kind: AdvanceKind,
+    pub scope: MovementScope,
+    /// Who vouches: the person whose push verified it.
+    pub by: Actor,
+    pub verified: PushRecord,
+    /// A second SOC member, when the target was critical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconded_by: Option<Decision>,
+    /// The target's criticality when the vouch was made (`None`: the directory did not know it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_criticality: Option<Criticality>,
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Decision>,
+}
+
+/// What a vouch given in advance does to a new alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applicability {
+    /// Not this movement, or not now: nothing to say.
+    NotThisMovement,
+    /// The movement matches, but the vouch does not apply, and the case says why.
+    Withheld { reason: String },
+    /// A standing approval still in its monitor period: the case is marked, not closed.
+    WouldVouch,
+    /// The vouch applies: the case closes itself as expected, citing it.
+    Vouches,
+}
+
+/// Whether a vouch given in advance covers a new alert of `scope`, opened with `concerns`, on a
+/// target the directory now gives `criticality`, with `vouching_person_in_directory` saying the
+/// person who vouched is still there.
+pub fn applicability(
+    vouch: &AdvanceVouch,
+    scope: &MovementScope,
+    facts: &Facts,
+    concerns: &[String],
+    vouching_person_in_directory: bool,
+    now: Timestamp,
+) -> Applicability {
+    if vouch.scope != *scope || vouch.revoked.is_some() || now < vouch.valid_from || now >= vouch.valid_until {
+        return Applicability::NotThisMovement;
+    }
+    let withheld = |reason: String| Applicability::Withheld { reason };
+    if !concerns.is_empty() {
+        return withheld(format!("the engine raised concerns on this alert, so {} does not apply", vouch.id));
+    }
+    let now_criticality = facts.target.as_ref().map(|target| target.criticality);
+    let rose = match (vouch.target_criticality, now_criticality) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(then), Some(now)) => now > then,
+    };
+    if rose {
+        return withheld(format!("the target is more critical than when {} was made, so it does not apply", vouch.id));
+    }
+    if !vouching_person_in_directory {
+        return withheld(format!(
+            "{} who vouched in {} has left the directory, so it does not apply",
+            vouch.by.name, vouch.id
+        ));
+    }
+    match &vouch.kind {
+        AdvanceKind::StandingApproval { monitor_until, .. } if now < *monitor_until => Applicability::WouldVouch,
+        _ => Applicability::Vouches,
+    }
+}
+
+/// Why a proposed vouch cannot be made, or its window.
+pub fn approval_window(
+    days: u32,
+    now: Timestamp,
+    monitor_days: u32,
+) -> Result<(Timestamp, Timestamp, Timestamp), String> {
+    if days == 0 || days > MOST_APPROVAL_DAYS {
+        return Err(format!("a standing approval lasts 1 to {MOST_APPROVAL_DAYS} days"));
+    }
+    let monitor_days = monitor_days.min(days);
+    Ok((now, now.plus_millis(i64::from(monitor_days) * DAY_MILLIS), now.plus_millis(i64::from(days) * DAY_MILLIS)))
+}
+
+/// A declaration's window, checked: it ends after it starts, lasts at most a day, and has not
+/// already ended.
+pub fn declaration_window(from: Timestamp, until: Timestamp, now: Timestamp) -> Result<(), String> {
+    if until <= from {
+        return Err("the window must end after it starts".to_string());
+    }
+    if until.unix_millis() - from.unix_millis() > i64::from(MOST_DECLARATION_HOURS) * 60 * 60 * 1000 {
+        return Err(format!("a declared window lasts at most {MOST_DECLARATION_HOURS} hours"));
+    }
+    if until <= now {
+        return Err("the window has already ended".to_string());
+    }
+    Ok(())
+}
+
+/// Who may propose a standing approval from a case closed as expected: the confirmer who vouched
+/// for it, or the SOC.
+pub fn may_propose_approval(by: &Actor, vouched: Option<&Actor>) -> bool {
+    by.soc || vouched.is_some_and(|confirmer| confirmer.same_person(by))
+}
+
+/// Who may declare a movement in advance: the person whose account will move, and nobody else
+/// (a declaration says "I will").
+pub fn may_declare(by: &Actor, account_holder: Option<&PersonId>) -> bool {
+    by.person.is_some() && by.person.as_ref() == account_holder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::{AssetFacts, AssetKind};
+
+    const NOW: Timestamp = Timestamp::from_unix_millis(1_764_320_000_000);
+
+    fn scope(account: &str, source: &str) -> MovementScope {
+        MovementScope {
+            account: account.to_string(),
+            source: source.to_string(),
+            target: "srv-db-01".to_string(),
+            connection: ConnectionKind::RemoteAccess,
+            protocol: Protocol::Rdp,
+            program: Some("remote_access_tool".to_string()),
+        }
+    }
+
+    fn facts(criticality: Criticality) -> Facts {
+        Facts {
+            target: Some(AssetFacts {
+                hostname: "SRV-DB-01".to_string(),
+                kind: AssetKind::Server,
+                criticality,
+                owner: None,
+                edr_ids: Vec::new(),
+                service_accounts: Vec::new(),
+                shares: Vec::new(),
+            }),
+            ..Facts::default()
+        }
+    }
+
+    fn approval(monitor_days: i64) -> AdvanceVouch {
+        AdvanceVouch {
+            id: "A-12".to_string(),
+            kind: AdvanceKind::StandingApproval {
+                from_case: crate::ids::CaseId::new(4).expect("id"),
+                monitor_until: NOW.plus_millis(monitor_days * DAY_MILLIS),
+            },
+            scope: scope("alice", "ws-17"),
+            by: Actor::vouch(),
+            verified: PushRecord {
+                provider: "Duo Push".to_string(),
+                transaction: "tx".to_string(),
+                number_to_pick: None,
+            },
+            seconded_by: None,
+            target_criticality: Some(Criticality::High),
+            valid_from: NOW,
+            valid_until: NOW.plus_millis(30 * DAY_MILLIS),
+            revoked: None,
+        }
+    }
+
+    #[test]
+    fn a_vouch_in_advance_covers_its_exact_movement_in_its_window_and_nothing_else() {
+        let later = NOW.plus_millis(10 * DAY_MILLIS);
+        let high = facts(Criticality::High);
+        type Case = (&'static str, AdvanceVouch, MovementScope, Facts, Vec<String>, bool, Timestamp, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                "active, same movement",
+                approval(7),
+                scope("alice", "ws-17"),
+                high.clone(),
+                vec![],
+                true,
+                later,
+                "vouches",
+            ),
+            (
+                "monitor period",
+                approval(7),
+                scope("alice", "ws-17"),
+                high.clone(),
+                vec![],
+                true,
+                NOW.plus_millis(DAY_MILLIS),
+                "would",
+            ),
+            ("another source", approval(7), scope("alice", "ws-18"), high.clone(), vec![], true, later, "not"),
+            ("another account", approval(7), scope("bob", "ws-17"), high.clone(), vec![], true, later, "not"),
+            (
+                "expired",
+                approval(7),
+                scope("alice", "ws-17"),
+                high.clone(),
+                vec![],
+                true,
+                NOW.plus_millis(30 * DAY_MILLIS),
+                "not",
+            ),
+            (
+                "before it starts",
+                approval(7),
+                scope("alice", "ws-17"),
+                high.clone(),
+                vec![],
+                true,
+                NOW.plus_millis(-1),
+                "not",
+            ),
+            (
+                "a concern on the alert",
+                approval(7),
+                scope("alice", "ws-17"),
+                high.clone(),
+                vec!["odd hour".to_string()],
+                true,
+                later,
+                "withheld",
+            ),
+            (
+                "criticality rose",
+                approval(7),
+                scope("alice", "ws-17"),
+                facts(Criticality::Critical),
+                vec![],
+                true,
+                later,
+                "withheld",
+            ),
+            (
+                "criticality fell",
+                approval(7),
+                scope("alice", "ws-17"),
+                facts(Criticality::Low),
+                vec![],
+                true,
+                later,
+                "vouches",
+            ),
+            (
+                "target now unknown",
+                approval(7),
+                scope("alice", "ws-17"),
+                Facts::default(),
+                vec![],
+                true,
+                later,
+                "withheld",
+            ),
+            ("the person left", approval(7), scope("alice", "ws-17"), high.clone(), vec![], false, later, "withheld"),
+        ];
+        for (name, vouch, scope, facts, concerns, present, now, expected) in cases {
+            let got = applicability(&vouch, &scope, &facts, &concerns, present, now);
+            let label = match got {
+                Applicability::NotThisMovement => "not",
+                Applicability::Withheld { .. } => "withheld",
+                Applicability::WouldVouch => "would",
+                Applicability::Vouches => "vouches",
+            };
+            assert_eq!(label, expected, "{name}: {got:?}");
+        }
+        let mut revoked = approval(0);
+        revoked.revoked = Some(Decision { by: Actor::vouch(), at: NOW, text: None, verified: None });
+        assert_eq!(
+            applicability(&revoked, &scope("alice", "ws-17"), &high, &[], true, later),
+            Applicability::NotThisMovement
+        );
+    }
+
+    #[test]
+    fn windows_are_bounded() {
+        assert!(approval_window(0, NOW, 7).is_err());
+        assert!(approval_window(91, NOW, 7).is_err());
+        let (from, monitor_until, until) = approval_window(3, NOW, 7).expect("window");
+        assert_eq!(
+            (from, monitor_until, until),
+            (NOW, NOW.plus_millis(3 * DAY_MILLIS), NOW.plus_millis(3 * DAY_MILLIS))
+        );
+        assert!(declaration_window(NOW, NOW.plus_millis(2 * 60 * 60 * 1000), NOW).is_ok());
+        assert!(declaration_window(NOW, NOW.plus_millis(25 * 60 * 60 * 1000), NOW).is_err());
+        assert!(declaration_window(NOW, NOW, NOW).is_err());
+        assert!(declaration_window(NOW.plus_millis(-2), NOW.plus_millis(-1), NOW).is_err());
+    }
+
+    #[test]
+    fn the_confirmer_or_the_soc_propose_and_only_the_holder_declares() {
+        let alice = PersonId::parse("alice").expect("id");
+        let person = |id: &str| {
+            let mut actor = Actor::vouch();
+            actor.person = Some(PersonId::parse(id).expect("id"));
+            actor
+        };
+        let mut soc = Actor::vouch();
+        soc.soc = true;
+        let bob = person("bob");
+        assert!(may_propose_approval(&bob, Some(&person("bob"))), "the confirmer who vouched");
+        assert!(!may_propose_approval(&person("mallory"), Some(&bob)));
+        assert!(may_propose_approval(&soc, None));
+        assert!(!may_propose_approval(&bob, None));
+        assert!(may_declare(&person("alice"), Some(&alice)));
+        assert!(!may_declare(&bob, Some(&alice)));
+        assert!(!may_declare(&soc, Some(&alice)), "the SOC does not declare someone else's movement");
+        assert!(!may_declare(&person("alice"), None));
+    }
+}
