@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::vocabulary::*;
+use crate::advance::{AdvanceKind, AdvanceVouch, Applicability};
 use crate::definition::ConfirmerRole;
 use crate::definition::Playbook;
 use crate::facts::{Criticality, Facts};
@@ -50,6 +51,7 @@ impl Case {
             pushes_sent: 0,
             push_denied: None,
             close_asked_by: None,
+            advance: None,
         };
         let mut effects = vec![Effect::PostCard];
         if playbook.confirmation.ask_on_open {
@@ -58,6 +60,66 @@ impl Case {
             return (case, effects);
         }
         (case, effects)
+    }
+
+    /// What a vouch given in advance does to a case just opened (`effects` are its opening's):
+    /// one that applies closes the case as expected, citing itself, and asks nobody; one in its
+    /// monitor period or withheld is noted on the case, which is triaged as usual.
+    pub fn vouched_in_advance(
+        mut self,
+        effects: Vec<Effect>,
+        vouch: &AdvanceVouch,
+        applicability: &Applicability,
+        now: Timestamp,
+    ) -> (Case, Vec<Effect>) {
+        let note = |outcome| Some(AdvanceNote { vouch: vouch.id.clone(), outcome });
+        let until = vouch.valid_until.to_rfc3339();
+        let mut effects = effects;
+        match applicability {
+            Applicability::NotThisMovement => {}
+            Applicability::Withheld { reason } => {
+                self.advance = note(AdvanceOutcome::Withheld { reason: reason.clone() });
+                effects.push(Effect::Announce { message: format!("{}: {reason}.", vouch.id) });
+            }
+            Applicability::WouldVouch => {
+                self.advance = note(AdvanceOutcome::WouldHaveVouched);
+                effects.push(Effect::Announce {
+                    message: format!(
+                        "{} by {} would have vouched for this movement; it is still in its monitor period, so the case is triaged as usual.",
+                        vouch.id, vouch.by.name
+                    ),
+                });
+            }
+            Applicability::Vouches => {
+                self.advance = note(AdvanceOutcome::Vouched);
+                self.state = CaseState::ClosedExpected;
+                self.confirmation.current = None;
+                self.confirmation.deadline = None;
+                let why = match &vouch.kind {
+                    AdvanceKind::StandingApproval { from_case, .. } => {
+                        format!("standing approval {} (from {from_case}, until {until})", vouch.id)
+                    }
+                    AdvanceKind::Declaration { reason } => {
+                        format!("declaration {} ({reason}, until {until})", vouch.id)
+                    }
+                };
+                self.resolution = Some(Decision {
+                    by: vouch.by.clone(),
+                    at: now,
+                    text: Some(format!("vouched for in advance by {why}")),
+                    verified: Some(vouch.verified.clone()),
+                });
+                // Nobody is asked about a movement vouched for in advance.
+                effects.retain(|effect| matches!(effect, Effect::PostCard | Effect::UpdateCard));
+                effects.push(Effect::Announce {
+                    message: format!(
+                        "Closed as expected: {} vouched for this movement in advance, in {why}.",
+                        vouch.by.name
+                    ),
+                });
+            }
+        }
+        (self, effects)
     }
 
     pub fn alert(&self) -> &Alert {

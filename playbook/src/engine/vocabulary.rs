@@ -506,6 +506,29 @@ pub struct Case {
     /// The first of the two SOC members closing a case whose push was denied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_asked_by: Option<Decision>,
+    /// What a vouch given in advance (a standing approval, a declaration) said when the case
+    /// opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advance: Option<AdvanceNote>,
+}
+
+/// A vouch given in advance that covered a case's movement, and what it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvanceNote {
+    /// `A-12`, `D-3`.
+    pub vouch: String,
+    pub outcome: AdvanceOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AdvanceOutcome {
+    /// The case closed itself as expected.
+    Vouched,
+    /// A standing approval in its monitor period: it would have.
+    WouldHaveVouched,
+    /// It covers the movement but did not apply, for this reason.
+    Withheld { reason: String },
 }
 
 /// Where an on-call page stands.

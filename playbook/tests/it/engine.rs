@@ -1136,3 +1136,57 @@ fn closing_a_critical_case_as_expected_is_verified_and_an_unlinked_account_canno
     let (closed, _) = accepted(apply(&Playbook::builtin(), asked_about(Criticality::Critical), close(soc("sam")), NOW));
     assert_eq!(closed.state, CaseState::ClosedExpected);
 }
+
+#[test]
+fn a_vouch_given_in_advance_closes_the_case_it_covers_or_notes_why_not() {
+    use vouch_playbook::advance::{AdvanceKind, AdvanceVouch, Applicability, MovementScope};
+    use vouch_playbook::engine::{AdvanceOutcome, PushRecord};
+    let playbook = Playbook::builtin();
+    let (case, effects) = opened(helpdesk_facts(true));
+    let scope = MovementScope::of(case.alert(), &playbook).expect("a named movement");
+    assert_eq!((scope.account.as_str(), scope.source.as_str(), scope.target.as_str()), ("alice", "ws-17", "ws-42"));
+    let mut alice = member("alice");
+    alice.name = "Alice Martin".to_string();
+    let vouch = AdvanceVouch {
+        id: "D-3".to_string(),
+        kind: AdvanceKind::Declaration { reason: "patching WS-42".to_string() },
+        scope,
+        by: alice,
+        verified: PushRecord {
+            provider: "Duo Push".to_string(),
+            transaction: "tx-9".to_string(),
+            number_to_pick: None,
+        },
+        seconded_by: None,
+        target_criticality: None,
+        valid_from: NOW,
+        valid_until: NOW.plus_minutes(60),
+        revoked: None,
+    };
+
+    let (closed, closing) = case.clone().vouched_in_advance(effects.clone(), &vouch, &Applicability::Vouches, NOW);
+    assert_eq!(closed.state, CaseState::ClosedExpected);
+    assert_eq!(closed.advance.as_ref().map(|note| &note.outcome), Some(&AdvanceOutcome::Vouched));
+    let resolution = closed.resolution.as_ref().expect("resolved");
+    assert!(resolution.text.as_deref().is_some_and(|text| text.contains("D-3") && text.contains("patching WS-42")));
+    assert_eq!(resolution.verified.as_ref().map(|push| push.transaction.as_str()), Some("tx-9"));
+    assert!(!closing.iter().any(|effect| matches!(effect, Effect::PingPerson { .. })), "nobody is asked: {closing:?}");
+    assert_eq!(closing[0], Effect::PostCard);
+    assert!(closing
+        .iter()
+        .any(|effect| matches!(effect, Effect::Announce { message } if message.contains("in advance"))));
+
+    let (marked, marking) = case.clone().vouched_in_advance(effects.clone(), &vouch, &Applicability::WouldVouch, NOW);
+    assert_eq!(marked.state, CaseState::AwaitingConfirmation, "triaged as usual");
+    assert!(marking.iter().any(|effect| matches!(effect, Effect::PingPerson { .. })));
+    assert_eq!(marked.advance.as_ref().map(|note| &note.outcome), Some(&AdvanceOutcome::WouldHaveVouched));
+
+    let withheld = Applicability::Withheld { reason: "the engine raised concerns on this alert".to_string() };
+    let (noted, noting) = case.clone().vouched_in_advance(effects.clone(), &vouch, &withheld, NOW);
+    assert_eq!(noted.state, CaseState::AwaitingConfirmation);
+    assert!(noting.iter().any(|effect| matches!(effect, Effect::Announce { message } if message.starts_with("D-3: the engine raised concerns"))));
+
+    let (same, same_effects) =
+        case.clone().vouched_in_advance(effects.clone(), &vouch, &Applicability::NotThisMovement, NOW);
+    assert_eq!((same, same_effects), (case, effects));
+}
