@@ -64,14 +64,56 @@ impl MovementScope {
         })
     }
 
-    /// A stable text form, for an index keyed by movement.
+    /// Who moved between which hosts: what every vouch given in advance names, and what they
+    /// are looked up by.
+    pub fn hosts(&self) -> HostsScope {
+        HostsScope { account: self.account.clone(), source: self.source.clone(), target: self.target.clone() }
+    }
+}
+
+/// An account moving from one host to another, however it connects: what a declaration names
+/// ("I will connect from A to B as X").
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HostsScope {
+    pub account: String,
+    pub source: String,
+    pub target: String,
+}
+
+impl HostsScope {
+    /// A stable text form, for an index of vouches by movement.
     pub fn encode(&self) -> String {
-        let program = self.program.as_deref().unwrap_or("-");
-        [self.account.as_str(), &self.source, &self.target, self.protocol.id(), program]
+        [self.account.as_str(), &self.source, &self.target]
             .iter()
             .map(|part| part.replace('\u{1f}', " "))
             .collect::<Vec<_>>()
             .join("\u{1f}")
+    }
+}
+
+/// What a vouch given in advance covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "snake_case")]
+pub enum VouchScope {
+    /// Exactly one movement (a standing approval: never wider than the case it came from).
+    Exact(MovementScope),
+    /// An account between two hosts, however it connects (a declaration, for a day at most).
+    Hosts(HostsScope),
+}
+
+impl VouchScope {
+    pub fn covers(&self, movement: &MovementScope) -> bool {
+        match self {
+            VouchScope::Exact(exact) => exact == movement,
+            VouchScope::Hosts(hosts) => *hosts == movement.hosts(),
+        }
+    }
+
+    pub fn hosts(&self) -> HostsScope {
+        match self {
+            VouchScope::Exact(exact) => exact.hosts(),
+            VouchScope::Hosts(hosts) => hosts.clone(),
+        }
     }
 }
 
@@ -91,7 +133,7 @@ pub struct AdvanceVouch {
     /// `A-12` for a standing approval, `D-3` for a declaration.
     pub id: String,
     pub kind: AdvanceKind,
-    pub scope: MovementScope,
+    pub scope: VouchScope,
     /// Who vouches: the person whose push verified it.
     pub by: Actor,
     pub verified: PushRecord,
@@ -131,7 +173,7 @@ pub fn applicability(
     vouching_person_in_directory: bool,
     now: Timestamp,
 ) -> Applicability {
-    if vouch.scope != *scope || vouch.revoked.is_some() || now < vouch.valid_from || now >= vouch.valid_until {
+    if !vouch.scope.covers(scope) || vouch.revoked.is_some() || now < vouch.valid_from || now >= vouch.valid_until {
         return Applicability::NotThisMovement;
     }
     let withheld = |reason: String| Applicability::Withheld { reason };
@@ -239,7 +281,7 @@ mod tests {
                 from_case: crate::ids::CaseId::new(4).expect("id"),
                 monitor_until: NOW.plus_millis(monitor_days * DAY_MILLIS),
             },
-            scope: scope("alice", "ws-17"),
+            scope: VouchScope::Exact(scope("alice", "ws-17")),
             by: Actor::vouch(),
             verified: PushRecord {
                 provider: "Duo Push".to_string(),
@@ -360,6 +402,24 @@ mod tests {
             applicability(&revoked, &scope("alice", "ws-17"), &high, &[], true, later),
             Applicability::NotThisMovement
         );
+    }
+
+    #[test]
+    fn a_declaration_covers_its_hosts_however_the_account_connects() {
+        let mut declaration = approval(0);
+        declaration.kind = AdvanceKind::Declaration { reason: "patching".to_string() };
+        declaration.scope = VouchScope::Hosts(scope("alice", "ws-17").hosts());
+        let mut over_ssh = scope("alice", "ws-17");
+        over_ssh.protocol = Protocol::Ssh;
+        over_ssh.program = None;
+        let high = facts(Criticality::High);
+        assert_eq!(applicability(&declaration, &over_ssh, &high, &[], true, NOW), Applicability::Vouches);
+        assert_eq!(
+            applicability(&declaration, &scope("alice", "ws-18"), &high, &[], true, NOW),
+            Applicability::NotThisMovement
+        );
+        // A standing approval is exact: the same hosts over another protocol are not covered.
+        assert_eq!(applicability(&approval(0), &over_ssh, &high, &[], true, NOW), Applicability::NotThisMovement);
     }
 
     #[test]

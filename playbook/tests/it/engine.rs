@@ -1150,7 +1150,7 @@ fn a_vouch_given_in_advance_closes_the_case_it_covers_or_notes_why_not() {
     let vouch = AdvanceVouch {
         id: "D-3".to_string(),
         kind: AdvanceKind::Declaration { reason: "patching WS-42".to_string() },
-        scope,
+        scope: vouch_playbook::advance::VouchScope::Hosts(scope.hosts()),
         by: alice,
         verified: PushRecord {
             provider: "Duo Push".to_string(),
