@@ -14,10 +14,17 @@ use vouch_storage::{NewRecord, StorageError, Store};
 use crate::service::Service;
 use crate::verification::{PushSubject, PushToSend};
 
+/// How long an account waits for another `/link` after one that bound nothing: repeated
+/// requests would be pushes the person did not ask for, the stuff of push fatigue.
+const LINK_COOL_DOWN_MILLIS: i64 = 10 * 60 * 1000;
+
 /// The bindings in force: Discord account → person.
 #[derive(Debug, Default)]
 pub struct LinkedAccounts {
     by_account: RwLock<BTreeMap<Snowflake, PersonId>>,
+    /// Accounts whose last request bound nothing, and until when they wait (kept in memory: a
+    /// restart forgets it, which only shortens a wait).
+    cooling_down: RwLock<BTreeMap<Snowflake, Timestamp>>,
 }
 
 impl LinkedAccounts {
@@ -25,6 +32,7 @@ impl LinkedAccounts {
         let links = store.identity_links()?;
         Ok(LinkedAccounts {
             by_account: RwLock::new(links.into_iter().map(|link| (link.discord_id, link.person)).collect()),
+            cooling_down: RwLock::default(),
         })
     }
 
@@ -36,6 +44,15 @@ impl LinkedAccounts {
     fn accounts_of(&self, person: &PersonId) -> Vec<Snowflake> {
         let links = self.by_account.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         links.iter().filter(|(_, linked)| *linked == person).map(|(account, _)| *account).collect()
+    }
+
+    fn cooling_down_until(&self, discord_id: Snowflake, now: Timestamp) -> Option<Timestamp> {
+        let cooling = self.cooling_down.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cooling.get(&discord_id).copied().filter(|until| *until > now)
+    }
+
+    fn cool_down(&self, discord_id: Snowflake, until: Timestamp) {
+        self.cooling_down.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(discord_id, until);
     }
 
     fn set(&self, discord_id: Snowflake, person: Option<PersonId>) {
@@ -67,15 +84,31 @@ impl Service {
         lifetime_millis: i64,
         now: Timestamp,
     ) -> Result<LinkRequest, StorageError> {
+        let cooling_down = self.links.cooling_down_until(discord_id, now);
         self.store
             .write(|transaction| {
-                if let Some(waiting) = transaction.pending_link(discord_id)? {
-                    if waiting.expires_at > now {
-                        return Ok(LinkRequest::Refused(format!(
-                            "a push to {} for this account is still waiting to be approved",
-                            waiting.person
-                        )));
+                let waiting = transaction.pending_link(discord_id)?.filter(|waiting| waiting.expires_at > now);
+                let refusal = match (cooling_down, waiting) {
+                    (Some(until), _) => Some(format!(
+                        "this account's last request linked nothing; it may ask again after {}",
+                        until.to_rfc3339()
+                    )),
+                    (None, Some(waiting)) => {
+                        Some(format!("a push to {} for this account is still waiting to be approved", waiting.person))
                     }
+                    (None, None) => None,
+                };
+                if let Some(reason) = refusal {
+                    // A request refused before any push is audited like every other.
+                    transaction.append_audit(NewRecord {
+                        at: now,
+                        case_id: None,
+                        kind: AuditKind::IdentityLinkRefused,
+                        actor: Some(actor),
+                        playbook_version: None,
+                        detail: json!({"discord_id": discord_id, "person": person, "reason": reason, "pushed": false}),
+                    })?;
+                    return Ok(LinkRequest::Refused(reason));
                 }
                 let pending = PendingLink {
                     discord_id,
@@ -164,11 +197,14 @@ impl Service {
                 }
             })?
             .wait()?;
-        if let Some((link, replacing)) = bound {
-            for old in replacing {
-                self.links.set(old.discord_id, None);
+        match bound {
+            Some((link, replacing)) => {
+                for old in replacing {
+                    self.links.set(old.discord_id, None);
+                }
+                self.links.set(link.discord_id, Some(link.person));
             }
-            self.links.set(link.discord_id, Some(link.person));
+            None => self.links.cool_down(discord_id, now.plus_millis(LINK_COOL_DOWN_MILLIS)),
         }
         self.effects_ready.notify_one();
         Ok(())

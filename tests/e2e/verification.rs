@@ -500,11 +500,19 @@ async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_
     })
     .await;
 
-    // 4. A second account cannot take Bob's identity over without his approval: denied, Bob's
-    //    link stays as it was.
+    // 4. Mallory's account, whose last request linked nothing, must wait before asking again:
+    //    no push is sent.
+    let pushes_before = duo.world().requests.iter().filter(|request| request.path == "/auth/v2/auth").count();
+    let cooling = command(&simulator, MALLORY, "link", Some("bob")).await;
+    assert!(cooling.contains("may ask again after"), "{cooling}");
+    let pushes_after = duo.world().requests.iter().filter(|request| request.path == "/auth/v2/auth").count();
+    assert_eq!(pushes_after, pushes_before, "no push for a request in its cool-down");
+
+    // A second account cannot take Bob's identity over without his approval: denied, Bob's
+    // link stays as it was.
     set_bob(&duo, PushAnswer::Deny, 2);
-    command(&simulator, MALLORY, "link", Some("bob")).await;
-    let links = links_until(&vouch.base, "Mallory's request to end", |links| {
+    command(&simulator, ALICE, "link", Some("bob")).await;
+    let links = links_until(&vouch.base, "the takeover request to end", |links| {
         links["pending"].as_array().is_some_and(Vec::is_empty)
     })
     .await;
@@ -539,6 +547,7 @@ async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_
             "identity.link_refused",
             "identity.link_requested",
             "identity.linked",
+            "identity.link_refused",
             "identity.link_requested",
             "identity.link_refused",
             "identity.unlinked"
