@@ -428,7 +428,13 @@ fn queue_effects(
     if effects.contains(&Effect::UpdateCard) && redraw != Redraw::DoneInAnswer {
         transaction.want_redraw(case_id, redraw == Redraw::ForDecision)?;
     }
-    let in_line: Vec<Effect> = effects.iter().filter(|effect| **effect != Effect::UpdateCard).cloned().collect();
+    // A push is the verification worker's, handed over once the change is durable; the chat
+    // never carries it.
+    let in_line: Vec<Effect> = effects
+        .iter()
+        .filter(|effect| !matches!(effect, Effect::UpdateCard | Effect::SendPush { .. }))
+        .cloned()
+        .collect();
     transaction.queue_effects(case_id, &in_line).map(|_| ())
 }
 

@@ -415,7 +415,7 @@ impl DiscordSink {
                 )
                 .await
             }
-            // Sent by the verification worker, not by chat; the card says a push is waiting.
+            // Never queued for the chat: the verification worker sends pushes.
             Effect::SendPush { .. } => Ok(()),
             Effect::Unknown => Ok(()),
         }
