@@ -25,6 +25,9 @@
 //! | `m/`   | `next_notice`               | the next notice's sequence (u64) |
 //! | `l/`   | Discord id (u64)            | the person that Discord account is bound to |
 //! | `w/`   | Discord id (u64)            | a link asked for, waiting on the person's push |
+//! | `b/`   | vouch id (`A-12`, `D-3`)    | a vouch given in advance (standing approval, declaration) |
+//! | `t/`   | account, source, target, 0x1f, vouch id | empty (vouches in advance by movement) |
+//! | `m/`   | `next_approval`, `next_declaration` | the next standing approval's / declaration's number (u64) |
 
 use vouch_playbook::CaseId;
 
@@ -160,6 +163,28 @@ pub(crate) fn undelivered(id: CaseId, seq: u64) -> Vec<u8> {
 /// A named point in time Vouch keeps across restarts (such as when the digest last went out).
 pub(crate) const DIRECTORY_SNAPSHOT_PREFIX: &[u8] = b"y/";
 pub(crate) const NOTICE_PREFIX: &[u8] = b"q/";
+pub(crate) const ADVANCE_VOUCH_PREFIX: &[u8] = b"b/";
+pub(crate) const ADVANCE_BY_MOVEMENT_PREFIX: &[u8] = b"t/";
+pub(crate) const META_NEXT_APPROVAL: &[u8] = b"m/next_approval";
+pub(crate) const META_NEXT_DECLARATION: &[u8] = b"m/next_declaration";
+
+pub(crate) fn advance_vouch(id: &str) -> Vec<u8> {
+    with_prefix(ADVANCE_VOUCH_PREFIX, &[id.as_bytes()])
+}
+
+/// The index prefix of the vouches given in advance for one account between two hosts.
+pub(crate) fn advance_by_movement_prefix(hosts: &vouch_playbook::advance::HostsScope) -> Vec<u8> {
+    let mut key = with_prefix(ADVANCE_BY_MOVEMENT_PREFIX, &[hosts.encode().as_bytes()]);
+    key.push(0x1f);
+    key
+}
+
+pub(crate) fn advance_by_movement(hosts: &vouch_playbook::advance::HostsScope, id: &str) -> Vec<u8> {
+    let mut key = advance_by_movement_prefix(hosts);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
 pub(crate) const IDENTITY_LINK_PREFIX: &[u8] = b"l/";
 pub(crate) const PENDING_LINK_PREFIX: &[u8] = b"w/";
 

@@ -103,6 +103,31 @@ impl Store {
         })
     }
 
+    /// The vouches given in advance for an account between two hosts (any state: the caller
+    /// judges them).
+    pub fn advance_vouches_for(
+        &self,
+        hosts: &vouch_playbook::advance::HostsScope,
+    ) -> Result<Vec<vouch_playbook::advance::AdvanceVouch>> {
+        self.on_current(|generation| {
+            let prefix = keys::advance_by_movement_prefix(hosts);
+            let mut vouches = Vec::new();
+            for entry in generation.tree.scan_prefix(&prefix) {
+                let (key, _) = entry?;
+                let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                if let Some(value) = generation.tree.get(keys::advance_vouch(&id))? {
+                    vouches.push(decode(&value, "advance vouch")?);
+                }
+            }
+            Ok(vouches)
+        })
+    }
+
+    /// Every vouch given in advance, by id.
+    pub fn advance_vouches(&self) -> Result<Vec<vouch_playbook::advance::AdvanceVouch>> {
+        self.values_under(keys::ADVANCE_VOUCH_PREFIX, "advance vouch")
+    }
+
     /// Every Discord account bound to a person.
     pub fn identity_links(&self) -> Result<Vec<vouch_playbook::identity::IdentityLink>> {
         self.values_under(keys::IDENTITY_LINK_PREFIX, "identity link")

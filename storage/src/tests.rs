@@ -448,3 +448,53 @@ fn a_large_snapshot_is_stored_compressed_and_reads_back_whole_after_reopening() 
     let read: serde_json::Value = serde_json::from_slice(&stored[0]).expect("the JSON that was stored");
     assert_eq!(read, snapshot);
 }
+
+#[test]
+fn vouches_given_in_advance_are_numbered_by_kind_and_found_by_movement_after_reopening() {
+    use vouch_playbook::advance::{AdvanceKind, AdvanceVouch, HostsScope, VouchScope};
+    use vouch_playbook::engine::PushRecord;
+    let directory = tempfile::tempdir().expect("temp dir");
+    let hosts = |account: &str, source: &str| HostsScope {
+        account: account.to_string(),
+        source: source.to_string(),
+        target: "srv-db-01".to_string(),
+    };
+    let vouch = |id: String, scope: HostsScope| AdvanceVouch {
+        id,
+        kind: AdvanceKind::Declaration { reason: "patching".to_string() },
+        scope: VouchScope::Hosts(scope),
+        by: vouch_playbook::Actor::vouch(),
+        verified: PushRecord { provider: "Duo Push".to_string(), transaction: "tx".to_string(), number_to_pick: None },
+        seconded_by: None,
+        target_criticality: None,
+        valid_from: T0,
+        valid_until: T0,
+        revoked: None,
+    };
+    {
+        let store = Store::open(directory.path(), &StoreOptions::default()).expect("store opens");
+        let ids = store
+            .write(|transaction| {
+                let first = transaction.allocate_advance_id(true)?;
+                let second = transaction.allocate_advance_id(true)?;
+                let approval = transaction.allocate_advance_id(false)?;
+                transaction.put_advance_vouch(&vouch(first.clone(), hosts("alice", "ws-17")));
+                transaction.put_advance_vouch(&vouch(second.clone(), hosts("alice", "ws-18")));
+                // A transaction reads the vouch it just wrote.
+                assert!(transaction.advance_vouch(&first)?.is_some());
+                Ok((first, second, approval))
+            })
+            .expect("written")
+            .wait()
+            .expect("durable");
+        assert_eq!(ids, ("D-1".to_string(), "D-2".to_string(), "A-1".to_string()));
+    }
+    let store = Store::open(directory.path(), &StoreOptions::default()).expect("store reopens");
+    let found = store.advance_vouches_for(&hosts("alice", "ws-17")).expect("found");
+    assert_eq!(found.iter().map(|vouch| vouch.id.as_str()).collect::<Vec<_>>(), ["D-1"]);
+    assert!(store.advance_vouches_for(&hosts("bob", "ws-17")).expect("none").is_empty());
+    assert_eq!(store.advance_vouches().expect("all").len(), 2);
+    let next =
+        store.write(|transaction| transaction.allocate_advance_id(true)).expect("written").wait().expect("durable");
+    assert_eq!(next, "D-3", "numbers survive a reopening");
+}

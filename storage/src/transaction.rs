@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+use vouch_playbook::advance::AdvanceVouch;
 use vouch_playbook::cases::OpenMovement;
 use vouch_playbook::facts::History;
 use vouch_playbook::identity::{IdentityLink, PendingLink};
@@ -67,6 +68,12 @@ pub trait Transaction {
 
     /// Appends a record to the audit chain.
     fn append_audit(&mut self, record: NewRecord<'_>) -> Result<AuditRecord>;
+    /// The next id of a vouch given in advance: `A-<n>` for a standing approval, `D-<n>` for a
+    /// declaration.
+    fn allocate_advance_id(&mut self, declaration: bool) -> Result<String>;
+    fn advance_vouch(&mut self, id: &str) -> Result<Option<AdvanceVouch>>;
+    /// Writes a vouch given in advance and indexes it by the movement it names.
+    fn put_advance_vouch(&mut self, vouch: &AdvanceVouch);
     /// The person a Discord account is bound to.
     fn identity_link(&mut self, discord_id: Snowflake) -> Result<Option<IdentityLink>>;
     fn put_identity_link(&mut self, link: &IdentityLink);
@@ -368,6 +375,23 @@ impl Transaction for SledTransaction<'_> {
         self.insert(keys::notice(seq), encode(&crate::Notice { seq, text: text.to_string() }));
         self.insert(keys::META_NEXT_NOTICE, &(seq + 1).to_be_bytes());
         Ok(seq)
+    }
+
+    fn allocate_advance_id(&mut self, declaration: bool) -> Result<String> {
+        let (key, letter) =
+            if declaration { (keys::META_NEXT_DECLARATION, 'D') } else { (keys::META_NEXT_APPROVAL, 'A') };
+        let number = self.counter(key, "advance vouch counter")?;
+        self.insert(key, &(number + 1).to_be_bytes());
+        Ok(format!("{letter}-{number}"))
+    }
+
+    fn advance_vouch(&mut self, id: &str) -> Result<Option<AdvanceVouch>> {
+        self.value(&keys::advance_vouch(id))?.map(|value| decode(&value, "advance vouch")).transpose()
+    }
+
+    fn put_advance_vouch(&mut self, vouch: &AdvanceVouch) {
+        self.insert(keys::advance_vouch(&vouch.id), encode(vouch));
+        self.insert(keys::advance_by_movement(&vouch.scope.hosts(), &vouch.id), Vec::<u8>::new());
     }
 
     fn identity_link(&mut self, discord_id: Snowflake) -> Result<Option<IdentityLink>> {
