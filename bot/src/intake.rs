@@ -8,6 +8,7 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use vouch_config::Directory;
 use vouch_playbook::cases::GroupingWindow;
 use vouch_playbook::facts::Facts;
 use vouch_playbook::{Alert, Playbook, Timestamp};
@@ -22,6 +23,8 @@ const MOST_PER_WRITE: usize = 128;
 struct Job {
     alert: Alert,
     facts: Facts,
+    /// The directory the facts came from (who vouched in advance must still be in it).
+    directory: Arc<Directory>,
     now: Timestamp,
     reply: tokio::sync::oneshot::Sender<Result<Pending<Ingested>, StorageError>>,
 }
@@ -42,9 +45,15 @@ impl Intake {
     }
 
     /// Records an alert; the result may be acknowledged once the returned write is durable.
-    pub async fn submit(&self, alert: Alert, facts: Facts, now: Timestamp) -> Result<Pending<Ingested>, StorageError> {
+    pub async fn submit(
+        &self,
+        alert: Alert,
+        facts: Facts,
+        directory: Arc<Directory>,
+        now: Timestamp,
+    ) -> Result<Pending<Ingested>, StorageError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.jobs.send(Job { alert, facts, now, reply }).map_err(|_| StorageError::ShuttingDown)?;
+        self.jobs.send(Job { alert, facts, directory, now, reply }).map_err(|_| StorageError::ShuttingDown)?;
         answer.await.map_err(|_| StorageError::ShuttingDown)?
     }
 }
@@ -67,13 +76,13 @@ fn write_until_closed(
         let mut alerts = Vec::with_capacity(jobs.len());
         for job in jobs {
             replies.push(job.reply);
-            alerts.push((job.alert, job.facts, job.now));
+            alerts.push((job.alert, job.facts, job.directory, job.now));
         }
         // A panic while recording one alert (a bug met by some input) must not end the intake
         // for everyone after it: the group is abandoned whole, unwritten, and answered 503.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            store.write_group(alerts, |transaction, (alert, facts, now)| {
-                ingest_alert(transaction, playbook, grouping_window, alert, facts, now)
+            store.write_group(alerts, |transaction, (alert, facts, directory, now)| {
+                ingest_alert(transaction, playbook, grouping_window, alert, facts, &directory, now)
             })
         }))
         .unwrap_or_else(|_| {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::directory_sync::SharedDirectory;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use vouch_playbook::advance::{applicability, strongest, AdvanceVouch, Applicability, MovementScope};
 use vouch_playbook::cases::{route_alert, vouched_by, Arrival, GroupingWindow, OpenMovement};
 use vouch_playbook::engine::{AskedPersonStanding, Confirmer};
 use vouch_playbook::facts::Facts;
@@ -127,7 +128,7 @@ impl Service {
         if let Err(not_a_movement) = judge_movement(&alert, &facts) {
             return Ok(Arrived::NotAMovement(not_a_movement));
         }
-        Ok(Arrived::Recorded(Box::new(self.intake.submit(alert, facts, now).await?.durable().await?)))
+        Ok(Arrived::Recorded(Box::new(self.intake.submit(alert, facts, directory, now).await?.durable().await?)))
     }
 
     /// Applies an event (a click, a form, a timer) to a case through the engine and records it,
@@ -345,6 +346,7 @@ pub(crate) fn ingest_alert(
     grouping_window: GroupingWindow,
     alert: Alert,
     facts: Facts,
+    directory: &vouch_config::Directory,
     now: Timestamp,
 ) -> Result<Ingested, StorageError> {
     let grouping_key = alert.grouping_key();
@@ -382,7 +384,13 @@ pub(crate) fn ingest_alert(
         None => {
             let case_id = transaction.allocate_case_id()?;
             let opening = open_case(playbook, &alert, &facts, &history, now);
+            let concerns = opening.concerns.clone();
             let (case, effects) = Case::open(case_id, playbook, alert.clone(), facts, opening, now);
+            // A vouch given in advance for this movement may close the case at once.
+            let (case, effects) = match advance_vouch_for(transaction, playbook, &case, &concerns, directory, now)? {
+                Some((vouch, applicability)) => case.vouched_in_advance(effects, &vouch, &applicability, now),
+                None => (case, effects),
+            };
             transaction.put_case(&case)?;
             (IngestStatus::New, case, effects, EventKind::AlertNew)
         }
@@ -393,7 +401,13 @@ pub(crate) fn ingest_alert(
     transaction.put_movement_case(&grouping_key, OpenMovement { case_id: case.id, last_alert_at: now });
     transaction.put_history(&movement, &history.with_sighting(now, alert.outcome), true)?;
     queue_effects(transaction, case.id, &effects, Redraw::ForAlerts)?;
-    let detail = serde_json::json!({"alert": &alert, "alert_count": case.alert_count});
+    let mut detail = serde_json::json!({"alert": &alert, "alert_count": case.alert_count});
+    // Every match of a vouch given in advance is in the audit log with the alert it met.
+    if status == IngestStatus::New {
+        if let Some(advance) = &case.advance {
+            detail["advance"] = serde_json::json!(advance);
+        }
+    }
     transaction.append_audit(NewRecord {
         at: now,
         case_id: Some(case.id),
@@ -403,6 +417,29 @@ pub(crate) fn ingest_alert(
         detail,
     })?;
     Ok(Ingested { status, case })
+}
+
+/// The vouch given in advance that says the most about a case just opened, judged against what
+/// the directory says now.
+fn advance_vouch_for(
+    transaction: &mut dyn Transaction,
+    playbook: &Playbook,
+    case: &Case,
+    concerns: &[String],
+    directory: &vouch_config::Directory,
+    now: Timestamp,
+) -> Result<Option<(AdvanceVouch, Applicability)>, StorageError> {
+    let Some(scope) = MovementScope::of(case.alert(), playbook) else { return Ok(None) };
+    let judged: Vec<(AdvanceVouch, Applicability)> = transaction
+        .advance_vouches_for(&scope.hosts())?
+        .into_iter()
+        .map(|vouch| {
+            let present = vouch.by.person.as_ref().is_some_and(|person| directory.person(person).is_some());
+            let judged = applicability(&vouch, &scope, &case.facts, concerns, present, now);
+            (vouch, judged)
+        })
+        .collect();
+    Ok(strongest(judged))
 }
 
 /// Why a change's card update is wanted, which decides how soon it is drawn.

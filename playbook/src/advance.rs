@@ -201,6 +201,23 @@ pub fn applicability(
     }
 }
 
+/// Of the vouches judged for one new case, the one that says the most: one that applies, else
+/// one in its monitor period, else one withheld (the case says why).
+pub fn strongest(
+    judged: impl IntoIterator<Item = (AdvanceVouch, Applicability)>,
+) -> Option<(AdvanceVouch, Applicability)> {
+    let weight = |applicability: &Applicability| match applicability {
+        Applicability::NotThisMovement => 0,
+        Applicability::Withheld { .. } => 1,
+        Applicability::WouldVouch => 2,
+        Applicability::Vouches => 3,
+    };
+    judged
+        .into_iter()
+        .filter(|(_, applicability)| weight(applicability) > 0)
+        .max_by_key(|(_, applicability)| weight(applicability))
+}
+
 /// Why a proposed vouch cannot be made, or its window.
 pub fn approval_window(
     days: u32,
@@ -420,6 +437,28 @@ mod tests {
         );
         // A standing approval is exact: the same hosts over another protocol are not covered.
         assert_eq!(applicability(&approval(0), &over_ssh, &high, &[], true, NOW), Applicability::NotThisMovement);
+    }
+
+    #[test]
+    fn the_vouch_that_says_the_most_is_the_one_a_case_gets() {
+        let judged = |label: &str, applicability: Applicability| {
+            let mut vouch = approval(0);
+            vouch.id = label.to_string();
+            (vouch, applicability)
+        };
+        let withheld = Applicability::Withheld { reason: "concerns".to_string() };
+        let picked = strongest([
+            judged("A-1", Applicability::NotThisMovement),
+            judged("A-2", withheld.clone()),
+            judged("A-3", Applicability::Vouches),
+            judged("A-4", Applicability::WouldVouch),
+        ]);
+        assert_eq!(picked.map(|(vouch, _)| vouch.id), Some("A-3".to_string()));
+        assert_eq!(
+            strongest([judged("A-2", withheld.clone())]).map(|(_, applicability)| applicability),
+            Some(withheld)
+        );
+        assert_eq!(strongest([judged("A-1", Applicability::NotThisMovement)]), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
-use vouch_playbook::advance::AdvanceVouch;
+use vouch_playbook::advance::{AdvanceVouch, HostsScope};
 use vouch_playbook::cases::OpenMovement;
 use vouch_playbook::facts::History;
 use vouch_playbook::identity::{IdentityLink, PendingLink};
@@ -72,6 +72,9 @@ pub trait Transaction {
     /// declaration.
     fn allocate_advance_id(&mut self, declaration: bool) -> Result<String>;
     fn advance_vouch(&mut self, id: &str) -> Result<Option<AdvanceVouch>>;
+    /// The vouches given in advance for an account between two hosts, as stored before this
+    /// transaction (vouches are never written together with the alerts they cover).
+    fn advance_vouches_for(&mut self, hosts: &HostsScope) -> Result<Vec<AdvanceVouch>>;
     /// Writes a vouch given in advance and indexes it by the movement it names.
     fn put_advance_vouch(&mut self, vouch: &AdvanceVouch);
     /// The person a Discord account is bound to.
@@ -387,6 +390,17 @@ impl Transaction for SledTransaction<'_> {
 
     fn advance_vouch(&mut self, id: &str) -> Result<Option<AdvanceVouch>> {
         self.value(&keys::advance_vouch(id))?.map(|value| decode(&value, "advance vouch")).transpose()
+    }
+
+    fn advance_vouches_for(&mut self, hosts: &HostsScope) -> Result<Vec<AdvanceVouch>> {
+        let prefix = keys::advance_by_movement_prefix(hosts);
+        let mut vouches = Vec::new();
+        for entry in self.generation.tree.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            vouches.extend(self.advance_vouch(&id)?);
+        }
+        Ok(vouches)
     }
 
     fn put_advance_vouch(&mut self, vouch: &AdvanceVouch) {
