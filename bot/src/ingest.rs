@@ -90,6 +90,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/cases/{id}", get(get_case))
         .route("/api/v1/directory/sync", post(sync_directory))
         .route("/api/v1/identity/links", get(identity_links))
+        .route("/api/v1/advance", get(advance_vouches))
         // Authentication runs before the body is read, so an unauthenticated sender cannot make
         // the server buffer anything.
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_bearer))
@@ -291,6 +292,19 @@ async fn identity_links(State(state): State<Arc<AppState>>) -> Result<Response, 
     .map_err(|_| ApiError::Unavailable)?
     .map_err(|error| store_unavailable(&state, &error))?;
     Ok(Json(json!({"links": links, "pending": pending})).into_response())
+}
+
+/// The vouches given in advance (standing approvals, declarations), and the declarations still
+/// waiting on their push.
+async fn advance_vouches(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let service = Arc::clone(&state.service);
+    let (vouches, pending) = tokio::task::spawn_blocking(move || {
+        Ok::<_, StorageError>((service.store.advance_vouches()?, service.store.pending_declarations()?))
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable)?
+    .map_err(|error| store_unavailable(&state, &error))?;
+    Ok(Json(json!({"vouches": vouches, "pending_declarations": pending})).into_response())
 }
 
 async fn get_case(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {

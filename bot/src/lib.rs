@@ -10,6 +10,7 @@
 //! - [`directory_sync`]: the directory kept in step with LDAP / Active Directory, snapshots
 //!   stored and every change audited.
 //! - [`service`]: owns every change: the directory, the engine's decisions, one store transaction.
+//! - [`declarations`]: activity declared in advance (`/expect`), in force once its push is approved.
 //! - [`identity_links`]: Discord accounts bound to people by a push they approved (`/link`).
 //! - [`dispatch`]: the one effect dispatcher (order per case, backoff, give-up) and its chat sinks.
 //! - [`webhooks`]: isolation requests delivered from the outbox, signed and retried.
@@ -22,6 +23,7 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod declarations;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod directory_sync;

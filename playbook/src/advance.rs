@@ -149,6 +149,42 @@ pub struct AdvanceVouch {
     pub revoked: Option<Decision>,
 }
 
+/// A declaration asked for from a Discord account, waiting on the declarer's push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDeclaration {
+    pub discord_id: crate::ids::Snowflake,
+    pub scope: HostsScope,
+    pub reason: String,
+    pub by: Actor,
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_criticality: Option<Criticality>,
+    pub requested_at: Timestamp,
+    /// Past this, the push counts as timed out.
+    pub expires_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushRecord>,
+}
+
+impl PendingDeclaration {
+    /// The declaration, once the push that verifies it was approved.
+    pub fn declared(self, id: String, verified: PushRecord) -> AdvanceVouch {
+        AdvanceVouch {
+            id,
+            kind: AdvanceKind::Declaration { reason: self.reason },
+            scope: VouchScope::Hosts(self.scope),
+            by: self.by,
+            verified,
+            seconded_by: None,
+            target_criticality: self.target_criticality,
+            valid_from: self.valid_from,
+            valid_until: self.valid_until,
+            revoked: None,
+        }
+    }
+}
+
 /// What a vouch given in advance does to a new alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applicability {

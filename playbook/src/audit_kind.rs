@@ -83,6 +83,11 @@ pub enum AuditKind {
     IdentityLinked,
     IdentityLinkRefused,
     IdentityUnlinked,
+    /// Activity declared in advance: asked for (a push went to the declarer), declared (the
+    /// push was approved; the declaration is in force), or not (denied, timed out, failed).
+    DeclarationRequested,
+    Declared,
+    DeclarationRefused,
     /// A record written by a benchmark or a test of the store itself.
     StoreProbe,
 }
@@ -105,6 +110,9 @@ impl AuditKind {
             AuditKind::IdentityLinked => Cow::Borrowed("identity.linked"),
             AuditKind::IdentityLinkRefused => Cow::Borrowed("identity.link_refused"),
             AuditKind::IdentityUnlinked => Cow::Borrowed("identity.unlinked"),
+            AuditKind::DeclarationRequested => Cow::Borrowed("advance.declaration_requested"),
+            AuditKind::Declared => Cow::Borrowed("advance.declared"),
+            AuditKind::DeclarationRefused => Cow::Borrowed("advance.declaration_refused"),
             AuditKind::StoreProbe => Cow::Borrowed("store.probe"),
         }
     }

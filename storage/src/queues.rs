@@ -123,6 +123,11 @@ impl Store {
         })
     }
 
+    /// Every declaration asked for and still waiting on its push.
+    pub fn pending_declarations(&self) -> Result<Vec<vouch_playbook::advance::PendingDeclaration>> {
+        self.values_under(keys::PENDING_DECLARATION_PREFIX, "pending declaration")
+    }
+
     /// Every vouch given in advance, by id.
     pub fn advance_vouches(&self) -> Result<Vec<vouch_playbook::advance::AdvanceVouch>> {
         self.values_under(keys::ADVANCE_VOUCH_PREFIX, "advance vouch")

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
-use vouch_playbook::advance::{AdvanceVouch, HostsScope};
+use vouch_playbook::advance::{AdvanceVouch, HostsScope, PendingDeclaration};
 use vouch_playbook::cases::OpenMovement;
 use vouch_playbook::facts::History;
 use vouch_playbook::identity::{IdentityLink, PendingLink};
@@ -77,6 +77,10 @@ pub trait Transaction {
     fn advance_vouches_for(&mut self, hosts: &HostsScope) -> Result<Vec<AdvanceVouch>>;
     /// Writes a vouch given in advance and indexes it by the movement it names.
     fn put_advance_vouch(&mut self, vouch: &AdvanceVouch);
+    /// A declaration the account asked for, waiting on the declarer's push.
+    fn pending_declaration(&mut self, discord_id: Snowflake) -> Result<Option<PendingDeclaration>>;
+    fn put_pending_declaration(&mut self, pending: &PendingDeclaration);
+    fn remove_pending_declaration(&mut self, discord_id: Snowflake);
     /// The person a Discord account is bound to.
     fn identity_link(&mut self, discord_id: Snowflake) -> Result<Option<IdentityLink>>;
     fn put_identity_link(&mut self, link: &IdentityLink);
@@ -406,6 +410,20 @@ impl Transaction for SledTransaction<'_> {
     fn put_advance_vouch(&mut self, vouch: &AdvanceVouch) {
         self.insert(keys::advance_vouch(&vouch.id), encode(vouch));
         self.insert(keys::advance_by_movement(&vouch.scope.hosts(), &vouch.id), Vec::<u8>::new());
+    }
+
+    fn pending_declaration(&mut self, discord_id: Snowflake) -> Result<Option<PendingDeclaration>> {
+        self.value(&keys::pending_declaration(discord_id))?
+            .map(|value| decode(&value, "pending declaration"))
+            .transpose()
+    }
+
+    fn put_pending_declaration(&mut self, pending: &PendingDeclaration) {
+        self.insert(keys::pending_declaration(pending.discord_id), encode(pending));
+    }
+
+    fn remove_pending_declaration(&mut self, discord_id: Snowflake) {
+        self.remove(keys::pending_declaration(discord_id));
     }
 
     fn identity_link(&mut self, discord_id: Snowflake) -> Result<Option<IdentityLink>> {

@@ -461,7 +461,7 @@ async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_
     set_bob(&duo, PushAnswer::Approve, 2);
     let workspace = verified_workspace(&simulator, &duo, "require_linked = true");
     let vouch = workspace.start();
-    simulator.wait_for("the commands to be registered", WAIT, |world| (world.commands.len() == 5).then_some(())).await;
+    simulator.wait_for("the commands to be registered", WAIT, |world| (world.commands.len() == 6).then_some(())).await;
 
     // 1. Bob's Discord account is named by the directory but not linked: his answer is refused.
     let (case_id, answer) = bob_answers_expected(&simulator, &vouch, "edr-l1", "WS-17").await;
@@ -553,4 +553,97 @@ async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_
             "identity.unlinked"
         ]
     );
+}
+
+/// `/expect` with its options, through the simulator; the ephemeral answer's text.
+async fn declare(simulator: &discord_simulator::Simulator, user: u64, account: &str, source: &str) -> String {
+    let options = serde_json::json!([
+        {"name": "source", "type": 3, "value": source},
+        {"name": "target", "type": 3, "value": "SRV-DB-01"},
+        {"name": "account", "type": 3, "value": account},
+        {"name": "hours", "type": 4, "value": 2},
+        {"name": "reason", "type": 3, "value": "patching the database, change CHG-7"},
+    ]);
+    let asked = simulator.slash_command(user, crate::support::TRIAGE_CHANNEL, "expect", options);
+    let response = simulator.response(asked, WAIT).await;
+    assert_eq!(response["data"]["flags"], 64, "commands answer privately: {response}");
+    response["data"]["content"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_declared_in_advance_vouches_for_its_movement_once_verified_and_tells_the_declarer() {
+    let members: [(u64, &str, &[u64]); 4] = [
+        (ALICE, "alice", &[]),
+        (BOB, "bob", &[]),
+        (SAM, "sam", &[crate::support::SOC_ROLE]),
+        (MALLORY, "mallory", &[]),
+    ];
+    let simulator = crate::support::guild(true, &members).await;
+    let duo = DuoSimulator::start(duo_world()).await;
+    let workspace = verified_workspace(&simulator, &duo, "");
+    let vouch = workspace.start();
+    simulator.wait_for("the commands to be registered", WAIT, |world| (world.commands.len() == 6).then_some(())).await;
+
+    // Only the account's holder declares its movements; a stranger is not even a person.
+    let refused = declare(&simulator, BOB, "alice", "WS-17").await;
+    assert!(refused.contains("only its holder declares"), "{refused}");
+    let stranger = declare(&simulator, MALLORY, "alice", "WS-17").await;
+    assert!(stranger.contains("Only a person in the directory"), "{stranger}");
+
+    // Alice declares, approves the push (Duo user alice approves), and the declaration is in force.
+    let sent = declare(&simulator, ALICE, "CORP\\alice", "WS-17").await;
+    assert!(sent.contains("A push was sent to your phone") && sent.contains(r"alice from ws\-17"), "{sent}");
+    let deadline = std::time::Instant::now() + WAIT;
+    let declared = loop {
+        let (_, advance) = crate::support::get_json(&vouch.base, "/api/v1/advance").await;
+        if advance["vouches"].as_array().is_some_and(|vouches| !vouches.is_empty()) {
+            break advance;
+        }
+        assert!(std::time::Instant::now() < deadline, "no declaration in force: {advance}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let declaration = &declared["vouches"][0];
+    assert_eq!(declaration["id"], "D-1");
+    assert_eq!(declaration["kind"]["kind"], "declaration");
+    assert_eq!(declaration["verified"]["provider"], "Duo Push");
+    assert_eq!(declared["pending_declarations"], serde_json::json!([]));
+
+    // Her movement in the window closes itself, citing D-1, asks nobody, and she is told.
+    let (status, body) = crate::support::post_alert(
+        &vouch.base,
+        &crate::support::native_alert("edr-d1", "WS-17", "SRV-DB-01", "CORP\\alice"),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let case_id = body["case_id"].as_str().expect("case id").to_string();
+    let (_, case) = crate::support::get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+    assert_eq!(case["state"], "closed_expected", "{case}");
+    assert!(case["resolution"]["text"].as_str().is_some_and(|text| text.contains("D-1")), "{case}");
+    assert!(case["events"][0]["detail"]["advance"]["vouch"] == "D-1", "the match is in the audit log: {case}");
+    told(&simulator, "Alice to be told her declaration was used", "was just used").await;
+    simulator.with_world(|world| {
+        let opened: Vec<&serde_json::Value> = world
+            .requests
+            .iter()
+            .filter(|request| request.path.ends_with("/users/@me/channels"))
+            .filter_map(|request| request.body.as_ref())
+            .collect();
+        assert_eq!(opened, [&serde_json::json!({"recipient_id": ALICE.to_string()})], "told privately, to Alice only");
+    });
+
+    // From another host it is not covered: Bob is asked as usual.
+    let (_, body) =
+        crate::support::post_alert(&vouch.base, &crate::support::native_alert("edr-d2", "WS-42", "SRV-DB-01", "alice"))
+            .await;
+    let other = body["case_id"].as_str().expect("case id").to_string();
+    let card = crate::support::card(&simulator, &other).await;
+    crate::discord::ping_for(&simulator, &card, BOB).await;
+    let (_, case) = crate::support::get_json(&vouch.base, &format!("/api/v1/cases/{other}")).await;
+    assert_eq!(case["state"], "awaiting_confirmation", "{case}");
+
+    crate::discord::assert_conformant(&simulator, &vouch);
+    assert_eq!(vouch.terminate(), 0);
+    workspace.assert_audit_intact();
+    let kinds = workspace.audit_kinds("advance.");
+    assert_eq!(kinds, ["advance.declaration_requested", "advance.declared"]);
 }

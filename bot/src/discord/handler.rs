@@ -18,6 +18,7 @@ use vouch_playbook::{Actor, AuditKind, CaseEvent, CaseId, CaseState, EventKind, 
 
 use super::custom_id::{Action, ButtonId};
 use super::render;
+use crate::declarations::DeclarationRequest;
 use crate::identity_links::LinkRequest;
 use crate::service::{CaseRequest, Change, Service};
 
@@ -73,6 +74,32 @@ impl EventHandler for Handler {
                     ),
             );
             commands.push(CreateCommand::new("unlink").description("Unlink this Discord account from its person"));
+            let text = |name: &str, description: &str| {
+                CreateCommandOption::new(CommandOptionType::String, name, description).required(true)
+            };
+            commands.push(
+                CreateCommand::new("expect")
+                    .description("Declare a movement you will make, so its alerts are vouched for (a push confirms it)")
+                    .add_option(text("source", "The host you connect from, such as WS-17"))
+                    .add_option(text("target", "The host you connect to, such as SRV-DB-01"))
+                    .add_option(text("account", "The account you connect as"))
+                    .add_option(
+                        CreateCommandOption::new(CommandOptionType::Integer, "hours", "For how long (1 to 24 hours)")
+                            .min_int_value(1)
+                            .max_int_value(24)
+                            .required(true),
+                    )
+                    .add_option(text("reason", "Why, in a few words"))
+                    .add_option(
+                        CreateCommandOption::new(
+                            CommandOptionType::Integer,
+                            "starts_in_minutes",
+                            "When it starts, in minutes from now (default now)",
+                        )
+                        .min_int_value(0)
+                        .max_int_value(1440),
+                    ),
+            );
             commands
         } else {
             commands
@@ -119,6 +146,81 @@ impl Handler {
             soc: member.is_some_and(|member| member.roles.contains(&soc_role)),
             roles: person.map(|person| person.roles.clone()).unwrap_or_default(),
             linked: linked.is_some(),
+        }
+    }
+
+    /// `/expect`: records a declaration of the clicker's own movement and sends them a push;
+    /// it is in force once they approve it.
+    async fn declare(&self, command: &CommandInteraction) -> String {
+        let actor = self.actor(&command.user, command.member.as_deref());
+        let option =
+            |name: &str| command.data.options.iter().find(|option| option.name == name).map(|option| &option.value);
+        let text = |name: &str| option(name).and_then(|value| value.as_str()).unwrap_or("").trim().to_string();
+        let (Some(discord_id), true) = (actor.discord_id, actor.person.is_some()) else {
+            return "Only a person in the directory can declare their movements.".to_string();
+        };
+        let directory = self.service.directory.get();
+        let Some(account) = vouch_playbook::model::Account::parse(&text("account")) else {
+            return "Name the account you will connect as.".to_string();
+        };
+        let holder = directory.account(&account.key()).and_then(|known| known.holder.clone());
+        if !vouch_playbook::advance::may_declare(&actor, holder.as_ref()) {
+            return format!(
+                "`{}` is not an account the directory says you hold; only its holder declares its movements.",
+                render::inert(&account.key(), 64)
+            );
+        }
+        let (source, target) = (text("source"), text("target"));
+        if source.is_empty() || target.is_empty() {
+            return "Name both hosts.".to_string();
+        }
+        let scope = vouch_playbook::advance::HostsScope {
+            account: account.key(),
+            source: vouch_playbook::model::short_hostname(&source),
+            target: vouch_playbook::model::short_hostname(&target),
+        };
+        let now = self.service.clock.now();
+        let hours = option("hours").and_then(|value| value.as_i64()).unwrap_or(0);
+        let starts_in = option("starts_in_minutes").and_then(|value| value.as_i64()).unwrap_or(0).clamp(0, 1440);
+        let valid_from = now.plus_millis(starts_in * 60_000);
+        let valid_until = valid_from.plus_millis(hours.clamp(0, 1000) * 3_600_000);
+        if let Err(reason) = vouch_playbook::advance::declaration_window(valid_from, valid_until, now) {
+            return format!("Not declared: {reason}.");
+        }
+        let reason = vouch_playbook::model::cap(&text("reason"), 300);
+        if reason.is_empty() {
+            return "Say why, in a few words.".to_string();
+        }
+        let lifetime =
+            self.service.playbook.verifying.as_ref().map_or(60_000, |verifying| verifying.push_lifetime_millis);
+        let summary = format!("Declare {} from {} to {} for {hours} h", scope.account, scope.source, scope.target);
+        let described = format!(
+            "{} from {} to {}, until {}",
+            render::inert(&scope.account, 64),
+            render::inert(&scope.source, 64),
+            render::inert(&scope.target, 64),
+            valid_until.to_rfc3339()
+        );
+        let pending = vouch_playbook::advance::PendingDeclaration {
+            discord_id,
+            target_criticality: directory.asset(&scope.target).map(|asset| asset.criticality),
+            scope,
+            reason,
+            by: actor.clone(),
+            valid_from,
+            valid_until,
+            requested_at: now,
+            expires_at: now.plus_millis(lifetime),
+            push: None,
+        };
+        let requested = self.blocking(move |service| service.request_declaration(&actor, pending, summary, now)).await;
+        match requested {
+            Some(DeclarationRequest::Sent(push)) => {
+                self.service.send_push(push);
+                format!("A push was sent to your phone. Once you approve it, alerts of {described} are vouched for by your declaration.")
+            }
+            Some(DeclarationRequest::Refused(reason)) => format!("Not declared: {}.", render::inert(&reason, 300)),
+            None => "Vouch could not record this; please try again.".to_string(),
         }
     }
 
@@ -500,6 +602,7 @@ impl Handler {
                     command.data.options.first().and_then(|option| option.value.as_str()).unwrap_or("").to_string();
                 self.link(&command.user, command.member.as_deref(), &named).await
             }
+            "expect" => self.declare(command).await,
             "unlink" => {
                 let actor = self.actor(&command.user, command.member.as_deref());
                 match actor.discord_id {

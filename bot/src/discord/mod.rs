@@ -415,6 +415,13 @@ impl DiscordSink {
                 )
                 .await
             }
+            Effect::DirectMessage { discord_id, message } => {
+                let user = UserId::new(discord_id.get());
+                let dm = user.create_dm_channel(&self.http).await?;
+                let direct =
+                    CreateMessage::new().content(render::inert(message, 1900)).allowed_mentions(render::no_mentions());
+                self.post(dm.id, &direct).await.map(|_| ())
+            }
             // Never queued for the chat: the verification worker sends pushes.
             Effect::SendPush { .. } => Ok(()),
             Effect::Unknown => Ok(()),

@@ -31,6 +31,8 @@ pub enum PushSubject {
     Case { case_id: CaseId, verification: u32 },
     /// A Discord account asking to be bound to the person (`/link`).
     Link { discord_id: Snowflake },
+    /// Activity the person declares in advance (`/expect`).
+    Declaration { discord_id: Snowflake },
 }
 
 /// A push a durable change asked for.
@@ -86,10 +88,11 @@ impl PushWorker {
         let waiting = tokio::task::spawn_blocking(move || {
             let cases = service.store.cases(Some(&states))?;
             let links = service.store.pending_links()?;
-            Ok::<_, vouch_storage::StorageError>((cases, links))
+            let declarations = service.store.pending_declarations()?;
+            Ok::<_, vouch_storage::StorageError>((cases, links, declarations))
         })
         .await;
-        let (cases, links) = match waiting {
+        let (cases, links, declarations) = match waiting {
             Ok(Ok(waiting)) => waiting,
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot read the pushes that may be waiting; those of cases end on their deadlines");
@@ -104,7 +107,10 @@ impl PushWorker {
         let links = links
             .into_iter()
             .map(|link| (PushSubject::Link { discord_id: link.discord_id }, link.push, link.expires_at));
-        for (subject, push, expires_at) in held.chain(links) {
+        let declarations = declarations.into_iter().map(|declaration| {
+            (PushSubject::Declaration { discord_id: declaration.discord_id }, declaration.push, declaration.expires_at)
+        });
+        for (subject, push, expires_at) in held.chain(links).chain(declarations) {
             let task = self.task(subject);
             match push {
                 Some(push) => {
@@ -183,6 +189,17 @@ impl PushTask {
                 let event = CaseEvent::PushSent { verification, push };
                 self.apply(case_id, EventKind::VerificationPushSent, detail, event).await
             }
+            PushSubject::Declaration { discord_id } => {
+                let service = Arc::clone(&self.service);
+                match tokio::task::spawn_blocking(move || service.declaration_push_sent(discord_id, push)).await {
+                    Ok(Ok(expires_at)) => expires_at,
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "a declaration's push could not be recorded; the request ends on restart");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
             PushSubject::Link { discord_id } => {
                 let service = Arc::clone(&self.service);
                 match tokio::task::spawn_blocking(move || service.link_push_sent(discord_id, push)).await {
@@ -203,6 +220,20 @@ impl PushTask {
                 let detail = json!({"verification": verification, "outcome": outcome});
                 let event = CaseEvent::VerificationFinished { verification, outcome };
                 self.apply(case_id, EventKind::VerificationFinished, detail, event).await;
+            }
+            PushSubject::Declaration { discord_id } => {
+                let service = Arc::clone(&self.service);
+                let now = self.service.clock.now();
+                match tokio::task::spawn_blocking(move || service.finish_declaration(discord_id, outcome, now)).await {
+                    Ok(Ok(declared)) => {
+                        if let Some(declared) = declared {
+                            tracing::info!(id = %declared.id, "activity declared");
+                        }
+                        self.service.effects_ready.notify_one();
+                    }
+                    Ok(Err(error)) => tracing::error!(%error, "a declaration's end could not be recorded"),
+                    Err(_) => {}
+                }
             }
             PushSubject::Link { discord_id } => {
                 let service = Arc::clone(&self.service);

@@ -117,6 +117,22 @@ impl Case {
                         vouch.by.name
                     ),
                 });
+                // Whoever declared it hears that it was used: a use they did not expect is a
+                // sign someone else moved as them.
+                if let (AdvanceKind::Declaration { .. }, Some(discord_id)) = (&vouch.kind, vouch.by.discord_id) {
+                    let account = self.alert().initiating_account().map(|account| account.name.clone());
+                    effects.push(Effect::DirectMessage {
+                        discord_id,
+                        message: format!(
+                            "Your declaration {} was just used: {} closed as expected ({} from {} to {}). If this was not you, tell the SOC now.",
+                            vouch.id,
+                            self.id,
+                            account.unwrap_or_default(),
+                            self.alert().source.label(),
+                            self.alert().target.label()
+                        ),
+                    });
+                }
             }
         }
         (self, effects)

@@ -356,6 +356,11 @@ pub enum Effect {
     Announce {
         message: String,
     },
+    /// Tell one person something privately (a declaration of theirs was used).
+    DirectMessage {
+        discord_id: Snowflake,
+        message: String,
+    },
     /// Send a push to the person's phone to verify the answer they gave (see
     /// `Case::pending_verification`).
     SendPush {

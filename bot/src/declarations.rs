@@ -1,0 +1,130 @@
+//! Activity declared in advance (`/expect`): a person says "I will connect from A to B as X
+//! between T1 and T2, because …", approves a push, and a matching alert in that window is then
+//! vouched for by the declaration (`vouch_playbook::advance` decides when it applies).
+
+use serde_json::json;
+use vouch_playbook::advance::{AdvanceVouch, PendingDeclaration};
+use vouch_playbook::engine::{PushOutcome, PushRecord};
+use vouch_playbook::{Actor, AuditKind, Snowflake, Timestamp};
+use vouch_storage::{NewRecord, StorageError};
+
+use crate::service::Service;
+use crate::verification::{PushSubject, PushToSend};
+
+/// What became of an `/expect` request.
+#[derive(Debug)]
+pub enum DeclarationRequest {
+    /// Recorded; this push is to be sent.
+    Sent(PushToSend),
+    Refused(String),
+}
+
+impl Service {
+    /// Records a declaration asked for by `actor`, waiting on their push. Durable on return.
+    /// Blocking.
+    pub fn request_declaration(
+        &self,
+        actor: &Actor,
+        pending: PendingDeclaration,
+        summary: String,
+        now: Timestamp,
+    ) -> Result<DeclarationRequest, StorageError> {
+        let Some(person) = actor.person.clone() else {
+            return Ok(DeclarationRequest::Refused(
+                "this Discord account is not a person in the directory".to_string(),
+            ));
+        };
+        self.store
+            .write(|transaction| {
+                let waiting =
+                    transaction.pending_declaration(pending.discord_id)?.filter(|waiting| waiting.expires_at > now);
+                let detail = json!({"scope": pending.scope, "from": pending.valid_from, "until": pending.valid_until, "reason": pending.reason});
+                if waiting.is_some() {
+                    let reason = "a push for an earlier declaration is still waiting to be approved".to_string();
+                    transaction.append_audit(NewRecord {
+                        at: now,
+                        case_id: None,
+                        kind: AuditKind::DeclarationRefused,
+                        actor: Some(actor),
+                        playbook_version: None,
+                        detail: json!({"request": detail, "reason": reason, "pushed": false}),
+                    })?;
+                    return Ok(DeclarationRequest::Refused(reason));
+                }
+                transaction.put_pending_declaration(&pending);
+                transaction.append_audit(NewRecord {
+                    at: now,
+                    case_id: None,
+                    kind: AuditKind::DeclarationRequested,
+                    actor: Some(actor),
+                    playbook_version: None,
+                    detail,
+                })?;
+                Ok(DeclarationRequest::Sent(PushToSend {
+                    subject: PushSubject::Declaration { discord_id: pending.discord_id },
+                    person,
+                    summary,
+                }))
+            })?
+            .wait()
+    }
+
+    /// Records the push sent for a declaration; its deadline, or `None` if the request is gone.
+    pub fn declaration_push_sent(
+        &self,
+        discord_id: Snowflake,
+        push: PushRecord,
+    ) -> Result<Option<Timestamp>, StorageError> {
+        self.store
+            .write(|transaction| {
+                let Some(mut pending) = transaction.pending_declaration(discord_id)? else { return Ok(None) };
+                if pending.push.is_some() {
+                    return Ok(None);
+                }
+                pending.push = Some(push);
+                transaction.put_pending_declaration(&pending);
+                Ok(Some(pending.expires_at))
+            })?
+            .wait()
+    }
+
+    /// Ends a declaration request: in force once its push is approved (numbered `D-n`), else
+    /// not, audited either way; a refused push is told to the SOC. Blocking.
+    pub fn finish_declaration(
+        &self,
+        discord_id: Snowflake,
+        outcome: PushOutcome,
+        now: Timestamp,
+    ) -> Result<Option<AdvanceVouch>, StorageError> {
+        self.store
+            .write(|transaction| {
+                let Some(pending) = transaction.pending_declaration(discord_id)? else { return Ok(None) };
+                transaction.remove_pending_declaration(discord_id);
+                let record = |kind, detail| NewRecord { at: now, case_id: None, kind, actor: None, playbook_version: None, detail };
+                match (&outcome, pending.push.clone()) {
+                    (PushOutcome::Approved, Some(push)) => {
+                        let id = transaction.allocate_advance_id(true)?;
+                        let declared = pending.declared(id, push);
+                        transaction.put_advance_vouch(&declared);
+                        transaction.append_audit(record(AuditKind::Declared, json!(declared)))?;
+                        Ok(Some(declared))
+                    }
+                    _ => {
+                        let denied = matches!(outcome, PushOutcome::Denied | PushOutcome::Fraud);
+                        transaction.append_audit(record(
+                            AuditKind::DeclarationRefused,
+                            json!({"scope": pending.scope, "by": pending.by, "outcome": outcome, "pushed": true}),
+                        ))?;
+                        if denied {
+                            transaction.queue_notice(&format!(
+                                "Discord account {discord_id} declared activity as {} ({} from {} to {}), and the push to verify it was refused: that account may not be who it claims. Nothing was declared.",
+                                pending.by.name, pending.scope.account, pending.scope.source, pending.scope.target
+                            ))?;
+                        }
+                        Ok(None)
+                    }
+                }
+            })?
+            .wait()
+    }
+}
