@@ -95,6 +95,9 @@ pub struct Digest {
     /// Open cases, oldest first: id, source, target, state, minutes waited.
     pub open: Vec<OpenCaseLine>,
     pub closed_expected: usize,
+    /// Of those closed as expected, how many a vouch given in advance closed (a standing
+    /// approval or a declaration), with nobody asked.
+    pub vouched_in_advance: usize,
     pub escalated: usize,
     pub isolated: usize,
 }
@@ -112,7 +115,7 @@ pub struct OpenCaseLine {
 pub fn digest(service: &Service) -> Result<Digest, vouch_storage::StorageError> {
     let now = service.clock.now();
     let day_ago = now.plus_millis(-24 * 60 * 60 * 1000);
-    let mut digest = Digest { open: Vec::new(), closed_expected: 0, escalated: 0, isolated: 0 };
+    let mut digest = Digest { open: Vec::new(), closed_expected: 0, vouched_in_advance: 0, escalated: 0, isolated: 0 };
     for case in service.store.cases(None)? {
         if !case.state.is_finished() {
             digest.open.push(OpenCaseLine {
@@ -125,6 +128,10 @@ pub fn digest(service: &Service) -> Result<Digest, vouch_storage::StorageError> 
         }
         if case.resolution.as_ref().is_some_and(|decision| decision.at >= day_ago) {
             digest.closed_expected += 1;
+            let advance = case.advance.as_ref().map(|note| &note.outcome);
+            if advance == Some(&vouch_playbook::engine::AdvanceOutcome::Vouched) {
+                digest.vouched_in_advance += 1;
+            }
         }
         if case.escalation.as_ref().is_some_and(|decision| decision.at >= day_ago) {
             digest.escalated += 1;

@@ -607,8 +607,13 @@ pub fn confirmation_buttons(case: &Case, disabled: bool) -> Vec<CreateActionRow>
 
 /// The daily digest's text.
 pub fn digest_text(digest: &crate::timers::Digest) -> String {
+    let in_advance = if digest.vouched_in_advance > 0 {
+        format!(" ({} vouched for in advance)", digest.vouched_in_advance)
+    } else {
+        String::new()
+    };
     let mut text = format!(
-        "**Vouch digest**: {} open case(s). Last 24 h: {} closed as expected, {} escalated, {} host(s) isolated.",
+        "**Vouch digest**: {} open case(s). Last 24 h: {} closed as expected{in_advance}, {} escalated, {} host(s) isolated.",
         digest.open.len(),
         digest.closed_expected,
         digest.escalated,
@@ -650,5 +655,24 @@ mod tests {
         // Cutting inside an escape drops the lone backslash rather than escaping the ellipsis.
         let long = inert(&"*".repeat(50), 12);
         assert_eq!(long, r"\*\*\*\*\*…");
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::digest_text;
+    use crate::timers::Digest;
+
+    #[test]
+    fn the_digest_counts_cases_vouched_for_in_advance_among_those_closed() {
+        let digest = |vouched_in_advance| Digest {
+            open: Vec::new(),
+            closed_expected: 3,
+            vouched_in_advance,
+            escalated: 1,
+            isolated: 0,
+        };
+        assert!(digest_text(&digest(2)).contains("3 closed as expected (2 vouched for in advance), 1 escalated"));
+        assert!(digest_text(&digest(0)).contains("3 closed as expected, 1 escalated"));
     }
 }
