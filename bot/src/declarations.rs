@@ -34,13 +34,21 @@ impl Service {
                 "this Discord account is not a person in the directory".to_string(),
             ));
         };
+        let cooling_down = self.links.cooling_down_until(pending.discord_id, now);
         self.store
             .write(|transaction| {
                 let waiting =
                     transaction.pending_declaration(pending.discord_id)?.filter(|waiting| waiting.expires_at > now);
                 let detail = json!({"scope": pending.scope, "from": pending.valid_from, "until": pending.valid_until, "reason": pending.reason});
-                if waiting.is_some() {
-                    let reason = "a push for an earlier declaration is still waiting to be approved".to_string();
+                let refusal = match (cooling_down, waiting) {
+                    (Some(until), _) => Some(format!(
+                        "this account's last request came to nothing; it may ask again after {}",
+                        until.to_rfc3339()
+                    )),
+                    (None, Some(_)) => Some("a push for an earlier declaration is still waiting to be approved".to_string()),
+                    (None, None) => None,
+                };
+                if let Some(reason) = refusal {
                     transaction.append_audit(NewRecord {
                         at: now,
                         case_id: None,
@@ -96,9 +104,11 @@ impl Service {
         outcome: PushOutcome,
         now: Timestamp,
     ) -> Result<Option<AdvanceVouch>, StorageError> {
-        self.store
+        // (whether a request was waiting, the declaration it became)
+        let (waited, declared) = self
+            .store
             .write(|transaction| {
-                let Some(pending) = transaction.pending_declaration(discord_id)? else { return Ok(None) };
+                let Some(pending) = transaction.pending_declaration(discord_id)? else { return Ok((false, None)) };
                 transaction.remove_pending_declaration(discord_id);
                 let record = |kind, detail| NewRecord { at: now, case_id: None, kind, actor: None, playbook_version: None, detail };
                 match (&outcome, pending.push.clone()) {
@@ -107,7 +117,7 @@ impl Service {
                         let declared = pending.declared(id, push);
                         transaction.put_advance_vouch(&declared);
                         transaction.append_audit(record(AuditKind::Declared, json!(declared)))?;
-                        Ok(Some(declared))
+                        Ok((true, Some(declared)))
                     }
                     _ => {
                         let denied = matches!(outcome, PushOutcome::Denied | PushOutcome::Fraud);
@@ -121,10 +131,14 @@ impl Service {
                                 pending.by.name, pending.scope.account, pending.scope.source, pending.scope.target
                             ))?;
                         }
-                        Ok(None)
+                        Ok((true, None))
                     }
                 }
             })?
-            .wait()
+            .wait()?;
+        if waited && declared.is_none() {
+            self.links.cool_down(discord_id, now.plus_millis(crate::identity_links::PUSH_REQUEST_COOL_DOWN_MILLIS));
+        }
+        Ok(declared)
     }
 }

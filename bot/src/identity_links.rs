@@ -14,16 +14,16 @@ use vouch_storage::{NewRecord, StorageError, Store};
 use crate::service::Service;
 use crate::verification::{PushSubject, PushToSend};
 
-/// How long an account waits for another `/link` after one that bound nothing: repeated
-/// requests would be pushes the person did not ask for, the stuff of push fatigue.
-const LINK_COOL_DOWN_MILLIS: i64 = 10 * 60 * 1000;
+/// How long an account waits for another `/link` or `/expect` after one that came to nothing:
+/// repeated requests would be pushes the person did not ask for, the stuff of push fatigue.
+pub(crate) const PUSH_REQUEST_COOL_DOWN_MILLIS: i64 = 10 * 60 * 1000;
 
 /// The bindings in force: Discord account → person.
 #[derive(Debug, Default)]
 pub struct LinkedAccounts {
     by_account: RwLock<BTreeMap<Snowflake, PersonId>>,
-    /// Accounts whose last request bound nothing, and until when they wait (kept in memory: a
-    /// restart forgets it, which only shortens a wait).
+    /// Accounts whose last push request (a link or a declaration) came to nothing, and until
+    /// when they wait (kept in memory: a restart forgets it, which only shortens a wait).
     cooling_down: RwLock<BTreeMap<Snowflake, Timestamp>>,
 }
 
@@ -46,12 +46,12 @@ impl LinkedAccounts {
         links.iter().filter(|(_, linked)| *linked == person).map(|(account, _)| *account).collect()
     }
 
-    fn cooling_down_until(&self, discord_id: Snowflake, now: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn cooling_down_until(&self, discord_id: Snowflake, now: Timestamp) -> Option<Timestamp> {
         let cooling = self.cooling_down.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         cooling.get(&discord_id).copied().filter(|until| *until > now)
     }
 
-    fn cool_down(&self, discord_id: Snowflake, until: Timestamp) {
+    pub(crate) fn cool_down(&self, discord_id: Snowflake, until: Timestamp) {
         self.cooling_down.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(discord_id, until);
     }
 
@@ -204,7 +204,7 @@ impl Service {
                 }
                 self.links.set(link.discord_id, Some(link.person));
             }
-            None => self.links.cool_down(discord_id, now.plus_millis(LINK_COOL_DOWN_MILLIS)),
+            None => self.links.cool_down(discord_id, now.plus_millis(PUSH_REQUEST_COOL_DOWN_MILLIS)),
         }
         self.effects_ready.notify_one();
         Ok(())
