@@ -19,7 +19,7 @@ fn settings(provider: PushProviderSettings) -> VerificationSettings {
         provider,
         username_template: "{id}".to_string(),
         timeout: Duration::from_secs(60),
-        request_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(2),
         poll_every: Duration::from_millis(100),
         require_linked: false,
         policy: Default::default(),
@@ -140,7 +140,7 @@ async fn duo_refuses_a_wrong_secret_and_faults_are_never_approvals() {
     assert!(duo.world().requests.is_empty(), "nothing was accepted");
 
     let verifier = duo_verifier(&duo, SECRET_KEY);
-    for fault in [DuoFault::ServerError, DuoFault::Malformed, DuoFault::Slow(Duration::from_secs(3))] {
+    for fault in [DuoFault::ServerError, DuoFault::Malformed, DuoFault::Slow(Duration::from_secs(6))] {
         duo.world().faults.push(fault);
         let error = verifier.send_push(&request("alice")).await.expect_err("a fault is not a push sent").to_string();
         assert!(!error.is_empty(), "{fault:?}");
@@ -261,7 +261,7 @@ fn verified_workspace(
     let workspace = crate::support::Workspace::discord(simulator);
     std::fs::write(workspace.config().with_file_name("duo.secret"), SECRET_KEY).expect("write");
     workspace.append_settings(&format!(
-        "[verification]\nprovider = \"duo\"\ntimeout_seconds = 10\npoll_interval_ms = 100\nrequest_timeout_seconds = 2\n{extra}\n\
+        "[verification]\nprovider = \"duo\"\ntimeout_seconds = 300\npoll_interval_ms = 100\nrequest_timeout_seconds = 10\n{extra}\n\
          [verification.duo]\napi_url = \"{}\"\nintegration_key = \"{INTEGRATION_KEY}\"\nsecret_key = {{ file = \"duo.secret\" }}\n",
         duo.base()
     ));
@@ -434,29 +434,44 @@ async fn command(simulator: &discord_simulator::Simulator, user: u64, name: &str
     response["data"]["content"].as_str().unwrap_or_default().to_string()
 }
 
-/// The links in force, once `ready` holds of them.
-async fn links_until(base: &str, what: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let (status, links) = crate::support::get_json(base, "/api/v1/identity/links").await;
-        assert_eq!(status, 200, "{links}");
-        if ready(&links) {
-            return links;
-        }
-        assert!(std::time::Instant::now() < deadline, "{what}: {links}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_it() {
+/// Alice, Bob, Sam of the SOC, and Mallory whom the directory does not know.
+async fn guild_with_mallory() -> discord_simulator::Simulator {
     let members: [(u64, &str, &[u64]); 4] = [
         (ALICE, "alice", &[]),
         (BOB, "bob", &[]),
         (SAM, "sam", &[crate::support::SOC_ROLE]),
         (MALLORY, "mallory", &[]),
     ];
-    let simulator = crate::support::guild(true, &members).await;
+    crate::support::guild(true, &members).await
+}
+
+/// What the API answers at `path`, once `ready` holds of it.
+async fn api_until(
+    base: &str,
+    path: &str,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, answer) = crate::support::get_json(base, path).await;
+        assert_eq!(status, 200, "{answer}");
+        if ready(&answer) {
+            return answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The links in force, once `ready` holds of them.
+async fn links_until(base: &str, what: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    api_until(base, "/api/v1/identity/links", what, ready).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_it() {
+    let simulator = guild_with_mallory().await;
     let duo = DuoSimulator::start(duo_world()).await;
     set_bob(&duo, PushAnswer::Approve, 2);
     let workspace = verified_workspace(&simulator, &duo, "require_linked = true");
@@ -572,13 +587,7 @@ async fn declare(simulator: &discord_simulator::Simulator, user: u64, account: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_declared_in_advance_vouches_for_its_movement_once_verified_and_tells_the_declarer() {
-    let members: [(u64, &str, &[u64]); 4] = [
-        (ALICE, "alice", &[]),
-        (BOB, "bob", &[]),
-        (SAM, "sam", &[crate::support::SOC_ROLE]),
-        (MALLORY, "mallory", &[]),
-    ];
-    let simulator = crate::support::guild(true, &members).await;
+    let simulator = guild_with_mallory().await;
     let duo = DuoSimulator::start(duo_world()).await;
     let workspace = verified_workspace(&simulator, &duo, "");
     let vouch = workspace.start();
@@ -593,15 +602,10 @@ async fn activity_declared_in_advance_vouches_for_its_movement_once_verified_and
     // Alice declares, approves the push (Duo user alice approves), and the declaration is in force.
     let sent = declare(&simulator, ALICE, "CORP\\alice", "WS-17").await;
     assert!(sent.contains("A push was sent to your phone") && sent.contains(r"alice from ws\-17"), "{sent}");
-    let deadline = std::time::Instant::now() + WAIT;
-    let declared = loop {
-        let (_, advance) = crate::support::get_json(&vouch.base, "/api/v1/advance").await;
-        if advance["vouches"].as_array().is_some_and(|vouches| !vouches.is_empty()) {
-            break advance;
-        }
-        assert!(std::time::Instant::now() < deadline, "no declaration in force: {advance}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let declared = api_until(&vouch.base, "/api/v1/advance", "a declaration in force", |advance| {
+        advance["vouches"].as_array().is_some_and(|vouches| !vouches.is_empty())
+    })
+    .await;
     let declaration = &declared["vouches"][0];
     assert_eq!(declaration["id"], "D-1");
     assert_eq!(declaration["kind"]["kind"], "declaration");
