@@ -358,7 +358,7 @@ pub(crate) fn ingest_alert(
         Some(movement) => transaction.case(movement.case_id)?.map(|case| (movement, case)),
         None => None,
     };
-    let last = movement_case.as_ref().map(|(movement, case)| (*movement, case.state));
+    let last = movement_case.as_ref().map(|(movement, case)| (*movement, case.takes_repeats(now)));
     let arrival = route_alert(earlier_copy, last, grouping_window, now);
     if let Arrival::Duplicate(case_id) = arrival {
         let case = transaction.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;

@@ -44,10 +44,10 @@ pub enum Arrival {
 }
 
 /// Decides where an alert goes from what the store knows: the case an earlier copy of it went
-/// to, and the movement's last case with whether that case is finished.
+/// to, and the movement's last case with whether it takes repeats ([`crate::Case::takes_repeats`]).
 pub fn route_alert(
     earlier_copy: Option<CaseId>,
-    last_case_of_movement: Option<(OpenMovement, CaseState)>,
+    last_case_of_movement: Option<(OpenMovement, bool)>,
     window: GroupingWindow,
     now: Timestamp,
 ) -> Arrival {
@@ -55,8 +55,8 @@ pub fn route_alert(
         return Arrival::Duplicate(case_id);
     }
     match last_case_of_movement {
-        Some((movement, state))
-            if now.millis_since(movement.last_alert_at) <= window.millis && !state.is_finished() =>
+        Some((movement, takes_repeats))
+            if now.millis_since(movement.last_alert_at) <= window.millis && takes_repeats =>
         {
             Arrival::JoinsOpenCase(movement.case_id)
         }

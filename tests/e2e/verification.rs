@@ -624,6 +624,14 @@ async fn activity_declared_in_advance_vouches_for_its_movement_once_verified_and
     assert_eq!(case["state"], "closed_expected", "{case}");
     assert!(case["resolution"]["text"].as_str().is_some_and(|text| text.contains("D-1")), "{case}");
     assert!(case["events"][0]["detail"]["advance"]["vouch"] == "D-1", "the match is in the audit log: {case}");
+    // A storm of the declared movement is that one case, not a closed case and a card per alert.
+    for index in 0..5 {
+        let repeat = crate::support::native_alert(&format!("edr-d1-{index}"), "WS-17", "SRV-DB-01", "alice");
+        let (status, body) = crate::support::post_alert(&vouch.base, &repeat).await;
+        assert_eq!((status, body["case_id"].as_str()), (202, Some(case_id.as_str())), "{body}");
+    }
+    let (_, case) = crate::support::get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+    assert_eq!(case["alert_count"], 6, "{case}");
     told(&simulator, "Alice to be told her declaration was used", "was just used").await;
     simulator.with_world(|world| {
         let opened: Vec<&serde_json::Value> = world

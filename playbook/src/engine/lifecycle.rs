@@ -72,7 +72,7 @@ impl Case {
         applicability: &Applicability,
         now: Timestamp,
     ) -> (Case, Vec<Effect>) {
-        let note = |outcome| Some(AdvanceNote { vouch: vouch.id.clone(), outcome });
+        let note = |outcome| Some(AdvanceNote { vouch: vouch.id.clone(), outcome, covers_until: None });
         let until = vouch.valid_until.to_rfc3339();
         let mut effects = effects;
         match applicability {
@@ -91,7 +91,11 @@ impl Case {
                 });
             }
             Applicability::Vouches => {
-                self.advance = note(AdvanceOutcome::Vouched);
+                self.advance = Some(AdvanceNote {
+                    vouch: vouch.id.clone(),
+                    outcome: AdvanceOutcome::Vouched,
+                    covers_until: Some(vouch.valid_until),
+                });
                 self.state = CaseState::ClosedExpected;
                 self.confirmation.current = None;
                 self.confirmation.deadline = None;
@@ -136,6 +140,16 @@ impl Case {
             }
         }
         (self, effects)
+    }
+
+    /// Whether a repeat of this case's movement joins it: while the case is open, and while a
+    /// vouch given in advance that closed it still covers the movement (a storm of a declared
+    /// movement is one case, not one closed case and card per alert).
+    pub fn takes_repeats(&self, now: Timestamp) -> bool {
+        let covered = self.advance.as_ref().is_some_and(|note| {
+            note.outcome == AdvanceOutcome::Vouched && note.covers_until.is_some_and(|until| now < until)
+        });
+        !self.state.is_finished() || covered
     }
 
     pub fn alert(&self) -> &Alert {

@@ -523,6 +523,10 @@ pub struct AdvanceNote {
     /// `A-12`, `D-3`.
     pub vouch: String,
     pub outcome: AdvanceOutcome,
+    /// Until when the vouch that closed the case covers its movement: repeats until then join
+    /// the case instead of each opening (and closing) one of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers_until: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

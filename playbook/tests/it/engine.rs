@@ -1176,6 +1176,18 @@ fn a_vouch_given_in_advance_closes_the_case_it_covers_or_notes_why_not() {
         .iter()
         .any(|effect| matches!(effect, Effect::Announce { message } if message.contains("in advance"))));
 
+    // Repeats of the movement join the closed case while the declaration covers it.
+    assert!(closed.takes_repeats(NOW.plus_minutes(59)));
+    assert!(!closed.takes_repeats(NOW.plus_minutes(60)), "not once the declaration ended");
+    let (plainly_closed, _) = accepted(apply(
+        &playbook,
+        case.clone(),
+        CaseEvent::Close { by: soc("sam"), justification: "ok".to_string() },
+        NOW,
+    ));
+    assert!(!plainly_closed.takes_repeats(NOW), "a case closed by a person takes no repeats");
+    assert!(case.takes_repeats(NOW), "an open case does");
+
     let (marked, marking) = case.clone().vouched_in_advance(effects.clone(), &vouch, &Applicability::WouldVouch, NOW);
     assert_eq!(marked.state, CaseState::AwaitingConfirmation, "triaged as usual");
     assert!(marking.iter().any(|effect| matches!(effect, Effect::PingPerson { .. })));
