@@ -149,7 +149,7 @@ pub struct AdvanceVouch {
     pub revoked: Option<Decision>,
 }
 
-/// A declaration asked for from a Discord account, waiting on the declarer's push.
+/// A declaration asked for from a chat account, waiting on the declarer's push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingDeclaration {
     pub discord_id: crate::ids::Snowflake,

@@ -1,4 +1,4 @@
-//! Chat accounts bound to people: a Discord account counts as a person in the directory once that
+//! Chat accounts bound to people: a chat account counts as a person in the directory once that
 //! person approved a push asking to bind it. What a link request's end decides is here; the bot
 //! carries it out.
 
@@ -8,7 +8,7 @@ use crate::engine::{PushOutcome, PushRecord};
 use crate::ids::{PersonId, Snowflake};
 use crate::time::Timestamp;
 
-/// A Discord account bound to a person by a push that person approved.
+/// A chat account bound to a person by a push that person approved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityLink {
     pub discord_id: Snowflake,
@@ -18,7 +18,7 @@ pub struct IdentityLink {
     pub verified: PushRecord,
 }
 
-/// A link asked for from a Discord account, waiting on the named person's push.
+/// A link asked for from a chat account, waiting on the named person's push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingLink {
     pub discord_id: Snowflake,

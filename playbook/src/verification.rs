@@ -90,7 +90,7 @@ pub struct Verifying {
     pub policy: VerificationPolicy,
     /// How long after it is asked for a push counts as timed out.
     pub push_lifetime_millis: i64,
-    /// Only chat accounts bound to their person with `/link` may confirm.
+    /// Only chat accounts bound to their person by an approved push may confirm.
     pub require_linked: bool,
 }
 

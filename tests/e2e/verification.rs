@@ -480,7 +480,7 @@ async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_
 
     // 1. Bob's Discord account is named by the directory but not linked: his answer is refused.
     let (case_id, answer) = bob_answers_expected(&simulator, &vouch, "edr-l1", "WS-17").await;
-    assert!(answer.to_string().contains("run /link"), "{answer}");
+    assert!(answer.to_string().contains("link this account first with /link"), "{answer}");
     assert_eq!(answer["data"]["flags"], 64, "refused privately: {answer}");
 
     // 2. Mallory asks to be Bob; Bob denies the push: nothing is linked and the SOC is told.

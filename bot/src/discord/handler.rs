@@ -413,6 +413,9 @@ impl Handler {
         let response = match outcome {
             Outcome::Failed => ephemeral("Vouch could not record this click; please try again."),
             Outcome::NoSuchCase(case_id) => ephemeral(format!("There is no case {case_id}; nothing was changed.")),
+            Outcome::Refused(reason) if reason == vouch_playbook::engine::NOT_LINKED => {
+                ephemeral(format!("This isn't yours to answer: {reason} with /link and your directory id."))
+            }
             Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
             Outcome::Applied { case, verdict } => {
                 if on_card {

@@ -13,6 +13,10 @@ use crate::model::Alert;
 use crate::time::Timestamp;
 use crate::verification::{AnsweredAs, WeightyAnswer};
 
+/// Why an answer from a chat account not linked to its person is refused when linking is
+/// required (the chat layer adds how to link).
+pub const NOT_LINKED: &str = "only chat accounts linked to their person may answer: link this account first";
+
 impl Case {
     /// A new case in its first state, with the effects of opening it.
     pub fn open(
@@ -367,9 +371,7 @@ impl Case {
             return self.refuse(format!("this confirmation was asked of {asked}"));
         }
         if playbook.verifying.as_ref().is_some_and(|verifying| verifying.require_linked) && !by.linked {
-            return self.refuse(
-                "only Discord accounts linked to their person may answer: run /link with your directory id first",
-            );
+            return self.refuse(NOT_LINKED);
         }
         let Some(confirmer) = self.confirmation.current_confirmer().cloned() else {
             return self.refuse("nobody is being asked to confirm this case right now");

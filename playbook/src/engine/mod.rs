@@ -12,5 +12,5 @@ pub mod lifecycle;
 pub mod vocabulary;
 
 pub use assessment::open_case;
-pub use lifecycle::apply;
+pub use lifecycle::{apply, NOT_LINKED};
 pub use vocabulary::*;
