@@ -169,7 +169,10 @@ impl Service {
         request: CaseRequest<'_>,
         now: Timestamp,
     ) -> Result<Pending<(Change, Outbound)>, StorageError> {
-        let CaseRequest { case_id, kind, actor, detail, event, redrawn_in_answer } = request;
+        let CaseRequest { case_id, kind, actor, mut detail, event, redrawn_in_answer } = request;
+        // Every answer's record says whether it needed a push: it is held for one, or counts as
+        // clicked.
+        let answers = matches!(event, CaseEvent::Confirm { .. } | CaseEvent::Close { .. });
         let pending = self.store.write(|transaction| {
             let Some(before) = transaction.case(case_id)? else {
                 // Not filed under the case: that number may belong to a later case.
@@ -201,6 +204,12 @@ impl Service {
                 }),
                 _ => None,
             });
+            if answers {
+                detail["verification"] = match &push {
+                    Some(_) => serde_json::json!("held for a push"),
+                    None => serde_json::json!("not required"),
+                };
+            }
             let redraw = if redrawn_in_answer { Redraw::DoneInAnswer } else { Redraw::ForDecision };
             queue_effects(transaction, case_id, &effects, redraw)?;
             transaction.append_audit(NewRecord {

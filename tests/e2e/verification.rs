@@ -337,6 +337,10 @@ async fn an_expected_on_a_high_system_counts_once_the_push_is_approved_and_a_den
     for kind in ["click.confirm", "verification.push_sent", "verification.finished"] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
+    let event = |case: &serde_json::Value, kind: &str| {
+        case["events"].as_array().expect("events").iter().find(|event| event["kind"] == kind).cloned().expect(kind)
+    };
+    assert_eq!(event(&closed, "click.confirm")["detail"]["verification"], "held for a push");
     let card = crate::support::card(&simulator, &approved_case).await;
     simulator
         .wait_for("the card to say the answer was verified", WAIT, |world| {
@@ -381,6 +385,8 @@ async fn an_expected_on_a_high_system_counts_once_the_push_is_approved_and_a_den
         let (_, case) = crate::support::get_json(&vouch.base, &format!("/api/v1/cases/{denied_case}")).await;
         assert_eq!(case["state"], expected_state, "{case}");
         assert_eq!(case["close_asked_by"]["by"]["name"], "Sam Okafor", "{case}");
+        // Closing a high (not critical) system needs no push, and its record says so.
+        assert_eq!(event(&case, "form.close")["detail"]["verification"], "not required", "{case}");
     }
 
     // 3. Timed out: not counted; Bob may answer again.
