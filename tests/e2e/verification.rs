@@ -665,3 +665,40 @@ async fn activity_declared_in_advance_vouches_for_its_movement_once_verified_and
     let kinds = workspace.audit_kinds("advance.");
     assert_eq!(kinds, ["advance.declaration_requested", "advance.declared"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_is_verified_with_okta_verify_and_the_number_to_pick_is_shown_where_it_was_given() {
+    let simulator = guild_with_mallory().await;
+    let mut world = OktaWorld::default();
+    world.api_token = "00Okta-api-token-of-vouch".to_string();
+    world.users = vec![OktaUser::active("00u2bob0000000000", "bob", PushAnswer::Approve)];
+    let okta = OktaSimulator::start(world).await;
+    let workspace = crate::support::Workspace::discord(&simulator);
+    std::fs::write(workspace.config().with_file_name("okta.token"), "00Okta-api-token-of-vouch").expect("write");
+    workspace.append_settings(&format!(
+        "[verification]\nprovider = \"okta\"\ntimeout_seconds = 300\npoll_interval_ms = 100\n\
+         [verification.okta]\norg_url = \"{}\"\napi_token = {{ file = \"okta.token\" }}\n",
+        okta.base()
+    ));
+    let vouch = workspace.start();
+
+    let (case_id, answer) = bob_answers_expected(&simulator, &vouch, "edr-o1", "WS-17").await;
+    assert!(answer.to_string().contains("counts once they approve the push"), "{answer}");
+    let closed =
+        crate::support::case_until(&vouch.base, &case_id, WAIT, "Bob's Okta-verified answer to count", |case| {
+            case["state"] == "closed_expected"
+        })
+        .await;
+    assert_eq!(closed["confirmers"][0]["answers"][0]["verified"]["provider"], "Okta Verify", "{closed}");
+    // Number matching: the number Okta asks for is said in the case's thread.
+    let number = okta.world().last_number.expect("a number matching challenge");
+    told(&simulator, "the number to pick to be shown", &format!("pick {number}")).await;
+    let challenge = okta.world().requests.iter().find(|request| request.path.ends_with("/verify")).cloned();
+    assert_eq!(
+        challenge.and_then(|request| request.body),
+        Some(serde_json::json!({"useNumberMatchingChallenge": true}))
+    );
+    assert_eq!(okta.world().refused_tokens, 0);
+    crate::discord::assert_conformant(&simulator, &vouch);
+    assert_eq!(vouch.terminate(), 0);
+}
