@@ -361,24 +361,7 @@ impl Case {
         verified: Option<PushRecord>,
         now: Timestamp,
     ) -> Applied {
-        if self.state != CaseState::AwaitingConfirmation
-            && self.confirmation.current_confirmer() != Some(&Confirmer::Soc)
-        {
-            return self.refuse("nobody is being asked to confirm this case right now");
-        }
-        if !self.is_asked(&by) {
-            let asked = self.confirmation.current_confirmer().map(Confirmer::label).unwrap_or_default();
-            return self.refuse(format!("this confirmation was asked of {asked}"));
-        }
-        if playbook.verifying.as_ref().is_some_and(|verifying| verifying.require_linked) && !by.linked {
-            return self.refuse(NOT_LINKED);
-        }
-        let Some(confirmer) = self.confirmation.current_confirmer().cloned() else {
-            return self.refuse("nobody is being asked to confirm this case right now");
-        };
-        if verdict == ConfirmVerdict::Expected && justification.is_none() && self.vouching_needs_justification(&by) {
-            return self.refuse("vouching for a movement to a critical system needs a justification");
-        }
+        let confirmer = self.may_confirm(playbook, verdict, &by, justification.as_deref())?;
         let mut case = self;
         case.confirmation.verdicts.push(RecordedVerdict {
             confirmer,
@@ -413,6 +396,36 @@ impl Case {
                 case.ask(playbook, next, now)
             }
         })
+    }
+
+    /// Whether `by` may give this answer now; the confirmer they answer as, or why not.
+    fn may_confirm(
+        &self,
+        playbook: &Playbook,
+        verdict: ConfirmVerdict,
+        by: &Actor,
+        justification: Option<&str>,
+    ) -> Result<Confirmer, Refusal> {
+        let refusal = |reason: String| Err(Refusal { reason });
+        if self.state != CaseState::AwaitingConfirmation
+            && self.confirmation.current_confirmer() != Some(&Confirmer::Soc)
+        {
+            return refusal("nobody is being asked to confirm this case right now".to_string());
+        }
+        if !self.is_asked(by) {
+            let asked = self.confirmation.current_confirmer().map(Confirmer::label).unwrap_or_default();
+            return refusal(format!("this confirmation was asked of {asked}"));
+        }
+        if playbook.verifying.as_ref().is_some_and(|verifying| verifying.require_linked) && !by.linked {
+            return refusal(NOT_LINKED.to_string());
+        }
+        let Some(confirmer) = self.confirmation.current_confirmer().cloned() else {
+            return refusal("nobody is being asked to confirm this case right now".to_string());
+        };
+        if verdict == ConfirmVerdict::Expected && justification.is_none() && self.vouching_needs_justification(by) {
+            return refusal("vouching for a movement to a critical system needs a justification".to_string());
+        }
+        Ok(confirmer)
     }
 
     fn close_as_expected(
@@ -498,20 +511,25 @@ impl Case {
                     transaction: String::new(),
                     number_to_pick: None,
                 });
-                let applied = match pending.answer {
+                match pending.answer {
                     HeldAnswer::Confirm { verdict, justification } => {
-                        case.clone().confirm(playbook, verdict, by.clone(), justification, Some(push), now)
+                        match case.may_confirm(playbook, verdict, &by, justification.as_deref()) {
+                            Ok(_) => case.confirm(playbook, verdict, by, justification, Some(push), now),
+                            // The question moved on while the push waited: the answer no longer
+                            // applies.
+                            Err(refusal) => {
+                                let message = format!(
+                                    "{} approved the push, but their answer no longer applies: {refusal}.",
+                                    by.name
+                                );
+                                Ok((case, vec![Effect::UpdateCard, Effect::Announce { message }]))
+                            }
+                        }
                     }
                     HeldAnswer::CloseAsExpected { justification } => {
-                        case.clone().close_as_expected(by.clone(), justification, Some(push), now)
+                        case.close_as_expected(by, justification, Some(push), now)
                     }
-                };
-                // The question moved on while the push waited: the answer no longer applies.
-                applied.or_else(|refusal| {
-                    let message =
-                        format!("{} approved the push, but their answer no longer applies: {refusal}.", by.name);
-                    Ok((case, vec![Effect::UpdateCard, Effect::Announce { message }]))
-                })
+                }
             }
             PushOutcome::Denied | PushOutcome::Fraud => {
                 let what = if outcome == PushOutcome::Fraud {
@@ -622,7 +640,7 @@ pub fn apply(playbook: &Playbook, case: Case, event: CaseEvent, now: Timestamp) 
             };
             if weighty.is_some_and(|answer| case.needs_verification(playbook, answer, answered_as, &by)) {
                 // The answer is checked now, so a refusal comes at once rather than after a push.
-                case.clone().confirm(playbook, verdict, by.clone(), justification.clone(), None, now)?;
+                case.may_confirm(playbook, verdict, &by, justification.as_deref())?;
                 case.hold(playbook, HeldAnswer::Confirm { verdict, justification }, by, now)?
             } else {
                 case.confirm(playbook, verdict, by, justification, None, now)?
