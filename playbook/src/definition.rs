@@ -454,6 +454,11 @@ impl PerCriticality {
 }
 
 impl Playbook {
+    /// How long a push waits for its person before it counts as timed out.
+    pub fn push_lifetime_millis(&self) -> i64 {
+        self.verifying.as_ref().map_or(60_000, |verifying| verifying.push_lifetime_millis)
+    }
+
     /// The playbook compiled into the binary.
     pub fn builtin() -> Playbook {
         // The file is part of the source tree and checked by tests; failing here is a build bug.

@@ -191,8 +191,7 @@ impl Handler {
         if reason.is_empty() {
             return "Say why, in a few words.".to_string();
         }
-        let lifetime =
-            self.service.playbook.verifying.as_ref().map_or(60_000, |verifying| verifying.push_lifetime_millis);
+        let lifetime = self.service.playbook.push_lifetime_millis();
         let summary = format!("Declare {} from {} to {} for {hours} h", scope.account, scope.source, scope.target);
         let described = format!(
             "{} from {} to {}, until {}",
@@ -237,8 +236,7 @@ impl Handler {
         let Some(person) = self.service.directory.get().person(&person_id).cloned() else {
             return format!("Nobody in the directory is `{person_id}`.");
         };
-        let lifetime =
-            self.service.playbook.verifying.as_ref().map_or(60_000, |verifying| verifying.push_lifetime_millis);
+        let lifetime = self.service.playbook.push_lifetime_millis();
         // The account's id, not its chosen name: the phone shows no text the requester wrote.
         let summary = format!("Link Discord account {} to {} in Vouch", discord_id, person.name);
         let now = self.service.clock.now();

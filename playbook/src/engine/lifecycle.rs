@@ -469,7 +469,7 @@ impl Case {
                 "this answer is verified with a push to the person's phone, and this chat account is not linked to a person in the directory",
             );
         };
-        let lifetime = playbook.verifying.as_ref().map_or(60_000, |verifying| verifying.push_lifetime_millis);
+        let lifetime = playbook.push_lifetime_millis();
         self.pushes_sent += 1;
         let id = self.pushes_sent;
         let alert = self.alert();
