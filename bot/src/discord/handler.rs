@@ -126,6 +126,15 @@ fn ephemeral(text: impl Into<String>) -> CreateInteractionResponse {
     )
 }
 
+/// The engine's refusal of a click or a form, said privately; for an account that must be linked
+/// first, with how to link it here.
+fn refused(reason: &str) -> CreateInteractionResponse {
+    if reason == vouch_playbook::engine::NOT_LINKED {
+        return ephemeral(format!("This isn't yours to answer: {reason} with /link and your directory id."));
+    }
+    ephemeral(format!("This isn't yours to answer: {reason}."))
+}
+
 fn snowflake(id: u64) -> Option<Snowflake> {
     Snowflake::parse(&id.to_string()).ok()
 }
@@ -411,10 +420,7 @@ impl Handler {
         let response = match outcome {
             Outcome::Failed => ephemeral("Vouch could not record this click; please try again."),
             Outcome::NoSuchCase(case_id) => ephemeral(format!("There is no case {case_id}; nothing was changed.")),
-            Outcome::Refused(reason) if reason == vouch_playbook::engine::NOT_LINKED => {
-                ephemeral(format!("This isn't yours to answer: {reason} with /link and your directory id."))
-            }
-            Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
+            Outcome::Refused(reason) => refused(&reason),
             Outcome::Applied { case, verdict } => {
                 if on_card {
                     let playbook = &self.service.playbook;
@@ -517,7 +523,7 @@ impl Handler {
         let response = match self.apply(id.case_id, kind, &actor, detail, event, false).await {
             Outcome::Failed => ephemeral("Vouch could not record this; please try again."),
             Outcome::NoSuchCase(case_id) => ephemeral(format!("There is no case {case_id}; nothing was changed.")),
-            Outcome::Refused(reason) => ephemeral(format!("This isn't yours to answer: {reason}.")),
+            Outcome::Refused(reason) => refused(&reason),
             Outcome::Applied { case, .. } => {
                 let response = ephemeral(format!("Recorded. {}", render::state_line(&case)));
                 self.respond(ctx, response, modal).await;
