@@ -103,26 +103,6 @@ impl Store {
         })
     }
 
-    /// The vouches given in advance for an account between two hosts (any state: the caller
-    /// judges them).
-    pub fn advance_vouches_for(
-        &self,
-        hosts: &vouch_playbook::advance::HostsScope,
-    ) -> Result<Vec<vouch_playbook::advance::AdvanceVouch>> {
-        self.on_current(|generation| {
-            let prefix = keys::advance_by_movement_prefix(hosts);
-            let mut vouches = Vec::new();
-            for entry in generation.tree.scan_prefix(&prefix) {
-                let (key, _) = entry?;
-                let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                if let Some(value) = generation.tree.get(keys::advance_vouch(&id))? {
-                    vouches.push(decode(&value, "advance vouch")?);
-                }
-            }
-            Ok(vouches)
-        })
-    }
-
     /// Every declaration asked for and still waiting on its push.
     pub fn pending_declarations(&self) -> Result<Vec<vouch_playbook::advance::PendingDeclaration>> {
         self.values_under(keys::PENDING_DECLARATION_PREFIX, "pending declaration")

@@ -490,9 +490,18 @@ fn vouches_given_in_advance_are_numbered_by_kind_and_found_by_movement_after_reo
         assert_eq!(ids, ("D-1".to_string(), "D-2".to_string(), "A-1".to_string()));
     }
     let store = Store::open(directory.path(), &StoreOptions::default()).expect("store reopens");
-    let found = store.advance_vouches_for(&hosts("alice", "ws-17")).expect("found");
+    let (found, none) = store
+        .write(|transaction| {
+            Ok((
+                transaction.advance_vouches_for(&hosts("alice", "ws-17"))?,
+                transaction.advance_vouches_for(&hosts("bob", "ws-17"))?,
+            ))
+        })
+        .expect("read")
+        .wait()
+        .expect("done");
     assert_eq!(found.iter().map(|vouch| vouch.id.as_str()).collect::<Vec<_>>(), ["D-1"]);
-    assert!(store.advance_vouches_for(&hosts("bob", "ws-17")).expect("none").is_empty());
+    assert!(none.is_empty());
     assert_eq!(store.advance_vouches().expect("all").len(), 2);
     let next =
         store.write(|transaction| transaction.allocate_advance_id(true)).expect("written").wait().expect("durable");
