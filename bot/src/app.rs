@@ -96,6 +96,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         pushes: verification.as_ref().map(|(_, _, pushes, _)| pushes.clone()),
         links: crate::identity_links::LinkedAccounts::load(&store)
             .context("cannot read the linked Discord accounts")?,
+        push_cool_down: Default::default(),
     });
     let mut background = Vec::new();
     if let Some((settings, verifier, _, requests)) = verification {

@@ -9,15 +9,7 @@ use vouch_playbook::{Actor, AuditKind, Snowflake, Timestamp};
 use vouch_storage::{NewRecord, StorageError};
 
 use crate::service::Service;
-use crate::verification::{PushSubject, PushToSend};
-
-/// What became of an `/expect` request.
-#[derive(Debug)]
-pub enum DeclarationRequest {
-    /// Recorded; this push is to be sent.
-    Sent(PushToSend),
-    Refused(String),
-}
+use crate::verification::{PushAsked, PushSubject, PushToSend};
 
 impl Service {
     /// Records a declaration asked for by `actor`, waiting on their push. Durable on return.
@@ -28,23 +20,18 @@ impl Service {
         pending: PendingDeclaration,
         summary: String,
         now: Timestamp,
-    ) -> Result<DeclarationRequest, StorageError> {
+    ) -> Result<PushAsked, StorageError> {
         let Some(person) = actor.person.clone() else {
-            return Ok(DeclarationRequest::Refused(
-                "this Discord account is not a person in the directory".to_string(),
-            ));
+            return Ok(PushAsked::Refused("this Discord account is not a person in the directory".to_string()));
         };
-        let cooling_down = self.links.cooling_down_until(pending.discord_id, now);
+        let cooling_down = self.push_cool_down.refusal(pending.discord_id, now);
         self.store
             .write(|transaction| {
                 let waiting =
                     transaction.pending_declaration(pending.discord_id)?.filter(|waiting| waiting.expires_at > now);
                 let detail = json!({"scope": pending.scope, "from": pending.valid_from, "until": pending.valid_until, "reason": pending.reason});
                 let refusal = match (cooling_down, waiting) {
-                    (Some(until), _) => Some(format!(
-                        "this account's last request came to nothing; it may ask again after {}",
-                        until.to_rfc3339()
-                    )),
+                    (Some(reason), _) => Some(reason),
                     (None, Some(_)) => Some("a push for an earlier declaration is still waiting to be approved".to_string()),
                     (None, None) => None,
                 };
@@ -57,7 +44,7 @@ impl Service {
                         playbook_version: None,
                         detail: json!({"request": detail, "reason": reason, "pushed": false}),
                     })?;
-                    return Ok(DeclarationRequest::Refused(reason));
+                    return Ok(PushAsked::Refused(reason));
                 }
                 transaction.put_pending_declaration(&pending);
                 transaction.append_audit(NewRecord {
@@ -68,7 +55,7 @@ impl Service {
                     playbook_version: None,
                     detail,
                 })?;
-                Ok(DeclarationRequest::Sent(PushToSend {
+                Ok(PushAsked::Sent(PushToSend {
                     subject: PushSubject::Declaration { discord_id: pending.discord_id },
                     person,
                     summary,
@@ -137,7 +124,7 @@ impl Service {
             })?
             .wait()?;
         if waited && declared.is_none() {
-            self.links.cool_down(discord_id, now.plus_millis(crate::identity_links::PUSH_REQUEST_COOL_DOWN_MILLIS));
+            self.push_cool_down.start(discord_id, now);
         }
         Ok(declared)
     }

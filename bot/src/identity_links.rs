@@ -12,19 +12,12 @@ use vouch_playbook::{Actor, AuditKind, PersonId, Snowflake, Timestamp};
 use vouch_storage::{NewRecord, StorageError, Store};
 
 use crate::service::Service;
-use crate::verification::{PushSubject, PushToSend};
-
-/// How long an account waits for another `/link` or `/expect` after one that came to nothing:
-/// repeated requests would be pushes the person did not ask for, the stuff of push fatigue.
-pub(crate) const PUSH_REQUEST_COOL_DOWN_MILLIS: i64 = 10 * 60 * 1000;
+use crate::verification::{PushAsked, PushSubject, PushToSend};
 
 /// The bindings in force: Discord account → person.
 #[derive(Debug, Default)]
 pub struct LinkedAccounts {
     by_account: RwLock<BTreeMap<Snowflake, PersonId>>,
-    /// Accounts whose last push request (a link or a declaration) came to nothing, and until
-    /// when they wait (kept in memory: a restart forgets it, which only shortens a wait).
-    cooling_down: RwLock<BTreeMap<Snowflake, Timestamp>>,
 }
 
 impl LinkedAccounts {
@@ -32,7 +25,6 @@ impl LinkedAccounts {
         let links = store.identity_links()?;
         Ok(LinkedAccounts {
             by_account: RwLock::new(links.into_iter().map(|link| (link.discord_id, link.person)).collect()),
-            cooling_down: RwLock::default(),
         })
     }
 
@@ -46,15 +38,6 @@ impl LinkedAccounts {
         links.iter().filter(|(_, linked)| *linked == person).map(|(account, _)| *account).collect()
     }
 
-    pub(crate) fn cooling_down_until(&self, discord_id: Snowflake, now: Timestamp) -> Option<Timestamp> {
-        let cooling = self.cooling_down.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        cooling.get(&discord_id).copied().filter(|until| *until > now)
-    }
-
-    pub(crate) fn cool_down(&self, discord_id: Snowflake, until: Timestamp) {
-        self.cooling_down.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(discord_id, until);
-    }
-
     fn set(&self, discord_id: Snowflake, person: Option<PersonId>) {
         let mut links = self.by_account.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         match person {
@@ -62,14 +45,6 @@ impl LinkedAccounts {
             None => links.remove(&discord_id),
         };
     }
-}
-
-/// What became of a `/link` request.
-#[derive(Debug)]
-pub enum LinkRequest {
-    /// Recorded; this push is to be sent.
-    Sent(PushToSend),
-    Refused(String),
 }
 
 impl Service {
@@ -83,16 +58,13 @@ impl Service {
         summary: String,
         lifetime_millis: i64,
         now: Timestamp,
-    ) -> Result<LinkRequest, StorageError> {
-        let cooling_down = self.links.cooling_down_until(discord_id, now);
+    ) -> Result<PushAsked, StorageError> {
+        let cooling_down = self.push_cool_down.refusal(discord_id, now);
         self.store
             .write(|transaction| {
                 let waiting = transaction.pending_link(discord_id)?.filter(|waiting| waiting.expires_at > now);
                 let refusal = match (cooling_down, waiting) {
-                    (Some(until), _) => Some(format!(
-                        "this account's last request linked nothing; it may ask again after {}",
-                        until.to_rfc3339()
-                    )),
+                    (Some(reason), _) => Some(reason),
                     (None, Some(waiting)) => {
                         Some(format!("a push to {} for this account is still waiting to be approved", waiting.person))
                     }
@@ -108,7 +80,7 @@ impl Service {
                         playbook_version: None,
                         detail: json!({"discord_id": discord_id, "person": person, "reason": reason, "pushed": false}),
                     })?;
-                    return Ok(LinkRequest::Refused(reason));
+                    return Ok(PushAsked::Refused(reason));
                 }
                 let pending = PendingLink {
                     discord_id,
@@ -126,7 +98,7 @@ impl Service {
                     playbook_version: None,
                     detail: json!({"discord_id": discord_id, "person": person}),
                 })?;
-                Ok(LinkRequest::Sent(PushToSend { subject: PushSubject::Link { discord_id }, person, summary }))
+                Ok(PushAsked::Sent(PushToSend { subject: PushSubject::Link { discord_id }, person, summary }))
             })?
             .wait()
     }
@@ -204,7 +176,7 @@ impl Service {
                 }
                 self.links.set(link.discord_id, Some(link.person));
             }
-            None => self.links.cool_down(discord_id, now.plus_millis(PUSH_REQUEST_COOL_DOWN_MILLIS)),
+            None => self.push_cool_down.start(discord_id, now),
         }
         self.effects_ready.notify_one();
         Ok(())

@@ -42,6 +42,8 @@ pub struct Service {
     pub pushes: Option<tokio::sync::mpsc::UnboundedSender<crate::verification::PushToSend>>,
     /// Discord accounts bound to people with `/link`.
     pub links: crate::identity_links::LinkedAccounts,
+    /// Accounts whose last request for a push came to nothing, waiting before the next.
+    pub push_cool_down: crate::verification::PushCoolDown,
 }
 
 /// What a change asks to be sent once it is durable.

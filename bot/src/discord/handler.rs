@@ -18,9 +18,8 @@ use vouch_playbook::{Actor, AuditKind, CaseEvent, CaseId, CaseState, EventKind, 
 
 use super::custom_id::{Action, ButtonId};
 use super::render;
-use crate::declarations::DeclarationRequest;
-use crate::identity_links::LinkRequest;
 use crate::service::{CaseRequest, Change, Service};
+use crate::verification::PushAsked;
 
 /// The form field that carries a justification.
 const JUSTIFICATION_FIELD: &str = "justification";
@@ -223,11 +222,11 @@ impl Handler {
         };
         let requested = self.blocking(move |service| service.request_declaration(&actor, pending, summary, now)).await;
         match requested {
-            Some(DeclarationRequest::Sent(push)) => {
+            Some(PushAsked::Sent(push)) => {
                 self.service.send_push(push);
                 format!("A push was sent to your phone. Once you approve it, alerts of {described} are vouched for by your declaration.")
             }
-            Some(DeclarationRequest::Refused(reason)) => format!("Not declared: {}.", render::inert(&reason, 300)),
+            Some(PushAsked::Refused(reason)) => format!("Not declared: {}.", render::inert(&reason, 300)),
             None => "Vouch could not record this; please try again.".to_string(),
         }
     }
@@ -254,14 +253,14 @@ impl Handler {
             .blocking(move |service| service.request_link(&requesting, discord_id, person_id, summary, lifetime, now))
             .await;
         match requested {
-            Some(LinkRequest::Sent(push)) => {
+            Some(PushAsked::Sent(push)) => {
                 self.service.send_push(push);
                 format!(
                     "A push was sent to {}'s phone. Once they approve it, this Discord account answers in Vouch as them.",
                     render::inert(&person.name, 100)
                 )
             }
-            Some(LinkRequest::Refused(reason)) => format!("Not linked: {}.", render::inert(&reason, 300)),
+            Some(PushAsked::Refused(reason)) => format!("Not linked: {}.", render::inert(&reason, 300)),
             None => "Vouch could not record this; please try again.".to_string(),
         }
     }

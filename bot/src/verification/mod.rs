@@ -6,11 +6,13 @@
 //! approval of the push Vouch sent (an error, a malformed body, a 5xx, a slow answer) is never
 //! read as "verified".
 
+pub mod cool_down;
 pub mod duo;
 pub mod okta;
 pub mod worker;
 
-pub use worker::{PushSubject, PushToSend, PushWorker};
+pub use cool_down::PushCoolDown;
+pub use worker::{PushAsked, PushSubject, PushToSend, PushWorker};
 
 use std::future::Future;
 use std::pin::Pin;

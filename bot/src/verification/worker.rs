@@ -43,6 +43,14 @@ pub struct PushToSend {
     pub summary: String,
 }
 
+/// What became of a request that needs a push (`/link`, `/expect`).
+#[derive(Debug)]
+pub enum PushAsked {
+    /// Recorded; this push is to be sent.
+    Sent(PushToSend),
+    Refused(String),
+}
+
 pub struct PushWorker {
     service: Arc<Service>,
     verifier: Arc<dyn PushVerifier>,
