@@ -7,7 +7,7 @@ use std::sync::RwLock;
 
 use serde_json::json;
 use vouch_playbook::engine::{PushOutcome, PushRecord};
-use vouch_playbook::identity::{link_decision, LinkDecision, PendingLink};
+use vouch_playbook::identity::{link_decision, IdentityLink, LinkDecision, PendingLink};
 use vouch_playbook::{Actor, AuditKind, PersonId, Snowflake, Timestamp};
 use vouch_storage::{NewRecord, StorageError, Store};
 
@@ -45,6 +45,13 @@ impl LinkedAccounts {
             None => links.remove(&discord_id),
         };
     }
+}
+
+/// How a link request's push ended, for the bindings kept in memory.
+enum LinkEnd {
+    NoRequest,
+    Bound(IdentityLink, Vec<IdentityLink>),
+    NotBound,
 }
 
 impl Service {
@@ -121,10 +128,10 @@ impl Service {
     /// Ends a link request with its push's outcome: binds the account (ending the links it
     /// replaces) or not, audited either way; a refused push is told to the SOC. Blocking.
     pub fn finish_link(&self, discord_id: Snowflake, outcome: PushOutcome, now: Timestamp) -> Result<(), StorageError> {
-        let bound = self
+        let ended = self
             .store
             .write(|transaction| {
-                let Some(pending) = transaction.pending_link(discord_id)? else { return Ok(None) };
+                let Some(pending) = transaction.pending_link(discord_id)? else { return Ok(LinkEnd::NoRequest) };
                 transaction.remove_pending_link(discord_id);
                 let mut links = Vec::new();
                 for account in std::iter::once(discord_id).chain(self.links.accounts_of(&pending.person)) {
@@ -151,7 +158,7 @@ impl Service {
                             AuditKind::IdentityLinked,
                             json!({"discord_id": discord_id, "person": link.person, "verified": link.verified, "replacing": replaced}),
                         ))?;
-                        Ok(Some((link, replacing)))
+                        Ok(LinkEnd::Bound(link, replacing))
                     }
                     LinkDecision::NotBound { reason, concern } => {
                         transaction.append_audit(record(
@@ -164,19 +171,21 @@ impl Service {
                                 pending.person
                             ))?;
                         }
-                        Ok(None)
+                        Ok(LinkEnd::NotBound)
                     }
                 }
             })?
             .wait()?;
-        match bound {
-            Some((link, replacing)) => {
+        match ended {
+            LinkEnd::Bound(link, replacing) => {
                 for old in replacing {
                     self.links.set(old.discord_id, None);
                 }
                 self.links.set(link.discord_id, Some(link.person));
             }
-            None => self.push_cool_down.start(discord_id, now),
+            LinkEnd::NotBound => self.push_cool_down.start(discord_id, now),
+            // The request was already gone (ended before a restart): nothing was asked now.
+            LinkEnd::NoRequest => {}
         }
         self.effects_ready.notify_one();
         Ok(())
