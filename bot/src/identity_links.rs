@@ -187,7 +187,6 @@ impl Service {
             // The request was already gone (ended before a restart): nothing was asked now.
             LinkEnd::NoRequest => {}
         }
-        self.effects_ready.notify_one();
         Ok(())
     }
 

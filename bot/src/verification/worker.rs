@@ -197,28 +197,16 @@ impl PushTask {
                 let event = CaseEvent::PushSent { verification, push };
                 self.apply(case_id, EventKind::VerificationPushSent, detail, event).await
             }
-            PushSubject::Declaration { discord_id } => {
-                let service = Arc::clone(&self.service);
-                match tokio::task::spawn_blocking(move || service.declaration_push_sent(discord_id, push)).await {
-                    Ok(Ok(expires_at)) => expires_at,
-                    Ok(Err(error)) => {
-                        tracing::error!(%error, "a declaration's push could not be recorded; the request ends on restart");
-                        None
-                    }
-                    Err(_) => None,
-                }
-            }
-            PushSubject::Link { discord_id } => {
-                let service = Arc::clone(&self.service);
-                match tokio::task::spawn_blocking(move || service.link_push_sent(discord_id, push)).await {
-                    Ok(Ok(expires_at)) => expires_at,
-                    Ok(Err(error)) => {
-                        tracing::error!(%error, "a link request's push could not be recorded; the request ends on restart");
-                        None
-                    }
-                    Err(_) => None,
-                }
-            }
+            PushSubject::Declaration { discord_id } => self
+                .on_blocking_thread("a declaration's push", move |service| {
+                    service.declaration_push_sent(discord_id, push)
+                })
+                .await
+                .flatten(),
+            PushSubject::Link { discord_id } => self
+                .on_blocking_thread("a link request's push", move |service| service.link_push_sent(discord_id, push))
+                .await
+                .flatten(),
         }
     }
 
@@ -230,29 +218,39 @@ impl PushTask {
                 self.apply(case_id, EventKind::VerificationFinished, detail, event).await;
             }
             PushSubject::Declaration { discord_id } => {
-                let service = Arc::clone(&self.service);
                 let now = self.service.clock.now();
-                match tokio::task::spawn_blocking(move || service.finish_declaration(discord_id, outcome, now)).await {
-                    Ok(Ok(declared)) => {
-                        if let Some(declared) = declared {
-                            tracing::info!(id = %declared.id, "activity declared");
-                        }
-                        self.service.effects_ready.notify_one();
-                    }
-                    Ok(Err(error)) => tracing::error!(%error, "a declaration's end could not be recorded"),
-                    Err(_) => {}
+                let ended = move |service: &Service| service.finish_declaration(discord_id, outcome, now);
+                if let Some(Some(declared)) = self.on_blocking_thread("a declaration's end", ended).await {
+                    tracing::info!(id = %declared.id, "activity declared");
                 }
             }
             PushSubject::Link { discord_id } => {
-                let service = Arc::clone(&self.service);
                 let now = self.service.clock.now();
-                match tokio::task::spawn_blocking(move || service.finish_link(discord_id, outcome, now)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::error!(%error, "a link request's end could not be recorded"),
-                    Err(_) => {}
-                }
+                let ended = move |service: &Service| service.finish_link(discord_id, outcome, now);
+                self.on_blocking_thread("a link request's end", ended).await;
             }
         }
+    }
+
+    /// Records something about a push that is not a case's (a link or a declaration request) on
+    /// a blocking thread; `None` when it could not be (said in the log: the request then ends on
+    /// restart).
+    async fn on_blocking_thread<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce(&Service) -> Result<T, vouch_storage::StorageError> + Send + 'static,
+    ) -> Option<T> {
+        let service = Arc::clone(&self.service);
+        let done = match tokio::task::spawn_blocking(move || work(&service)).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "{what} could not be recorded; the request ends on restart");
+                None
+            }
+            Err(_) => None,
+        };
+        self.service.effects_ready.notify_one();
+        done
     }
 
     /// Applies a push's event to its case; the push's deadline when it was taken.
