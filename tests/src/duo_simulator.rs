@@ -12,7 +12,6 @@
 //! signature it refused.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,9 +81,8 @@ pub struct DuoWorld {
 }
 
 pub struct DuoSimulator {
-    pub address: SocketAddr,
+    server: crate::loopback::LoopbackServer,
     pub world: Arc<Mutex<DuoWorld>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl DuoSimulator {
@@ -95,26 +93,15 @@ impl DuoSimulator {
             .route("/auth/v2/auth", post(call))
             .route("/auth/v2/auth_status", get(call))
             .with_state(Arc::clone(&world));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        DuoSimulator { address, world, task }
+        DuoSimulator { server: crate::loopback::LoopbackServer::start(router).await, world }
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}", self.address)
+        self.server.base()
     }
 
     pub fn world(&self) -> std::sync::MutexGuard<'_, DuoWorld> {
         self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-impl Drop for DuoSimulator {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -8,7 +8,6 @@
 //! It records every request and counts any sent before a `Retry-After` had passed.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,9 +50,8 @@ pub struct GraphWorld {
 }
 
 pub struct GraphSimulator {
-    pub address: SocketAddr,
+    server: crate::loopback::LoopbackServer,
     pub world: Arc<Mutex<GraphWorld>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl GraphWorld {
@@ -96,26 +94,15 @@ impl GraphSimulator {
             .route("/v1.0/groups/{id}/members", get(members))
             .route("/v1.0/devices", get(devices))
             .with_state(Arc::clone(&world));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        GraphSimulator { address, world, task }
+        GraphSimulator { server: crate::loopback::LoopbackServer::start(router).await, world }
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}", self.address)
+        self.server.base()
     }
 
     pub fn with_world<T>(&self, change: impl FnOnce(&mut GraphWorld) -> T) -> T {
         change(&mut self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
-    }
-}
-
-impl Drop for GraphSimulator {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

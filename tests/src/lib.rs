@@ -5,6 +5,7 @@
 
 pub mod duo_simulator;
 pub mod graph_simulator;
+pub mod loopback;
 pub mod okta_simulator;
 pub mod raw_sled_endpoint;
 pub mod slapd;

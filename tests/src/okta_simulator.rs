@@ -11,7 +11,6 @@
 //! 5xx, malformed bodies, a poll link on another host.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -86,9 +85,8 @@ pub struct OktaWorld {
 }
 
 pub struct OktaSimulator {
-    pub address: SocketAddr,
+    server: crate::loopback::LoopbackServer,
     pub world: Arc<Mutex<OktaWorld>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl OktaSimulator {
@@ -100,26 +98,15 @@ impl OktaSimulator {
             .route("/api/v1/users/{user}/factors/{factor}/verify", post(verify))
             .route("/api/v1/users/{user}/factors/{factor}/transactions/{transaction}", get(transaction))
             .with_state(Arc::clone(&world));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        OktaSimulator { address, world, task }
+        OktaSimulator { server: crate::loopback::LoopbackServer::start(router).await, world }
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}", self.address)
+        self.server.base()
     }
 
     pub fn world(&self) -> std::sync::MutexGuard<'_, OktaWorld> {
         self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-impl Drop for OktaSimulator {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -27,14 +27,14 @@ struct Endpoint {
 pub struct RawSledEndpoint {
     pub address: SocketAddr,
     endpoint: Arc<Endpoint>,
-    server: tokio::task::JoinHandle<()>,
+    /// Held so the server listens as long as the endpoint lives.
+    _server: crate::loopback::LoopbackServer,
     _folder: tempfile::TempDir,
 }
 
 impl Drop for RawSledEndpoint {
     fn drop(&mut self) {
-        self.server.abort();
-        // The flusher stops when it sees this.
+        // The server stops with its handle; the flusher stops when it sees this.
         *self.endpoint.requested.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = u64::MAX;
         self.endpoint.wake.notify_all();
     }
@@ -64,12 +64,8 @@ impl RawSledEndpoint {
         let app = axum::Router::new()
             .route("/api/v1/alerts", axum::routing::post(take_alert))
             .with_state(Arc::clone(&endpoint));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        RawSledEndpoint { address, endpoint, server, _folder: folder }
+        let server = crate::loopback::LoopbackServer::start(app).await;
+        RawSledEndpoint { address: server.address, endpoint, _server: server, _folder: folder }
     }
 }
 
