@@ -53,11 +53,7 @@ pub fn link_decision(
     let not_bound = |reason: String, concern: bool| LinkDecision::NotBound { reason, concern };
     match outcome {
         PushOutcome::Approved => {
-            let verified = pending.push.clone().unwrap_or_else(|| PushRecord {
-                provider: "push".to_string(),
-                transaction: String::new(),
-                number_to_pick: None,
-            });
+            let verified = pending.push.clone().unwrap_or_else(PushRecord::unrecorded);
             let replacing = links
                 .iter()
                 .filter(|link| link.discord_id == pending.discord_id || link.person == pending.person)

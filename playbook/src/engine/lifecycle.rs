@@ -506,11 +506,7 @@ impl Case {
         let by = pending.by;
         match outcome {
             PushOutcome::Approved => {
-                let push = pending.push.unwrap_or_else(|| PushRecord {
-                    provider: "push".to_string(),
-                    transaction: String::new(),
-                    number_to_pick: None,
-                });
+                let push = pending.push.unwrap_or_else(PushRecord::unrecorded);
                 match pending.answer {
                     HeldAnswer::Confirm { verdict, justification } => {
                         match case.may_confirm(playbook, verdict, &by, justification.as_deref()) {

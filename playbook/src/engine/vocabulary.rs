@@ -271,6 +271,14 @@ pub struct PushRecord {
     pub number_to_pick: Option<u32>,
 }
 
+impl PushRecord {
+    /// An approval whose push was never recorded as sent (the worker records it before it
+    /// polls, so this is only a stand-in): named as a push, with no transaction.
+    pub fn unrecorded() -> PushRecord {
+        PushRecord { provider: "push".to_string(), transaction: String::new(), number_to_pick: None }
+    }
+}
+
 /// How a push ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
