@@ -71,6 +71,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
                 policy: settings.policy.clone(),
                 push_lifetime_millis: settings.timeout.as_millis() as i64,
                 require_linked: settings.require_linked,
+                approval_monitor_days: settings.approval_monitor_days,
             });
             let verifier = crate::verification::from_settings(settings).context("cannot set up verification")?;
             let (pushes, requests) = tokio::sync::mpsc::unbounded_channel();

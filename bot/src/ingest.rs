@@ -299,12 +299,12 @@ async fn identity_links(State(state): State<Arc<AppState>>) -> Result<Response, 
 async fn advance_vouches(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let service = Arc::clone(&state.service);
     let (vouches, pending) = tokio::task::spawn_blocking(move || {
-        Ok::<_, StorageError>((service.store.advance_vouches()?, service.store.pending_declarations()?))
+        Ok::<_, StorageError>((service.store.advance_vouches()?, service.store.pending_advances()?))
     })
     .await
     .map_err(|_| ApiError::Unavailable)?
     .map_err(|error| store_unavailable(&state, &error))?;
-    Ok(Json(json!({"vouches": vouches, "pending_declarations": pending})).into_response())
+    Ok(Json(json!({"vouches": vouches, "pending_advances": pending})).into_response())
 }
 
 async fn get_case(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -10,7 +10,8 @@
 //! - [`directory_sync`]: the directory kept in step with LDAP / Active Directory, snapshots
 //!   stored and every change audited.
 //! - [`service`]: owns every change: the directory, the engine's decisions, one store transaction.
-//! - [`declarations`]: activity declared in advance (`/expect`), in force once its push is approved.
+//! - [`advance_vouches`]: vouches given in advance (`/expect` declarations, standing approvals),
+//!   in force once their push is approved; seconded and revoked.
 //! - [`identity_links`]: Discord accounts bound to people by a push they approved (`/link`).
 //! - [`dispatch`]: the one effect dispatcher (order per case, backoff, give-up) and its chat sinks.
 //! - [`webhooks`]: isolation requests delivered from the outbox, signed and retried.
@@ -20,10 +21,10 @@
 //!
 //! Decisions come from `vouch_playbook`; this crate carries them out.
 
+pub mod advance_vouches;
 pub mod app;
 pub mod auth;
 pub mod cli;
-pub mod declarations;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod directory_sync;

@@ -369,7 +369,13 @@ pub(crate) fn ingest_alert(
         Some(movement) => transaction.case(movement.case_id)?.map(|case| (movement, case)),
         None => None,
     };
-    let last = movement_case.as_ref().map(|(movement, case)| (*movement, case.takes_repeats(now)));
+    // A case closed by a vouch in advance takes repeats only while that vouch, as stored now, is
+    // in force (a revoke ends it at once).
+    let closed_by = match movement_case.as_ref().and_then(|(_, case)| case.closed_in_advance_by()) {
+        Some(id) => transaction.advance_vouch(id)?,
+        None => None,
+    };
+    let last = movement_case.as_ref().map(|(movement, case)| (*movement, case.takes_repeats(closed_by.as_ref(), now)));
     let arrival = route_alert(earlier_copy, last, grouping_window, now);
     if let Arrival::Duplicate(case_id) = arrival {
         let case = transaction.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;

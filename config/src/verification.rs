@@ -26,6 +26,9 @@ pub struct VerificationSettings {
     pub poll_every: Duration,
     /// Only Discord accounts bound to their person with `/link` may confirm.
     pub require_linked: bool,
+    /// How many days a new standing approval only marks the cases it would close, before it
+    /// closes them (0: at once).
+    pub approval_monitor_days: u32,
     pub policy: VerificationPolicy,
 }
 
@@ -87,6 +90,8 @@ pub(crate) fn compile(
     let request_timeout = Duration::from_secs(table.integer("request_timeout_seconds", 1..31).unwrap_or(10) as u64);
     let poll_every = Duration::from_millis(table.integer("poll_interval_ms", 100..30_001).unwrap_or(2_000) as u64);
     let require_linked = table.boolean("require_linked").unwrap_or(false);
+    let most_days = i64::from(vouch_playbook::advance::MOST_APPROVAL_DAYS);
+    let approval_monitor_days = table.integer("approval_monitor_days", 0..most_days + 1).unwrap_or(7) as u32;
     let duo = table.table("duo");
     let okta = table.table("okta");
     let provider = match provider_name.as_deref() {
@@ -131,6 +136,7 @@ pub(crate) fn compile(
         request_timeout,
         poll_every,
         require_linked,
+        approval_monitor_days,
         policy,
     })
 }

@@ -6,12 +6,13 @@
 //! A vouch given in advance never reaches wider than the movement it names, and never applies
 //! when the alert itself gives a reason to look: the engine raised a concern on it, the target is
 //! now more critical than when the vouch was made, or the person who vouched is no longer in the
-//! directory.
+//! directory. A standing approval on a critical system is in force only once a second SOC
+//! member agrees to it.
 
 use serde::{Deserialize, Serialize};
 
 use crate::definition::Playbook;
-use crate::engine::{Actor, Decision, PushRecord};
+use crate::engine::{Actor, AdvanceOutcome, Case, CaseState, Decision, PushRecord};
 use crate::facts::{Criticality, Facts};
 use crate::ids::PersonId;
 use crate::model::{executable_name, Alert, ConnectionKind, Outcome, Protocol};
@@ -149,12 +150,36 @@ pub struct AdvanceVouch {
     pub revoked: Option<Decision>,
 }
 
-/// A declaration asked for from a chat account, waiting on the declarer's push.
+impl AdvanceVouch {
+    /// Whether this is a standing approval on a critical system that no second SOC member has
+    /// agreed to yet: until one does, it is not in force.
+    pub fn awaits_second(&self) -> bool {
+        matches!(self.kind, AdvanceKind::StandingApproval { .. })
+            && self.target_criticality == Some(Criticality::Critical)
+            && self.seconded_by.is_none()
+    }
+
+    /// Neither revoked nor over (it may not have started yet, or await a second).
+    pub fn in_force(&self, now: Timestamp) -> bool {
+        self.revoked.is_none() && now < self.valid_until
+    }
+
+    /// "standing approval" or "declaration", for sentences.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            AdvanceKind::StandingApproval { .. } => "standing approval",
+            AdvanceKind::Declaration { .. } => "declaration",
+        }
+    }
+}
+
+/// A vouch in advance asked for from a chat account (a declaration, or a standing approval
+/// proposed from a case), waiting on the asker's push. One per chat account at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingDeclaration {
+pub struct PendingAdvance {
     pub discord_id: crate::ids::Snowflake,
-    pub scope: HostsScope,
-    pub reason: String,
+    pub kind: AdvanceKind,
+    pub scope: VouchScope,
     pub by: Actor,
     pub valid_from: Timestamp,
     pub valid_until: Timestamp,
@@ -167,13 +192,13 @@ pub struct PendingDeclaration {
     pub push: Option<PushRecord>,
 }
 
-impl PendingDeclaration {
-    /// The declaration, once the push that verifies it was approved.
-    pub fn declared(self, id: String, verified: PushRecord) -> AdvanceVouch {
+impl PendingAdvance {
+    /// The vouch, once the push that verifies it was approved.
+    pub fn made(self, id: String, verified: PushRecord) -> AdvanceVouch {
         AdvanceVouch {
             id,
-            kind: AdvanceKind::Declaration { reason: self.reason },
-            scope: VouchScope::Hosts(self.scope),
+            kind: self.kind,
+            scope: self.scope,
             by: self.by,
             verified,
             seconded_by: None,
@@ -182,6 +207,10 @@ impl PendingDeclaration {
             valid_until: self.valid_until,
             revoked: None,
         }
+    }
+
+    pub fn is_declaration(&self) -> bool {
+        matches!(self.kind, AdvanceKind::Declaration { .. })
     }
 }
 
@@ -213,7 +242,10 @@ pub fn applicability(
         return Applicability::NotThisMovement;
     }
     let withheld = |reason: String| Applicability::Withheld { reason };
-    if !concerns.is_empty() {
+    if vouch.awaits_second() {
+        return withheld(format!("{} is on a critical system and awaits a second SOC member", vouch.id));
+    }
+    if concerns.iter().any(|concern| concern != crate::engine::assessment::CRITICAL_TARGET) {
         return withheld(format!("the engine raised concerns on this alert, so {} does not apply", vouch.id));
     }
     let now_criticality = facts.target.as_ref().map(|target| target.criticality);
@@ -292,6 +324,103 @@ pub fn may_propose_approval(by: &Actor, vouched: Option<&Actor>) -> bool {
 /// (a declaration says "I will").
 pub fn may_declare(by: &Actor, account_holder: Option<&PersonId>) -> bool {
     by.person.is_some() && by.person.as_ref() == account_holder
+}
+
+/// Why a case cannot be the start of a standing approval, if it cannot: it must have been closed
+/// as expected by a person (not by another vouch in advance), name its whole movement, and a push
+/// provider must be there to verify the proposal.
+fn approval_blocker(case: &Case, playbook: &Playbook) -> Option<String> {
+    if playbook.verifying.is_none() {
+        return Some("standing approvals are verified with a push, and no push provider is configured".to_string());
+    }
+    if case.state != CaseState::ClosedExpected {
+        return Some("only a case closed as expected can be expected again".to_string());
+    }
+    if let Some(note) = case.advance.as_ref().filter(|note| note.outcome == AdvanceOutcome::Vouched) {
+        return Some(format!(
+            "{} was closed by {}; a standing approval starts from a case a person vouched for",
+            case.id, note.vouch
+        ));
+    }
+    if MovementScope::of(case.alert(), playbook).is_none() {
+        return Some(
+            "this movement does not name its account and both hosts, or it failed, so it cannot be approved in advance"
+                .to_string(),
+        );
+    }
+    None
+}
+
+/// Whether a case's card offers "Expect this again" (who may use it is decided on the click).
+pub fn approval_offered(case: &Case, playbook: &Playbook) -> bool {
+    approval_blocker(case, playbook).is_none()
+}
+
+/// The standing approval `by` proposes from a case closed as expected, lasting `days` days (its
+/// first days, as the deployment sets, a monitor period), waiting on `by`'s push; or why it
+/// cannot be. It names exactly the case's movement and nothing wider.
+pub fn propose_approval(
+    case: &Case,
+    playbook: &Playbook,
+    by: &Actor,
+    days: u32,
+    now: Timestamp,
+) -> Result<PendingAdvance, String> {
+    if let Some(reason) = approval_blocker(case, playbook) {
+        return Err(reason);
+    }
+    let (Some(discord_id), Some(_)) = (by.discord_id, by.person.as_ref()) else {
+        return Err(
+            "only a person in the directory can propose one: the push that verifies it goes to them".to_string()
+        );
+    };
+    if !may_propose_approval(by, case.resolution.as_ref().map(|decision| &decision.by)) {
+        return Err("only the person who vouched for this case, or the SOC, may propose expecting it again".to_string());
+    }
+    let scope = MovementScope::of(case.alert(), playbook)
+        .ok_or_else(|| "this movement cannot be approved in advance".to_string())?;
+    let verifying = playbook.verifying.as_ref().ok_or_else(|| "no push provider is configured".to_string())?;
+    let (valid_from, monitor_until, valid_until) = approval_window(days, now, verifying.approval_monitor_days)?;
+    Ok(PendingAdvance {
+        discord_id,
+        kind: AdvanceKind::StandingApproval { from_case: case.id, monitor_until },
+        scope: VouchScope::Exact(scope),
+        by: by.clone(),
+        valid_from,
+        valid_until,
+        target_criticality: case.facts.target.as_ref().map(|target| target.criticality),
+        requested_at: now,
+        expires_at: now.plus_millis(verifying.push_lifetime_millis),
+        push: None,
+    })
+}
+
+/// A second SOC member agreeing to a standing approval on a critical system; or why `by` cannot.
+pub fn second(vouch: &AdvanceVouch, by: &Actor, now: Timestamp) -> Result<Decision, String> {
+    if !vouch.in_force(now) {
+        return Err(format!("{} is no longer in force", vouch.id));
+    }
+    if !vouch.awaits_second() {
+        return Err(format!("{} awaits no second SOC member", vouch.id));
+    }
+    if !by.soc {
+        return Err("only a SOC member can second a standing approval".to_string());
+    }
+    if by.same_person(&vouch.by) {
+        return Err(format!("the second SOC member must be someone other than {}, who proposed it", vouch.by.name));
+    }
+    Ok(Decision { by: by.clone(), at: now, text: None, verified: None })
+}
+
+/// Revoking a vouch given in advance: the SOC may, and so may whoever made it; or why `by` cannot.
+pub fn revoke(vouch: &AdvanceVouch, by: &Actor, now: Timestamp) -> Result<Decision, String> {
+    if !vouch.in_force(now) {
+        return Err(format!("{} is no longer in force", vouch.id));
+    }
+    if !(by.soc || by.same_person(&vouch.by)) {
+        return Err(format!("only the SOC or {}, who made {}, may revoke it", vouch.by.name, vouch.id));
+    }
+    Ok(Decision { by: by.clone(), at: now, text: None, verified: None })
 }
 
 #[cfg(test)]
@@ -449,6 +578,22 @@ mod tests {
             };
             assert_eq!(label, expected, "{name}: {got:?}");
         }
+        // On a critical target: withheld until seconded; then the concern that only says the
+        // target is critical does not withhold it, any other concern does.
+        let critical = facts(Criticality::Critical);
+        let only_critical = vec![crate::engine::assessment::CRITICAL_TARGET.to_string()];
+        let mut on_critical = approval(0);
+        on_critical.target_criticality = Some(Criticality::Critical);
+        let judged = applicability(&on_critical, &scope("alice", "ws-17"), &critical, &only_critical, true, later);
+        assert!(matches!(judged, Applicability::Withheld { ref reason } if reason.contains("second SOC member")));
+        on_critical.seconded_by = Some(Decision { by: Actor::vouch(), at: NOW, text: None, verified: None });
+        let judged = applicability(&on_critical, &scope("alice", "ws-17"), &critical, &only_critical, true, later);
+        assert_eq!(judged, Applicability::Vouches);
+        let mut more = only_critical.clone();
+        more.push("The attempt failed.".to_string());
+        let judged = applicability(&on_critical, &scope("alice", "ws-17"), &critical, &more, true, later);
+        assert!(matches!(judged, Applicability::Withheld { .. }), "{judged:?}");
+
         let mut revoked = approval(0);
         revoked.revoked = Some(Decision { by: Actor::vouch(), at: NOW, text: None, verified: None });
         assert_eq!(

@@ -88,6 +88,16 @@ pub enum AuditKind {
     DeclarationRequested,
     Declared,
     DeclarationRefused,
+    /// A standing approval proposed from a case (a push went to the proposer), made (the push was
+    /// approved), or not; seconded by another SOC member (critical systems).
+    ApprovalRequested,
+    Approved,
+    ApprovalRefused,
+    ApprovalSeconded,
+    /// A standing approval or a declaration revoked before its end.
+    AdvanceRevoked,
+    /// A second or a revoke refused (not the person's to do, or the vouch no longer in force).
+    AdvanceChangeRefused,
     /// A record written by a benchmark or a test of the store itself.
     StoreProbe,
 }
@@ -113,6 +123,12 @@ impl AuditKind {
             AuditKind::DeclarationRequested => Cow::Borrowed("advance.declaration_requested"),
             AuditKind::Declared => Cow::Borrowed("advance.declared"),
             AuditKind::DeclarationRefused => Cow::Borrowed("advance.declaration_refused"),
+            AuditKind::ApprovalRequested => Cow::Borrowed("advance.approval_requested"),
+            AuditKind::Approved => Cow::Borrowed("advance.approved"),
+            AuditKind::ApprovalRefused => Cow::Borrowed("advance.approval_refused"),
+            AuditKind::ApprovalSeconded => Cow::Borrowed("advance.seconded"),
+            AuditKind::AdvanceRevoked => Cow::Borrowed("advance.revoked"),
+            AuditKind::AdvanceChangeRefused => Cow::Borrowed("advance.change_refused"),
             AuditKind::StoreProbe => Cow::Borrowed("store.probe"),
         }
     }

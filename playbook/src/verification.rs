@@ -92,6 +92,8 @@ pub struct Verifying {
     pub push_lifetime_millis: i64,
     /// Only chat accounts bound to their person by an approved push may confirm.
     pub require_linked: bool,
+    /// How many days a new standing approval only marks the cases it would have closed.
+    pub approval_monitor_days: u32,
 }
 
 /// One rule: these answers, given in this capacity, on a system at least this critical, by

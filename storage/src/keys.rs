@@ -28,7 +28,7 @@
 //! | `b/`   | vouch id (`A-12`, `D-3`)    | a vouch given in advance (standing approval, declaration) |
 //! | `t/`   | account, source, target, 0x1f, vouch id | empty (vouches in advance by movement) |
 //! | `m/`   | `next_approval`, `next_declaration` | the next standing approval's / declaration's number (u64) |
-//! | `z/`   | Discord id (u64)            | a declaration asked for, waiting on the declarer's push |
+//! | `z/`   | Discord id (u64)            | a vouch in advance asked for (declaration, standing approval), waiting on the asker's push |
 
 use vouch_playbook::CaseId;
 
@@ -186,10 +186,10 @@ pub(crate) fn advance_by_movement(hosts: &vouch_playbook::advance::HostsScope, i
     key
 }
 
-pub(crate) const PENDING_DECLARATION_PREFIX: &[u8] = b"z/";
+pub(crate) const PENDING_ADVANCE_PREFIX: &[u8] = b"z/";
 
-pub(crate) fn pending_declaration(discord_id: vouch_playbook::Snowflake) -> Vec<u8> {
-    with_prefix(PENDING_DECLARATION_PREFIX, &[&discord_id.get().to_be_bytes()])
+pub(crate) fn pending_advance(discord_id: vouch_playbook::Snowflake) -> Vec<u8> {
+    with_prefix(PENDING_ADVANCE_PREFIX, &[&discord_id.get().to_be_bytes()])
 }
 
 pub(crate) const IDENTITY_LINK_PREFIX: &[u8] = b"l/";

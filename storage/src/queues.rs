@@ -103,9 +103,9 @@ impl Store {
         })
     }
 
-    /// Every declaration asked for and still waiting on its push.
-    pub fn pending_declarations(&self) -> Result<Vec<vouch_playbook::advance::PendingDeclaration>> {
-        self.values_under(keys::PENDING_DECLARATION_PREFIX, "pending declaration")
+    /// Every vouch in advance asked for and still waiting on its push.
+    pub fn pending_advances(&self) -> Result<Vec<vouch_playbook::advance::PendingAdvance>> {
+        self.values_under(keys::PENDING_ADVANCE_PREFIX, "pending advance vouch")
     }
 
     /// Every vouch given in advance, by id.

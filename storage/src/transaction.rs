@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
-use vouch_playbook::advance::{AdvanceVouch, HostsScope, PendingDeclaration};
+use vouch_playbook::advance::{AdvanceVouch, HostsScope, PendingAdvance};
 use vouch_playbook::cases::OpenMovement;
 use vouch_playbook::facts::History;
 use vouch_playbook::identity::{IdentityLink, PendingLink};
@@ -77,10 +77,11 @@ pub trait Transaction {
     fn advance_vouches_for(&mut self, hosts: &HostsScope) -> Result<Vec<AdvanceVouch>>;
     /// Writes a vouch given in advance and indexes it by the movement it names.
     fn put_advance_vouch(&mut self, vouch: &AdvanceVouch);
-    /// A declaration the account asked for, waiting on the declarer's push.
-    fn pending_declaration(&mut self, discord_id: Snowflake) -> Result<Option<PendingDeclaration>>;
-    fn put_pending_declaration(&mut self, pending: &PendingDeclaration);
-    fn remove_pending_declaration(&mut self, discord_id: Snowflake);
+    /// A vouch in advance (a declaration, a standing approval) the account asked for, waiting on
+    /// the asker's push.
+    fn pending_advance(&mut self, discord_id: Snowflake) -> Result<Option<PendingAdvance>>;
+    fn put_pending_advance(&mut self, pending: &PendingAdvance);
+    fn remove_pending_advance(&mut self, discord_id: Snowflake);
     /// The person a Discord account is bound to.
     fn identity_link(&mut self, discord_id: Snowflake) -> Result<Option<IdentityLink>>;
     fn put_identity_link(&mut self, link: &IdentityLink);
@@ -412,18 +413,16 @@ impl Transaction for SledTransaction<'_> {
         self.insert(keys::advance_by_movement(&vouch.scope.hosts(), &vouch.id), Vec::<u8>::new());
     }
 
-    fn pending_declaration(&mut self, discord_id: Snowflake) -> Result<Option<PendingDeclaration>> {
-        self.value(&keys::pending_declaration(discord_id))?
-            .map(|value| decode(&value, "pending declaration"))
-            .transpose()
+    fn pending_advance(&mut self, discord_id: Snowflake) -> Result<Option<PendingAdvance>> {
+        self.value(&keys::pending_advance(discord_id))?.map(|value| decode(&value, "pending advance vouch")).transpose()
     }
 
-    fn put_pending_declaration(&mut self, pending: &PendingDeclaration) {
-        self.insert(keys::pending_declaration(pending.discord_id), encode(pending));
+    fn put_pending_advance(&mut self, pending: &PendingAdvance) {
+        self.insert(keys::pending_advance(pending.discord_id), encode(pending));
     }
 
-    fn remove_pending_declaration(&mut self, discord_id: Snowflake) {
-        self.remove(keys::pending_declaration(discord_id));
+    fn remove_pending_advance(&mut self, discord_id: Snowflake) {
+        self.remove(keys::pending_advance(discord_id));
     }
 
     fn identity_link(&mut self, discord_id: Snowflake) -> Result<Option<IdentityLink>> {

@@ -22,6 +22,7 @@ fn settings(provider: PushProviderSettings) -> VerificationSettings {
         request_timeout: Duration::from_secs(2),
         poll_every: Duration::from_millis(100),
         require_linked: false,
+        approval_monitor_days: 7,
         policy: Default::default(),
     }
 }
@@ -616,7 +617,7 @@ async fn activity_declared_in_advance_vouches_for_its_movement_once_verified_and
     assert_eq!(declaration["id"], "D-1");
     assert_eq!(declaration["kind"]["kind"], "declaration");
     assert_eq!(declaration["verified"]["provider"], "Duo Push");
-    assert_eq!(declared["pending_declarations"], serde_json::json!([]));
+    assert_eq!(declared["pending"], serde_json::json!([]));
 
     // Her movement in the window closes itself, citing D-1, asks nobody, and she is told.
     let (status, body) = crate::support::post_alert(

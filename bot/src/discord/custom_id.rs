@@ -5,6 +5,8 @@
 use std::fmt;
 
 use vouch_playbook::engine::{ConfirmVerdict, Side};
+
+use crate::advance_vouches::AdvanceChange;
 use vouch_playbook::{AnswerId, CaseId, QuestionId};
 
 /// The format version; ids of another version are refused.
@@ -27,6 +29,8 @@ pub enum Action {
     Release(Side),
     /// On-call acknowledges the page.
     Acknowledge,
+    /// Opens the form that proposes a standing approval from a case closed as expected.
+    ExpectAgain,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +58,7 @@ impl fmt::Display for ButtonId {
             Action::Isolate(side) => write!(formatter, "{VERSION}:{case}:iso:{}", side_code(*side)),
             Action::Release(side) => write!(formatter, "{VERSION}:{case}:rel:{}", side_code(*side)),
             Action::Acknowledge => write!(formatter, "{VERSION}:{case}:ack"),
+            Action::ExpectAgain => write!(formatter, "{VERSION}:{case}:again"),
         }
     }
 }
@@ -106,9 +111,76 @@ impl ButtonId {
             ["rel", "src"] => Action::Release(Side::Source),
             ["rel", "dst"] => Action::Release(Side::Target),
             ["ack"] => Action::Acknowledge,
+            ["again"] => Action::ExpectAgain,
             _ => return Err("the button id names no action Vouch knows".to_string()),
         };
         Ok(ButtonId { case_id, action })
+    }
+}
+
+/// A button on the `/approvals` list: second or revoke one vouch given in advance
+/// (`v1:A-12:second`, `v1:D-3:revoke`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VouchButton {
+    /// `A-<n>` or `D-<n>`, checked as such.
+    pub vouch: String,
+    pub change: AdvanceChange,
+}
+
+impl fmt::Display for VouchButton {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let change = match self.change {
+            AdvanceChange::Second => "second",
+            AdvanceChange::Revoke => "revoke",
+        };
+        write!(formatter, "{VERSION}:{}:{change}", self.vouch)
+    }
+}
+
+/// Whether `text` is a vouch id: `A-` or `D-` and a number from 1, without leading zeros.
+fn is_vouch_id(text: &str) -> bool {
+    let Some(number) = text.strip_prefix("A-").or_else(|| text.strip_prefix("D-")) else { return false };
+    !number.is_empty()
+        && number.len() <= 19
+        && !number.starts_with('0')
+        && number.bytes().all(|byte| byte.is_ascii_digit())
+        && number.parse::<u64>().is_ok()
+}
+
+/// Any component or form id Vouch issues: one on a case, or one on a vouch given in advance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentId {
+    Case(ButtonId),
+    Vouch(VouchButton),
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ComponentId::Case(id) => id.fmt(formatter),
+            ComponentId::Vouch(id) => id.fmt(formatter),
+        }
+    }
+}
+
+impl ComponentId {
+    /// Parses an id from a click or a form, as strictly as [`ButtonId::parse`].
+    pub fn parse(text: &str) -> Result<ComponentId, String> {
+        if text.len() > MAX_LENGTH {
+            return Err("the button id is too long".to_string());
+        }
+        let parts: Vec<&str> = text.split(':').collect();
+        match parts.as_slice() {
+            [VERSION, vouch, change] if is_vouch_id(vouch) => {
+                let change = match *change {
+                    "second" => AdvanceChange::Second,
+                    "revoke" => AdvanceChange::Revoke,
+                    _ => return Err("the button id names no action Vouch knows".to_string()),
+                };
+                Ok(ComponentId::Vouch(VouchButton { vouch: vouch.to_string(), change }))
+            }
+            _ => ButtonId::parse(text).map(ComponentId::Case),
+        }
     }
 }
 
@@ -117,7 +189,7 @@ mod tests {
     use super::*;
 
     fn check(text: &str, expected: Result<&str, &str>) {
-        match (ButtonId::parse(text), expected) {
+        match (ComponentId::parse(text), expected) {
             (Ok(id), Ok(round_trip)) => assert_eq!(id.to_string(), round_trip, "{text}"),
             (Err(reason), Err(fragment)) => assert!(reason.contains(fragment), "{text}: {reason}"),
             (got, expected) => panic!("{text}: got {got:?}, expected {expected:?}"),
@@ -136,6 +208,14 @@ mod tests {
         check("v1:7:iso:dst", Ok("v1:7:iso:dst"));
         check("v1:7:rel:src", Ok("v1:7:rel:src"));
         check("v1:7:ack", Ok("v1:7:ack"));
+        check("v1:7:again", Ok("v1:7:again"));
+        check("v1:A-12:second", Ok("v1:A-12:second"));
+        check("v1:D-3:revoke", Ok("v1:D-3:revoke"));
+        check("v1:A-12:launch", Err("no action"));
+        check("v1:A-012:revoke", Err("no case"));
+        check("v1:B-1:revoke", Err("no case"));
+        check("v1:A-:revoke", Err("no case"));
+        check("v1:A-99999999999999999999:revoke", Err("no case"));
         check("v2:42:ask", Err("version"));
         check("v1:0:ask", Err("no case"));
         check("v1:-1:ask", Err("no case"));
@@ -167,15 +247,15 @@ mod tests {
 mod properties {
     use proptest::prelude::*;
 
-    use super::ButtonId;
+    use super::ComponentId;
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
         /// Any text is either refused or parsed into an id that prints back to itself.
         #[test]
-        fn parsing_never_panics_and_round_trips(text in "(v1|v2|)(:[a-z0-9\\-+]{0,22}){0,5}|\\PC{0,120}") {
-            if let Ok(id) = ButtonId::parse(&text) {
+        fn parsing_never_panics_and_round_trips(text in "(v1|v2|)(:[a-zAD0-9\\-+]{0,22}){0,5}|\\PC{0,120}") {
+            if let Ok(id) = ComponentId::parse(&text) {
                 prop_assert_eq!(id.to_string(), text);
             }
         }

@@ -16,7 +16,7 @@ use vouch_config::DiscordSettings;
 use vouch_playbook::engine::ConfirmVerdict;
 use vouch_playbook::{Actor, AuditKind, CaseEvent, CaseId, CaseState, EventKind, Snowflake};
 
-use super::custom_id::{Action, ButtonId};
+use super::custom_id::{Action, ComponentId};
 use super::render;
 use crate::service::{CaseRequest, Change, Service};
 use crate::verification::PushAsked;
@@ -73,6 +73,10 @@ impl EventHandler for Handler {
                     ),
             );
             commands.push(CreateCommand::new("unlink").description("Unlink this Discord account from its person"));
+            commands.push(
+                CreateCommand::new("approvals")
+                    .description("Standing approvals and declarations in force, to second or revoke"),
+            );
             let text = |name: &str, description: &str| {
                 CreateCommandOption::new(CommandOptionType::String, name, description).required(true)
             };
@@ -119,7 +123,7 @@ impl EventHandler for Handler {
     }
 }
 
-fn ephemeral(text: impl Into<String>) -> CreateInteractionResponse {
+pub(super) fn ephemeral(text: impl Into<String>) -> CreateInteractionResponse {
     CreateInteractionResponse::Message(
         CreateInteractionResponseMessage::new().content(text).ephemeral(true).allowed_mentions(render::no_mentions()),
     )
@@ -141,7 +145,7 @@ fn snowflake(id: u64) -> Option<Snowflake> {
 impl Handler {
     /// Who clicked: the person their Discord account is linked to (`/link`), else the person the
     /// directory names for that account.
-    fn actor(&self, user: &User, member: Option<&Member>) -> Actor {
+    pub(super) fn actor(&self, user: &User, member: Option<&Member>) -> Actor {
         let discord_id = snowflake(user.id.get());
         let directory = self.service.directory.get();
         let linked = discord_id.and_then(|id| self.service.links.person(id)).and_then(|id| directory.person(&id));
@@ -154,80 +158,6 @@ impl Handler {
             soc: member.is_some_and(|member| member.roles.contains(&soc_role)),
             roles: person.map(|person| person.roles.clone()).unwrap_or_default(),
             linked: linked.is_some(),
-        }
-    }
-
-    /// `/expect`: records a declaration of the clicker's own movement and sends them a push;
-    /// it is in force once they approve it.
-    async fn declare(&self, command: &CommandInteraction) -> String {
-        let actor = self.actor(&command.user, command.member.as_deref());
-        let option =
-            |name: &str| command.data.options.iter().find(|option| option.name == name).map(|option| &option.value);
-        let text = |name: &str| option(name).and_then(|value| value.as_str()).unwrap_or("").trim().to_string();
-        let (Some(discord_id), true) = (actor.discord_id, actor.person.is_some()) else {
-            return "Only a person in the directory can declare their movements.".to_string();
-        };
-        let directory = self.service.directory.get();
-        let Some(account) = vouch_playbook::model::Account::parse(&text("account")) else {
-            return "Name the account you will connect as.".to_string();
-        };
-        let holder = directory.account(&account.key()).and_then(|known| known.holder.clone());
-        if !vouch_playbook::advance::may_declare(&actor, holder.as_ref()) {
-            return format!(
-                "`{}` is not an account the directory says you hold; only its holder declares its movements.",
-                render::inert(&account.key(), 64)
-            );
-        }
-        let (source, target) = (text("source"), text("target"));
-        if source.is_empty() || target.is_empty() {
-            return "Name both hosts.".to_string();
-        }
-        let scope = vouch_playbook::advance::HostsScope {
-            account: account.key(),
-            source: vouch_playbook::model::short_hostname(&source),
-            target: vouch_playbook::model::short_hostname(&target),
-        };
-        let now = self.service.clock.now();
-        let hours = option("hours").and_then(|value| value.as_i64()).unwrap_or(0);
-        let starts_in = option("starts_in_minutes").and_then(|value| value.as_i64()).unwrap_or(0).clamp(0, 1440);
-        let valid_from = now.plus_millis(starts_in * 60_000);
-        let valid_until = valid_from.plus_millis(hours.clamp(0, 1000) * 3_600_000);
-        if let Err(reason) = vouch_playbook::advance::declaration_window(valid_from, valid_until, now) {
-            return format!("Not declared: {reason}.");
-        }
-        let reason = vouch_playbook::model::cap(&text("reason"), 300);
-        if reason.is_empty() {
-            return "Say why, in a few words.".to_string();
-        }
-        let lifetime = self.service.playbook.push_lifetime_millis();
-        let summary = format!("Declare {} from {} to {} for {hours} h", scope.account, scope.source, scope.target);
-        let described = format!(
-            "{} from {} to {}, until {}",
-            render::inert(&scope.account, 64),
-            render::inert(&scope.source, 64),
-            render::inert(&scope.target, 64),
-            valid_until.to_rfc3339()
-        );
-        let pending = vouch_playbook::advance::PendingDeclaration {
-            discord_id,
-            target_criticality: directory.asset(&scope.target).map(|asset| asset.criticality),
-            scope,
-            reason,
-            by: actor.clone(),
-            valid_from,
-            valid_until,
-            requested_at: now,
-            expires_at: now.plus_millis(lifetime),
-            push: None,
-        };
-        let requested = self.blocking(move |service| service.request_declaration(&actor, pending, summary, now)).await;
-        match requested {
-            Some(PushAsked::Sent(push)) => {
-                self.service.send_push(push);
-                format!("A push was sent to your phone. Once you approve it, alerts of {described} are vouched for by your declaration.")
-            }
-            Some(PushAsked::Refused(reason)) => format!("Not declared: {}.", render::inert(&reason, 300)),
-            None => "Vouch could not record this; please try again.".to_string(),
         }
     }
 
@@ -265,7 +195,7 @@ impl Handler {
         }
     }
 
-    async fn blocking<T: Send + 'static>(
+    pub(super) async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Service) -> Result<T, vouch_storage::StorageError> + Send + 'static,
     ) -> Option<T> {
@@ -322,7 +252,12 @@ impl Handler {
     }
 
     /// Answers an interaction; false when Discord did not take the answer.
-    async fn respond(&self, ctx: &Context, response: CreateInteractionResponse, answer: impl AsyncRespond) -> bool {
+    pub(super) async fn respond(
+        &self,
+        ctx: &Context,
+        response: CreateInteractionResponse,
+        answer: impl AsyncRespond,
+    ) -> bool {
         match answer.send(ctx, response).await {
             Ok(()) => true,
             Err(error) => {
@@ -339,8 +274,9 @@ impl Handler {
             "message_id": component.message.id.get().to_string(),
             "channel_id": component.channel_id.get().to_string(),
         });
-        let id = match ButtonId::parse(&component.data.custom_id) {
-            Ok(id) => id,
+        let id = match ComponentId::parse(&component.data.custom_id) {
+            Ok(ComponentId::Case(id)) => id,
+            Ok(ComponentId::Vouch(button)) => return self.change_vouch(ctx, component, actor, button).await,
             Err(reason) => {
                 self.record_refusal(&actor, json!({"request": detail, "reason": reason})).await;
                 self.respond(ctx, ephemeral(format!("This button isn't one Vouch can act on: {reason}.")), component)
@@ -349,6 +285,9 @@ impl Handler {
             }
         };
         let case_id = id.case_id;
+        if id.action == Action::ExpectAgain {
+            return self.open_approval_form(ctx, component, &actor, case_id, detail).await;
+        }
         // Closing, and vouching for a critical system, ask for a justification first: the case
         // says when one is needed, and the engine refuses the event without it.
         let needs_form = match &id.action {
@@ -404,6 +343,8 @@ impl Handler {
             Action::Isolate(side) => (EventKind::ClickIsolate, CaseEvent::Isolate { side, by: actor.clone() }),
             Action::Release(side) => (EventKind::ClickRelease, CaseEvent::ReleaseIsolation { side, by: actor.clone() }),
             Action::Acknowledge => (EventKind::ClickAcknowledge, CaseEvent::Acknowledge { by: actor.clone() }),
+            // Opens its form above.
+            Action::ExpectAgain => return,
         };
         // A click on the card is answered with the redrawn card, so the change queues no card
         // update of its own: it would only repeat that edit and spend the channel's budget. That
@@ -492,8 +433,17 @@ impl Handler {
             })
             .unwrap_or_default();
         let detail = json!({"custom_id": modal.data.custom_id, "justification": justification});
-        let id = match ButtonId::parse(&modal.data.custom_id) {
-            Ok(id) => id,
+        let id = match ComponentId::parse(&modal.data.custom_id) {
+            Ok(ComponentId::Case(id)) if id.action == Action::ExpectAgain => {
+                return self.propose_approval(ctx, modal, actor, id.case_id).await;
+            }
+            Ok(ComponentId::Case(id)) => id,
+            Ok(ComponentId::Vouch(_)) => {
+                let reason = "this form does not exist".to_string();
+                self.record_refusal(&actor, json!({"request": detail, "reason": reason})).await;
+                self.respond(ctx, ephemeral(format!("This form isn't one Vouch can act on: {reason}.")), modal).await;
+                return;
+            }
             Err(reason) => {
                 self.record_refusal(&actor, json!({"request": detail, "reason": reason})).await;
                 self.respond(ctx, ephemeral(format!("This form isn't one Vouch can act on: {reason}.")), modal).await;
@@ -609,6 +559,7 @@ impl Handler {
                 self.link(&command.user, command.member.as_deref(), &named).await
             }
             "expect" => self.declare(command).await,
+            "approvals" => return self.list_approvals(ctx, command).await,
             "unlink" => {
                 let actor = self.actor(&command.user, command.member.as_deref());
                 match actor.discord_id {
@@ -631,7 +582,7 @@ impl Handler {
 }
 
 /// Anything that can answer an interaction (a click, a form, a command).
-trait AsyncRespond {
+pub(super) trait AsyncRespond {
     async fn send(self, ctx: &Context, response: CreateInteractionResponse) -> serenity::Result<()>;
 }
 

@@ -6,6 +6,7 @@
 //! store before it is answered; everything slow (posts, pings, edits) is an effect the store
 //! queued with the change, which the dispatcher hands here in order and retries until done.
 
+mod advance;
 mod budget;
 pub mod custom_id;
 mod handler;

@@ -509,7 +509,7 @@ pub fn card_components(case: &Case, playbook: &Playbook) -> Vec<CreateActionRow>
     }
     let label =
         |action: CaseAction| playbook.action(action).map_or(action.default_label(), |action| action.label.as_str());
-    let actions = vec![
+    let mut actions = vec![
         button(
             ButtonId::new(case.id, Action::AskOwner),
             label(CaseAction::AskOwner),
@@ -529,6 +529,16 @@ pub fn card_components(case: &Case, playbook: &Playbook) -> Vec<CreateActionRow>
             !offers.close,
         ),
     ];
+    // A case closed as expected may become a standing approval (who may propose it is decided on
+    // the click).
+    if vouch_playbook::advance::approval_offered(case, playbook) {
+        actions.push(button(
+            ButtonId::new(case.id, Action::ExpectAgain),
+            "Expect this again",
+            ButtonStyle::Secondary,
+            false,
+        ));
+    }
     rows.push(CreateActionRow::Buttons(actions));
     let mut isolation_buttons = Vec::new();
     for side in [Side::Source, Side::Target] {

@@ -1,4 +1,4 @@
-//! Carries pushes out: sends the push an answer (or a `/link` request) waits on, records the
+//! Carries pushes out: sends the push an answer (or a `/link` or vouch-in-advance request) waits on, records the
 //! transaction with it, polls it, and records how it ended. The engine (for answers) and
 //! `vouch_playbook::identity` (for links) decide what each end means.
 //!
@@ -31,8 +31,8 @@ pub enum PushSubject {
     Case { case_id: CaseId, verification: u32 },
     /// A Discord account asking to be bound to the person (`/link`).
     Link { discord_id: Snowflake },
-    /// Activity the person declares in advance (`/expect`).
-    Declaration { discord_id: Snowflake },
+    /// A vouch in advance the person asked for (`/expect`, "Expect this again").
+    Advance { discord_id: Snowflake },
 }
 
 /// A push a durable change asked for.
@@ -96,11 +96,11 @@ impl PushWorker {
         let waiting = tokio::task::spawn_blocking(move || {
             let cases = service.store.cases(Some(&states))?;
             let links = service.store.pending_links()?;
-            let declarations = service.store.pending_declarations()?;
-            Ok::<_, vouch_storage::StorageError>((cases, links, declarations))
+            let advances = service.store.pending_advances()?;
+            Ok::<_, vouch_storage::StorageError>((cases, links, advances))
         })
         .await;
-        let (cases, links, declarations) = match waiting {
+        let (cases, links, advances) = match waiting {
             Ok(Ok(waiting)) => waiting,
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot read the pushes that may be waiting; those of cases end on their deadlines");
@@ -115,10 +115,10 @@ impl PushWorker {
         let links = links
             .into_iter()
             .map(|link| (PushSubject::Link { discord_id: link.discord_id }, link.push, link.expires_at));
-        let declarations = declarations.into_iter().map(|declaration| {
-            (PushSubject::Declaration { discord_id: declaration.discord_id }, declaration.push, declaration.expires_at)
-        });
-        for (subject, push, expires_at) in held.chain(links).chain(declarations) {
+        let advances = advances
+            .into_iter()
+            .map(|pending| (PushSubject::Advance { discord_id: pending.discord_id }, pending.push, pending.expires_at));
+        for (subject, push, expires_at) in held.chain(links).chain(advances) {
             let task = self.task(subject);
             match push {
                 Some(push) => {
@@ -197,9 +197,9 @@ impl PushTask {
                 let event = CaseEvent::PushSent { verification, push };
                 self.apply(case_id, EventKind::VerificationPushSent, detail, event).await
             }
-            PushSubject::Declaration { discord_id } => self
-                .on_blocking_thread("a declaration's push", move |service| {
-                    service.declaration_push_sent(discord_id, push)
+            PushSubject::Advance { discord_id } => self
+                .on_blocking_thread("a vouch in advance's push", move |service| {
+                    service.advance_push_sent(discord_id, push)
                 })
                 .await
                 .flatten(),
@@ -217,11 +217,11 @@ impl PushTask {
                 let event = CaseEvent::VerificationFinished { verification, outcome };
                 self.apply(case_id, EventKind::VerificationFinished, detail, event).await;
             }
-            PushSubject::Declaration { discord_id } => {
+            PushSubject::Advance { discord_id } => {
                 let now = self.service.clock.now();
-                let ended = move |service: &Service| service.finish_declaration(discord_id, outcome, now);
-                if let Some(Some(declared)) = self.on_blocking_thread("a declaration's end", ended).await {
-                    tracing::info!(id = %declared.id, "activity declared");
+                let ended = move |service: &Service| service.finish_advance(discord_id, outcome, now);
+                if let Some(Some(made)) = self.on_blocking_thread("a vouch in advance's end", ended).await {
+                    tracing::info!(id = %made.id, kind = made.kind_name(), "vouch given in advance");
                 }
             }
             PushSubject::Link { discord_id } => {
@@ -232,7 +232,7 @@ impl PushTask {
         }
     }
 
-    /// Records something about a push that is not a case's (a link or a declaration request) on
+    /// Records something about a push that is not a case's (a link or a vouch in advance) on
     /// a blocking thread; `None` when it could not be (said in the log: the request then ends on
     /// restart).
     async fn on_blocking_thread<T: Send + 'static>(

@@ -95,6 +95,11 @@ impl FactValue {
 /// From this many earlier failed attempts of one movement, the failures are a concern of their own.
 const REPEATED_FAILURES: u64 = 3;
 
+/// The concern every alert on a critical target carries. It says what the target is, not what
+/// the alert did: a vouch given in advance for that target was made knowing it (and is withheld
+/// if the target became more critical since), so this one concern does not withhold it.
+pub const CRITICAL_TARGET: &str = "The target is a critical system.";
+
 const ADMINISTRATIVE_SHARES: [&str; 4] = ["c$", "admin$", "ipc$", "print$"];
 
 impl Subject<'_> {
@@ -369,7 +374,7 @@ impl Subject<'_> {
             ));
         }
         if self.facts.target.as_ref().is_some_and(|target| target.criticality == Criticality::Critical) {
-            concerns.push("The target is a critical system.".to_string());
+            concerns.push(CRITICAL_TARGET.to_string());
         }
         concerns
     }

@@ -146,14 +146,22 @@ impl Case {
         (self, effects)
     }
 
-    /// Whether a repeat of this case's movement joins it: while the case is open, and while a
-    /// vouch given in advance that closed it still covers the movement (a storm of a declared
-    /// movement is one case, not one closed case and card per alert).
-    pub fn takes_repeats(&self, now: Timestamp) -> bool {
+    /// Whether a repeat of this case's movement joins it: while the case is open, and while the
+    /// vouch given in advance that closed it (`closed_by`, as stored now) is still in force (a
+    /// storm of a declared movement is one case, not one closed case and card per alert; once the
+    /// vouch is revoked or over, the next alert opens a case of its own).
+    pub fn takes_repeats(&self, closed_by: Option<&AdvanceVouch>, now: Timestamp) -> bool {
         let covered = self.advance.as_ref().is_some_and(|note| {
-            note.outcome == AdvanceOutcome::Vouched && note.covers_until.is_some_and(|until| now < until)
+            note.outcome == AdvanceOutcome::Vouched
+                && note.covers_until.is_some_and(|until| now < until)
+                && closed_by.is_some_and(|vouch| vouch.id == note.vouch && vouch.in_force(now))
         });
         !self.state.is_finished() || covered
+    }
+
+    /// The vouch given in advance that closed this case, if one did.
+    pub fn closed_in_advance_by(&self) -> Option<&str> {
+        self.advance.as_ref().filter(|note| note.outcome == AdvanceOutcome::Vouched).map(|note| note.vouch.as_str())
     }
 
     pub fn alert(&self) -> &Alert {

@@ -962,6 +962,7 @@ fn verifying_playbook() -> Playbook {
         policy: vouch_playbook::verification::VerificationPolicy::default(),
         push_lifetime_millis: 120_000,
         require_linked: false,
+        approval_monitor_days: 7,
     });
     playbook
 }
@@ -1177,16 +1178,20 @@ fn a_vouch_given_in_advance_closes_the_case_it_covers_or_notes_why_not() {
         .any(|effect| matches!(effect, Effect::Announce { message } if message.contains("in advance"))));
 
     // Repeats of the movement join the closed case while the declaration covers it.
-    assert!(closed.takes_repeats(NOW.plus_minutes(59)));
-    assert!(!closed.takes_repeats(NOW.plus_minutes(60)), "not once the declaration ended");
+    assert!(closed.takes_repeats(Some(&vouch), NOW.plus_minutes(59)));
+    assert!(!closed.takes_repeats(Some(&vouch), NOW.plus_minutes(60)), "not once the declaration ended");
+    let mut revoked = vouch.clone();
+    revoked.revoked = Some(vouch_playbook::engine::Decision { by: soc("sam"), at: NOW, text: None, verified: None });
+    assert!(!closed.takes_repeats(Some(&revoked), NOW.plus_minutes(1)), "not once it is revoked");
+    assert!(!closed.takes_repeats(None, NOW.plus_minutes(1)), "not when the vouch is gone");
     let (plainly_closed, _) = accepted(apply(
         &playbook,
         case.clone(),
         CaseEvent::Close { by: soc("sam"), justification: "ok".to_string() },
         NOW,
     ));
-    assert!(!plainly_closed.takes_repeats(NOW), "a case closed by a person takes no repeats");
-    assert!(case.takes_repeats(NOW), "an open case does");
+    assert!(!plainly_closed.takes_repeats(Some(&vouch), NOW), "a case closed by a person takes no repeats");
+    assert!(case.takes_repeats(None, NOW), "an open case does");
 
     let (marked, marking) = case.clone().vouched_in_advance(effects.clone(), &vouch, &Applicability::WouldVouch, NOW);
     assert_eq!(marked.state, CaseState::AwaitingConfirmation, "triaged as usual");
@@ -1201,4 +1206,87 @@ fn a_vouch_given_in_advance_closes_the_case_it_covers_or_notes_why_not() {
     let (same, same_effects) =
         case.clone().vouched_in_advance(effects.clone(), &vouch, &Applicability::NotThisMovement, NOW);
     assert_eq!((same, same_effects), (case, effects));
+}
+
+#[test]
+fn a_standing_approval_is_proposed_from_a_vouched_case_by_its_confirmer_or_the_soc_seconded_and_revoked() {
+    use vouch_playbook::advance::{
+        approval_offered, propose_approval, revoke, second, AdvanceKind, Applicability, MovementScope, VouchScope,
+    };
+    use vouch_playbook::engine::PushRecord;
+    let playbook = verifying_playbook();
+    let with_discord = |mut actor: Actor, id: &str| {
+        actor.discord_id = Some(Snowflake::parse(id).expect("id"));
+        actor
+    };
+    let frank = with_discord(member("frank"), "102");
+    let sam = with_discord(soc("sam"), "104");
+    let tess = with_discord(soc("tess"), "106");
+    let (case, _) = opened(helpdesk_facts(true));
+    assert!(!approval_offered(&case, &playbook), "an open case is not expected again");
+    let confirm = CaseEvent::Confirm { verdict: ConfirmVerdict::Expected, by: frank.clone(), justification: None };
+    let (vouched, _) = accepted(apply(&playbook, case.clone(), confirm, NOW));
+    assert_eq!(vouched.state, CaseState::ClosedExpected);
+    assert!(approval_offered(&vouched, &playbook));
+    assert!(!approval_offered(&vouched, &Playbook::builtin()), "nothing to verify a proposal with");
+
+    type Proposal = (&'static str, Actor, u32, Option<&'static str>);
+    let proposals: Vec<Proposal> = vec![
+        ("the confirmer who vouched", frank.clone(), 30, None),
+        ("the SOC", sam.clone(), 90, None),
+        ("someone else", with_discord(member("mallory"), "777"), 30, Some("only the person who vouched")),
+        ("no chat account", member("frank"), 30, Some("only a person in the directory")),
+        ("longer than 90 days", frank.clone(), 91, Some("1 to 90 days")),
+        ("no days", frank.clone(), 0, Some("1 to 90 days")),
+    ];
+    for (name, by, days, refusal) in proposals {
+        match (propose_approval(&vouched, &playbook, &by, days, NOW), refusal) {
+            (Ok(_), None) => {}
+            (Err(reason), Some(fragment)) => assert!(reason.contains(fragment), "{name}: {reason}"),
+            (got, _) => panic!("{name}: {got:?}"),
+        }
+    }
+
+    // Exactly the case's movement, a monitor period first, its push due within the push lifetime.
+    let pending = propose_approval(&vouched, &playbook, &frank, 30, NOW).expect("proposed");
+    let scope = MovementScope::of(vouched.alert(), &playbook).expect("scope");
+    assert_eq!(pending.scope, VouchScope::Exact(scope));
+    let day = 24 * 60;
+    assert_eq!(
+        pending.kind,
+        AdvanceKind::StandingApproval { from_case: vouched.id, monitor_until: NOW.plus_minutes(7 * day) }
+    );
+    assert_eq!((pending.valid_until, pending.expires_at), (NOW.plus_minutes(30 * day), NOW.plus_minutes(2)));
+
+    // A case a vouch in advance closed does not start another.
+    let verified = PushRecord { provider: "Duo Push".to_string(), transaction: "tx".to_string(), number_to_pick: None };
+    let approval = pending.clone().made("A-1".to_string(), verified);
+    let (closed_by_approval, _) = case.clone().vouched_in_advance(Vec::new(), &approval, &Applicability::Vouches, NOW);
+    let refusal = propose_approval(&closed_by_approval, &playbook, &sam, 30, NOW).expect_err("refused");
+    assert!(refusal.contains("was closed by A-1"), "{refusal}");
+
+    // Not critical: in force without a second. Critical: only a second, other SOC member makes it so.
+    assert!(!approval.awaits_second());
+    assert!(second(&approval, &tess, NOW).is_err());
+    let mut critical = approval.clone();
+    critical.by = sam.clone();
+    critical.target_criticality = Some(Criticality::Critical);
+    assert!(critical.awaits_second());
+    for (name, by, fragment) in
+        [("the proposer", sam.clone(), "someone other than sam"), ("not SOC", frank.clone(), "only a SOC member")]
+    {
+        let reason = second(&critical, &by, NOW).expect_err(name);
+        assert!(reason.contains(fragment), "{name}: {reason}");
+    }
+    assert_eq!(second(&critical, &tess, NOW).map(|decision| decision.by), Ok(tess.clone()));
+
+    // Revoked by the SOC or by whoever made it; by nobody else, and not twice.
+    assert!(revoke(&approval, &frank, NOW).is_ok(), "frank made it");
+    assert!(revoke(&approval, &tess, NOW).is_ok(), "the SOC");
+    let reason = revoke(&approval, &with_discord(member("mallory"), "777"), NOW).expect_err("refused");
+    assert!(reason.contains("only the SOC or frank"), "{reason}");
+    let mut revoked = approval.clone();
+    revoked.revoked = revoke(&approval, &tess, NOW).ok();
+    assert!(revoke(&revoked, &tess, NOW).expect_err("twice").contains("no longer in force"));
+    assert!(revoke(&approval, &tess, NOW.plus_minutes(30 * day)).is_err(), "nor once it ended");
 }
