@@ -294,8 +294,8 @@ async fn identity_links(State(state): State<Arc<AppState>>) -> Result<Response, 
     Ok(Json(json!({"links": links, "pending": pending})).into_response())
 }
 
-/// The vouches given in advance (standing approvals, declarations), and the declarations still
-/// waiting on their push.
+/// The vouches given in advance (standing approvals, declarations), and those asked for and
+/// still waiting on their push.
 async fn advance_vouches(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let service = Arc::clone(&state.service);
     let (vouches, pending) = tokio::task::spawn_blocking(move || {
@@ -304,7 +304,7 @@ async fn advance_vouches(State(state): State<Arc<AppState>>) -> Result<Response,
     .await
     .map_err(|_| ApiError::Unavailable)?
     .map_err(|error| store_unavailable(&state, &error))?;
-    Ok(Json(json!({"vouches": vouches, "pending_advances": pending})).into_response())
+    Ok(Json(json!({"vouches": vouches, "pending": pending})).into_response())
 }
 
 async fn get_case(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -401,6 +401,7 @@ pub fn case_view(case: &Case, events: &[AuditRecord]) -> Value {
         "resolution": case.resolution,
         "pending_verification": case.pending_verification,
         "push_denied": case.push_denied,
+        "advance": case.advance,
         "close_asked_by": case.close_asked_by,
         "events": events,
     })

@@ -369,13 +369,26 @@ pub(crate) fn ingest_alert(
         Some(movement) => transaction.case(movement.case_id)?.map(|case| (movement, case)),
         None => None,
     };
-    // A case closed by a vouch in advance takes repeats only while that vouch, as stored now, is
-    // in force (a revoke ends it at once).
+    // A case closed by a vouch in advance takes a repeat only while that vouch, as stored now,
+    // still vouches for the repeat itself: in force (a revoke ends it at once), covering its
+    // exact movement, and no concern of its own (the grouping key leaves out details that raise
+    // one, such as a second account or an encoded command line).
     let closed_by = match movement_case.as_ref().and_then(|(_, case)| case.closed_in_advance_by()) {
         Some(id) => transaction.advance_vouch(id)?,
         None => None,
     };
-    let last = movement_case.as_ref().map(|(movement, case)| (*movement, case.takes_repeats(closed_by.as_ref(), now)));
+    let still_vouching = match closed_by {
+        Some(vouch) => {
+            let history = transaction.history(&MovementKey::of(&alert))?;
+            let concerns = open_case(playbook, &alert, &facts, &history, now).concerns;
+            let judged = MovementScope::of(&alert, playbook)
+                .map(|scope| judge(&vouch, &scope, &facts, &concerns, directory, now));
+            (judged == Some(Applicability::Vouches)).then_some(vouch)
+        }
+        None => None,
+    };
+    let last =
+        movement_case.as_ref().map(|(movement, case)| (*movement, case.takes_repeats(still_vouching.as_ref(), now)));
     let arrival = route_alert(earlier_copy, last, grouping_window, now);
     if let Arrival::Duplicate(case_id) = arrival {
         let case = transaction.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
@@ -451,12 +464,25 @@ fn advance_vouch_for(
         .advance_vouches_for(&scope.hosts())?
         .into_iter()
         .map(|vouch| {
-            let present = vouch.by.person.as_ref().is_some_and(|person| directory.person(person).is_some());
-            let judged = applicability(&vouch, &scope, &case.facts, concerns, present, now);
+            let judged = judge(&vouch, &scope, &case.facts, concerns, directory, now);
             (vouch, judged)
         })
         .collect();
     Ok(strongest(judged))
+}
+
+/// What a vouch given in advance does to an alert of `scope`, with the directory as it is now
+/// (whoever vouched must still be in it).
+fn judge(
+    vouch: &AdvanceVouch,
+    scope: &MovementScope,
+    facts: &Facts,
+    concerns: &[String],
+    directory: &vouch_config::Directory,
+    now: Timestamp,
+) -> Applicability {
+    let present = vouch.by.person.as_ref().is_some_and(|person| directory.person(person).is_some());
+    applicability(vouch, scope, facts, concerns, present, now)
 }
 
 /// Why a change's card update is wanted, which decides how soon it is drawn.

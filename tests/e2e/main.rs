@@ -4,6 +4,7 @@
 mod support;
 mod timers;
 
+mod approvals;
 mod audit;
 mod config;
 mod crash;

@@ -389,3 +389,21 @@ impl Lcg {
         (self.0 >> 33) % bound
     }
 }
+
+/// Vouch in this process, reading time from `clock`, with its real Discord client, store and
+/// timers (for tests that move time instead of waiting for it).
+pub async fn start_in_process(
+    workspace: &Workspace,
+    clock: &std::sync::Arc<vouch::ManualClock>,
+) -> vouch::app::Running {
+    let config = vouch_config::load(&workspace.config(), &TestEnvironment).unwrap_or_else(|error| panic!("{error}"));
+    let clock: std::sync::Arc<dyn vouch::Clock> = std::sync::Arc::clone(clock) as std::sync::Arc<dyn vouch::Clock>;
+    vouch::app::start_with_clock(config, clock).await.expect("vouch starts")
+}
+
+/// Moves the clock and lets the timers and the dispatcher look at once.
+pub fn advance(clock: &vouch::ManualClock, running: &vouch::app::Running, minutes: u32) {
+    clock.advance_minutes(minutes);
+    running.service.timers_ready.notify_one();
+    running.service.effects_ready.notify_one();
+}

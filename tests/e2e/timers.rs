@@ -5,30 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use discord_simulator::{Simulator, StoredMessage};
-use vouch::{Clock, ManualClock};
+use vouch::ManualClock;
 use vouch_playbook::Timestamp;
 
 use crate::support::{
-    card, native_alert, post_alert, TestEnvironment, Workspace, ONCALL_ROLE, SOC_ROLE, TRIAGE_CHANNEL,
+    advance, card, native_alert, post_alert, start_in_process as start, Workspace, ONCALL_ROLE, SOC_ROLE,
+    TRIAGE_CHANNEL,
 };
 
 const BOB: u64 = 100_000_000_000_000_002;
 const SAM: u64 = 100_000_000_000_000_004;
 const DANA: u64 = 100_000_000_000_000_005;
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn start(workspace: &Workspace, clock: &Arc<ManualClock>) -> vouch::app::Running {
-    let config = vouch_config::load(&workspace.config(), &TestEnvironment).unwrap_or_else(|error| panic!("{error}"));
-    let clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
-    vouch::app::start_with_clock(config, clock).await.expect("vouch starts")
-}
-
-/// Moves the clock and lets the timer look at once.
-fn advance(clock: &ManualClock, running: &vouch::app::Running, minutes: u32) {
-    clock.advance_minutes(minutes);
-    running.service.timers_ready.notify_one();
-    running.service.effects_ready.notify_one();
-}
 
 fn thread_messages(simulator: &Simulator, thread: u64, fragment: &str) -> usize {
     simulator.with_world(|world| {

@@ -65,7 +65,7 @@ async fn outcome(verifier: &dyn PushVerifier, username: &str) -> Result<Vec<Push
     Ok(seen)
 }
 
-fn duo_world() -> DuoWorld {
+pub(crate) fn duo_world() -> DuoWorld {
     let push = |answer| DuoUser::Push { answer, on_poll: 2 };
     let mut world = DuoWorld::default();
     world.integration_key = INTEGRATION_KEY.to_string();
@@ -244,17 +244,17 @@ async fn okta_refuses_a_bad_token_and_faults_are_never_approvals() {
     assert_eq!(okta.world().requests.len(), count);
 }
 
-const BOB: u64 = 100_000_000_000_000_002;
+pub(crate) const BOB: u64 = 100_000_000_000_000_002;
 const BOB_ID: &str = "100000000000000002";
-const ALICE: u64 = 100_000_000_000_000_001;
-const SAM: u64 = 100_000_000_000_000_004;
+pub(crate) const ALICE: u64 = 100_000_000_000_000_001;
+pub(crate) const SAM: u64 = 100_000_000_000_000_004;
 /// A second SOC member, so a case whose push was denied can be closed by two.
-const TESS: u64 = 100_000_000_000_000_006;
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const TESS: u64 = 100_000_000_000_000_006;
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// A Vouch talking to the Discord simulator and verifying answers with the Duo simulator;
 /// `extra` goes in `[verification]`.
-fn verified_workspace(
+pub(crate) fn verified_workspace(
     simulator: &discord_simulator::Simulator,
     duo: &DuoSimulator,
     extra: &str,
@@ -270,7 +270,7 @@ fn verified_workspace(
 }
 
 /// Waits until Vouch has sent Discord a message saying `text`.
-async fn told(simulator: &discord_simulator::Simulator, what: &str, text: &str) {
+pub(crate) async fn told(simulator: &discord_simulator::Simulator, what: &str, text: &str) {
     simulator
         .wait_for(what, WAIT, |world| {
             world
@@ -427,10 +427,15 @@ async fn an_expected_on_a_high_system_counts_once_the_push_is_approved_and_a_den
     workspace.assert_audit_intact();
 }
 
-const MALLORY: u64 = 100_000_000_000_000_777;
+pub(crate) const MALLORY: u64 = 100_000_000_000_000_777;
 
 /// `/link` and `/unlink` through the simulator; the ephemeral answer's text.
-async fn command(simulator: &discord_simulator::Simulator, user: u64, name: &str, person: Option<&str>) -> String {
+pub(crate) async fn command(
+    simulator: &discord_simulator::Simulator,
+    user: u64,
+    name: &str,
+    person: Option<&str>,
+) -> String {
     let options = match person {
         Some(person) => serde_json::json!([{"name": "person", "type": 3, "value": person}]),
         None => serde_json::json!([]),
@@ -453,7 +458,7 @@ async fn guild_with_mallory() -> discord_simulator::Simulator {
 }
 
 /// What the API answers at `path`, once `ready` holds of it.
-async fn api_until(
+pub(crate) async fn api_until(
     base: &str,
     path: &str,
     what: &str,
@@ -483,7 +488,7 @@ async fn only_a_linked_account_answers_and_only_the_persons_approved_push_links_
     set_bob(&duo, PushAnswer::Approve, 2);
     let workspace = verified_workspace(&simulator, &duo, "require_linked = true");
     let vouch = workspace.start();
-    simulator.wait_for("the commands to be registered", WAIT, |world| (world.commands.len() == 6).then_some(())).await;
+    simulator.wait_for("the commands to be registered", WAIT, |world| (world.commands.len() == 7).then_some(())).await;
 
     // 1. Bob's Discord account is named by the directory but not linked: his answer is refused.
     let (case_id, answer) = bob_answers_expected(&simulator, &vouch, "edr-l1", "WS-17").await;
@@ -598,7 +603,7 @@ async fn activity_declared_in_advance_vouches_for_its_movement_once_verified_and
     let duo = DuoSimulator::start(duo_world()).await;
     let workspace = verified_workspace(&simulator, &duo, "");
     let vouch = workspace.start();
-    simulator.wait_for("the commands to be registered", WAIT, |world| (world.commands.len() == 6).then_some(())).await;
+    simulator.wait_for("the commands to be registered", WAIT, |world| (world.commands.len() == 7).then_some(())).await;
 
     // Only the account's holder declares its movements; a stranger is not even a person.
     let refused = declare(&simulator, BOB, "alice", "WS-17").await;
