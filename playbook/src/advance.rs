@@ -356,6 +356,25 @@ pub fn approval_offered(case: &Case, playbook: &Playbook) -> bool {
     approval_blocker(case, playbook).is_none()
 }
 
+/// Why `by` may not propose a standing approval from this case, if they may not (asked before
+/// the form that says for how long is shown).
+pub fn proposal_refusal(case: &Case, playbook: &Playbook, by: &Actor) -> Option<String> {
+    if let Some(reason) = approval_blocker(case, playbook) {
+        return Some(reason);
+    }
+    if by.discord_id.is_none() || by.person.is_none() {
+        return Some(
+            "only a person in the directory can propose one: the push that verifies it goes to them".to_string(),
+        );
+    }
+    if !may_propose_approval(by, case.resolution.as_ref().map(|decision| &decision.by)) {
+        return Some(
+            "only the person who vouched for this case, or the SOC, may propose expecting it again".to_string(),
+        );
+    }
+    None
+}
+
 /// The standing approval `by` proposes from a case closed as expected, lasting `days` days (its
 /// first days, as the deployment sets, a monitor period), waiting on `by`'s push; or why it
 /// cannot be. It names exactly the case's movement and nothing wider.
@@ -366,17 +385,10 @@ pub fn propose_approval(
     days: u32,
     now: Timestamp,
 ) -> Result<PendingAdvance, String> {
-    if let Some(reason) = approval_blocker(case, playbook) {
+    if let Some(reason) = proposal_refusal(case, playbook, by) {
         return Err(reason);
     }
-    let (Some(discord_id), Some(_)) = (by.discord_id, by.person.as_ref()) else {
-        return Err(
-            "only a person in the directory can propose one: the push that verifies it goes to them".to_string()
-        );
-    };
-    if !may_propose_approval(by, case.resolution.as_ref().map(|decision| &decision.by)) {
-        return Err("only the person who vouched for this case, or the SOC, may propose expecting it again".to_string());
-    }
+    let discord_id = by.discord_id.ok_or_else(|| "this chat account has no id".to_string())?;
     let scope = MovementScope::of(case.alert(), playbook)
         .ok_or_else(|| "this movement cannot be approved in advance".to_string())?;
     let verifying = playbook.verifying.as_ref().ok_or_else(|| "no push provider is configured".to_string())?;

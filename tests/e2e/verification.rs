@@ -262,7 +262,7 @@ pub(crate) fn verified_workspace(
     let workspace = crate::support::Workspace::discord(simulator);
     std::fs::write(workspace.config().with_file_name("duo.secret"), SECRET_KEY).expect("write");
     workspace.append_settings(&format!(
-        "[verification]\nprovider = \"duo\"\ntimeout_seconds = 300\npoll_interval_ms = 100\nrequest_timeout_seconds = 10\n{extra}\n\
+        "[verification]\nprovider = \"duo\"\ntimeout_seconds = 300\npoll_interval_ms = 100\n{extra}\n\
          [verification.duo]\napi_url = \"{}\"\nintegration_key = \"{INTEGRATION_KEY}\"\nsecret_key = {{ file = \"duo.secret\" }}\n",
         duo.base()
     ));
@@ -422,6 +422,46 @@ async fn an_expected_on_a_high_system_counts_once_the_push_is_approved_and_a_den
     let pushes = duo.world().requests.iter().filter(|request| request.path == "/auth/v2/auth").count();
     assert_eq!(pushes, 4, "one push per answer, none sent twice across the restart");
 
+    crate::discord::assert_conformant(&simulator, &vouch);
+    assert_eq!(vouch.terminate(), 0);
+    workspace.assert_audit_intact();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_failing_or_garbled_provider_never_verifies_and_every_click_is_still_answered_in_time() {
+    let members: [(u64, &str, &[u64]); 2] = [(ALICE, "alice", &[]), (BOB, "bob", &[])];
+    let simulator = crate::support::guild(true, &members).await;
+    let duo = DuoSimulator::start(duo_world()).await;
+    set_bob(&duo, PushAnswer::Approve, 1);
+    // One second per call to Duo: a slower answer is a failure, never a wait past Discord's 3 s.
+    let workspace = verified_workspace(&simulator, &duo, "request_timeout_seconds = 1");
+    let vouch = workspace.start();
+    let (status, body) =
+        crate::support::post_alert(&vouch.base, &crate::support::native_alert("edr-f1", "WS-17", "SRV-DB-01", "alice"))
+            .await;
+    assert_eq!(status, 202, "{body}");
+    let case_id = body["case_id"].as_str().expect("case id").to_string();
+    let card = crate::support::card(&simulator, &case_id).await;
+    let ping = crate::discord::ping_for(&simulator, &card, BOB).await;
+    let expected = crate::discord::button(&ping, "Expected");
+    let faults = [DuoFault::Slow(Duration::from_secs(3)), DuoFault::ServerError, DuoFault::Malformed];
+    for (index, fault) in faults.into_iter().enumerate() {
+        duo.world().faults.push(fault);
+        let answer = simulator.response(simulator.click(BOB, ping.id, &expected), WAIT).await;
+        assert!(answer.to_string().contains("counts once they approve the push"), "{fault:?}: {answer}");
+        let case = crate::support::case_until(&vouch.base, &case_id, WAIT, "the push to end", |case| {
+            let finished = case["events"].as_array().into_iter().flatten();
+            finished.filter(|event| event["kind"] == "verification.finished").count() == index + 1
+        })
+        .await;
+        assert_eq!(case["state"], "awaiting_confirmation", "{fault:?}: {case}");
+        assert!(case["confirmers"][0]["answers"].as_array().is_some_and(Vec::is_empty), "{fault:?}: {case}");
+        let mut ended =
+            case["events"].as_array().into_iter().flatten().filter(|event| event["kind"] == "verification.finished");
+        assert_eq!(ended.next_back().expect("ended")["detail"]["outcome"]["outcome"], "failed", "{fault:?}: {case}");
+    }
+    // Every click was answered within Discord's 3 s (the simulator counts a late answer as a
+    // violation, as Discord drops it).
     crate::discord::assert_conformant(&simulator, &vouch);
     assert_eq!(vouch.terminate(), 0);
     workspace.assert_audit_intact();

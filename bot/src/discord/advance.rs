@@ -87,11 +87,11 @@ impl Handler {
         detail: serde_json::Value,
     ) {
         let case = self.blocking(move |service| service.store.case(case_id)).await;
-        let now = self.service.clock.now();
         let proposed = match &case {
-            Some(case) => {
-                vouch_playbook::advance::propose_approval(case, &self.service.playbook, actor, 1, now).map(|_| ())
-            }
+            Some(case) => match vouch_playbook::advance::proposal_refusal(case, &self.service.playbook, actor) {
+                Some(reason) => Err(reason),
+                None => Ok(()),
+            },
             None => Err(format!("there is no case {case_id}")),
         };
         let (kind, request) = match &proposed {

@@ -1,6 +1,7 @@
-//! Carries pushes out: sends the push an answer (or a `/link` or vouch-in-advance request) waits on, records the
-//! transaction with it, polls it, and records how it ended. The engine (for answers) and
-//! `vouch_playbook::identity` (for links) decide what each end means.
+//! Carries pushes out: sends the push an answer (or a `/link` request, or a vouch in advance
+//! asked for) waits on, records the transaction with it, polls it, and records how it ended. The
+//! engine (for answers), `vouch_playbook::identity` (for links) and `vouch_playbook::advance`
+//! decide what each end means.
 //!
 //! A push is recorded (`PushSent`) before it is polled, so a restart resumes polling it. A push
 //! that was asked for but not recorded as sent when Vouch stopped is not sent again (a second
