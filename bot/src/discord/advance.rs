@@ -5,15 +5,14 @@
 
 use serde_json::json;
 use serenity::all::{
-    ActionRowComponent, ButtonStyle, CommandInteraction, ComponentInteraction, Context, CreateActionRow, CreateButton,
-    CreateInputText, CreateInteractionResponse, CreateInteractionResponseMessage, CreateModal, InputTextStyle,
-    ModalInteraction,
+    ButtonStyle, CommandInteraction, ComponentInteraction, Context, CreateActionRow, CreateButton, CreateInputText,
+    CreateInteractionResponse, CreateInteractionResponseMessage, CreateModal, InputTextStyle, ModalInteraction,
 };
 use vouch_playbook::advance::{AdvanceKind, AdvanceVouch, PendingAdvance, VouchScope};
 use vouch_playbook::{Actor, AuditKind, CaseId, Timestamp};
 
 use super::custom_id::{Action, ButtonId, VouchButton};
-use super::handler::{ephemeral, Handler};
+use super::handler::{ephemeral, form_field, Handler};
 use super::render;
 use crate::advance_vouches::AdvanceChange;
 use crate::verification::PushAsked;
@@ -127,16 +126,7 @@ impl Handler {
         actor: Actor,
         case_id: CaseId,
     ) {
-        let days_text = modal
-            .data
-            .components
-            .iter()
-            .flat_map(|row| row.components.iter())
-            .find_map(|component| match component {
-                ActionRowComponent::InputText(input) if input.custom_id == DAYS_FIELD => input.value.clone(),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let days_text = form_field(modal, DAYS_FIELD);
         let now = self.service.clock.now();
         let case = self.blocking(move |service| service.store.case(case_id)).await;
         // A number that is not one is 0 days, which the core refuses with the range.

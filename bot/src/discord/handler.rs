@@ -138,6 +138,20 @@ fn refused(reason: &str) -> CreateInteractionResponse {
     ephemeral(format!("This isn't yours to answer: {reason}."))
 }
 
+/// What a form's text field `name` holds (empty when absent).
+pub(super) fn form_field(modal: &ModalInteraction, name: &str) -> String {
+    modal
+        .data
+        .components
+        .iter()
+        .flat_map(|row| row.components.iter())
+        .find_map(|component| match component {
+            ActionRowComponent::InputText(input) if input.custom_id == name => input.value.clone(),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 fn snowflake(id: u64) -> Option<Snowflake> {
     Snowflake::parse(&id.to_string()).ok()
 }
@@ -422,16 +436,7 @@ impl Handler {
 
     async fn on_modal(&self, ctx: &Context, modal: &ModalInteraction) {
         let actor = self.actor(&modal.user, modal.member.as_ref());
-        let justification = modal
-            .data
-            .components
-            .iter()
-            .flat_map(|row| row.components.iter())
-            .find_map(|component| match component {
-                ActionRowComponent::InputText(input) if input.custom_id == JUSTIFICATION_FIELD => input.value.clone(),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let justification = form_field(modal, JUSTIFICATION_FIELD);
         let detail = json!({"custom_id": modal.data.custom_id, "justification": justification});
         let id = match ComponentId::parse(&modal.data.custom_id) {
             Ok(ComponentId::Case(id)) if id.action == Action::ExpectAgain => {
