@@ -17,12 +17,13 @@ use serde_json::{json, Value};
 use vouch_config::Secret;
 use vouch_playbook::engine::{Confirmer, ScenarioAssessment};
 use vouch_playbook::normalize::{normalize, FieldProblem};
-use vouch_playbook::{AlertFormat, Case, CaseId, CaseState};
+use vouch_playbook::{AlertFormat, Case, CaseId};
 use vouch_storage::{AuditRecord, StorageError};
 
 use crate::service::{Arrived, IngestStatus};
 
 use crate::auth::{bearer_matches, verify_signature};
+use crate::case_pages::{CasesQuery, EventsQuery};
 use crate::metrics::Metrics;
 use crate::service::Service;
 
@@ -88,6 +89,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/alerts", post(receive_alert))
         .route("/api/v1/cases", get(list_cases))
         .route("/api/v1/cases/{id}", get(get_case))
+        .route("/api/v1/cases/{id}/events", get(case_events))
         .route("/api/v1/directory/sync", post(sync_directory))
         .route("/api/v1/identity/links", get(identity_links))
         .route("/api/v1/advance", get(advance_vouches))
@@ -235,50 +237,47 @@ fn store_unavailable(state: &AppState, error: &StorageError) -> ApiError {
     ApiError::Unavailable
 }
 
-#[derive(Debug, Deserialize)]
-struct CasesQuery {
-    state: Option<String>,
-}
+/// How much of its audit trail a case's view carries; `events_next` links to the rest.
+const EVENTS_WITH_CASE: usize = 200;
 
+/// A page of cases, newest first, with the link to the next (`null` after the last).
 async fn list_cases(State(state): State<Arc<AppState>>, Query(query): Query<CasesQuery>) -> Result<Response, ApiError> {
-    let states: Option<Vec<CaseState>> = match query.state.as_deref() {
-        None => None,
-        Some("open") => Some(vec![CaseState::Open, CaseState::AwaitingConfirmation, CaseState::Escalated]),
-        Some("closed") => Some(vec![CaseState::ClosedExpected]),
-        Some(other) => match CaseState::ALL.iter().find(|state| state.id() == other) {
-            Some(found) => Some(vec![*found]),
-            None => {
-                return Err(ApiError::BadRequest(
-                    "unknown state".to_string(),
-                    vec![FieldProblem::new(
-                        "",
-                        "state is open, closed, or one of open, awaiting_confirmation, escalated, closed_expected",
-                    )],
-                ))
-            }
-        },
-    };
+    let asked = query
+        .compile()
+        .map_err(|problems| ApiError::BadRequest("the case query has problems".to_string(), problems))?;
     let service = Arc::clone(&state.service);
-    let cases = tokio::task::spawn_blocking(move || service.store.cases(states.as_deref()))
+    let page = tokio::task::spawn_blocking(move || service.store.case_page(&asked.filter, asked.before, asked.limit))
         .await
         .map_err(|_| ApiError::Unavailable)?
         .map_err(|error| store_unavailable(&state, &error))?;
-    let summaries: Vec<Value> = cases
-        .iter()
-        .map(|case| {
-            json!({
-                "id": case.id,
-                "state": case.state.id(),
-                "opened_at": case.opened_at,
-                "updated_at": case.updated_at,
-                "alert_count": case.alert_count,
-                "source": case.alert().source.label(),
-                "target": case.alert().target.label(),
-                "account": case.alert().initiating_account().map(ToString::to_string),
-            })
-        })
-        .collect();
-    Ok(Json(json!({"cases": summaries})).into_response())
+    let next = page.next_before.map(|before| query.next_link(before.number()));
+    Ok(Json(json!({"cases": page.cases, "next": next})).into_response())
+}
+
+/// A page of one case's audit trail, in order, with the link to the next.
+async fn case_events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let case_id: CaseId = id.parse().map_err(|reason: String| ApiError::NotFound(reason))?;
+    let (after, limit) = query
+        .compile()
+        .map_err(|problems| ApiError::BadRequest("the events query has problems".to_string(), problems))?;
+    let service = Arc::clone(&state.service);
+    let found = tokio::task::spawn_blocking(move || {
+        service.store.case(case_id)?;
+        service.store.case_audit_page(case_id, after, limit)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable)?;
+    let (records, next) = match found {
+        Ok(page) => page,
+        Err(StorageError::NoSuchCase(_)) => return Err(ApiError::NotFound(format!("there is no case {case_id}"))),
+        Err(error) => return Err(store_unavailable(&state, &error)),
+    };
+    let next = next.map(|seq| query.next_link(case_id, seq));
+    Ok(Json(json!({"events": records, "next": next})).into_response())
 }
 
 /// The Discord accounts bound to people with `/link`, and the link requests still waiting on a
@@ -314,16 +313,18 @@ async fn get_case(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
     let service = Arc::clone(&state.service);
     let found = tokio::task::spawn_blocking(move || {
         let case = service.store.case(case_id)?;
-        let events = service.store.case_audit(case_id)?;
+        // The first page of its audit trail; a storm case's thousands of records page on.
+        let events = service.store.case_audit_page(case_id, None, EVENTS_WITH_CASE)?;
         let undelivered = service.store.undelivered(case_id)?;
         Ok::<_, StorageError>((case, events, undelivered))
     })
     .await
     .map_err(|_| ApiError::Unavailable)?;
     match found {
-        Ok((case, events, undelivered)) => {
+        Ok((case, (events, next), undelivered)) => {
             let mut view = case_view(&case, &events);
             view["undelivered_effects"] = json!(undelivered);
+            view["events_next"] = json!(next.map(|seq| EventsQuery::default().next_link(case_id, seq)));
             Ok(Json(view).into_response())
         }
         Err(StorageError::NoSuchCase(id)) => Err(ApiError::NotFound(format!("case {id} does not exist"))),

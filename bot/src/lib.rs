@@ -5,6 +5,7 @@
 //! - `demo`: Vouch against the built-in Discord simulator, with a transcript.
 //! - [`intake`]: the thread that writes alerts arriving together in one transaction.
 //! - [`ingest`]: the HTTP API (axum): alert intake, case queries, health and metrics.
+//! - [`case_pages`]: the paged case API's queries (limits, cursors, filters, `next` links).
 //! - [`auth`]: bearer tokens and Standard Webhooks signatures on incoming requests.
 //! - [`discord`]: the serenity client, the Discord chat sink and the click handler.
 //! - [`directory_sync`]: the directory kept in step with LDAP / Active Directory, snapshots
@@ -24,6 +25,7 @@
 pub mod advance_vouches;
 pub mod app;
 pub mod auth;
+pub mod case_pages;
 pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;

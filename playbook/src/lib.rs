@@ -20,6 +20,7 @@
 
 pub mod advance;
 pub mod audit_kind;
+pub mod case_list;
 pub mod cases;
 pub mod definition;
 pub mod engine;

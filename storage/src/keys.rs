@@ -29,6 +29,10 @@
 //! | `t/`   | account, source, target, 0x1f, vouch id | empty (vouches in advance by movement) |
 //! | `m/`   | `next_approval`, `next_declaration` | the next standing approval's / declaration's number (u64) |
 //! | `z/`   | Discord id (u64)            | a vouch in advance asked for (declaration, standing approval), waiting on the asker's push |
+//! | `j/`   | case id (u64)               | the case's summary, as a listing shows it |
+//! | `p/`   | 0 (unfinished) or 1 (finished), case id | empty (cases by whether they are finished) |
+//! | `f/`   | field tag, value, 0x1f, case id | empty (cases by source, target, account, rule) |
+//! | `m/`   | `case_index`                | the version of the `j/`, `p/`, `f/` indexes (built on open when absent) |
 
 use vouch_playbook::CaseId;
 
@@ -57,6 +61,47 @@ fn with_prefix(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 
 pub(crate) fn case(id: CaseId) -> Vec<u8> {
     with_prefix(CASE_PREFIX, &[&id.number().to_be_bytes()])
+}
+
+pub(crate) const CASE_SUMMARY_PREFIX: &[u8] = b"j/";
+pub(crate) const META_CASE_INDEX: &[u8] = b"m/case_index";
+
+/// A case's summary, for listings.
+pub(crate) fn case_summary(id: CaseId) -> Vec<u8> {
+    with_prefix(CASE_SUMMARY_PREFIX, &[&id.number().to_be_bytes()])
+}
+
+/// The prefix of the cases that are finished (or not).
+pub(crate) fn case_by_finish_prefix(finished: bool) -> Vec<u8> {
+    vec![b'p', b'/', u8::from(finished)]
+}
+
+pub(crate) fn case_by_finish(finished: bool, id: CaseId) -> Vec<u8> {
+    let mut key = case_by_finish_prefix(finished);
+    key.extend_from_slice(&id.number().to_be_bytes());
+    key
+}
+
+/// The prefix of the cases found by one field's key (`f/`, tag, key, 0x1f).
+pub(crate) fn case_by_field_prefix(field: vouch_playbook::case_list::ListedField, value: &str) -> Vec<u8> {
+    let mut key = vec![b'f', b'/', field.tag()];
+    key.extend(value.bytes().map(|byte| if byte == 0x1f { b' ' } else { byte }));
+    key.push(0x1f);
+    key
+}
+
+pub(crate) fn case_by_field(field: vouch_playbook::case_list::ListedField, value: &str, id: CaseId) -> Vec<u8> {
+    let mut key = case_by_field_prefix(field, value);
+    key.extend_from_slice(&id.number().to_be_bytes());
+    key
+}
+
+/// The case id a listing index key ends with.
+pub(crate) fn case_id_at_end(key: &[u8], what: &str) -> Result<CaseId> {
+    if key.len() < 8 {
+        return Err(StorageError::Corrupt { key: what.to_string(), reason: format!("key of {} bytes", key.len()) });
+    }
+    decode_case_id(&key[key.len() - 8..], what)
 }
 
 /// What repeated alerts changed on a case since it was last written whole.

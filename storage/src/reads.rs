@@ -1,5 +1,6 @@
 //! Reading cases, the audit log and history outside any change.
 
+use vouch_playbook::case_list::{CaseFilter, CasePage, CaseSummary, ListedField};
 use vouch_playbook::facts::History;
 use vouch_playbook::{Case, CaseId, CaseState, MovementKey, Timestamp};
 
@@ -29,6 +30,18 @@ pub(crate) fn read_case(tree: &dyn KeyValues, case_id: CaseId) -> Result<Option<
     Ok(Some(case))
 }
 
+/// A case's listing summary with its latest activity laid over it.
+fn read_summary(tree: &sled::Db, case_id: CaseId) -> Result<Option<CaseSummary>> {
+    let Some(value) = tree.get(keys::case_summary(case_id))? else { return Ok(None) };
+    let mut summary: CaseSummary = decode(&value, "case summary")?;
+    if let Some(activity) = tree.get(keys::case_activity(case_id))? {
+        let activity: CaseActivity = decode(&activity, "case activity")?;
+        summary.alert_count = summary.alert_count.max(activity.alert_count);
+        summary.updated_at = summary.updated_at.max(activity.updated_at);
+    }
+    Ok(Some(summary))
+}
+
 pub(crate) fn read_history(tree: &dyn KeyValues, movement: &MovementKey) -> Result<History> {
     let mut history: History = match tree.value(&keys::history(&movement.encode()))? {
         Some(value) => decode(&value, "history")?,
@@ -48,14 +61,24 @@ impl Store {
         self.on_current(|generation| read_case(&generation.tree, case_id)?.ok_or(StorageError::NoSuchCase(case_id)))
     }
 
-    /// Every case, oldest first, optionally only those in the given states.
+    /// Every case, oldest first, optionally only those in the given states. Asked only for
+    /// unfinished states (or only finished ones), it reads only those cases.
     pub fn cases(&self, states: Option<&[CaseState]>) -> Result<Vec<Case>> {
+        let finished = states.and_then(|states| {
+            let first = states.first()?.is_finished();
+            states.iter().all(|state| state.is_finished() == first).then_some(first)
+        });
         self.on_current(|generation| {
+            let tree = &generation.tree;
+            let prefix = match finished {
+                Some(finished) => keys::case_by_finish_prefix(finished),
+                None => keys::CASE_PREFIX.to_vec(),
+            };
             let mut cases = Vec::new();
-            for entry in generation.tree.scan_prefix(keys::CASE_PREFIX) {
+            for entry in tree.scan_prefix(&prefix) {
                 let (key, _) = entry?;
-                let case_id = keys::decode_case_id(&key[keys::CASE_PREFIX.len()..], "case key")?;
-                let Some(case) = read_case(&generation.tree, case_id)? else { continue };
+                let case_id = keys::case_id_at_end(&key, "case key")?;
+                let Some(case) = read_case(tree, case_id)? else { continue };
                 if states.is_none_or(|states| states.contains(&case.state)) {
                     cases.push(case);
                 }
@@ -64,15 +87,107 @@ impl Store {
         })
     }
 
-    /// How many cases are in each state.
+    /// How many cases are in each state: the unfinished ones read by their summaries, the
+    /// finished ones counted by their index keys alone.
     pub fn case_counts(&self) -> Result<Vec<(CaseState, u64)>> {
         let mut counts: Vec<(CaseState, u64)> = CaseState::ALL.iter().map(|state| (*state, 0)).collect();
-        for case in self.cases(None)? {
-            if let Some(entry) = counts.iter_mut().find(|(state, _)| *state == case.state) {
-                entry.1 += 1;
+        self.on_current(|generation| {
+            let tree = &generation.tree;
+            for finished in [false, true] {
+                for entry in tree.scan_prefix(keys::case_by_finish_prefix(finished)) {
+                    let (key, _) = entry?;
+                    let state = if finished {
+                        // One finished state today; a second would need its summary read here.
+                        CaseState::ALL.iter().copied().find(|state| state.is_finished())
+                    } else {
+                        let case_id = keys::case_id_at_end(&key, "case listing index")?;
+                        read_summary(tree, case_id)?.map(|summary| summary.state)
+                    };
+                    if let Some(entry) = counts.iter_mut().find(|(counted, _)| Some(*counted) == state) {
+                        entry.1 += 1;
+                    }
+                }
             }
-        }
+            Ok(())
+        })?;
         Ok(counts)
+    }
+
+    /// A page of the cases `filter` admits, newest first, of those numbered below `before` (all,
+    /// when `None`), at most `limit`. It reads the narrowest index the filter allows (a field's
+    /// key, else finished or not, else every summary) and each candidate's summary, never a whole
+    /// case: a page costs what it holds, not what the store holds.
+    pub fn case_page(&self, filter: &CaseFilter, before: Option<CaseId>, limit: usize) -> Result<CasePage> {
+        self.on_current(|generation| {
+            let tree = &generation.tree;
+            let (prefix, other_fields): (Vec<u8>, &[(ListedField, String)]) = match filter.fields.split_first() {
+                Some(((field, value), others)) => (keys::case_by_field_prefix(*field, value), others),
+                None => match filter.finished() {
+                    Some(finished) => (keys::case_by_finish_prefix(finished), &[]),
+                    None => (keys::CASE_SUMMARY_PREFIX.to_vec(), &[]),
+                },
+            };
+            let mut end = prefix.clone();
+            match before {
+                Some(before) => end.extend_from_slice(&before.number().to_be_bytes()),
+                None => end.extend_from_slice(&[0xff; 9]),
+            }
+            let mut cases = Vec::new();
+            for entry in tree.range(prefix.clone()..end).rev() {
+                let (key, _) = entry?;
+                let case_id = keys::case_id_at_end(&key, "case listing index")?;
+                let Some(summary) = read_summary(tree, case_id)? else { continue };
+                if filter.past_the_oldest(summary.opened_at) {
+                    return Ok(CasePage { cases, next_before: None });
+                }
+                let mut found_by_every_field = true;
+                for (field, value) in other_fields {
+                    if tree.get(keys::case_by_field(*field, value, case_id))?.is_none() {
+                        found_by_every_field = false;
+                        break;
+                    }
+                }
+                if !found_by_every_field || !filter.admits(&summary) {
+                    continue;
+                }
+                cases.push(summary);
+                if cases.len() == limit {
+                    return Ok(CasePage { cases, next_before: Some(case_id) });
+                }
+            }
+            Ok(CasePage { cases, next_before: None })
+        })
+    }
+
+    /// A page of one case's audit trail, in order: at most `limit` records after sequence
+    /// `after` (from the first when `None`), and the sequence the next page starts after.
+    pub fn case_audit_page(
+        &self,
+        case_id: CaseId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<AuditRecord>, Option<u64>)> {
+        self.on_current(|generation| {
+            let prefix = keys::case_audit_prefix(case_id);
+            let start = match after {
+                Some(after) => keys::case_audit(case_id, after.saturating_add(1)),
+                None => prefix.clone(),
+            };
+            let mut end = prefix.clone();
+            end.extend_from_slice(&[0xff; 9]);
+            let mut records = Vec::new();
+            for entry in generation.tree.range(start..end) {
+                let (key, _) = entry?;
+                let seq = keys::seq_of_case_audit(&key)?;
+                if let Some(value) = generation.tree.get(keys::audit(seq))? {
+                    records.push(decode::<AuditRecord>(&value, "audit record")?);
+                }
+                if records.len() == limit {
+                    return Ok((records, Some(seq)));
+                }
+            }
+            Ok((records, None))
+        })
     }
 
     /// Cases whose stored deadline (reminder or page) is at or before `now`, soonest first.

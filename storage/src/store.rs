@@ -200,6 +200,7 @@ impl Generation {
         let commits = GroupCommit::start(tree.clone(), Arc::clone(&failed));
         let generation = Generation { tree, writer: Mutex::new(WriterState::default()), commits, failed };
         generation.check_schema()?;
+        generation.ensure_case_index()?;
         Ok(generation)
     }
 
@@ -221,6 +222,31 @@ impl Generation {
                 self.commit(batch, writer)?.wait()
             }
         }
+    }
+
+    /// Builds the listing indexes (`j/`, `p/`, `f/`) of a store written before they existed, in
+    /// one batch: a store is either fully indexed or not at all, and indexed once.
+    fn ensure_case_index(&self) -> Result<()> {
+        let writer = self.lock_writer();
+        if self.tree.get(keys::META_CASE_INDEX)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        let mut indexed = 0_u64;
+        for entry in self.tree.scan_prefix(keys::CASE_PREFIX) {
+            let (key, _) = entry?;
+            let case_id = keys::decode_case_id(&key[keys::CASE_PREFIX.len()..], "case key")?;
+            let Some(case) = crate::reads::read_case(&self.tree, case_id)? else { continue };
+            for (key, value) in crate::transaction::case_listing_entries(&case) {
+                batch.insert(key, value);
+            }
+            indexed += 1;
+        }
+        batch.insert(keys::META_CASE_INDEX, &[1]);
+        if indexed > 0 {
+            tracing::info!(cases = indexed, "built the case listing indexes");
+        }
+        self.commit(batch, writer)?.wait()
     }
 
     pub(crate) fn lock_writer(&self) -> Writer<'_> {

@@ -507,3 +507,111 @@ fn vouches_given_in_advance_are_numbered_by_kind_and_found_by_movement_after_reo
         store.write(|transaction| transaction.allocate_advance_id(true)).expect("written").wait().expect("durable");
     assert_eq!(next, "D-3", "numbers survive a reopening");
 }
+
+#[test]
+fn cases_are_listed_a_page_at_a_time_newest_first_by_any_filter_and_indexed_on_reopen() {
+    use vouch_playbook::case_list::{filter_key, CaseFilter, ListedField};
+    use vouch_playbook::CaseState;
+    let (directory, store) = temp_store();
+    // 30 cases to three targets; every third closed as expected.
+    let mut cases = Vec::new();
+    for index in 0..30 {
+        let mut case = open_case_in(&store, &format!("SRV-{}", index % 3));
+        if index % 3 == 0 {
+            case.state = CaseState::ClosedExpected;
+            store.write(|transaction| transaction.put_case(&case)).expect("written").wait().expect("durable");
+        }
+        cases.push(case);
+    }
+    let target = |name: &str| vec![(ListedField::Target, filter_key(ListedField::Target, name))];
+    let open = Some(vec![CaseState::Open, CaseState::AwaitingConfirmation, CaseState::Escalated]);
+    let filters = [
+        CaseFilter::default(),
+        CaseFilter { states: open.clone(), ..CaseFilter::default() },
+        CaseFilter { states: Some(vec![CaseState::ClosedExpected]), ..CaseFilter::default() },
+        CaseFilter { fields: target("srv-1.corp.example"), ..CaseFilter::default() },
+        CaseFilter { states: open, fields: target("SRV-0"), ..CaseFilter::default() },
+        CaseFilter {
+            fields: vec![
+                (ListedField::Account, filter_key(ListedField::Account, "CORP\\carol")),
+                (ListedField::Target, "srv-2".to_string()),
+            ],
+            ..CaseFilter::default()
+        },
+        CaseFilter { fields: target("SRV-9"), ..CaseFilter::default() },
+    ];
+    let listed = |store: &Store, filter: &CaseFilter, limit: usize| {
+        let mut ids = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.case_page(filter, before, limit).expect("page");
+            assert!(page.cases.len() <= limit);
+            ids.extend(page.cases.iter().map(|summary| summary.id.number()));
+            match page.next_before {
+                Some(next) => before = Some(next),
+                None => return ids,
+            }
+        }
+    };
+    let expected = |store: &Store, filter: &CaseFilter| -> Vec<u64> {
+        let stored = store.cases(None).expect("cases");
+        let mut ids: Vec<u64> = stored
+            .iter()
+            .filter(|case| {
+                let summary = vouch_playbook::case_list::CaseSummary::of(case);
+                filter.admits(&summary) && filter.has_keys(&vouch_playbook::case_list::CaseSummary::keys(case))
+            })
+            .map(|case| case.id.number())
+            .collect();
+        ids.reverse();
+        ids
+    };
+    for (index, filter) in filters.iter().enumerate() {
+        let wanted = expected(&store, filter);
+        for limit in [1, 4, 100] {
+            assert_eq!(listed(&store, filter, limit), wanted, "filter {index}, pages of {limit}");
+        }
+    }
+    assert_eq!(expected(&store, &filters[2]).len(), 10);
+    assert_eq!(expected(&store, &filters[4]).len(), 0, "every case to SRV-0 is closed");
+
+    // A store written before the indexes existed is indexed when it is opened.
+    for prefix in [&b"j/"[..], b"p/", b"f/"] {
+        for entry in store.tree().scan_prefix(prefix) {
+            store.tree().remove(entry.expect("entry").0).expect("remove");
+        }
+    }
+    store.tree().remove(keys::META_CASE_INDEX).expect("remove");
+    assert!(listed(&store, &CaseFilter::default(), 10).is_empty());
+    drop(store);
+    let store = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    for filter in &filters {
+        assert_eq!(listed(&store, filter, 7), expected(&store, filter));
+    }
+
+    // A long case's audit trail pages the same way.
+    let first = &cases[1];
+    store
+        .write(|transaction| {
+            for _ in 0..9 {
+                transaction.append_audit(audit_of(first, EventKind::AlertGrouped))?;
+            }
+            Ok(())
+        })
+        .expect("written")
+        .wait()
+        .expect("durable");
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (records, next) = store.case_audit_page(first.id, after, 4).expect("page");
+        seen.extend(records.iter().map(|record| record.seq));
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let whole: Vec<u64> = store.case_audit(first.id).expect("trail").iter().map(|record| record.seq).collect();
+    assert_eq!(seen, whole);
+    assert_eq!(whole.len(), 10);
+}

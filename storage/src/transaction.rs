@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use vouch_playbook::advance::{AdvanceVouch, HostsScope, PendingAdvance};
+use vouch_playbook::case_list::CaseSummary;
 use vouch_playbook::cases::OpenMovement;
 use vouch_playbook::facts::History;
 use vouch_playbook::identity::{IdentityLink, PendingLink};
@@ -117,6 +118,18 @@ impl CaseActivity {
     }
 }
 
+/// Every listing entry of a case: its summary, whether it is finished, and its field keys.
+pub(crate) fn case_listing_entries(case: &Case) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut entries = vec![
+        (keys::case_summary(case.id), encode(&CaseSummary::of(case))),
+        (keys::case_by_finish(case.state.is_finished(), case.id), Vec::new()),
+    ];
+    for (field, value) in CaseSummary::keys(case) {
+        entries.push((keys::case_by_field(field, &value, case.id), Vec::new()));
+    }
+    entries
+}
+
 pub(crate) struct SledTransaction<'a> {
     generation: &'a Generation,
     writer: &'a mut WriterState,
@@ -170,6 +183,35 @@ impl<'a> SledTransaction<'a> {
 
     fn remove(&mut self, key: impl Into<Vec<u8>>) {
         self.staged.insert(key.into(), None);
+    }
+
+    /// Keeps a case's listing summary and index entries in step with the case: the field keys
+    /// once (what an alert names never changes), the finished/unfinished entry moved when the
+    /// state crosses over.
+    fn index_case(&mut self, case: &Case) -> Result<()> {
+        let finished_before = match self.cases.get(&case.id) {
+            Some(cached) => Some(cached.state.is_finished()),
+            None => match self.value(&keys::case_summary(case.id))? {
+                Some(value) => Some(decode::<CaseSummary>(&value, "case summary")?.state.is_finished()),
+                None => None,
+            },
+        };
+        let finished = case.state.is_finished();
+        match finished_before {
+            None => {
+                for (key, value) in case_listing_entries(case) {
+                    self.insert(key, value);
+                }
+            }
+            Some(before) => {
+                if before != finished {
+                    self.remove(keys::case_by_finish(before, case.id));
+                    self.insert(keys::case_by_finish(finished, case.id), Vec::<u8>::new());
+                }
+                self.insert(keys::case_summary(case.id), encode(&CaseSummary::of(case)));
+            }
+        }
+        Ok(())
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool> {
@@ -229,6 +271,7 @@ impl Transaction for SledTransaction<'_> {
     }
 
     fn put_case(&mut self, case: &Case) -> Result<()> {
+        self.index_case(case)?;
         let before = self.deadlines_read.get(&case.id).copied().flatten();
         let after = case.next_deadline();
         // A later write of the same case in this transaction moves the index from here.

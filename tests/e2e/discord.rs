@@ -412,8 +412,34 @@ async fn slash_commands_answer_privately() {
         response["data"]["content"].as_str().is_some_and(|content| content.contains("https://discord.com/channels/")),
         "{response}"
     );
+    // /cases pages: ten open cases a page, newest first, a button for the older ones.
+    let mut newest_first = vec![case_id.clone()];
+    for index in 0..11 {
+        let alert = native_alert(&format!("edr-page-{index:02}"), &format!("WS-{index:02}"), "SRV-DB-01", "alice");
+        let (status, body) = post_alert(&vouch.base, &alert).await;
+        assert_eq!((status, body["status"].as_str()), (202, Some("new")), "{body}");
+        newest_first.insert(0, body["case_id"].as_str().expect("id").to_string());
+    }
+    let shown = |content: &str, case: &str| content.contains(&format!("**{case}** "));
     let listed = simulator.slash_command(SAM, TRIAGE_CHANNEL, "cases", json!([]));
-    assert!(simulator.response(listed, WAIT).await.to_string().contains(&case_id));
+    let first_page = simulator.response(listed, WAIT).await;
+    assert_eq!(first_page["data"]["flags"], 64);
+    let content = first_page["data"]["content"].as_str().expect("content");
+    assert_eq!(content.lines().filter(|line| line.starts_with("**LM-")).count(), 10, "{content}");
+    assert!(newest_first[..10].iter().all(|case| shown(content, case)), "{newest_first:?}: {content}");
+    let older = first_page["data"]["components"][0]["components"][0]["custom_id"].as_str().expect("a button");
+    let interaction = listed.to_string();
+    let page_message = simulator
+        .wait_for("the /cases page", WAIT, |world| {
+            world.messages.iter().find(|message| message.json["interaction_id"].as_str() == Some(&interaction)).cloned()
+        })
+        .await;
+    let turned = simulator.response(simulator.click(SAM, page_message.id, older), WAIT).await;
+    assert_eq!(turned["type"], 7, "the page turns in place: {turned}");
+    let content = turned["data"]["content"].as_str().expect("content");
+    assert!(newest_first[10..].iter().all(|case| shown(content, case)), "{newest_first:?}: {content}");
+    assert_eq!(content.lines().filter(|line| line.starts_with("**LM-")).count(), 2, "{content}");
+    assert_eq!(turned["data"]["components"], json!([]), "the last page has no button: {turned}");
     let oncall = simulator.slash_command(SAM, TRIAGE_CHANNEL, "oncall", json!([]));
     assert!(simulator.response(oncall, WAIT).await.to_string().contains(&ONCALL_ROLE.to_string()));
     assert_conformant(&simulator, &vouch);

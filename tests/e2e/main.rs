@@ -6,6 +6,7 @@ mod timers;
 
 mod approvals;
 mod audit;
+mod case_pages;
 mod config;
 mod crash;
 mod demo;

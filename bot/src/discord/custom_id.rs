@@ -147,11 +147,13 @@ fn is_vouch_id(text: &str) -> bool {
         && number.parse::<u64>().is_ok()
 }
 
-/// Any component or form id Vouch issues: one on a case, or one on a vouch given in advance.
+/// Any component or form id Vouch issues: one on a case, one on a vouch given in advance, or
+/// the next page of `/cases` (`v1:cases:<n>`: the cases numbered below n).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComponentId {
     Case(ButtonId),
     Vouch(VouchButton),
+    CasesBefore(CaseId),
 }
 
 impl fmt::Display for ComponentId {
@@ -159,6 +161,7 @@ impl fmt::Display for ComponentId {
         match self {
             ComponentId::Case(id) => id.fmt(formatter),
             ComponentId::Vouch(id) => id.fmt(formatter),
+            ComponentId::CasesBefore(before) => write!(formatter, "{VERSION}:cases:{}", before.number()),
         }
     }
 }
@@ -178,6 +181,14 @@ impl ComponentId {
                     _ => return Err("the button id names no action Vouch knows".to_string()),
                 };
                 Ok(ComponentId::Vouch(VouchButton { vouch: vouch.to_string(), change }))
+            }
+            [VERSION, "cases", before] => {
+                let digits_only = !before.is_empty()
+                    && before.len() <= 19
+                    && !before.starts_with('0')
+                    && before.bytes().all(|byte| byte.is_ascii_digit());
+                let before = before.parse::<u64>().ok().filter(|_| digits_only).and_then(CaseId::new);
+                before.map(ComponentId::CasesBefore).ok_or_else(|| "the button id names no case".to_string())
             }
             _ => ButtonId::parse(text).map(ComponentId::Case),
         }
@@ -211,6 +222,10 @@ mod tests {
         check("v1:7:again", Ok("v1:7:again"));
         check("v1:A-12:second", Ok("v1:A-12:second"));
         check("v1:D-3:revoke", Ok("v1:D-3:revoke"));
+        check("v1:cases:120", Ok("v1:cases:120"));
+        check("v1:cases:0", Err("no case"));
+        check("v1:cases:012", Err("no case"));
+        check("v1:cases:", Err("no case"));
         check("v1:A-12:launch", Err("no action"));
         check("v1:A-012:revoke", Err("no case"));
         check("v1:B-1:revoke", Err("no case"));

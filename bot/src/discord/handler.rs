@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 use serenity::all::{
-    ActionRowComponent, CommandInteraction, CommandOptionType, ComponentInteraction, Context, CreateActionRow,
-    CreateCommand, CreateCommandOption, CreateInputText, CreateInteractionResponse, CreateInteractionResponseMessage,
-    CreateModal, EventHandler, GuildId, InputTextStyle, Interaction, Member, ModalInteraction, Ready, RoleId, User,
+    ActionRowComponent, ButtonStyle, CommandInteraction, CommandOptionType, ComponentInteraction, Context,
+    CreateActionRow, CreateButton, CreateCommand, CreateCommandOption, CreateInputText, CreateInteractionResponse,
+    CreateInteractionResponseMessage, CreateModal, EventHandler, GuildId, InputTextStyle, Interaction, Member,
+    ModalInteraction, Ready, RoleId, User,
 };
 use vouch_config::DiscordSettings;
 use vouch_playbook::engine::ConfirmVerdict;
@@ -20,6 +21,9 @@ use super::custom_id::{Action, ComponentId};
 use super::render;
 use crate::service::{CaseRequest, Change, Service};
 use crate::verification::PushAsked;
+
+/// Cases on one page of `/cases`: ten lines stay well within a message's 2 000 characters.
+const CASES_PER_PAGE: usize = 10;
 
 /// The form field that carries a justification.
 const JUSTIFICATION_FIELD: &str = "justification";
@@ -175,6 +179,51 @@ impl Handler {
         }
     }
 
+    /// A page of the open cases, newest first, below case `before` (from the newest when
+    /// `None`), with a button for the next page when there is one; `None` when the store could
+    /// not be read.
+    async fn open_cases_page(&self, before: Option<CaseId>) -> Option<CreateInteractionResponseMessage> {
+        let filter = vouch_playbook::case_list::CaseFilter {
+            states: Some(CaseState::ALL.iter().copied().filter(|state| !state.is_finished()).collect()),
+            ..Default::default()
+        };
+        let page = self.blocking(move |service| service.store.case_page(&filter, before, CASES_PER_PAGE)).await?;
+        let lines: Vec<String> = page
+            .cases
+            .iter()
+            .map(|case| {
+                format!(
+                    "**{}** {} → {} ({} alert(s)): {}",
+                    case.id,
+                    render::inert(&case.source, 60),
+                    render::inert(&case.target, 60),
+                    case.alert_count,
+                    render::state_label(case.state)
+                )
+            })
+            .collect();
+        let heading = match (before, lines.is_empty()) {
+            (None, true) => "No open cases.".to_string(),
+            (Some(_), true) => "No more open cases.".to_string(),
+            (None, false) => "Open cases, newest first:".to_string(),
+            (Some(before), false) => format!("Open cases before {before}, newest first:"),
+        };
+        let buttons = match page.next_before {
+            Some(next) => vec![CreateActionRow::Buttons(vec![CreateButton::new(
+                super::custom_id::ComponentId::CasesBefore(next).to_string(),
+            )
+            .label(format!("Older than {next}"))
+            .style(ButtonStyle::Secondary)])],
+            None => Vec::new(),
+        };
+        Some(
+            CreateInteractionResponseMessage::new()
+                .content(render::cap(&format!("{heading}\n{}", lines.join("\n")), 1900))
+                .components(buttons)
+                .allowed_mentions(render::no_mentions()),
+        )
+    }
+
     /// `/link person`: records the request and sends a push to that person; only their approval
     /// binds this account to them.
     async fn link(&self, user: &User, member: Option<&Member>, named: &str) -> String {
@@ -291,6 +340,16 @@ impl Handler {
         let id = match ComponentId::parse(&component.data.custom_id) {
             Ok(ComponentId::Case(id)) => id,
             Ok(ComponentId::Vouch(button)) => return self.change_vouch(ctx, component, actor, button).await,
+            Ok(ComponentId::CasesBefore(before)) => {
+                // The next page replaces the one clicked on (a private message, so only its reader
+                // sees it turn).
+                let response = match self.open_cases_page(Some(before)).await {
+                    Some(message) => CreateInteractionResponse::UpdateMessage(message),
+                    None => ephemeral("Vouch could not read its cases; please try again."),
+                };
+                self.respond(ctx, response, component).await;
+                return;
+            }
             Err(reason) => {
                 self.record_refusal(&actor, json!({"request": detail, "reason": reason})).await;
                 self.respond(ctx, ephemeral(format!("This button isn't one Vouch can act on: {reason}.")), component)
@@ -443,7 +502,7 @@ impl Handler {
                 return self.propose_approval(ctx, modal, actor, id.case_id).await;
             }
             Ok(ComponentId::Case(id)) => id,
-            Ok(ComponentId::Vouch(_)) => {
+            Ok(ComponentId::Vouch(_) | ComponentId::CasesBefore(_)) => {
                 let reason = "this form does not exist".to_string();
                 self.record_refusal(&actor, json!({"request": detail, "reason": reason})).await;
                 self.respond(ctx, ephemeral(format!("This form isn't one Vouch can act on: {reason}.")), modal).await;
@@ -528,28 +587,12 @@ impl Handler {
                 }
             }
             "cases" => {
-                let open = [CaseState::Open, CaseState::AwaitingConfirmation, CaseState::Escalated];
-                match self.blocking(move |service| service.store.cases(Some(&open))).await {
-                    Some(cases) if cases.is_empty() => "No open cases.".to_string(),
-                    Some(cases) => {
-                        let lines: Vec<String> = cases
-                            .iter()
-                            .rev()
-                            .take(20)
-                            .map(|case| {
-                                format!(
-                                    "**{}** {} → {}: {}",
-                                    case.id,
-                                    render::inert(&case.alert().source.label(), 60),
-                                    render::inert(&case.alert().target.label(), 60),
-                                    render::state_line(case)
-                                )
-                            })
-                            .collect();
-                        format!("{} open case(s), newest first:\n{}", cases.len(), lines.join("\n"))
-                    }
-                    None => "Vouch could not read its cases; please try again.".to_string(),
-                }
+                let response = match self.open_cases_page(None).await {
+                    Some(message) => CreateInteractionResponse::Message(message.ephemeral(true)),
+                    None => ephemeral("Vouch could not read its cases; please try again."),
+                };
+                self.respond(ctx, response, command).await;
+                return;
             }
             "oncall" => match self.settings.oncall_role_id {
                 Some(role) => format!("Escalations page the <@&{}> role.", role.get()),

@@ -184,6 +184,16 @@ fn verdict_label(verdict: ConfirmVerdict) -> &'static str {
     }
 }
 
+/// A state in a few words, for lists.
+pub fn state_label(state: CaseState) -> &'static str {
+    match state {
+        CaseState::Open => "open, waiting for the SOC",
+        CaseState::AwaitingConfirmation => "waiting for a confirmation",
+        CaseState::Escalated => "escalated",
+        CaseState::ClosedExpected => "closed as expected",
+    }
+}
+
 pub fn state_line(case: &Case) -> String {
     if let Some(pending) = &case.pending_verification {
         return format!("Waiting for {} to approve the push sent to their phone.", inert(&pending.by.name, 100));
