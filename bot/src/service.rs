@@ -387,8 +387,13 @@ pub(crate) fn ingest_alert(
         }
         None => None,
     };
-    let last =
-        movement_case.as_ref().map(|(movement, case)| (*movement, case.takes_repeats(still_vouching.as_ref(), now)));
+    // The movement index names the case; when its last alert came is the case's own activity
+    // (so a repeat rewrites only that, not the index too).
+    let last = movement_case.as_ref().map(|(movement, case)| {
+        let last_alert =
+            OpenMovement { case_id: movement.case_id, last_alert_at: movement.last_alert_at.max(case.last_alert_at) };
+        (last_alert, case.takes_repeats(still_vouching.as_ref(), now))
+    });
     let arrival = route_alert(earlier_copy, last, grouping_window, now);
     if let Arrival::Duplicate(case_id) = arrival {
         let case = transaction.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
@@ -428,10 +433,16 @@ pub(crate) fn ingest_alert(
     if let Some(source_alert_id) = &alert.source_alert_id {
         transaction.index_alert(alert.format.id(), source_alert_id, case.id);
     }
-    transaction.put_movement_case(&grouping_key, OpenMovement { case_id: case.id, last_alert_at: now });
+    if status != IngestStatus::Grouped {
+        transaction.put_movement_case(&grouping_key, OpenMovement { case_id: case.id, last_alert_at: now });
+    }
     transaction.put_history(&movement, &history.with_sighting(now, alert.outcome), true)?;
     queue_effects(transaction, case.id, &effects, Redraw::ForAlerts)?;
-    let mut detail = serde_json::json!({"alert": &alert, "alert_count": case.alert_count});
+    // A repeat is recorded by what differs from the case's first alert, which the case keeps.
+    let mut detail = match status {
+        IngestStatus::Grouped => vouch_playbook::cases::repeat_record(case.alert(), &alert, case.alert_count),
+        _ => vouch_playbook::cases::opening_record(&alert, case.alert_count),
+    };
     // Every match of a vouch given in advance is in the audit log with the alert it met.
     if status == IngestStatus::New {
         if let Some(advance) = &case.advance {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Case, CaseState, ConfirmVerdict};
 use crate::facts::{History, PastConfirmation};
-use crate::model::Outcome;
+use crate::model::{Alert, Outcome};
 use crate::{CaseId, Timestamp};
 
 /// Past confirmations kept per movement for the history hint: enough to show a habit, few enough
@@ -99,4 +99,89 @@ pub fn vouched_by(before: &Case, after: &Case) -> Option<String> {
         let closed_now = before.state != CaseState::ClosedExpected && after.state == CaseState::ClosedExpected;
         closed_now.then(|| after.resolution.as_ref().map(|decision| decision.by.name.clone())).flatten()
     })
+}
+
+/// What the audit log keeps of the alert that opened a case: the normalized alert and a SHA-256
+/// of its raw payload, which the case keeps (once) verbatim; the digest ties that copy to the
+/// audit chain, so a changed payload is found out.
+pub fn opening_record(alert: &Alert, alert_count: u64) -> serde_json::Value {
+    use sha2::Digest as _;
+    let raw = serde_json::to_vec(&alert.raw).unwrap_or_default();
+    let mut record = serde_json::json!({"alert": alert, "alert_count": alert_count});
+    if let Some(normalized) = record["alert"].as_object_mut() {
+        normalized.remove("raw");
+    }
+    record["raw_sha256"] = serde_json::json!(hex::encode(sha2::Sha256::digest(&raw)));
+    record
+}
+
+/// What the audit log keeps of a repeat folded into a case: when it came, the sender's id, and
+/// only the normalized fields that differ from the case's first alert. The case keeps its first
+/// alert, raw payload and all, once; a storm of ten thousand repeats does not keep ten thousand
+/// copies of it.
+pub fn repeat_record(first: &Alert, repeat: &Alert, alert_count: u64) -> serde_json::Value {
+    // Named field by field (no `..`), so a field added to `Alert` must be placed here or left
+    // out on purpose.
+    let Alert {
+        source_alert_id,
+        format,
+        source_product,
+        source,
+        target,
+        account,
+        acting_as,
+        connection,
+        protocol,
+        outcome,
+        port,
+        logon_type,
+        program,
+        share,
+        file,
+        mitre,
+        severity,
+        rule,
+        observed_at,
+        received_at,
+        raw: _,
+        not_a_movement: _,
+    } = repeat;
+    let mut differs = serde_json::Map::new();
+    macro_rules! differing {
+        ($($field:ident),*) => {$(
+            if *$field != first.$field {
+                differs.insert(stringify!($field).to_string(), serde_json::to_value($field).unwrap_or_default());
+            }
+        )*};
+    }
+    differing!(
+        format,
+        source_product,
+        source,
+        target,
+        account,
+        acting_as,
+        connection,
+        protocol,
+        outcome,
+        port,
+        logon_type,
+        program,
+        share,
+        file,
+        mitre,
+        severity,
+        rule
+    );
+    let mut record = serde_json::json!({"received_at": received_at, "alert_count": alert_count});
+    if let Some(id) = source_alert_id {
+        record["id"] = serde_json::json!(id);
+    }
+    if let Some(observed_at) = observed_at {
+        record["observed_at"] = serde_json::json!(observed_at);
+    }
+    if !differs.is_empty() {
+        record["differs"] = serde_json::Value::Object(differs);
+    }
+    record
 }

@@ -181,7 +181,7 @@ async fn alerts_are_accepted_grouped_deduplicated_or_refused_with_reasons() {
     assert_eq!(status, 200);
     let ids: Vec<&str> =
         listing["cases"].as_array().expect("list").iter().filter_map(|case| case["id"].as_str()).collect();
-    assert_eq!(ids, ["LM-1", "LM-2", "LM-3", "LM-4"]);
+    assert_eq!(ids, ["LM-4", "LM-3", "LM-2", "LM-1"], "newest first");
 
     let (status, case) = get_json(&base, "/api/v1/cases/LM-1").await;
     assert_eq!(status, 200);

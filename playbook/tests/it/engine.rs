@@ -1290,3 +1290,30 @@ fn a_standing_approval_is_proposed_from_a_vouched_case_by_its_confirmer_or_the_s
     assert!(revoke(&revoked, &tess, NOW).expect_err("twice").contains("no longer in force"));
     assert!(revoke(&approval, &tess, NOW.plus_minutes(30 * day)).is_err(), "nor once it ended");
 }
+
+#[test]
+fn a_repeat_is_recorded_by_what_differs_from_the_first_alert_never_a_second_copy() {
+    let first = native("WS-17", "WS-42", "alice", "rdp", json!({"id": "a-1", "port": 3389}));
+    let same = native("WS-17.corp", "WS-42", "alice", "rdp", json!({"id": "a-2", "port": 3389}));
+    let other_port = native("WS-17", "WS-42", "alice", "rdp", json!({"id": "a-3", "port": 3390, "logon_type": 10}));
+    let record = vouch_playbook::cases::repeat_record(&first, &first, 2);
+    assert_eq!(record, json!({"received_at": NOW, "alert_count": 2, "id": "a-1"}), "nothing differs");
+    let record = vouch_playbook::cases::repeat_record(&first, &same, 3);
+    assert_eq!(record["differs"], json!({"source": {"hostname": "WS-17.corp"}}));
+    let record = vouch_playbook::cases::repeat_record(&first, &other_port, 4);
+    assert_eq!(record["differs"], json!({"port": 3390, "logon_type": 10}));
+    assert!(record.get("raw").is_none() && !record.to_string().contains("vouch_alert"), "no payload: {record}");
+}
+
+#[test]
+fn the_opening_record_keeps_the_normalized_alert_and_ties_the_raw_payload_by_its_digest() {
+    let alert = native("WS-17", "WS-42", "alice", "rdp", json!({"id": "a-1"}));
+    let record = vouch_playbook::cases::opening_record(&alert, 1);
+    assert!(record["alert"].get("raw").is_none(), "{record}");
+    assert_eq!(record["alert"]["source"]["hostname"], "WS-17");
+    let digest = record["raw_sha256"].as_str().expect("a digest");
+    assert_eq!(digest.len(), 64);
+    let mut changed = alert.clone();
+    changed.raw["id"] = json!("a-2");
+    assert_ne!(vouch_playbook::cases::opening_record(&changed, 1)["raw_sha256"], record["raw_sha256"]);
+}

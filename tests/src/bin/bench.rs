@@ -107,18 +107,34 @@ impl Stats {
 /// Posts `count` alerts from `senders` concurrent clients; `distinct` makes every alert its own
 /// case, otherwise they are one movement (a grouped storm).
 async fn post_alerts(base: &str, senders: usize, count: usize, distinct: bool, tag: &str) -> Stats {
+    let tag = tag.to_string();
+    post_bodies(base, senders, count, move |index| {
+        let target = if distinct { format!("SRV-{tag}-{index}") } else { "SRV-DB-01".to_string() };
+        alert(&format!("{tag}-{index}"), "WS-17", &target)
+    })
+    .await
+}
+
+/// Posts the alerts `make` writes for 0..`count` from `senders` concurrent clients, each
+/// accepted (202) before the sender's next.
+async fn post_bodies(
+    base: &str,
+    senders: usize,
+    count: usize,
+    make: impl Fn(usize) -> String + Send + Sync + 'static,
+) -> Stats {
     let client = reqwest::Client::builder().pool_max_idle_per_host(senders).build().expect("client");
+    let make = Arc::new(make);
     let started = Instant::now();
     let tasks: Vec<_> = (0..senders)
         .map(|sender| {
             let client = client.clone();
             let url = format!("{base}/api/v1/alerts");
-            let tag = tag.to_string();
+            let make = Arc::clone(&make);
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 for index in (sender..count).step_by(senders) {
-                    let target = if distinct { format!("SRV-{tag}-{index}") } else { "SRV-DB-01".to_string() };
-                    let body = alert(&format!("{tag}-{index}"), "WS-17", &target);
+                    let body = make(index);
                     let sent = Instant::now();
                     let response = client
                         .post(&url)
@@ -670,27 +686,129 @@ async fn bench_storm() {
 }
 
 async fn bench_footprint() {
-    println!("== footprint: memory, reopen time and disk with 100 000 cases");
+    let cases: usize =
+        std::env::var("BENCH_FOOTPRINT_CASES").ok().and_then(|text| text.parse().ok()).unwrap_or(100_000);
+    let repeats_per_case = 9;
+    let repeats = cases * repeats_per_case;
+    let alerts = cases + repeats;
+    println!("== footprint: {alerts} alerts in {cases} cases ({repeats_per_case} repeats each)");
+    let new_alert = |index: usize| alert(&format!("fp-{index}"), "WS-17", &format!("SRV-fp-{index}"));
+    let repeat_alert =
+        move |index: usize| alert(&format!("fp-repeat-{index}"), "WS-17", &format!("SRV-fp-{}", index % cases));
+
+    // Baseline, the same run: raw sled holding the same alert payloads alone, one per key.
+    let baseline_folder = tempfile::tempdir().expect("temp dir");
+    let started = Instant::now();
+    let baseline_size = {
+        let db = sled::Config::new().path(baseline_folder.path()).flush_every_ms(None).open().expect("sled");
+        for index in 0..alerts {
+            let body = if index < cases { new_alert(index) } else { repeat_alert(index - cases) };
+            db.insert((index as u64).to_be_bytes(), body.into_bytes()).expect("insert");
+        }
+        db.flush().expect("flush");
+        drop(db);
+        let db = sled::Config::new().path(baseline_folder.path()).open().expect("sled reopens");
+        db.size_on_disk().expect("size")
+    };
+    let baseline_per_alert = baseline_size as f64 / alerts as f64;
+    println!(
+        "  baseline, raw sled      : {:.1} MiB = {baseline_per_alert:.0} bytes per alert ({:.1} s to write)",
+        baseline_size as f64 / 1048576.0,
+        started.elapsed().as_secs_f64()
+    );
+
     let folder = tempfile::tempdir().expect("temp dir");
-    let baseline_rss = rss_mib();
     let running = start_vouch(folder.path(), None).await;
     let base = format!("http://{}", running.address);
-    let idle = rss_mib();
-    println!("  process RSS before Vouch {baseline_rss:.1} MiB; Vouch idle {idle:.1} MiB");
-    let filled = post_alerts(&base, 32, 100_000, true, "fp").await;
-    println!("  100 000 distinct cases   : {}", filled.line());
-    let full = rss_mib();
-    let size = running.service.store.size_on_disk().unwrap_or(0);
-    println!(
-        "  RSS with 100 000 cases   : {full:.1} MiB; on disk {:.1} MiB = {:.0} bytes per case",
-        size as f64 / 1048576.0,
-        size as f64 / 100_000.0
-    );
+    let opened = post_bodies(&base, 32, cases, new_alert).await;
+    println!("  {cases} new cases       : {}", opened.line());
+    running.stop().await.expect("stops");
+    // Settled: written, flushed, closed and opened again.
+    let running = start_vouch(folder.path(), None).await;
+    let after_cases = running.service.store.size_on_disk().unwrap_or(0);
+    let per_case = after_cases as f64 / cases as f64;
+    let base = format!("http://{}", running.address);
+    let grouped = post_bodies(&base, 32, repeats, repeat_alert).await;
+    println!("  {repeats} repeats        : {}", grouped.line());
     running.stop().await.expect("stops");
     let started = Instant::now();
     let running = start_vouch(folder.path(), None).await;
     let reopened = started.elapsed();
-    println!("  reopen and ready         : {:.0} ms", reopened.as_secs_f64() * 1000.0);
+    let after_repeats = running.service.store.size_on_disk().unwrap_or(0);
+    let per_repeat = after_repeats.saturating_sub(after_cases) as f64 / repeats as f64;
+    println!(
+        "  on disk: {:.1} MiB after the cases = {per_case:.0} bytes per new case ({:.1}x the raw alert); {:.1} MiB after the repeats = {per_repeat:.0} bytes per grouped alert ({:.1}x)",
+        after_cases as f64 / 1048576.0,
+        per_case / baseline_per_alert,
+        after_repeats as f64 / 1048576.0,
+        per_repeat / baseline_per_alert
+    );
+    println!("  reopen and ready        : {:.0} ms", reopened.as_secs_f64() * 1000.0);
+
+    // Reading the history: 1 000 pages of 100 cases, following `next` links, memory watched.
+    // (First, what the store holds live, by key prefix, against its size on disk.)
+    running.stop().await.expect("stops");
+    {
+        // sled lets go of its file lock a moment after the store closes.
+        let opened_at = Instant::now();
+        let db = loop {
+            match sled::Config::new().path(folder.path().join("data")).open() {
+                Ok(db) => break db,
+                Err(error) if opened_at.elapsed() < Duration::from_secs(5) => {
+                    let _ = error;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(error) => panic!("the store, read raw: {error}"),
+            }
+        };
+        let mut by_prefix: std::collections::BTreeMap<String, (u64, u64)> = std::collections::BTreeMap::new();
+        for entry in db.iter() {
+            let (key, value) = entry.expect("entry");
+            let prefix = String::from_utf8_lossy(&key[..key.len().min(2)]).to_string();
+            let slot = by_prefix.entry(prefix).or_default();
+            slot.0 += 1;
+            slot.1 += (key.len() + value.len()) as u64;
+        }
+        let live: u64 = by_prefix.values().map(|(_, bytes)| bytes).sum();
+        let parts: Vec<String> = by_prefix
+            .iter()
+            .map(|(prefix, (count, bytes))| format!("{prefix} {count}×{:.0}", *bytes as f64 / *count as f64))
+            .collect();
+        println!("  live keys and values    : {:.1} MiB ({})", live as f64 / 1048576.0, parts.join(", "));
+    }
+    let running = start_vouch(folder.path(), None).await;
+    let base = format!("http://{}", running.address);
+    let client = reqwest::Client::new();
+    let resident_before = rss_mib();
+    reset_peak_rss();
+    let mut latencies = Vec::new();
+    let mut path = "/api/v1/cases?state=open&limit=100".to_string();
+    let mut listed = 0;
+    while latencies.len() < 1_000 {
+        let sent = Instant::now();
+        let page: serde_json::Value = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(INGEST_TOKEN)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("a page");
+        latencies.push(sent.elapsed());
+        listed += page["cases"].as_array().map_or(0, Vec::len);
+        path = match page["next"].as_str() {
+            Some(next) => next.to_string(),
+            None => "/api/v1/cases?state=open&limit=100".to_string(),
+        };
+    }
+    let pages = Stats { count: latencies.len(), elapsed: latencies.iter().sum(), latencies };
+    println!(
+        "  1 000 pages of 100 cases: p50 {:.1} ms, p99 {:.1} ms ({listed} cases listed); RSS {resident_before:.1} MiB before, peak {:.1} MiB while serving",
+        pages.percentile(0.50).as_secs_f64() * 1000.0,
+        pages.percentile(0.99).as_secs_f64() * 1000.0,
+        peak_rss_mib()
+    );
     running.stop().await.expect("stops");
 }
 
