@@ -114,6 +114,9 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     }
     background.push(tokio::spawn(crate::timers::run(Arc::clone(&service))));
     background.push(tokio::spawn(keep_store_open(Arc::clone(&store))));
+    if let Some(retention) = config.settings.retention.clone() {
+        background.push(tokio::spawn(crate::retention::keep_archiving(Arc::clone(&service), retention)));
+    }
     background.push(tokio::spawn(crate::directory_sync::run(Arc::clone(&keeper), Arc::clone(&service.clock))));
     background.push(tokio::spawn(crate::directory_sync::reroute_on_change(Arc::clone(&keeper), Arc::clone(&service))));
     let discord = match config.settings.discord.clone() {

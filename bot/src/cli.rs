@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Export cases as JSON lines for other tools.
+    Cases {
+        #[command(subcommand)]
+        command: CasesCommand,
+    },
     /// Sync the directory from its sources, or show what Vouch believes and who said it.
     Directory {
         #[command(subcommand)]
@@ -73,6 +78,25 @@ enum DirectoryCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum CasesCommand {
+    /// Write the cases opened in a time range as JSON lines, newest first (stop Vouch first).
+    /// Archived cases are in the archive files, not here.
+    Export {
+        #[arg(long, env = "VOUCH_CONFIG", default_value = "vouch.toml")]
+        config: PathBuf,
+        /// Opened at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Opened before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Where to write; standard output when absent.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Verify the hash chain of the store (stop Vouch first), or of an exported file.
     Verify {
@@ -81,6 +105,10 @@ enum AuditCommand {
         /// A JSON-lines export to verify instead of the store.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// The archive folder (`[retention] archive_dir`): verify its files and the store end to
+        /// end, every archived record in its place.
+        #[arg(long, conflicts_with = "file")]
+        archive: Option<PathBuf>,
     },
     /// Write the audit log as JSON lines (stop Vouch first).
     Export {
@@ -103,7 +131,12 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         #[cfg(feature = "demo")]
         Command::Demo => crate::demo::main(),
-        Command::Audit { command: AuditCommand::Verify { config, file } } => audit_verify(&config, file.as_deref()),
+        Command::Audit { command: AuditCommand::Verify { config, file, archive } } => {
+            audit_verify(&config, file.as_deref(), archive.as_deref())
+        }
+        Command::Cases { command: CasesCommand::Export { config, since, until, output } } => {
+            cases_export(&config, since.as_deref(), until.as_deref(), output.as_deref())
+        }
         Command::Audit { command: AuditCommand::Export { config, case, output } } => {
             audit_export(&config, case.as_deref(), output.as_deref())
         }
@@ -204,9 +237,13 @@ async fn shutdown_signal() {
     }
 }
 
-fn audit_verify(path: &Path, file: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let report = match file {
-        Some(file) => {
+fn audit_verify(path: &Path, file: Option<&Path>, archive: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let report = match (file, archive) {
+        (_, Some(archive)) => {
+            let Some(config) = load_config(path) else { return Ok(ExitCode::from(2)) };
+            crate::retention::verify_with_archives(&open_store(&config)?, archive)?
+        }
+        (Some(file), None) => {
             let reader = std::io::BufReader::new(
                 std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
             );
@@ -222,7 +259,7 @@ fn audit_verify(path: &Path, file: Option<&Path>) -> anyhow::Result<ExitCode> {
             }
             verify_chain(records.iter())
         }
-        None => {
+        (None, None) => {
             let Some(config) = load_config(path) else { return Ok(ExitCode::from(2)) };
             open_store(&config)?.verify_audit()?
         }
@@ -261,6 +298,49 @@ fn audit_export(path: &Path, case: Option<&str>, output: Option<&Path>) -> anyho
     for record in records {
         serde_json::to_writer(&mut writer, &record?)?;
         writer.write_all(b"\n")?;
+    }
+    writer.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cases_export(
+    path: &Path,
+    since: Option<&str>,
+    until: Option<&str>,
+    output: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let time = |name: &str, text: Option<&str>| -> anyhow::Result<Option<vouch_playbook::Timestamp>> {
+        text.map(|text| {
+            vouch_playbook::Timestamp::parse(text)
+                .ok_or_else(|| anyhow::anyhow!("--{name} is a time in RFC 3339, such as 2026-12-01T00:00:00Z"))
+        })
+        .transpose()
+    };
+    let filter = vouch_playbook::case_list::CaseFilter {
+        opened_from: time("since", since)?,
+        opened_until: time("until", until)?,
+        ..Default::default()
+    };
+    let Some(config) = load_config(path) else { return Ok(ExitCode::from(2)) };
+    let store = open_store(&config)?;
+    let mut writer: Box<dyn Write> = match output {
+        Some(output) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(output).with_context(|| format!("cannot write {}", output.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    // A page at a time: whatever the history holds, only a page of it is in memory.
+    let mut before = None;
+    loop {
+        let page = store.case_page(&filter, before, 500)?;
+        for summary in &page.cases {
+            serde_json::to_writer(&mut writer, &store.case(summary.id)?)?;
+            writer.write_all(b"\n")?;
+        }
+        match page.next_before {
+            Some(next) => before = Some(next),
+            None => break,
+        }
     }
     writer.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -18,6 +18,7 @@
 //! - [`webhooks`]: isolation requests delivered from the outbox, signed and retried.
 //! - [`timers`]: stored deadlines (reminders, unacknowledged pages) and the daily digest.
 //! - [`metrics`]: Prometheus counters.
+//! - [`retention`]: closed cases moved to verifiable archive files, and the archives read back.
 //! - [`verification`]: pushes to a person's phone (Duo, Okta Verify) that verify their answers.
 //!
 //! Decisions come from `vouch_playbook`; this crate carries them out.
@@ -36,6 +37,7 @@ pub mod identity_links;
 pub mod ingest;
 pub mod intake;
 pub mod metrics;
+pub mod retention;
 pub mod service;
 pub mod timers;
 pub mod verification;

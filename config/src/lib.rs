@@ -9,6 +9,7 @@ mod directory;
 mod directory_changes;
 mod directory_sources;
 mod reader;
+mod retention;
 mod schedule;
 mod settings;
 mod synced;
@@ -22,6 +23,7 @@ pub use directory_changes::{DirectoryChange, DirectoryChanges, Removal};
 pub use directory_sources::{
     ComputerRule, DirectorySource, DirectorySync, GraphSource, LdapSource, ScimSource, SourceKind,
 };
+pub use retention::RetentionSettings;
 pub use schedule::{CronSchedule, OnCallRotation, Override, TimerSettings};
 pub use settings::{
     DeliverySettings, DirectorySettings, DiscordSettings, IngestSettings, Secret, Settings, StorageSettings,

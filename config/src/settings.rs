@@ -147,6 +147,8 @@ pub struct Settings {
     /// Absent: answers count as clicked, and what needs verification (standing approvals,
     /// linking chat accounts) is not offered.
     pub verification: Option<crate::verification::VerificationSettings>,
+    /// Absent: closed cases stay in the store.
+    pub retention: Option<crate::retention::RetentionSettings>,
     /// Where `oncall.people` is written, to report people the directory lacks.
     pub(crate) oncall_line: Option<usize>,
 }
@@ -522,6 +524,7 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
 
         let verification =
             root.table("verification").and_then(|table| crate::verification::compile(&table, base, environment));
+        let retention = root.table("retention").and_then(|table| crate::retention::compile(&table, base));
 
         let settings = match (ingest, storage) {
             (Some(ingest), Some(storage)) => Some(Settings {
@@ -537,6 +540,7 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
                 timers,
                 oncall,
                 verification,
+                retention,
                 oncall_line,
             }),
             _ => None,

@@ -98,6 +98,9 @@ pub enum AuditKind {
     AdvanceRevoked,
     /// A second or a revoke refused (not the person's to do, or the vouch no longer in force).
     AdvanceChangeRefused,
+    /// Closed cases and their audit records moved to an archive file: the anchor that keeps the
+    /// chain verifiable across the cut.
+    RetentionArchived,
     /// A record written by a benchmark or a test of the store itself.
     StoreProbe,
 }
@@ -129,6 +132,7 @@ impl AuditKind {
             AuditKind::ApprovalSeconded => Cow::Borrowed("advance.seconded"),
             AuditKind::AdvanceRevoked => Cow::Borrowed("advance.revoked"),
             AuditKind::AdvanceChangeRefused => Cow::Borrowed("advance.change_refused"),
+            AuditKind::RetentionArchived => Cow::Borrowed("retention.archived"),
             AuditKind::StoreProbe => Cow::Borrowed("store.probe"),
         }
     }

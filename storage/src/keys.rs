@@ -33,6 +33,7 @@
 //! | `p/`   | 0 (unfinished) or 1 (finished), case id | empty (cases by whether they are finished) |
 //! | `f/`   | field tag, value, 0x1f, case id | empty (cases by source, target, account, rule) |
 //! | `m/`   | `case_index`                | the version of the `j/`, `p/`, `f/` indexes (built on open when absent) |
+//! | `m/`   | `next_archive`              | the next archive run's number (u64) |
 
 use vouch_playbook::CaseId;
 
@@ -65,6 +66,8 @@ pub(crate) fn case(id: CaseId) -> Vec<u8> {
 
 pub(crate) const CASE_SUMMARY_PREFIX: &[u8] = b"j/";
 pub(crate) const META_CASE_INDEX: &[u8] = b"m/case_index";
+/// The number of the next archive run (each run writes one file and one anchor).
+pub(crate) const META_NEXT_ARCHIVE: &[u8] = b"m/next_archive";
 
 /// A case's summary, for listings.
 pub(crate) fn case_summary(id: CaseId) -> Vec<u8> {

@@ -25,7 +25,7 @@ mod transaction;
 use serde::{Deserialize, Serialize};
 use vouch_playbook::{CaseId, Effect, Snowflake, Timestamp};
 
-pub use audit::{AuditRecord, AuditReport, NewRecord};
+pub use audit::{ArchivedRange, AuditRecord, AuditReport, NewRecord};
 pub use codec::EncodedJson;
 pub use group_commit::FlushStats;
 use group_commit::Ticket;
@@ -48,6 +48,9 @@ pub enum StorageError {
     NoSuchCase(CaseId),
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// What a change was based on moved meanwhile (a case archived while it took an alert).
+    #[error("{0}")]
+    Conflict(String),
     #[error("the store failed and is not reopened yet")]
     Unavailable,
 }

@@ -159,6 +159,41 @@ impl Store {
         })
     }
 
+    /// The number the next archive run takes (1 for the first).
+    pub fn next_archive_run(&self) -> Result<u64> {
+        self.on_current(|generation| match generation.tree.get(keys::META_NEXT_ARCHIVE)? {
+            Some(value) => keys::decode_u64(&value, "archive run counter"),
+            None => Ok(1),
+        })
+    }
+
+    /// Summaries of finished cases, oldest first, numbered after `after`, at most `limit`: what
+    /// retention looks through (never an unfinished case).
+    pub fn finished_cases(&self, after: Option<CaseId>, limit: usize) -> Result<Vec<CaseSummary>> {
+        self.on_current(|generation| {
+            let tree = &generation.tree;
+            let prefix = keys::case_by_finish_prefix(true);
+            let start = match after {
+                Some(after) => keys::case_by_finish(true, CaseId::new(after.number() + 1).unwrap_or(after)),
+                None => prefix.clone(),
+            };
+            let mut end = prefix.clone();
+            end.extend_from_slice(&[0xff; 9]);
+            let mut summaries = Vec::new();
+            for entry in tree.range(start..end) {
+                let (key, _) = entry?;
+                let case_id = keys::case_id_at_end(&key, "case listing index")?;
+                if let Some(summary) = read_summary(tree, case_id)? {
+                    summaries.push(summary);
+                }
+                if summaries.len() == limit {
+                    break;
+                }
+            }
+            Ok(summaries)
+        })
+    }
+
     /// A page of one case's audit trail, in order: at most `limit` records after sequence
     /// `after` (from the first when `None`), and the sequence the next page starts after.
     pub fn case_audit_page(
@@ -237,8 +272,19 @@ impl Store {
         }
     }
 
-    /// Checks the whole audit chain against the head stored beside it.
+    /// Checks the whole audit chain against the head stored beside it; records moved to an
+    /// archive are stepped over where the chain's anchors say they went.
     pub fn verify_audit(&self) -> Result<AuditReport> {
+        self.verify_audit_with(None)
+    }
+
+    /// Checks the chain end to end with the records read back from its archives in place: every
+    /// record, archived or kept, must be there and link.
+    pub fn verify_audit_with_archives(&self, archived: Vec<AuditRecord>) -> Result<AuditReport> {
+        self.verify_audit_with(Some(archived))
+    }
+
+    fn verify_audit_with(&self, archived: Option<Vec<AuditRecord>>) -> Result<AuditReport> {
         self.on_current(|generation| {
             let tree = &generation.tree;
             let head: Option<audit::Head> = match tree.get(keys::META_AUDIT_HEAD)? {
@@ -260,7 +306,17 @@ impl Store {
                     Err(error) => problems.push(format!("record #{key_seq} cannot be read: {error}")),
                 }
             }
-            let mut report = audit::verify_chain(records.iter());
+            let mut report = match archived {
+                None => {
+                    let anchored = audit::ArchivedRange::anchored(records.iter());
+                    audit::verify_chain_across(records.iter(), &anchored)
+                }
+                Some(archived) => {
+                    records.extend(archived);
+                    records.sort_by_key(|record| record.seq);
+                    audit::verify_chain(records.iter())
+                }
+            };
             report.problems.splice(0..0, problems);
             match (head, report.head.as_ref()) {
                 (Some(stored), Some(found)) if stored != *found => report.problems.push(format!(

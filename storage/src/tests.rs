@@ -615,3 +615,77 @@ fn cases_are_listed_a_page_at_a_time_newest_first_by_any_filter_and_indexed_on_r
     assert_eq!(seen, whole);
     assert_eq!(whole.len(), 10);
 }
+
+#[test]
+fn archived_cases_leave_the_store_and_the_chain_stays_verifiable_across_the_cut() {
+    use crate::audit::ArchivedRange;
+    let (_directory, store) = temp_store();
+    // Five cases, their records interleaved: 1 2 3 4 5, then a second record each.
+    let cases: Vec<Case> = (0..5).map(|index| open_case_in(&store, &format!("SRV-{index}"))).collect();
+    store
+        .write(|transaction| {
+            for case in &cases {
+                transaction.append_audit(audit_of(case, EventKind::AlertGrouped))?;
+            }
+            Ok(())
+        })
+        .expect("written")
+        .wait()
+        .expect("durable");
+    // Cases 1 and 2 (numbers 2 and 3) are archived.
+    let archived: Vec<&Case> = vec![&cases[1], &cases[2]];
+    let mut records: Vec<AuditRecord> =
+        archived.iter().flat_map(|case| store.case_audit(case.id).expect("trail")).collect();
+    records.sort_by_key(|record| record.seq);
+    let ranges = ArchivedRange::runs_of(records.iter());
+    assert_eq!(ranges.len(), 2, "records 2-3 and 7-8: {ranges:?}");
+    store
+        .write(|transaction| {
+            for case in &archived {
+                let last = store.case_audit(case.id)?.last().map(|record| record.seq).expect("a trail");
+                transaction.remove_archived_case(case.id, last, &[])?;
+            }
+            transaction.append_audit(NewRecord {
+                at: T0,
+                case_id: None,
+                kind: AuditKind::RetentionArchived,
+                actor: None,
+                playbook_version: None,
+                detail: json!({"file": "archive-000001.jsonl.lz4", "ranges": ranges}),
+            })?;
+            transaction.finish_archive_run(1)
+        })
+        .expect("written")
+        .wait()
+        .expect("durable");
+    assert!(matches!(store.case(cases[1].id), Err(StorageError::NoSuchCase(_))));
+    assert_eq!(store.cases(None).expect("cases").len(), 3);
+    assert!(store.case_audit(cases[2].id).expect("trail").is_empty());
+    assert_eq!(store.next_archive_run().expect("run"), 2);
+    let listed = store.case_page(&Default::default(), None, 10).expect("page");
+    assert_eq!(listed.cases.len(), 3, "the listing indexes went with them");
+
+    // The store alone: intact, the anchor covering the gaps. With the archived records: intact.
+    let report = store.verify_audit().expect("verify");
+    assert!(report.is_intact(), "{:?}", report.problems);
+    let report = store.verify_audit_with_archives(records.clone()).expect("verify");
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 11);
+    // An archived record missing or altered, or a gap no anchor covers, is found out.
+    let mut missing = records.clone();
+    missing.remove(0);
+    assert!(!store.verify_audit_with_archives(missing).expect("verify").is_intact());
+    let mut altered = records.clone();
+    altered[1].detail = json!({"target": "SRV-X"});
+    assert!(!store.verify_audit_with_archives(altered).expect("verify").is_intact());
+    store.tree().remove(keys::audit(5)).expect("remove");
+    let report = store.verify_audit().expect("verify");
+    assert!(report.problems.iter().any(|problem| problem.contains("#6 follows #4")), "{:?}", report.problems);
+
+    // A run cannot be counted twice, and a case that changed since it was read is not removed.
+    let twice = store.write(|transaction| transaction.finish_archive_run(1));
+    assert!(matches!(twice.and_then(|pending| pending.wait()), Err(StorageError::Conflict(_))));
+    let stale = store.write(|transaction| transaction.remove_archived_case(cases[0].id, 1, &[]));
+    assert!(matches!(stale.and_then(|pending| pending.wait()), Err(StorageError::Conflict(_))));
+    assert!(store.case(cases[0].id).is_ok());
+}

@@ -69,6 +69,13 @@ pub trait Transaction {
 
     /// Appends a record to the audit chain.
     fn append_audit(&mut self, record: NewRecord<'_>) -> Result<AuditRecord>;
+    /// Removes a case that was archived, with its audit records (whose trail must still end at
+    /// `last_seq`, else `Conflict`: it changed after it was read), its indexes, its card and
+    /// queues, and the index entries of its alerts (`(format, sender's id)`).
+    fn remove_archived_case(&mut self, case_id: CaseId, last_seq: u64, alert_ids: &[(String, String)]) -> Result<()>;
+    /// Records archive run `run` as done (the next is `run + 1`); `Conflict` when `run` is not
+    /// the next one (another run got there first).
+    fn finish_archive_run(&mut self, run: u64) -> Result<()>;
     /// The next id of a vouch given in advance: `A-<n>` for a standing approval, `D-<n>` for a
     /// declaration.
     fn allocate_advance_id(&mut self, declaration: bool) -> Result<String>;
@@ -426,6 +433,71 @@ impl Transaction for SledTransaction<'_> {
         self.insert(keys::notice(seq), encode(&crate::Notice { seq, text: text.to_string() }));
         self.insert(keys::META_NEXT_NOTICE, &(seq + 1).to_be_bytes());
         Ok(seq)
+    }
+
+    fn remove_archived_case(&mut self, case_id: CaseId, last_seq: u64, alert_ids: &[(String, String)]) -> Result<()> {
+        let case = self.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
+        let mut seqs = Vec::new();
+        for entry in self.generation.tree.scan_prefix(keys::case_audit_prefix(case_id)) {
+            let (key, _) = entry?;
+            seqs.push(keys::seq_of_case_audit(&key)?);
+        }
+        if seqs.last() != Some(&last_seq) {
+            return Err(StorageError::Conflict(format!(
+                "{case_id} changed after it was archived (its trail ends at #{}, not #{last_seq})",
+                seqs.last().copied().unwrap_or(0)
+            )));
+        }
+        for seq in seqs {
+            self.remove(keys::audit(seq));
+            self.remove(keys::case_audit(case_id, seq));
+        }
+        let mut undelivered = Vec::new();
+        for entry in self.generation.tree.scan_prefix(keys::undelivered_prefix(case_id)) {
+            undelivered.push(entry?.0.to_vec());
+        }
+        for key in undelivered {
+            self.remove(key);
+        }
+        for (field, value) in CaseSummary::keys(&case) {
+            self.remove(keys::case_by_field(field, &value, case_id));
+        }
+        for finished in [false, true] {
+            self.remove(keys::case_by_finish(finished, case_id));
+        }
+        for (format, id) in alert_ids {
+            self.remove(keys::alert_id(format, id));
+        }
+        if let Some(deadline) = self.deadlines_read.get(&case_id).copied().flatten() {
+            self.remove(keys::deadline(deadline, case_id));
+        }
+        let grouping = keys::group(&case.alert().grouping_key().encode());
+        if let Some(movement) = self.value(&grouping)? {
+            if decode::<OpenMovement>(&movement, "group index")?.case_id == case_id {
+                self.remove(grouping);
+            }
+        }
+        for key in [
+            keys::case(case_id),
+            keys::case_activity(case_id),
+            keys::case_summary(case_id),
+            keys::card(case_id),
+            keys::redraw(case_id),
+        ] {
+            self.remove(key);
+        }
+        self.cases.remove(&case_id);
+        self.deadlines_read.insert(case_id, None);
+        Ok(())
+    }
+
+    fn finish_archive_run(&mut self, run: u64) -> Result<()> {
+        let next = self.counter(keys::META_NEXT_ARCHIVE, "archive run counter")?;
+        if next != run {
+            return Err(StorageError::Conflict(format!("archive run {run} is not the next one ({next} is)")));
+        }
+        self.insert(keys::META_NEXT_ARCHIVE, &(run + 1).to_be_bytes());
+        Ok(())
     }
 
     fn allocate_advance_id(&mut self, declaration: bool) -> Result<String> {
