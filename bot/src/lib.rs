@@ -1,7 +1,7 @@
 //! The `vouch` binary's library: everything that does I/O.
 //!
 //! - [`app`]: the composition root: starts and stops a running Vouch.
-//! - [`cli`]: the command line (`run`, `check-config`, `audit verify|export`, `demo`).
+//! - [`cli`]: the command line (`run`, `check-config`, `audit verify|export`, `cases export`, `directory`, `demo`).
 //! - `demo`: Vouch against the built-in Discord simulator, with a transcript.
 //! - [`intake`]: the thread that writes alerts arriving together in one transaction.
 //! - [`ingest`]: the HTTP API (axum): alert intake, case queries, health and metrics.
