@@ -120,39 +120,19 @@ pub fn opening_record(alert: &Alert, alert_count: u64) -> serde_json::Value {
 /// alert, raw payload and all, once; a storm of ten thousand repeats does not keep ten thousand
 /// copies of it.
 pub fn repeat_record(first: &Alert, repeat: &Alert, alert_count: u64) -> serde_json::Value {
-    // Named field by field (no `..`), so a field added to `Alert` must be placed here or left
-    // out on purpose.
-    let Alert {
-        source_alert_id,
-        format,
-        source_product,
-        source,
-        target,
-        account,
-        acting_as,
-        connection,
-        protocol,
-        outcome,
-        port,
-        logon_type,
-        program,
-        share,
-        file,
-        mitre,
-        severity,
-        rule,
-        observed_at,
-        received_at,
-        raw: _,
-        not_a_movement: _,
-    } = repeat;
     let mut differs = serde_json::Map::new();
+    // The fields compared, named once; the destructuring has no `..`, so a field added to
+    // `Alert` must be compared here or set aside on purpose.
     macro_rules! differing {
-        ($($field:ident),*) => {$(
-            if *$field != first.$field {
-                differs.insert(stringify!($field).to_string(), serde_json::to_value($field).unwrap_or_default());
-            }
-        )*};
+        ($($field:ident),*) => {{
+            let Alert { $($field,)* source_alert_id: _, observed_at: _, received_at: _, raw: _, not_a_movement: _ } =
+                repeat;
+            $(
+                if *$field != first.$field {
+                    differs.insert(stringify!($field).to_string(), serde_json::to_value($field).unwrap_or_default());
+                }
+            )*
+        }};
     }
     differing!(
         format,
@@ -173,6 +153,8 @@ pub fn repeat_record(first: &Alert, repeat: &Alert, alert_count: u64) -> serde_j
         severity,
         rule
     );
+    let (source_alert_id, observed_at, received_at) =
+        (&repeat.source_alert_id, &repeat.observed_at, &repeat.received_at);
     let mut record = serde_json::json!({"received_at": received_at, "alert_count": alert_count});
     if let Some(id) = source_alert_id {
         record["id"] = serde_json::json!(id);

@@ -148,6 +148,9 @@ pub(crate) struct SledTransaction<'a> {
     /// transaction decode their case once.
     cases: HashMap<CaseId, Case>,
     next_case: Option<u64>,
+    /// The first case number this transaction allocated: cases from it on are new here, and
+    /// have no stored summary to look up.
+    first_allocated: Option<u64>,
     next_effect: Option<u64>,
 }
 
@@ -169,6 +172,7 @@ impl<'a> SledTransaction<'a> {
             deadlines_read: HashMap::new(),
             cases: HashMap::new(),
             next_case: None,
+            first_allocated: None,
             next_effect: None,
         }
     }
@@ -196,8 +200,10 @@ impl<'a> SledTransaction<'a> {
     /// once (what an alert names never changes), the finished/unfinished entry moved when the
     /// state crosses over.
     fn index_case(&mut self, case: &Case) -> Result<()> {
+        let allocated_here = self.first_allocated.is_some_and(|first| case.id.number() >= first);
         let finished_before = match self.cases.get(&case.id) {
             Some(cached) => Some(cached.state.is_finished()),
+            None if allocated_here => None,
             None => match self.value(&keys::case_summary(case.id))? {
                 Some(value) => Some(decode::<CaseSummary>(&value, "case summary")?.state.is_finished()),
                 None => None,
@@ -270,6 +276,7 @@ impl Transaction for SledTransaction<'_> {
             None => self.counter(keys::META_NEXT_CASE, "case counter")?,
         };
         self.next_case = Some(number + 1);
+        self.first_allocated.get_or_insert(number);
         self.insert(keys::META_NEXT_CASE, &(number + 1).to_be_bytes());
         CaseId::new(number).ok_or_else(|| StorageError::Corrupt {
             key: "meta/next_case".to_string(),
