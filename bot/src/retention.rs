@@ -123,19 +123,13 @@ pub fn archive_due_cases(
     let run = store.next_archive_run()?;
     remove_leftovers(directory, run)?;
 
-    let mut due = Vec::new();
-    let mut after = None;
-    while due.len() < settings.most_cases_per_run {
-        let page = store.finished_cases(after, 1_000)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        due.extend(
-            page.iter()
-                .filter(|summary| due_for_archive(summary, settings.closed_for_days, now))
-                .map(|summary| summary.id),
-        );
-    }
-    due.truncate(settings.most_cases_per_run);
+    let quiet_since = now.plus_millis(-i64::from(settings.closed_for_days) * DAY_MILLIS);
+    let due: Vec<CaseId> = store
+        .finished_cases_quiet_since(quiet_since.plus_millis(1), settings.most_cases_per_run)?
+        .iter()
+        .filter(|summary| due_for_archive(summary, settings.closed_for_days, now))
+        .map(|summary| summary.id)
+        .collect();
     if due.is_empty() {
         return Ok(ArchiveRun::NothingDue);
     }

@@ -31,6 +31,7 @@
 //! | `z/`   | Discord id (u64)            | a vouch in advance asked for (declaration, standing approval), waiting on the asker's push |
 //! | `j/`   | case id (u64)               | the case's summary, as a listing shows it |
 //! | `p/`   | 0 (unfinished) or 1 (finished), case id | empty (cases by whether they are finished) |
+//! | `p/`   | 2, last change (u64 millis), case id | empty (finished cases by when they last changed) |
 //! | `f/`   | field tag, value, 0x1f, case id | empty (cases by source, target, account, rule) |
 //! | `m/`   | `case_index`                | the version of the `j/`, `p/`, `f/` indexes (built on open when absent) |
 //! | `m/`   | `next_archive`              | the next archive run's number (u64) |
@@ -81,6 +82,17 @@ pub(crate) fn case_by_finish_prefix(finished: bool) -> Vec<u8> {
 
 pub(crate) fn case_by_finish(finished: bool, id: CaseId) -> Vec<u8> {
     let mut key = case_by_finish_prefix(finished);
+    key.extend_from_slice(&id.number().to_be_bytes());
+    key
+}
+
+/// Finished cases by when they last changed, oldest first (what retention reads): `p/`, 2, the
+/// time (u64 millis), the case id.
+pub(crate) const FINISHED_BY_QUIET_PREFIX: &[u8] = b"p/\x02";
+
+pub(crate) fn finished_case_by_quiet(updated_at: vouch_playbook::Timestamp, id: CaseId) -> Vec<u8> {
+    let mut key = FINISHED_BY_QUIET_PREFIX.to_vec();
+    key.extend_from_slice(&(updated_at.unix_millis().max(0) as u64).to_be_bytes());
     key.extend_from_slice(&id.number().to_be_bytes());
     key
 }

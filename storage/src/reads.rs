@@ -167,22 +167,19 @@ impl Store {
         })
     }
 
-    /// Summaries of finished cases, oldest first, numbered after `after`, at most `limit`: what
-    /// retention looks through (never an unfinished case).
-    pub fn finished_cases(&self, after: Option<CaseId>, limit: usize) -> Result<Vec<CaseSummary>> {
+    /// Summaries of the finished cases that have not changed since before `quiet_since`, those
+    /// quiet longest first, at most `limit`: what retention reads. It reads only those: finished
+    /// cases are indexed by when they last changed.
+    pub fn finished_cases_quiet_since(&self, quiet_since: Timestamp, limit: usize) -> Result<Vec<CaseSummary>> {
         self.on_current(|generation| {
             let tree = &generation.tree;
-            let prefix = keys::case_by_finish_prefix(true);
-            let start = match after {
-                Some(after) => keys::case_by_finish(true, CaseId::new(after.number() + 1).unwrap_or(after)),
-                None => prefix.clone(),
-            };
-            let mut end = prefix.clone();
-            end.extend_from_slice(&[0xff; 9]);
+            // Every key of a case that last changed before `quiet_since` sorts before this one.
+            let mut end = keys::FINISHED_BY_QUIET_PREFIX.to_vec();
+            end.extend_from_slice(&(quiet_since.unix_millis().max(0) as u64).to_be_bytes());
             let mut summaries = Vec::new();
-            for entry in tree.range(start..end) {
+            for entry in tree.range(keys::FINISHED_BY_QUIET_PREFIX.to_vec()..end) {
                 let (key, _) = entry?;
-                let case_id = keys::case_id_at_end(&key, "case listing index")?;
+                let case_id = keys::case_id_at_end(&key, "finished case index")?;
                 if let Some(summary) = read_summary(tree, case_id)? {
                     summaries.push(summary);
                 }

@@ -7,6 +7,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::codec::SCHEMA_VERSION;
+
+/// The version of the listing indexes: 2 added finished cases by when they last changed.
+const CASE_INDEX_VERSION: u8 = 2;
 use crate::group_commit::{FlushStats, GroupCommit};
 use crate::transaction::{SledTransaction, Transaction, WriterState};
 use crate::{keys, Pending, Result, StorageError};
@@ -224,11 +227,12 @@ impl Generation {
         }
     }
 
-    /// Builds the listing indexes (`j/`, `p/`, `f/`) of a store written before they existed, in
-    /// one batch: a store is either fully indexed or not at all, and indexed once.
+    /// Builds the listing indexes (`j/`, `p/`, `f/`) of a store written before they existed (or
+    /// before their current version), in one batch: a store is either fully indexed or not at
+    /// all, and indexed once.
     fn ensure_case_index(&self) -> Result<()> {
         let writer = self.lock_writer();
-        if self.tree.get(keys::META_CASE_INDEX)?.is_some() {
+        if self.tree.get(keys::META_CASE_INDEX)?.is_some_and(|version| version.as_ref() == [CASE_INDEX_VERSION]) {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
@@ -242,7 +246,7 @@ impl Generation {
             }
             indexed += 1;
         }
-        batch.insert(keys::META_CASE_INDEX, &[1]);
+        batch.insert(keys::META_CASE_INDEX, &[CASE_INDEX_VERSION]);
         if indexed > 0 {
             tracing::info!(cases = indexed, "built the case listing indexes");
         }

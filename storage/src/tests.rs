@@ -574,6 +574,10 @@ fn cases_are_listed_a_page_at_a_time_newest_first_by_any_filter_and_indexed_on_r
     }
     assert_eq!(expected(&store, &filters[2]).len(), 10);
     assert_eq!(expected(&store, &filters[4]).len(), 0, "every case to SRV-0 is closed");
+    // Finished cases by when they last changed: all ten closed at T0.
+    let quiet = |store: &Store, since: Timestamp| store.finished_cases_quiet_since(since, 100).expect("read").len();
+    assert_eq!((quiet(&store, T0), quiet(&store, T0.plus_millis(1))), (0, 10));
+    assert_eq!(store.finished_cases_quiet_since(T0.plus_millis(1), 3).expect("read").len(), 3);
 
     // A store written before the indexes existed is indexed when it is opened.
     for prefix in [&b"j/"[..], b"p/", b"f/"] {
@@ -588,6 +592,12 @@ fn cases_are_listed_a_page_at_a_time_newest_first_by_any_filter_and_indexed_on_r
     for filter in &filters {
         assert_eq!(listed(&store, filter, 7), expected(&store, filter));
     }
+    assert_eq!(quiet(&store, T0.plus_millis(1)), 10, "rebuilt too");
+    // A finished case that changes again moves to its new time.
+    let mut reclosed = store.case(cases[0].id).expect("case");
+    reclosed.updated_at = T0.plus_millis(50);
+    store.write(|transaction| transaction.put_case(&reclosed)).expect("written").wait().expect("durable");
+    assert_eq!((quiet(&store, T0.plus_millis(1)), quiet(&store, T0.plus_millis(51))), (9, 10));
 
     // A long case's audit trail pages the same way.
     let first = &cases[1];

@@ -131,6 +131,9 @@ pub(crate) fn case_listing_entries(case: &Case) -> Vec<(Vec<u8>, Vec<u8>)> {
         (keys::case_summary(case.id), encode(&CaseSummary::of(case))),
         (keys::case_by_finish(case.state.is_finished(), case.id), Vec::new()),
     ];
+    if case.state.is_finished() {
+        entries.push((keys::finished_case_by_quiet(case.updated_at, case.id), Vec::new()));
+    }
     for (field, value) in CaseSummary::keys(case) {
         entries.push((keys::case_by_field(field, &value, case.id), Vec::new()));
     }
@@ -201,29 +204,33 @@ impl<'a> SledTransaction<'a> {
     /// state crosses over.
     fn index_case(&mut self, case: &Case) -> Result<()> {
         let allocated_here = self.first_allocated.is_some_and(|first| case.id.number() >= first);
-        let finished_before = match self.cases.get(&case.id) {
-            Some(cached) => Some(cached.state.is_finished()),
-            None if allocated_here => None,
-            None => match self.value(&keys::case_summary(case.id))? {
-                Some(value) => Some(decode::<CaseSummary>(&value, "case summary")?.state.is_finished()),
+        // The summary as last written (staged or stored): its state and time name the index
+        // entries to move.
+        let previous = match allocated_here {
+            true => None,
+            false => match self.value(&keys::case_summary(case.id))? {
+                Some(value) => Some(decode::<CaseSummary>(&value, "case summary")?),
                 None => None,
             },
         };
-        let finished = case.state.is_finished();
-        match finished_before {
-            None => {
-                for (key, value) in case_listing_entries(case) {
-                    self.insert(key, value);
-                }
+        let Some(previous) = previous else {
+            for (key, value) in case_listing_entries(case) {
+                self.insert(key, value);
             }
-            Some(before) => {
-                if before != finished {
-                    self.remove(keys::case_by_finish(before, case.id));
-                    self.insert(keys::case_by_finish(finished, case.id), Vec::<u8>::new());
-                }
-                self.insert(keys::case_summary(case.id), encode(&CaseSummary::of(case)));
-            }
+            return Ok(());
+        };
+        let (was_finished, finished) = (previous.state.is_finished(), case.state.is_finished());
+        if was_finished != finished {
+            self.remove(keys::case_by_finish(was_finished, case.id));
+            self.insert(keys::case_by_finish(finished, case.id), Vec::<u8>::new());
         }
+        if was_finished {
+            self.remove(keys::finished_case_by_quiet(previous.updated_at, case.id));
+        }
+        if finished {
+            self.insert(keys::finished_case_by_quiet(case.updated_at, case.id), Vec::<u8>::new());
+        }
+        self.insert(keys::case_summary(case.id), encode(&CaseSummary::of(case)));
         Ok(())
     }
 
@@ -471,6 +478,10 @@ impl Transaction for SledTransaction<'_> {
         }
         for finished in [false, true] {
             self.remove(keys::case_by_finish(finished, case_id));
+        }
+        if let Some(summary) = self.value(&keys::case_summary(case_id))? {
+            let summary: CaseSummary = decode(&summary, "case summary")?;
+            self.remove(keys::finished_case_by_quiet(summary.updated_at, case_id));
         }
         for (format, id) in alert_ids {
             self.remove(keys::alert_id(format, id));
