@@ -30,6 +30,9 @@ pub struct CaseSummary {
     /// The detection rule's id, else its name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// An answer on the case waits on its giver's push.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_push: bool,
 }
 
 impl CaseSummary {
@@ -45,6 +48,7 @@ impl CaseSummary {
             target: alert.target.label(),
             account: alert.initiating_account().map(ToString::to_string),
             rule: alert.rule.as_ref().and_then(|rule| rule.id.clone().or_else(|| rule.name.clone())),
+            awaiting_push: case.pending_verification.is_some(),
         }
     }
 
@@ -200,6 +204,7 @@ mod tests {
             target: "SRV".to_string(),
             account: None,
             rule: None,
+            awaiting_push: false,
         };
         let filter = |from: i64, until: i64| CaseFilter {
             opened_from: Some(at.plus_millis(from)),

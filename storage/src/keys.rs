@@ -32,6 +32,7 @@
 //! | `j/`   | case id (u64)               | the case's summary, as a listing shows it |
 //! | `p/`   | 0 (unfinished) or 1 (finished), case id | empty (cases by whether they are finished) |
 //! | `p/`   | 2, last change (u64 millis), case id | empty (finished cases by when they last changed) |
+//! | `p/`   | 3, case id                  | empty (cases with an answer waiting on a push) |
 //! | `f/`   | field tag, value, 0x1f, case id | empty (cases by source, target, account, rule) |
 //! | `m/`   | `case_index`                | the version of the `j/`, `p/`, `f/` indexes (built on open when absent) |
 //! | `m/`   | `next_archive`              | the next archive run's number (u64) |
@@ -93,6 +94,16 @@ pub(crate) const FINISHED_BY_QUIET_PREFIX: &[u8] = b"p/\x02";
 pub(crate) fn finished_case_by_quiet(updated_at: vouch_playbook::Timestamp, id: CaseId) -> Vec<u8> {
     let mut key = FINISHED_BY_QUIET_PREFIX.to_vec();
     key.extend_from_slice(&(updated_at.unix_millis().max(0) as u64).to_be_bytes());
+    key.extend_from_slice(&id.number().to_be_bytes());
+    key
+}
+
+/// Cases with an answer waiting on a push (what the push worker resumes after a restart):
+/// `p/`, 3, the case id.
+pub(crate) const AWAITING_PUSH_PREFIX: &[u8] = b"p/\x03";
+
+pub(crate) fn case_awaiting_push(id: CaseId) -> Vec<u8> {
+    let mut key = AWAITING_PUSH_PREFIX.to_vec();
     key.extend_from_slice(&id.number().to_be_bytes());
     key
 }

@@ -87,6 +87,19 @@ impl Store {
         })
     }
 
+    /// The cases with an answer waiting on its giver's push, whatever else the store holds.
+    pub fn cases_awaiting_push(&self) -> Result<Vec<Case>> {
+        self.on_current(|generation| {
+            let mut cases = Vec::new();
+            for entry in generation.tree.scan_prefix(keys::AWAITING_PUSH_PREFIX) {
+                let (key, _) = entry?;
+                let case_id = keys::case_id_at_end(&key, "push index")?;
+                cases.extend(read_case(&generation.tree, case_id)?);
+            }
+            Ok(cases)
+        })
+    }
+
     /// How many cases are in each state: the unfinished ones read by their summaries, the
     /// finished ones counted by their index keys alone.
     pub fn case_counts(&self) -> Result<Vec<(CaseState, u64)>> {

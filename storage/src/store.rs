@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::codec::SCHEMA_VERSION;
 
-/// The version of the listing indexes: 2 added finished cases by when they last changed.
-const CASE_INDEX_VERSION: u8 = 2;
+/// The version of the listing indexes: 2 added finished cases by when they last changed, 3 the
+/// cases waiting on a push.
+const CASE_INDEX_VERSION: u8 = 3;
 use crate::group_commit::{FlushStats, GroupCommit};
 use crate::transaction::{SledTransaction, Transaction, WriterState};
 use crate::{keys, Pending, Result, StorageError};

@@ -134,6 +134,9 @@ pub(crate) fn case_listing_entries(case: &Case) -> Vec<(Vec<u8>, Vec<u8>)> {
     if case.state.is_finished() {
         entries.push((keys::finished_case_by_quiet(case.updated_at, case.id), Vec::new()));
     }
+    if case.pending_verification.is_some() {
+        entries.push((keys::case_awaiting_push(case.id), Vec::new()));
+    }
     for (field, value) in CaseSummary::keys(case) {
         entries.push((keys::case_by_field(field, &value, case.id), Vec::new()));
     }
@@ -229,6 +232,13 @@ impl<'a> SledTransaction<'a> {
         }
         if finished {
             self.insert(keys::finished_case_by_quiet(case.updated_at, case.id), Vec::<u8>::new());
+        }
+        let awaiting_push = case.pending_verification.is_some();
+        if previous.awaiting_push && !awaiting_push {
+            self.remove(keys::case_awaiting_push(case.id));
+        }
+        if awaiting_push {
+            self.insert(keys::case_awaiting_push(case.id), Vec::<u8>::new());
         }
         self.insert(keys::case_summary(case.id), encode(&CaseSummary::of(case)));
         Ok(())
@@ -483,6 +493,7 @@ impl Transaction for SledTransaction<'_> {
             let summary: CaseSummary = decode(&summary, "case summary")?;
             self.remove(keys::finished_case_by_quiet(summary.updated_at, case_id));
         }
+        self.remove(keys::case_awaiting_push(case_id));
         for (format, id) in alert_ids {
             self.remove(keys::alert_id(format, id));
         }

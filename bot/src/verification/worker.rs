@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 use vouch_config::VerificationSettings;
 use vouch_playbook::engine::{PushOutcome, PushRecord};
-use vouch_playbook::{Actor, CaseEvent, CaseId, CaseState, EventKind, PersonId, Snowflake, Timestamp};
+use vouch_playbook::{Actor, CaseEvent, CaseId, EventKind, PersonId, Snowflake, Timestamp};
 
 use super::{PushRequest, PushStatus, PushTransaction, PushVerifier};
 use crate::service::{CaseRequest, Service};
@@ -93,9 +93,9 @@ impl PushWorker {
     /// polled again, those not recorded as sent end as failed.
     async fn resume_after_restart(&self) {
         let service = Arc::clone(&self.service);
-        let states = [CaseState::Open, CaseState::AwaitingConfirmation, CaseState::Escalated];
         let waiting = tokio::task::spawn_blocking(move || {
-            let cases = service.store.cases(Some(&states))?;
+            // Read through their own index: a start does not read every open case.
+            let cases = service.store.cases_awaiting_push()?;
             let links = service.store.pending_links()?;
             let advances = service.store.pending_advances()?;
             Ok::<_, vouch_storage::StorageError>((cases, links, advances))
