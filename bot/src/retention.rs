@@ -83,18 +83,12 @@ struct Archived {
 }
 
 /// The sender's alert ids a case's trail records (`(format, id)`), so their index entries go
-/// with the case: the first alert's from its opening record, each repeat's from its own.
+/// with the case.
 fn alert_ids(case: &Case, records: &[AuditRecord]) -> Vec<(String, String)> {
-    let format = case.alert().format.id().to_string();
+    let format = case.alert().format.id();
     records
         .iter()
-        .filter_map(|record| {
-            let detail = &record.detail;
-            let id = detail["alert"]["source_alert_id"].as_str().or_else(|| detail["id"].as_str())?;
-            let format =
-                detail["alert"]["format"].as_str().or_else(|| detail["differs"]["format"].as_str()).unwrap_or(&format);
-            (record.kind == "alert.new" || record.kind == "alert.grouped").then(|| (format.to_string(), id.to_string()))
-        })
+        .flat_map(|record| vouch_playbook::cases::recorded_alert_ids(&record.kind, &record.detail, format))
         .collect()
 }
 

@@ -115,11 +115,15 @@ pub fn opening_record(alert: &Alert, alert_count: u64) -> serde_json::Value {
     record
 }
 
+/// The most repeats one `alert.grouped` record lists: a storm's repeats written together share a
+/// record, a bounded one.
+pub const MOST_REPEATS_PER_RECORD: usize = 100;
+
 /// What the audit log keeps of a repeat folded into a case: when it came, the sender's id, and
 /// only the normalized fields that differ from the case's first alert. The case keeps its first
 /// alert, raw payload and all, once; a storm of ten thousand repeats does not keep ten thousand
 /// copies of it.
-pub fn repeat_record(first: &Alert, repeat: &Alert, alert_count: u64) -> serde_json::Value {
+pub fn repeat_entry(first: &Alert, repeat: &Alert) -> serde_json::Value {
     let mut differs = serde_json::Map::new();
     // The fields compared, named once; the destructuring has no `..`, so a field added to
     // `Alert` must be compared here or set aside on purpose.
@@ -155,7 +159,7 @@ pub fn repeat_record(first: &Alert, repeat: &Alert, alert_count: u64) -> serde_j
     );
     let (source_alert_id, observed_at, received_at) =
         (&repeat.source_alert_id, &repeat.observed_at, &repeat.received_at);
-    let mut record = serde_json::json!({"received_at": received_at, "alert_count": alert_count});
+    let mut record = serde_json::json!({"received_at": received_at});
     if let Some(id) = source_alert_id {
         record["id"] = serde_json::json!(id);
     }
@@ -166,4 +170,44 @@ pub fn repeat_record(first: &Alert, repeat: &Alert, alert_count: u64) -> serde_j
         record["differs"] = serde_json::Value::Object(differs);
     }
     record
+}
+
+/// The detail of an `alert.grouped` record: the repeats it lists (one, to begin with) and the
+/// case's alert count after the last of them.
+pub fn grouped_record(entry: serde_json::Value, alert_count: u64) -> serde_json::Value {
+    serde_json::json!({"repeats": [entry], "alert_count": alert_count})
+}
+
+/// Adds a repeat to an `alert.grouped` record written in the same change, if it lists fewer
+/// than [`MOST_REPEATS_PER_RECORD`]; whether it did.
+pub fn fold_repeat(detail: &mut serde_json::Value, entry: &serde_json::Value, alert_count: u64) -> bool {
+    let Some(repeats) = detail.get_mut("repeats").and_then(serde_json::Value::as_array_mut) else { return false };
+    if repeats.len() >= MOST_REPEATS_PER_RECORD {
+        return false;
+    }
+    repeats.push(entry.clone());
+    detail["alert_count"] = serde_json::json!(alert_count);
+    true
+}
+
+/// The sender's ids of the alerts an `alert.new` or `alert.grouped` record holds, with their
+/// formats (a repeat's own when it differs from the case's first alert, `case_format` otherwise).
+pub fn recorded_alert_ids(kind: &str, detail: &serde_json::Value, case_format: &str) -> Vec<(String, String)> {
+    let text = |value: &serde_json::Value| value.as_str().map(str::to_string);
+    match kind {
+        "alert.new" => text(&detail["alert"]["source_alert_id"])
+            .map(|id| (text(&detail["alert"]["format"]).unwrap_or_else(|| case_format.to_string()), id))
+            .into_iter()
+            .collect(),
+        "alert.grouped" => detail["repeats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let format = text(&entry["differs"]["format"]).unwrap_or_else(|| case_format.to_string());
+                Some((format, text(&entry["id"])?))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }

@@ -699,3 +699,42 @@ fn archived_cases_leave_the_store_and_the_chain_stays_verifiable_across_the_cut(
     assert!(matches!(stale.and_then(|pending| pending.wait()), Err(StorageError::Conflict(_))));
     assert!(store.case(cases[0].id).is_ok());
 }
+
+#[test]
+fn a_change_may_extend_the_record_it_appended_last_and_the_chain_still_verifies() {
+    let (_directory, store) = temp_store();
+    let first = open_case_in(&store, "SRV-1");
+    let second = open_case_in(&store, "SRV-2");
+    let kind = AuditKind::Event(EventKind::AlertGrouped);
+    let mut push = |detail: &mut serde_json::Value| {
+        detail["repeats"].as_array_mut().map(|repeats| repeats.push(json!(2))).is_some()
+    };
+    let folded = store
+        .write(|transaction| {
+            let mut folded = vec![transaction.fold_into_last_audit(first.id, kind, &mut push)?.is_some()];
+            let mut record = audit_of(&first, EventKind::AlertGrouped);
+            record.detail = json!({"repeats": [1]});
+            transaction.append_audit(record)?;
+            folded.push(transaction.fold_into_last_audit(first.id, kind, &mut push)?.is_some());
+            folded.push(transaction.fold_into_last_audit(second.id, kind, &mut push)?.is_some());
+            transaction.append_audit(audit_of(&second, EventKind::AlertGrouped))?;
+            folded.push(transaction.fold_into_last_audit(first.id, kind, &mut push)?.is_some());
+            Ok(folded)
+        })
+        .expect("written")
+        .wait()
+        .expect("durable");
+    assert_eq!(folded, [false, true, false, false], "nothing appended yet; the last; another case's; not the last");
+    let trail = store.case_audit(first.id).expect("trail");
+    assert_eq!(trail.last().map(|record| record.detail.clone()), Some(json!({"repeats": [1, 2]})));
+    let report = store.verify_audit().expect("verify");
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 4);
+    // A later change does not reach into an earlier one's record.
+    let later = store
+        .write(|transaction| transaction.fold_into_last_audit(second.id, kind, &mut push))
+        .expect("written")
+        .wait()
+        .expect("durable");
+    assert!(later.is_none());
+}

@@ -9,7 +9,7 @@ use vouch_playbook::case_list::CaseSummary;
 use vouch_playbook::cases::OpenMovement;
 use vouch_playbook::facts::History;
 use vouch_playbook::identity::{IdentityLink, PendingLink};
-use vouch_playbook::{Case, CaseId, Effect, GroupingKey, MovementKey, Snowflake, Timestamp};
+use vouch_playbook::{AuditKind, Case, CaseId, Effect, GroupingKey, MovementKey, Snowflake, Timestamp};
 
 use crate::audit::{self, AuditRecord, NewRecord};
 use crate::codec::{decode, encode};
@@ -69,6 +69,16 @@ pub trait Transaction {
 
     /// Appends a record to the audit chain.
     fn append_audit(&mut self, record: NewRecord<'_>) -> Result<AuditRecord>;
+    /// Lets `fold` extend the record this change appended last, when it is of `case_id` and
+    /// `kind` and nothing follows it yet: the record is chained again in its place with the
+    /// detail `fold` left. `None` (nothing changed) when there is no such record or `fold`
+    /// declined; the caller then appends a record of its own.
+    fn fold_into_last_audit(
+        &mut self,
+        case_id: CaseId,
+        kind: AuditKind,
+        fold: &mut dyn FnMut(&mut serde_json::Value) -> bool,
+    ) -> Result<Option<AuditRecord>>;
     /// Removes a case that was archived, with its audit records (whose trail must still end at
     /// `last_seq`, else `Conflict`: it changed after it was read), its indexes, its card and
     /// queues, and the index entries of its alerts (`(format, sender's id)`).
@@ -157,6 +167,8 @@ pub(crate) struct SledTransaction<'a> {
     /// The first case number this transaction allocated: cases from it on are new here, and
     /// have no stored summary to look up.
     first_allocated: Option<u64>,
+    /// The sequence of the audit record this transaction appended last.
+    last_appended: Option<u64>,
     next_effect: Option<u64>,
 }
 
@@ -179,6 +191,7 @@ impl<'a> SledTransaction<'a> {
             cases: HashMap::new(),
             next_case: None,
             first_allocated: None,
+            last_appended: None,
             next_effect: None,
         }
     }
@@ -459,6 +472,29 @@ impl Transaction for SledTransaction<'_> {
         Ok(seq)
     }
 
+    fn fold_into_last_audit(
+        &mut self,
+        case_id: CaseId,
+        kind: AuditKind,
+        fold: &mut dyn FnMut(&mut serde_json::Value) -> bool,
+    ) -> Result<Option<AuditRecord>> {
+        let Some(seq) = self.last_appended else { return Ok(None) };
+        // Only the chain's head may change: a record with a successor is linked to as it is.
+        if self.writer.pending_head.as_ref().map(|head| head.seq) != Some(seq) {
+            return Ok(None);
+        }
+        let Some(value) = self.value(&keys::audit(seq))? else { return Ok(None) };
+        let mut record: AuditRecord = decode(&value, "audit record")?;
+        if record.case_id != Some(case_id) || record.kind != kind.name() || !fold(&mut record.detail) {
+            return Ok(None);
+        }
+        record.hash = record.compute_hash();
+        self.insert(keys::audit(seq), encode(&record));
+        self.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
+        self.writer.pending_head = Some(record.head());
+        Ok(Some(record))
+    }
+
     fn remove_archived_case(&mut self, case_id: CaseId, last_seq: u64, alert_ids: &[(String, String)]) -> Result<()> {
         let case = self.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
         let mut seqs = Vec::new();
@@ -602,6 +638,7 @@ impl Transaction for SledTransaction<'_> {
             },
         };
         let record = AuditRecord::chained(&head, entry);
+        self.last_appended = Some(record.seq);
         self.insert(keys::audit(record.seq), encode(&record));
         if let Some(case_id) = record.case_id {
             self.insert(keys::case_audit(case_id, record.seq), &[]);

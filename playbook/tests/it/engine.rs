@@ -1293,16 +1293,32 @@ fn a_standing_approval_is_proposed_from_a_vouched_case_by_its_confirmer_or_the_s
 
 #[test]
 fn a_repeat_is_recorded_by_what_differs_from_the_first_alert_never_a_second_copy() {
+    use vouch_playbook::cases::{
+        fold_repeat, grouped_record, recorded_alert_ids, repeat_entry, MOST_REPEATS_PER_RECORD,
+    };
     let first = native("WS-17", "WS-42", "alice", "rdp", json!({"id": "a-1", "port": 3389}));
     let same = native("WS-17.corp", "WS-42", "alice", "rdp", json!({"id": "a-2", "port": 3389}));
     let other_port = native("WS-17", "WS-42", "alice", "rdp", json!({"id": "a-3", "port": 3390, "logon_type": 10}));
-    let record = vouch_playbook::cases::repeat_record(&first, &first, 2);
-    assert_eq!(record, json!({"received_at": NOW, "alert_count": 2, "id": "a-1"}), "nothing differs");
-    let record = vouch_playbook::cases::repeat_record(&first, &same, 3);
-    assert_eq!(record["differs"], json!({"source": {"hostname": "WS-17.corp"}}));
-    let record = vouch_playbook::cases::repeat_record(&first, &other_port, 4);
-    assert_eq!(record["differs"], json!({"port": 3390, "logon_type": 10}));
-    assert!(record.get("raw").is_none() && !record.to_string().contains("vouch_alert"), "no payload: {record}");
+    assert_eq!(repeat_entry(&first, &first), json!({"received_at": NOW, "id": "a-1"}), "nothing differs");
+    assert_eq!(repeat_entry(&first, &same)["differs"], json!({"source": {"hostname": "WS-17.corp"}}));
+    let entry = repeat_entry(&first, &other_port);
+    assert_eq!(entry["differs"], json!({"port": 3390, "logon_type": 10}));
+    assert!(entry.get("raw").is_none() && !entry.to_string().contains("vouch_alert"), "no payload: {entry}");
+
+    // Repeats written together share one record, up to a bound.
+    let mut record = grouped_record(repeat_entry(&first, &same), 2);
+    assert!(fold_repeat(&mut record, &entry, 3));
+    assert_eq!(record["alert_count"], 3);
+    assert_eq!(
+        recorded_alert_ids("alert.grouped", &record, "native"),
+        [("native".to_string(), "a-2".to_string()), ("native".to_string(), "a-3".to_string())]
+    );
+    for count in 4..=(MOST_REPEATS_PER_RECORD as u64 + 1) {
+        fold_repeat(&mut record, &entry, count);
+    }
+    assert_eq!(record["repeats"].as_array().map(Vec::len), Some(MOST_REPEATS_PER_RECORD));
+    assert!(!fold_repeat(&mut record, &entry, 999), "a full record takes no more");
+    assert!(!fold_repeat(&mut json!({"alert": {}}), &entry, 2), "only a repeats record folds");
 }
 
 #[test]
