@@ -598,6 +598,8 @@ fn cases_are_listed_a_page_at_a_time_newest_first_by_any_filter_and_indexed_on_r
     reclosed.updated_at = T0.plus_millis(50);
     store.write(|transaction| transaction.put_case(&reclosed)).expect("written").wait().expect("durable");
     assert_eq!((quiet(&store, T0.plus_millis(1)), quiet(&store, T0.plus_millis(51))), (9, 10));
+    let changed_since = |since: Timestamp| store.finished_cases_changed_since(since).expect("read").len();
+    assert_eq!((changed_since(T0), changed_since(T0.plus_millis(1)), changed_since(T0.plus_millis(51))), (10, 1, 0));
 
     // A long case's audit trail pages the same way.
     let first = &cases[1];

@@ -92,10 +92,15 @@ async fn closed_cases_past_the_limit_are_archived_verifiably_and_a_kill_mid_run_
     for id in &ids[..25] {
         close(&running, id, clock.now()).await;
     }
+    // The digest counts the day's closings from the index of finished cases by time.
+    let digest = vouch::timers::digest(&running.service).expect("digest");
+    assert_eq!((digest.closed_expected, digest.open.len()), (25, 15));
     advance(&clock, &running, 20 * DAY_MINUTES);
     for id in &ids[25..30] {
         close(&running, id, clock.now()).await;
     }
+    let digest = vouch::timers::digest(&running.service).expect("digest");
+    assert_eq!((digest.closed_expected, digest.open.len()), (5, 10), "only the last day's closings");
     advance(&clock, &running, 11 * DAY_MINUTES);
 
     // One run: the 25 closed for 31 days go; those closed for 11 days, and the open ones, stay.
