@@ -439,38 +439,32 @@ pub(crate) fn ingest_alert(
     transaction.put_history(&movement, &history.with_sighting(now, alert.outcome), true)?;
     queue_effects(transaction, case.id, &effects, Redraw::ForAlerts)?;
     // A repeat is recorded by what differs from the case's first alert, which the case keeps;
-    // the repeats of one case written together share a record.
-    if status == IngestStatus::Grouped {
+    // the repeats of one case written together share a record (`None`: folded into it).
+    let detail = if status == IngestStatus::Grouped {
         let entry = vouch_playbook::cases::repeat_entry(case.alert(), &alert);
         let alert_count = case.alert_count;
         let folded = transaction.fold_into_last_audit(case.id, AuditKind::Event(kind), &mut |detail| {
             vouch_playbook::cases::fold_repeat(detail, &entry, alert_count)
         })?;
-        if folded.is_none() {
-            transaction.append_audit(NewRecord {
-                at: now,
-                case_id: Some(case.id),
-                kind: AuditKind::Event(kind),
-                actor: None,
-                playbook_version: Some(case.playbook_version),
-                detail: vouch_playbook::cases::grouped_record(entry, alert_count),
-            })?;
+        folded.is_none().then(|| vouch_playbook::cases::grouped_record(entry, alert_count))
+    } else {
+        let mut detail = vouch_playbook::cases::opening_record(&alert, case.alert_count);
+        // Every match of a vouch given in advance is in the audit log with the alert it met.
+        if let Some(advance) = &case.advance {
+            detail["advance"] = serde_json::json!(advance);
         }
-        return Ok(Ingested { status, case });
+        Some(detail)
+    };
+    if let Some(detail) = detail {
+        transaction.append_audit(NewRecord {
+            at: now,
+            case_id: Some(case.id),
+            kind: AuditKind::Event(kind),
+            actor: None,
+            playbook_version: Some(case.playbook_version),
+            detail,
+        })?;
     }
-    let mut detail = vouch_playbook::cases::opening_record(&alert, case.alert_count);
-    // Every match of a vouch given in advance is in the audit log with the alert it met.
-    if let Some(advance) = &case.advance {
-        detail["advance"] = serde_json::json!(advance);
-    }
-    transaction.append_audit(NewRecord {
-        at: now,
-        case_id: Some(case.id),
-        kind: AuditKind::Event(kind),
-        actor: None,
-        playbook_version: Some(case.playbook_version),
-        detail,
-    })?;
     Ok(Ingested { status, case })
 }
 
