@@ -112,6 +112,13 @@ pub fn filter_key(field: ListedField, value: &str) -> String {
     }
 }
 
+/// Whether `states` are all finished (`Some(true)`) or all unfinished (`Some(false)`); `None`
+/// when they mix, or there are none.
+pub fn finished_alike(states: &[CaseState]) -> Option<bool> {
+    let finished = states.first()?.is_finished();
+    states.iter().all(|state| state.is_finished() == finished).then_some(finished)
+}
+
 /// Which cases a listing is of. Every part given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaseFilter {
@@ -129,9 +136,7 @@ impl CaseFilter {
     /// Whether only unfinished cases (or only finished ones) can match: a listing of open cases
     /// never reads the closed ones.
     pub fn finished(&self) -> Option<bool> {
-        let states = self.states.as_ref()?;
-        let finished = states.first()?.is_finished();
-        states.iter().all(|state| state.is_finished() == finished).then_some(finished)
+        finished_alike(self.states.as_ref()?)
     }
 
     /// Whether a case, as summarized, is one of those asked for (the field keys are checked by

@@ -120,10 +120,6 @@ impl AuditReport {
     }
 }
 
-/// The kind of the record that anchors an archive: what was moved out of the store, so the
-/// chain stays verifiable across the cut.
-pub const ARCHIVE_ANCHOR_KIND: &str = "retention.archived";
-
 /// A run of consecutive records moved to an archive: the hash the first linked to and the last
 /// one's hash, which the record after the run links to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,13 +153,46 @@ impl ArchivedRange {
 
     /// Every run the chain's anchors say was archived.
     pub fn anchored<'a>(records: impl IntoIterator<Item = &'a AuditRecord>) -> Vec<ArchivedRange> {
-        records
-            .into_iter()
-            .filter(|record| record.kind == ARCHIVE_ANCHOR_KIND)
+        anchors(records)
             .filter_map(|record| serde_json::from_value::<Vec<ArchivedRange>>(record.detail["ranges"].clone()).ok())
             .flatten()
             .collect()
     }
+}
+
+/// The records that anchor an archive (`retention.archived`): what was moved out of the store,
+/// so the chain stays verifiable across the cut.
+fn anchors<'a>(records: impl IntoIterator<Item = &'a AuditRecord>) -> impl Iterator<Item = &'a AuditRecord> {
+    let kind = AuditKind::RetentionArchived.name();
+    records.into_iter().filter(move |record| record.kind == kind)
+}
+
+/// What is wrong between the anchors among `records` and the archive `files` found
+/// (`(name, SHA-256)`): a file an anchor names missing or with another digest, or a file no
+/// anchor names.
+pub fn anchored_file_problems<'a>(
+    records: impl IntoIterator<Item = &'a AuditRecord>,
+    files: &[(String, String)],
+) -> Vec<String> {
+    let anchored: Vec<(&str, &str)> = anchors(records)
+        .filter_map(|record| Some((record.detail["file"].as_str()?, record.detail["sha256"].as_str()?)))
+        .collect();
+    let mut problems = Vec::new();
+    for (file, sha256) in &anchored {
+        match files.iter().find(|(name, _)| name == file) {
+            None => problems.push(format!("archive {file} is missing")),
+            Some((_, found)) if found != sha256 => {
+                problems.push(format!("archive {file} was altered: its SHA-256 is not the one its anchor names"))
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, _) in files {
+        if !anchored.iter().any(|(file, _)| file == name) {
+            problems.push(format!("archive {name} is named by no anchor in the store"));
+        }
+    }
+    problems
 }
 
 /// Checks that records form one unbroken chain from the genesis hash.

@@ -92,9 +92,15 @@ pub(crate) fn case_by_finish(finished: bool, id: CaseId) -> Vec<u8> {
 pub(crate) const FINISHED_BY_QUIET_PREFIX: &[u8] = b"p/\x02";
 
 pub(crate) fn finished_case_by_quiet(updated_at: vouch_playbook::Timestamp, id: CaseId) -> Vec<u8> {
-    let mut key = FINISHED_BY_QUIET_PREFIX.to_vec();
-    key.extend_from_slice(&(updated_at.unix_millis().max(0) as u64).to_be_bytes());
+    let mut key = finished_by_quiet_from(updated_at);
     key.extend_from_slice(&id.number().to_be_bytes());
+    key
+}
+
+/// Where the finished cases that last changed at or after `at` begin.
+pub(crate) fn finished_by_quiet_from(at: vouch_playbook::Timestamp) -> Vec<u8> {
+    let mut key = FINISHED_BY_QUIET_PREFIX.to_vec();
+    key.extend_from_slice(&(at.unix_millis().max(0) as u64).to_be_bytes());
     key
 }
 

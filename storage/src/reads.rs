@@ -30,6 +30,12 @@ pub(crate) fn read_case(tree: &dyn KeyValues, case_id: CaseId) -> Result<Option<
     Ok(Some(case))
 }
 
+/// Archives read back: their records, and each file's name and SHA-256.
+struct ReadBack<'a> {
+    records: Vec<AuditRecord>,
+    files: &'a [(String, String)],
+}
+
 /// A case's listing summary with its latest activity laid over it.
 fn read_summary(tree: &sled::Db, case_id: CaseId) -> Result<Option<CaseSummary>> {
     let Some(value) = tree.get(keys::case_summary(case_id))? else { return Ok(None) };
@@ -64,10 +70,7 @@ impl Store {
     /// Every case, oldest first, optionally only those in the given states. Asked only for
     /// unfinished states (or only finished ones), it reads only those cases.
     pub fn cases(&self, states: Option<&[CaseState]>) -> Result<Vec<Case>> {
-        let finished = states.and_then(|states| {
-            let first = states.first()?.is_finished();
-            states.iter().all(|state| state.is_finished() == first).then_some(first)
-        });
+        let finished = states.and_then(vouch_playbook::case_list::finished_alike);
         self.on_current(|generation| {
             let tree = &generation.tree;
             let prefix = match finished {
@@ -92,8 +95,7 @@ impl Store {
     pub fn finished_cases_changed_since(&self, since: Timestamp) -> Result<Vec<Case>> {
         self.on_current(|generation| {
             let tree = &generation.tree;
-            let mut start = keys::FINISHED_BY_QUIET_PREFIX.to_vec();
-            start.extend_from_slice(&(since.unix_millis().max(0) as u64).to_be_bytes());
+            let start = keys::finished_by_quiet_from(since);
             let mut end = keys::FINISHED_BY_QUIET_PREFIX.to_vec();
             end.extend_from_slice(&[0xff; 17]);
             let mut cases = Vec::new();
@@ -206,8 +208,7 @@ impl Store {
         self.on_current(|generation| {
             let tree = &generation.tree;
             // Every key of a case that last changed before `quiet_since` sorts before this one.
-            let mut end = keys::FINISHED_BY_QUIET_PREFIX.to_vec();
-            end.extend_from_slice(&(quiet_since.unix_millis().max(0) as u64).to_be_bytes());
+            let end = keys::finished_by_quiet_from(quiet_since);
             let mut summaries = Vec::new();
             for entry in tree.range(keys::FINISHED_BY_QUIET_PREFIX.to_vec()..end) {
                 let (key, _) = entry?;
@@ -308,12 +309,18 @@ impl Store {
     }
 
     /// Checks the chain end to end with the records read back from its archives in place: every
-    /// record, archived or kept, must be there and link.
-    pub fn verify_audit_with_archives(&self, archived: Vec<AuditRecord>) -> Result<AuditReport> {
-        self.verify_audit_with(Some(archived))
+    /// record, archived or kept, must be there and link, and every archive file the anchors name
+    /// must be among `files` (`(name, SHA-256)`) with the digest its anchor names, and no file
+    /// unnamed.
+    pub fn verify_audit_with_archives(
+        &self,
+        archived: Vec<AuditRecord>,
+        files: &[(String, String)],
+    ) -> Result<AuditReport> {
+        self.verify_audit_with(Some(ReadBack { records: archived, files }))
     }
 
-    fn verify_audit_with(&self, archived: Option<Vec<AuditRecord>>) -> Result<AuditReport> {
+    fn verify_audit_with(&self, archived: Option<ReadBack<'_>>) -> Result<AuditReport> {
         self.on_current(|generation| {
             let tree = &generation.tree;
             let head: Option<audit::Head> = match tree.get(keys::META_AUDIT_HEAD)? {
@@ -341,7 +348,8 @@ impl Store {
                     audit::verify_chain_across(records.iter(), &anchored)
                 }
                 Some(archived) => {
-                    records.extend(archived);
+                    problems.extend(audit::anchored_file_problems(records.iter(), archived.files));
+                    records.extend(archived.records);
                     records.sort_by_key(|record| record.seq);
                     audit::verify_chain(records.iter())
                 }

@@ -663,7 +663,7 @@ fn archived_cases_leave_the_store_and_the_chain_stays_verifiable_across_the_cut(
                 kind: AuditKind::RetentionArchived,
                 actor: None,
                 playbook_version: None,
-                detail: json!({"file": "archive-000001.jsonl.lz4", "ranges": ranges}),
+                detail: json!({"file": "archive-000001.jsonl.lz4", "sha256": "ab12", "ranges": ranges}),
             })?;
             transaction.finish_archive_run(1)
         })
@@ -680,16 +680,33 @@ fn archived_cases_leave_the_store_and_the_chain_stays_verifiable_across_the_cut(
     // The store alone: intact, the anchor covering the gaps. With the archived records: intact.
     let report = store.verify_audit().expect("verify");
     assert!(report.is_intact(), "{:?}", report.problems);
-    let report = store.verify_audit_with_archives(records.clone()).expect("verify");
+    let file = |name: &str, sha256: &str| (name.to_string(), sha256.to_string());
+    let report =
+        store.verify_audit_with_archives(records.clone(), &[file("archive-000001.jsonl.lz4", "ab12")]).expect("verify");
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, 11);
+    // The archive files must be those the anchors name, with the digests they name.
+    for (files, fragment) in [
+        (vec![], "is missing"),
+        (vec![file("archive-000001.jsonl.lz4", "cd34")], "was altered"),
+        (vec![file("archive-000001.jsonl.lz4", "ab12"), file("archive-000009.jsonl.lz4", "ef")], "no anchor"),
+    ] {
+        let report = store.verify_audit_with_archives(records.clone(), &files).expect("verify");
+        assert!(report.problems.iter().any(|problem| problem.contains(fragment)), "{fragment}: {:?}", report.problems);
+    }
     // An archived record missing or altered, or a gap no anchor covers, is found out.
     let mut missing = records.clone();
     missing.remove(0);
-    assert!(!store.verify_audit_with_archives(missing).expect("verify").is_intact());
+    assert!(!store
+        .verify_audit_with_archives(missing, &[file("archive-000001.jsonl.lz4", "ab12")])
+        .expect("verify")
+        .is_intact());
     let mut altered = records.clone();
     altered[1].detail = json!({"target": "SRV-X"});
-    assert!(!store.verify_audit_with_archives(altered).expect("verify").is_intact());
+    assert!(!store
+        .verify_audit_with_archives(altered, &[file("archive-000001.jsonl.lz4", "ab12")])
+        .expect("verify")
+        .is_intact());
     store.tree().remove(keys::audit(5)).expect("remove");
     let report = store.verify_audit().expect("verify");
     assert!(report.problems.iter().any(|problem| problem.contains("#6 follows #4")), "{:?}", report.problems);
