@@ -130,10 +130,9 @@ pub fn archive_due_cases(
 
     let file = directory.join(archive_file_name(run));
     let partial = directory.join(format!("{}{PARTIAL_SUFFIX}", archive_file_name(run)));
-    let (archived, records) = write_archive(store, &partial, run, &due, now)?;
+    let (archived, records, digest) = write_archive(store, &partial, run, &due, now)?;
     std::fs::rename(&partial, &file).map_err(io_error(&file))?;
     sync_directory(directory)?;
-    let digest = file_digest(&file)?;
 
     let ranges = ArchivedRange::runs_of(records.iter());
     let record_count: usize = records.len();
@@ -174,17 +173,54 @@ fn slim(record: &AuditRecord) -> AuditRecord {
     AuditRecord { detail: serde_json::Value::Null, actor: None, ..record.clone() }
 }
 
+/// Reads or writes through to `inner`, hashing every byte that passes: a file's digest without
+/// reading it again.
+struct Hashing<T> {
+    inner: T,
+    hasher: Sha256,
+}
+
+impl<T> Hashing<T> {
+    fn new(inner: T) -> Hashing<T> {
+        Hashing { inner, hasher: Sha256::new() }
+    }
+
+    fn digest(self) -> (T, String) {
+        (self.inner, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<T: Write> Write for Hashing<T> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.hasher.update(&bytes[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: Read> Read for Hashing<T> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..read]);
+        Ok(read)
+    }
+}
+
 /// Writes the due cases and their records to `path`, durable on return; what is needed to remove
-/// them, and their records (slim, sorted by sequence).
+/// them, their records (slim, sorted by sequence), and the file's SHA-256.
 fn write_archive(
     store: &Store,
     path: &Path,
     run: u64,
     due: &[CaseId],
     now: Timestamp,
-) -> Result<(Vec<Archived>, Vec<AuditRecord>), RetentionError> {
+) -> Result<(Vec<Archived>, Vec<AuditRecord>, String), RetentionError> {
     let file = std::fs::File::create(path).map_err(io_error(path))?;
-    let mut writer = lz4_flex::frame::FrameEncoder::new(BufWriter::new(file));
+    let mut writer = lz4_flex::frame::FrameEncoder::new(BufWriter::new(Hashing::new(file)));
     let line = |value: &serde_json::Value, writer: &mut dyn Write| -> std::io::Result<()> {
         serde_json::to_writer(&mut *writer, value)?;
         writer.write_all(b"\n")
@@ -204,32 +240,19 @@ fn write_archive(
         archived.push(Archived { case_id: *case_id, last_seq: last.seq, alert_ids: alert_ids(&case, &records) });
         kept.extend(records.iter().map(slim));
     }
-    let file = writer
+    let (file, digest) = writer
         .finish()
         .map_err(|error| RetentionError::Io { path: path.display().to_string(), source: error.into() })?
         .into_inner()
-        .map_err(|error| RetentionError::Io { path: path.display().to_string(), source: error.into_error() })?;
+        .map_err(|error| RetentionError::Io { path: path.display().to_string(), source: error.into_error() })?
+        .digest();
     file.sync_all().map_err(io_error(path))?;
     kept.sort_by_key(|record| record.seq);
-    Ok((archived, kept))
+    Ok((archived, kept, digest))
 }
 
 fn sync_directory(directory: &Path) -> Result<(), RetentionError> {
     std::fs::File::open(directory).and_then(|handle| handle.sync_all()).map_err(io_error(directory))
-}
-
-fn file_digest(path: &Path) -> Result<String, RetentionError> {
-    let mut file = std::fs::File::open(path).map_err(io_error(path))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0_u8; 64 * 1024];
-    loop {
-        let read = file.read(&mut buffer).map_err(io_error(path))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// An archive file read back: its digest, the cases and the records it holds.
@@ -253,9 +276,8 @@ pub fn read_archives(directory: &Path) -> Result<Vec<ArchiveContents>, Retention
 }
 
 fn read_archive(path: &Path, file: String) -> Result<ArchiveContents, RetentionError> {
-    let sha256 = file_digest(path)?;
-    let reader =
-        std::io::BufReader::new(lz4_flex::frame::FrameDecoder::new(std::fs::File::open(path).map_err(io_error(path))?));
+    let mut hashing = Hashing::new(std::fs::File::open(path).map_err(io_error(path))?);
+    let reader = std::io::BufReader::new(lz4_flex::frame::FrameDecoder::new(&mut hashing));
     let malformed =
         |line: usize, reason: String| RetentionError::Malformed { path: path.display().to_string(), line, reason };
     let mut cases = Vec::new();
@@ -273,6 +295,9 @@ fn read_archive(path: &Path, file: String) -> Result<ArchiveContents, RetentionE
             return Err(malformed(index + 1, "neither a case, a record nor the header".to_string()));
         }
     }
+    // Whatever follows the last frame counts toward the digest too.
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_error(path))?;
+    let (_, sha256) = hashing.digest();
     Ok(ArchiveContents { file, sha256, cases, records })
 }
 
