@@ -886,6 +886,25 @@ fn main() {
     });
 }
 
+/// One sync, with its peak measured from a reset just before it: (changes applied, seconds,
+/// peak RSS in MiB). `what` names it if it was not applied.
+async fn measured_sync(
+    keeper: &vouch::directory_sync::DirectoryKeeper,
+    request: vouch::directory_sync::SyncRequest<'_>,
+    at: vouch_playbook::Timestamp,
+    what: &str,
+) -> (usize, f64, f64) {
+    reset_peak_rss();
+    let started = Instant::now();
+    let outcome = keeper.sync(request, at).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let peak = peak_rss_mib();
+    match &outcome[0].1 {
+        vouch::directory_sync::SyncOutcome::Applied(changes) => (changes.len(), seconds, peak),
+        other => panic!("{what} did not apply: {other:?}"),
+    }
+}
+
 /// Peak resident memory since the last reset, in MiB (Linux `VmHWM`).
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -1015,16 +1034,9 @@ async fn bench_directory() {
     let keeper = vouch::directory_sync::DirectoryKeeper::open(config.settings.directory.clone(), Arc::clone(&store))
         .expect("keeper");
     let resident_before = rss_mib();
-    reset_peak_rss();
-    let started = Instant::now();
     let now = vouch_playbook::Timestamp::from_unix_millis(1_764_500_000_000);
-    let outcome = keeper.sync(vouch::directory_sync::SyncRequest::default(), now).await;
-    let full_seconds = started.elapsed().as_secs_f64();
-    let peak = peak_rss_mib();
-    let changes = match &outcome[0].1 {
-        vouch::directory_sync::SyncOutcome::Applied(changes) => changes.len(),
-        other => panic!("the sync did not apply: {other:?}"),
-    };
+    let (changes, full_seconds, peak) =
+        measured_sync(&keeper, vouch::directory_sync::SyncRequest::default(), now, "the sync").await;
     println!(
         "  Vouch full sync               : {changes} changes audited in {full_seconds:.2} s = {:.1}x the raw search; \
          peak RSS {peak:.0} MiB (resident before {resident_before:.0} MiB, after {:.0} MiB)",
@@ -1056,16 +1068,9 @@ async fn bench_directory() {
     };
     let changed = raw_ldap_search(&slapd.url(), page_size, sync_searches(Some(&cursor))).await;
     println!("  raw search of what changed    : {changed} entries in {:.3} s", started.elapsed().as_secs_f64());
-    reset_peak_rss();
-    let started = Instant::now();
     let later = vouch_playbook::Timestamp::from_unix_millis(now.unix_millis() + 600_000);
-    let outcome = keeper.sync(vouch::directory_sync::SyncRequest::default(), later).await;
-    let again_seconds = started.elapsed().as_secs_f64();
-    let peak = peak_rss_mib();
-    let changes = match &outcome[0].1 {
-        vouch::directory_sync::SyncOutcome::Applied(changes) => changes.len(),
-        other => panic!("the second sync did not apply: {other:?}"),
-    };
+    let (changes, again_seconds, peak) =
+        measured_sync(&keeper, vouch::directory_sync::SyncRequest::default(), later, "the second sync").await;
     println!(
         "  Vouch sync after 100 changes  : {changes} changes in {again_seconds:.2} s (incremental: only what changed is \
          read); peak RSS {peak:.0} MiB, after {:.0} MiB",
@@ -1075,17 +1080,9 @@ async fn bench_directory() {
     // The scheduled full resync: read whole again while the directory in use stays in memory
     // beside the one being compiled (the first load had nothing beside it).
     let resident_before = rss_mib();
-    reset_peak_rss();
-    let started = Instant::now();
     let resync_at = vouch_playbook::Timestamp::from_unix_millis(now.unix_millis() + 1_200_000);
     let request = vouch::directory_sync::SyncRequest { full: true, ..Default::default() };
-    let outcome = keeper.sync(request, resync_at).await;
-    let resync_seconds = started.elapsed().as_secs_f64();
-    let peak = peak_rss_mib();
-    let changes = match &outcome[0].1 {
-        vouch::directory_sync::SyncOutcome::Applied(changes) => changes.len(),
-        other => panic!("the full resync did not apply: {other:?}"),
-    };
+    let (changes, resync_seconds, peak) = measured_sync(&keeper, request, resync_at, "the full resync").await;
     println!(
         "  Vouch full resync             : {changes} changes in {resync_seconds:.2} s; \
          peak RSS {peak:.0} MiB (resident before {resident_before:.0} MiB, after {:.0} MiB)",
