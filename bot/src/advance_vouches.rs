@@ -22,8 +22,8 @@ pub enum AdvanceChange {
 }
 
 /// The audit kinds of a request's life: asked for, made, not made.
-fn life_kinds(pending: &PendingAdvance) -> (AuditKind, AuditKind, AuditKind) {
-    if pending.is_declaration() {
+fn life_kinds(declaration: bool) -> (AuditKind, AuditKind, AuditKind) {
+    if declaration {
         (AuditKind::DeclarationRequested, AuditKind::Declared, AuditKind::DeclarationRefused)
     } else {
         (AuditKind::ApprovalRequested, AuditKind::Approved, AuditKind::ApprovalRefused)
@@ -60,10 +60,7 @@ impl Service {
         summary: String,
         now: Timestamp,
     ) -> Result<PushAsked, StorageError> {
-        let (case_id, refusal_kind) = match from_case {
-            Some(case_id) => (Some(case_id), AuditKind::ApprovalRefused),
-            None => (None, AuditKind::DeclarationRefused),
-        };
+        let (requested_kind, _, refusal_kind) = life_kinds(from_case.is_none());
         let person = actor.person.clone();
         let cooling_down = actor.discord_id.and_then(|discord_id| self.push_cool_down.refusal(discord_id, now));
         self.store
@@ -83,7 +80,7 @@ impl Service {
                     let reason = refusal.unwrap_or_default();
                     transaction.append_audit(NewRecord {
                         at: now,
-                        case_id,
+                        case_id: from_case,
                         kind: refusal_kind,
                         actor: Some(actor),
                         playbook_version: None,
@@ -94,8 +91,8 @@ impl Service {
                 transaction.put_pending_advance(pending);
                 transaction.append_audit(NewRecord {
                     at: now,
-                    case_id,
-                    kind: life_kinds(pending).0,
+                    case_id: from_case,
+                    kind: requested_kind,
                     actor: Some(actor),
                     playbook_version: None,
                     detail: json!({"request": request, "scope": pending.scope, "from": pending.valid_from, "until": pending.valid_until}),
@@ -142,7 +139,7 @@ impl Service {
             .write(|transaction| {
                 let Some(pending) = transaction.pending_advance(discord_id)? else { return Ok((false, None)) };
                 transaction.remove_pending_advance(discord_id);
-                let (_, made_kind, refused_kind) = life_kinds(&pending);
+                let (_, made_kind, refused_kind) = life_kinds(pending.is_declaration());
                 let case_id = from_case(&pending.kind);
                 let record = |kind, detail| NewRecord { at: now, case_id, kind, actor: None, playbook_version: None, detail };
                 match (&outcome, pending.push.clone()) {
