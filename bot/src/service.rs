@@ -377,15 +377,21 @@ pub(crate) fn ingest_alert(
         Some(id) => transaction.advance_vouch(id)?,
         None => None,
     };
+    let movement = MovementKey::of(&alert);
+    // The movement's history, read once for whichever of judging the repeat and opening a case
+    // needs it first.
+    let mut history_read = None;
     let still_vouching = match closed_by {
-        Some(vouch) => {
-            let history = transaction.history(&MovementKey::of(&alert))?;
+        // A copy of an alert already taken is a duplicate whatever the vouch says.
+        Some(vouch) if earlier_copy.is_none() => {
+            let history = transaction.history(&movement)?;
             let concerns = open_case(playbook, &alert, &facts, &history, now).concerns;
+            history_read = Some(history);
             let judged = MovementScope::of(&alert, playbook)
                 .map(|scope| judge(&vouch, &scope, &facts, &concerns, directory, now));
             (judged == Some(Applicability::Vouches)).then_some(vouch)
         }
-        None => None,
+        _ => None,
     };
     // The movement index names the case; when its last alert came is the case's own activity
     // (so a repeat rewrites only that, not the index too).
@@ -401,8 +407,10 @@ pub(crate) fn ingest_alert(
         // saw: its first copy may be waiting for its flush.
         return Ok(Ingested { status: IngestStatus::Duplicate, case });
     }
-    let movement = MovementKey::of(&alert);
-    let history = transaction.history(&movement)?;
+    let history = match history_read {
+        Some(history) => history,
+        None => transaction.history(&movement)?,
+    };
     // A repeat joins its open case (the engine takes a repeat on any case it was routed to).
     let grouped = match (arrival, movement_case) {
         (Arrival::JoinsOpenCase(_), Some((_, case))) => {
