@@ -518,4 +518,5 @@ fn the_verification_example_compiles() {
     let verification = config.settings.verification.expect("verification");
     assert_eq!(verification.policy.rules.len(), 3);
     assert!(matches!(verification.provider, vouch_config::PushProviderSettings::Duo(_)));
+    assert_eq!(verification.approval_monitor_days, 7, "the standing approvals' monitor period, as documented");
 }
