@@ -6,18 +6,33 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use vouch_config::Config;
-use vouch_storage::{Store, StoreOptions};
+use vouch_config::StorageBackend;
+use vouch_storage::{PostgresOptions, PostgresTls, Store, StoreOptions};
 
 use crate::ingest::{app, AppState};
 use crate::metrics::Metrics;
 use crate::service::Service;
 
 pub(crate) fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let storage = &config.settings.storage;
-    std::fs::create_dir_all(&storage.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", storage.data_dir.display()))?;
-    let options = StoreOptions { cache_capacity_bytes: storage.cache_capacity_mib * 1024 * 1024 };
-    Store::open(&storage.data_dir, &options).context("cannot open the store")
+    match &config.settings.storage.backend {
+        StorageBackend::Sled { data_dir, cache_capacity_mib } => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+            let options = StoreOptions { cache_capacity_bytes: cache_capacity_mib * 1024 * 1024 };
+            Store::open(data_dir, &options).context("cannot open the store")
+        }
+        StorageBackend::Postgres(postgres) => {
+            let options = PostgresOptions {
+                url: postgres.url.expose().to_string(),
+                pool_size: postgres.pool_size,
+                tls: match &postgres.tls_ca_file {
+                    Some(ca_file) => PostgresTls::Required { ca_file: ca_file.clone() },
+                    None => PostgresTls::Disabled,
+                },
+            };
+            Store::open_postgres(&options).context("cannot open the store in PostgreSQL")
+        }
+    }
 }
 
 /// A running Vouch: the HTTP API, the store and (when configured) Discord.
@@ -145,7 +160,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         .await
         .with_context(|| format!("cannot listen on {}", ingest.listen))?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, data_dir = %config.settings.storage.data_dir.display(), "vouch is listening");
+    tracing::info!(%address, store = %config.settings.storage.describe(), "vouch is listening");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let router = match scim {

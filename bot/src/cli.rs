@@ -205,35 +205,49 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let running = crate::app::start(config).await?;
+    // Listen for the signals before saying where Vouch listens: a supervisor (or a test) may
+    // send SIGTERM as soon as it reads that line.
+    let shutdown = shutdown_signal();
     // The first line on standard output names the bound address, so a supervisor (or a test)
     // that asked for port 0 learns the real one.
     println!("vouch: listening on {}", running.address);
     let _ = std::io::stdout().flush();
-    shutdown_signal().await;
+    shutdown.await;
     running.stop().await
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Registers for SIGINT and SIGTERM now, and resolves on the first to come.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let register = |kind: SignalKind| match signal(kind) {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot listen for a shutdown signal");
+            None
         }
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+    let (interrupt, terminate) = (register(SignalKind::interrupt()), register(SignalKind::terminate()));
+    async fn received(listener: Option<Signal>) {
+        match listener {
+            Some(mut listener) => {
+                listener.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    async move {
+        tokio::select! {
+            () = received(interrupt) => {},
+            () = received(terminate) => {},
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

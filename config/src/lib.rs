@@ -12,6 +12,7 @@ mod reader;
 mod retention;
 mod schedule;
 mod settings;
+mod storage;
 mod synced;
 mod verification;
 
@@ -26,9 +27,10 @@ pub use directory_sources::{
 pub use retention::RetentionSettings;
 pub use schedule::{CronSchedule, OnCallRotation, Override, TimerSettings};
 pub use settings::{
-    DeliverySettings, DirectorySettings, DiscordSettings, IngestSettings, Secret, Settings, StorageSettings,
-    WebhookPreset, WebhookSettings,
+    DeliverySettings, DirectorySettings, DiscordSettings, IngestSettings, Secret, Settings, WebhookPreset,
+    WebhookSettings,
 };
+pub use storage::{PostgresSettings, StorageBackend, StorageSettings};
 pub use synced::{SourceSnapshot, SyncedAccount, SyncedAsset, SyncedPerson};
 pub use verification::{DuoSettings, OktaSettings, PushProviderSettings, VerificationSettings};
 

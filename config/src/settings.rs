@@ -72,12 +72,6 @@ pub struct IngestSettings {
     pub max_body_bytes: usize,
 }
 
-#[derive(Debug, Clone)]
-pub struct StorageSettings {
-    pub data_dir: PathBuf,
-    pub cache_capacity_mib: u64,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookPreset {
     Generic,
@@ -138,7 +132,7 @@ pub struct Settings {
     /// Absent: Vouch runs its ingest API and store without Discord.
     pub discord: Option<DiscordSettings>,
     pub ingest: IngestSettings,
-    pub storage: StorageSettings,
+    pub storage: crate::storage::StorageSettings,
     pub directory: DirectorySettings,
     pub webhooks: Vec<WebhookSettings>,
     pub delivery: DeliverySettings,
@@ -349,12 +343,7 @@ pub(crate) fn compile(file: &SourceFile, base: &Path, environment: &dyn Environm
         };
 
         let storage = match root.table("storage") {
-            Some(storage) => {
-                let data_dir = storage.required_string("data_dir").map(|path| relative_to(base, &path));
-                let cache_capacity_mib = storage.integer("cache_capacity_mib", 1..4097).unwrap_or(16) as u64;
-                storage.finish();
-                data_dir.map(|data_dir| StorageSettings { data_dir, cache_capacity_mib })
-            }
+            Some(storage) => crate::storage::compile(&storage, base, environment),
             None => {
                 root.problem("storage", "the [storage] table is required (data_dir)");
                 None

@@ -112,6 +112,14 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
+    /// A ticket for writes that were durable when they were applied (a committed PostgreSQL
+    /// transaction).
+    pub(crate) fn settled() -> Ticket {
+        let slot = Slot::default();
+        slot.lock().outcome = Some(Outcome::Durable);
+        Ticket { slot: Arc::new(slot) }
+    }
+
     /// Blocks until the ticket's writes are durable, or their flush failed.
     pub(crate) fn wait(self) -> Result<()> {
         let mut state = self.slot.lock();

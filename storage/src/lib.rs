@@ -11,12 +11,19 @@
 //! One sled tree holds everything, under key prefixes (see `keys`), so that every logical change
 //! (a case, its indexes, its audit record, its effects and outbox entries) is one atomic batch.
 //!
-//! Architecture invariant: this crate is the only code that knows sled or any byte layout.
+//! The records live in sled (embedded, the default) or in PostgreSQL (`postgres`: one table of the
+//! same keys and values, for replicas that share one database); `engine` is the one interface
+//! reads and transactions use.
+//!
+//! Architecture invariant: this crate is the only code that knows sled, PostgreSQL or any byte
+//! layout.
 
 pub mod audit;
 mod codec;
+mod engine;
 mod group_commit;
 mod keys;
+mod postgres;
 mod queues;
 mod reads;
 mod store;
@@ -29,6 +36,7 @@ pub use audit::{ArchivedRange, AuditRecord, AuditReport, NewRecord};
 pub use codec::EncodedJson;
 pub use group_commit::FlushStats;
 use group_commit::Ticket;
+pub use postgres::{PostgresOptions, PostgresTls};
 pub use store::{Store, StoreOptions};
 pub use transaction::Transaction;
 
@@ -53,12 +61,15 @@ pub enum StorageError {
     Conflict(String),
     #[error("the store failed and is not reopened yet")]
     Unavailable,
+    /// PostgreSQL refused, failed or could not be reached.
+    #[error("the database failed: {0}")]
+    Database(String),
 }
 
 impl StorageError {
     /// Whether the error came from the disk (full, failing, gone) rather than from the data.
     fn is_io_failure(&self) -> bool {
-        matches!(self, StorageError::Sled(sled::Error::Io(_)) | StorageError::Flush(_))
+        matches!(self, StorageError::Sled(sled::Error::Io(_)) | StorageError::Flush(_) | StorageError::Database(_))
     }
 }
 

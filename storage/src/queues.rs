@@ -11,7 +11,7 @@ impl Store {
     pub fn pending_effects(&self, limit: usize) -> Result<Vec<PendingEffect>> {
         self.on_current(|generation| {
             generation
-                .tree
+                .engine
                 .scan_prefix(keys::EFFECT_PREFIX)
                 .take(limit)
                 .map(|entry| {
@@ -85,7 +85,7 @@ impl Store {
     pub fn directory_snapshots(&self) -> Result<Vec<Vec<u8>>> {
         self.on_current(|generation| {
             generation
-                .tree
+                .engine
                 .scan_prefix(keys::DIRECTORY_SNAPSHOT_PREFIX)
                 .map(|entry| {
                     let (_, value) = entry?;
@@ -97,7 +97,7 @@ impl Store {
 
     /// One directory source's last good snapshot, as the JSON it was stored as.
     pub fn directory_snapshot(&self, source: &str) -> Result<Option<Vec<u8>>> {
-        self.on_current(|generation| match generation.tree.get(keys::directory_snapshot(source))? {
+        self.on_current(|generation| match generation.engine.get(keys::directory_snapshot(source))? {
             Some(value) => crate::codec::decode_json(&value, "directory snapshot").map(Some),
             None => Ok(None),
         })
@@ -127,7 +127,7 @@ impl Store {
     fn values_under<T: serde::de::DeserializeOwned>(&self, prefix: &[u8], what: &str) -> Result<Vec<T>> {
         self.on_current(|generation| {
             generation
-                .tree
+                .engine
                 .scan_prefix(prefix)
                 .map(|entry| {
                     let (_, value) = entry?;
@@ -139,7 +139,7 @@ impl Store {
 
     /// Where a case's card was posted, once it was.
     pub fn card(&self, case_id: CaseId) -> Result<Option<CardRef>> {
-        self.on_current(|generation| match generation.tree.get(keys::card(case_id))? {
+        self.on_current(|generation| match generation.engine.get(keys::card(case_id))? {
             Some(value) => Ok(Some(decode(&value, "card")?)),
             None => Ok(None),
         })
@@ -156,7 +156,7 @@ impl Store {
 
     /// A named point in time kept across restarts.
     pub fn marker(&self, name: &str) -> Result<Option<Timestamp>> {
-        self.on_current(|generation| match generation.tree.get(keys::marker(name))? {
+        self.on_current(|generation| match generation.engine.get(keys::marker(name))? {
             Some(value) => Ok(Some(Timestamp::from_unix_millis(keys::decode_u64(&value, "marker")? as i64))),
             None => Ok(None),
         })

@@ -11,8 +11,10 @@ use crate::codec::SCHEMA_VERSION;
 /// The version of the listing indexes: 2 added finished cases by when they last changed, 3 the
 /// cases waiting on a push.
 const CASE_INDEX_VERSION: u8 = 3;
+use crate::engine::Engine;
 use crate::group_commit::{FlushStats, GroupCommit};
-use crate::transaction::{SledTransaction, Transaction, WriterState};
+use crate::postgres::{PgEngine, PostgresOptions};
+use crate::transaction::{KvTransaction, Transaction, WriterState};
 use crate::{keys, Pending, Result, StorageError};
 
 #[derive(Debug, Clone)]
@@ -34,21 +36,35 @@ impl Default for StoreOptions {
 /// failed was acknowledged. Reopening is left to the caller's schedule (the bot tries once a
 /// second, on a blocking thread) so that no request waits for it.
 pub struct Store {
-    path: PathBuf,
-    options: StoreOptions,
-    /// The sled instance in use; `None` between dropping a failed one and opening the next.
+    location: Location,
+    /// The engine instance in use; `None` between dropping a failed one and opening the next.
     current: RwLock<Option<Arc<Generation>>>,
     /// Keeps two callers from reopening at once.
     reopening: Mutex<()>,
     reopened: AtomicU64,
 }
 
-/// One sled instance and everything tied to it.
+/// Where the store's records are.
+enum Location {
+    Sled { path: PathBuf, options: StoreOptions },
+    Postgres(PostgresOptions),
+}
+
+impl Location {
+    fn describe(&self) -> String {
+        match self {
+            Location::Sled { path, .. } => path.display().to_string(),
+            Location::Postgres(_) => "the PostgreSQL database".to_string(),
+        }
+    }
+}
+
+/// One engine instance (a sled instance, or a PostgreSQL pool) and everything tied to it.
 pub(crate) struct Generation {
-    pub(crate) tree: sled::Db,
-    /// Serializes writers: the case counter, the indexes and the audit chain need one order.
+    pub(crate) engine: Engine,
+    /// Serializes this process's writers: the case counter, the indexes and the audit chain need
+    /// one order (on PostgreSQL an advisory lock orders them across replicas too).
     writer: Mutex<WriterState>,
-    pub(crate) commits: Arc<GroupCommit>,
     /// Set by an I/O failure of this instance, including one met by its flusher thread. Each
     /// instance has its own, so a late failure of a replaced one cannot fail its successor.
     failed: Arc<AtomicBool>,
@@ -58,14 +74,32 @@ impl Store {
     /// Opens (or creates) the store in `path`. Only one process may have it open.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Store> {
         // A store closed a moment ago in this same process may still hold sled's lock briefly.
-        let generation = Generation::open(path, options, Duration::from_secs(2))?;
-        Ok(Store {
-            path: path.to_path_buf(),
-            options: options.clone(),
+        let generation = Generation::open_sled(path, options, Duration::from_secs(2))?;
+        Ok(Store::with(Location::Sled { path: path.to_path_buf(), options: options.clone() }, generation))
+    }
+
+    /// Opens the store in a PostgreSQL database, migrating its schema first. Any number of
+    /// processes may have it open: their changes take turns.
+    pub fn open_postgres(options: &PostgresOptions) -> Result<Store> {
+        let generation = Generation::open_postgres(options)?;
+        Ok(Store::with(Location::Postgres(options.clone()), generation))
+    }
+
+    fn with(location: Location, generation: Generation) -> Store {
+        Store {
+            location,
             current: RwLock::new(Some(Arc::new(generation))),
             reopening: Mutex::new(()),
             reopened: AtomicU64::new(0),
-        })
+        }
+    }
+
+    /// Which engine holds the store: `sled` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.location {
+            Location::Sled { .. } => "sled",
+            Location::Postgres(_) => "postgres",
+        }
     }
 
     /// Runs one change: `work` reads what it needs and stages its writes on the transaction,
@@ -75,11 +109,25 @@ impl Store {
     pub fn write<T>(&self, work: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<Pending<T>> {
         self.on_current(|generation| {
             let mut writer = generation.lock_writer();
-            let mut transaction = SledTransaction::new(generation, &mut writer.state);
-            let value = work(&mut transaction)?;
-            let batch = transaction.into_batch();
-            let ticket = generation.commit(batch, writer)?;
-            Ok(Pending { value, ticket })
+            match &generation.engine {
+                Engine::Sled { tree, .. } => {
+                    let mut transaction = KvTransaction::new(tree, &mut writer.state);
+                    let value = work(&mut transaction)?;
+                    let writes = transaction.into_writes();
+                    let ticket = generation.commit(writes, writer)?;
+                    Ok(Pending { value, ticket })
+                }
+                Engine::Postgres(postgres) => {
+                    // Another replica may have written since: nothing is known before the lock.
+                    writer.state.head = None;
+                    let session = postgres.begin()?;
+                    let mut transaction = KvTransaction::new(&session, &mut writer.state);
+                    let value = work(&mut transaction)?;
+                    let writes = transaction.into_writes();
+                    session.commit(writes)?;
+                    Ok(Pending { value, ticket: crate::Ticket::settled() })
+                }
+            }
         })
     }
 
@@ -105,7 +153,7 @@ impl Store {
         let result = work(&generation);
         if let Err(error) = &result {
             if error.is_io_failure() && !generation.failed.swap(true, Ordering::AcqRel) {
-                tracing::error!(error = %error, path = %self.path.display(), "the store failed; it will be reopened");
+                tracing::error!(error = %error, store = %self.location.describe(), "the store failed; it will be reopened");
             }
         }
         result
@@ -141,32 +189,45 @@ impl Store {
         // (ours, and those of calls still finishing) is dropped.
         let failed_generation = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         drop(failed_generation);
-        let generation = Generation::open(&self.path, &self.options, Duration::ZERO)?;
+        let generation = match &self.location {
+            Location::Sled { path, options } => Generation::open_sled(path, options, Duration::ZERO)?,
+            Location::Postgres(options) => Generation::open_postgres(options)?,
+        };
         *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(generation));
         self.reopened.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(path = %self.path.display(), "the store was reopened after a failure");
+        tracing::info!(store = %self.location.describe(), "the store was reopened after a failure");
         Ok(true)
     }
 
     pub fn flush_stats(&self) -> FlushStats {
-        self.generation().map(|generation| generation.commits.stats()).unwrap_or_default()
+        match self.generation().as_deref() {
+            Ok(Generation { engine: Engine::Sled { commits, .. }, .. }) => commits.stats(),
+            _ => FlushStats::default(),
+        }
     }
 
     /// Flushes everything and stops the flusher. Called on shutdown; dropping does the same.
     pub fn close(&self) -> Result<()> {
-        self.on_current(|generation| {
-            generation.commits.stop();
-            generation.tree.flush().map(|_| ()).map_err(StorageError::from)
+        self.on_current(|generation| match &generation.engine {
+            Engine::Sled { tree, commits } => {
+                commits.stop();
+                tree.flush().map(|_| ()).map_err(StorageError::from)
+            }
+            // Every change was committed before it was acknowledged.
+            Engine::Postgres(_) => Ok(()),
         })
     }
 
     pub fn size_on_disk(&self) -> Result<u64> {
-        self.on_current(|generation| Ok(generation.tree.size_on_disk()?))
+        self.on_current(|generation| generation.engine.size_on_disk())
     }
 
     #[cfg(test)]
     pub(crate) fn tree(&self) -> sled::Db {
-        self.generation().expect("the store is open").tree.clone()
+        match &self.generation().expect("the store is open").engine {
+            Engine::Sled { tree, .. } => tree.clone(),
+            Engine::Postgres(_) => panic!("the store is not on sled"),
+        }
     }
 }
 
@@ -174,11 +235,12 @@ impl Store {
 /// in order: the lock is released first, then the writer stops counting as in flight.
 pub(crate) struct Writer<'a> {
     pub(crate) state: std::sync::MutexGuard<'a, WriterState>,
-    arrival: crate::group_commit::Arrival<'a>,
+    /// On sled, the writer's place in the group flusher's count.
+    arrival: Option<crate::group_commit::Arrival<'a>>,
 }
 
 impl Generation {
-    fn open(path: &Path, options: &StoreOptions, wait_for_lock: Duration) -> Result<Generation> {
+    fn open_sled(path: &Path, options: &StoreOptions, wait_for_lock: Duration) -> Result<Generation> {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
@@ -202,7 +264,18 @@ impl Generation {
         };
         let failed = Arc::new(AtomicBool::new(false));
         let commits = GroupCommit::start(tree.clone(), Arc::clone(&failed));
-        let generation = Generation { tree, writer: Mutex::new(WriterState::default()), commits, failed };
+        let engine = Engine::Sled { tree, commits };
+        Generation::ready(Generation { engine, writer: Mutex::new(WriterState::default()), failed })
+    }
+
+    fn open_postgres(options: &PostgresOptions) -> Result<Generation> {
+        let engine = Engine::Postgres(PgEngine::open(options)?);
+        let failed = Arc::new(AtomicBool::new(false));
+        Generation::ready(Generation { engine, writer: Mutex::new(WriterState::default()), failed })
+    }
+
+    /// Checks the layout's version and builds what a store of an older layout lacks.
+    fn ready(generation: Generation) -> Result<Generation> {
         generation.check_schema()?;
         generation.ensure_case_index()?;
         Ok(generation)
@@ -213,17 +286,32 @@ impl Generation {
     }
 
     fn check_schema(&self) -> Result<()> {
-        let writer = self.lock_writer();
-        match self.tree.get(keys::META_SCHEMA)? {
+        match self.engine.get(keys::META_SCHEMA)? {
             Some(value) if value.as_ref() == [SCHEMA_VERSION] => Ok(()),
             Some(value) => Err(StorageError::Corrupt {
                 key: "meta/schema".to_string(),
                 reason: format!("schema version {:?} is not {SCHEMA_VERSION}", value.as_ref()),
             }),
-            None => {
-                let mut batch = sled::Batch::default();
-                batch.insert(keys::META_SCHEMA, &[SCHEMA_VERSION]);
-                self.commit(batch, writer)?.wait()
+            None => self.write_whole(|_| Ok(vec![(keys::META_SCHEMA.to_vec(), Some(vec![SCHEMA_VERSION].into()))])),
+        }
+    }
+
+    /// Writes what `build` returns as one change, durable on return. `build` reads the engine
+    /// under the writer lock (on PostgreSQL, inside the transaction).
+    fn write_whole(
+        &self,
+        build: impl FnOnce(&dyn crate::engine::TransactionSource) -> Result<Vec<(Vec<u8>, Option<sled::IVec>)>>,
+    ) -> Result<()> {
+        let writer = self.lock_writer();
+        match &self.engine {
+            Engine::Sled { tree, .. } => {
+                let writes = build(tree)?;
+                self.commit(writes, writer)?.wait()
+            }
+            Engine::Postgres(postgres) => {
+                let session = postgres.begin()?;
+                let writes = build(&session)?;
+                session.commit(writes)
             }
         }
     }
@@ -232,32 +320,35 @@ impl Generation {
     /// before their current version), in one batch: a store is either fully indexed or not at
     /// all, and indexed once.
     fn ensure_case_index(&self) -> Result<()> {
-        let writer = self.lock_writer();
-        if self.tree.get(keys::META_CASE_INDEX)?.is_some_and(|version| version.as_ref() == [CASE_INDEX_VERSION]) {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        let mut indexed = 0_u64;
-        for entry in self.tree.scan_prefix(keys::CASE_PREFIX) {
-            let (key, _) = entry?;
-            let case_id = keys::decode_case_id(&key[keys::CASE_PREFIX.len()..], "case key")?;
-            let Some(case) = crate::reads::read_case(&self.tree, case_id)? else { continue };
-            for (key, value) in crate::transaction::case_listing_entries(&case) {
-                batch.insert(key, value);
+        self.write_whole(|source| {
+            let mut writes = Vec::new();
+            if source.get(keys::META_CASE_INDEX)?.is_some_and(|version| version.as_ref() == [CASE_INDEX_VERSION]) {
+                return Ok(writes);
             }
-            indexed += 1;
-        }
-        batch.insert(keys::META_CASE_INDEX, &[CASE_INDEX_VERSION]);
-        if indexed > 0 {
-            tracing::info!(cases = indexed, "built the case listing indexes");
-        }
-        self.commit(batch, writer)?.wait()
+            let mut indexed = 0_u64;
+            for key in source.keys_with_prefix(keys::CASE_PREFIX)? {
+                let case_id = keys::decode_case_id(&key[keys::CASE_PREFIX.len()..], "case key")?;
+                let Some(case) = crate::reads::read_case(&source, case_id)? else { continue };
+                for (key, value) in crate::transaction::case_listing_entries(&case) {
+                    writes.push((key, Some(value.into())));
+                }
+                indexed += 1;
+            }
+            writes.push((keys::META_CASE_INDEX.to_vec(), Some(vec![CASE_INDEX_VERSION].into())));
+            if indexed > 0 {
+                tracing::info!(cases = indexed, "built the case listing indexes");
+            }
+            Ok(writes)
+        })
     }
 
     pub(crate) fn lock_writer(&self) -> Writer<'_> {
         // Announce the writer before queueing for the lock, so the flusher can wait for it to
         // join the next flush instead of flushing just before it arrives.
-        let arrival = self.commits.arrive();
+        let arrival = match &self.engine {
+            Engine::Sled { commits, .. } => Some(commits.arrive()),
+            Engine::Postgres(_) => None,
+        };
         // A writer that panicked left no half-applied batch (batches are atomic), so the lock's
         // poison flag carries no information worth failing on.
         let mut state = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -269,23 +360,38 @@ impl Generation {
     /// Applies `batch` and returns the ticket for the flush that will make it durable. Called
     /// with the writer lock held, which is released on return so other writers can join the
     /// same flush.
-    fn commit(&self, batch: sled::Batch, mut writer: Writer<'_>) -> Result<crate::Ticket> {
-        let applied = self.tree.apply_batch(batch);
+    /// Called with the writer lock held, which is released on return so other writers can join
+    /// the same flush. sled only: a PostgreSQL change commits its own transaction.
+    fn commit(&self, writes: Vec<(Vec<u8>, Option<sled::IVec>)>, mut writer: Writer<'_>) -> Result<crate::Ticket> {
+        let Engine::Sled { tree, commits } = &self.engine else {
+            unreachable!("a sled batch is committed on sled only")
+        };
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        let applied = tree.apply_batch(batch);
         // The cached head moves only with a batch that was applied; a failed one leaves it.
         let pending = writer.state.pending_head.take();
         applied?;
         if pending.is_some() {
             writer.state.head = pending;
         }
-        Ok(self.commits.ticket(&writer.arrival))
+        let arrival = writer.arrival.as_ref().expect("a sled writer has arrived at the flusher");
+        Ok(commits.ticket(arrival))
     }
 }
 
 impl Drop for Generation {
     fn drop(&mut self) {
-        self.commits.stop();
-        if let Err(error) = self.tree.flush() {
-            tracing::warn!(error = %error, "the store could not be flushed on close");
+        if let Engine::Sled { tree, commits } = &self.engine {
+            commits.stop();
+            if let Err(error) = tree.flush() {
+                tracing::warn!(error = %error, "the store could not be flushed on close");
+            }
         }
     }
 }

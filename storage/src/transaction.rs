@@ -13,8 +13,8 @@ use vouch_playbook::{AuditKind, Case, CaseId, Effect, GroupingKey, MovementKey, 
 
 use crate::audit::{self, AuditRecord, NewRecord};
 use crate::codec::{decode, encode};
+use crate::engine::TransactionSource;
 use crate::reads::KeyValues;
-use crate::store::Generation;
 use crate::{keys, CardRef, OutboxEntry, PendingEffect, RedrawWanted, Result, StorageError, UndeliveredEffect};
 
 /// The reads and writes of one change (or of several, written together). Reads see the store as
@@ -153,8 +153,10 @@ pub(crate) fn case_listing_entries(case: &Case) -> Vec<(Vec<u8>, Vec<u8>)> {
     entries
 }
 
-pub(crate) struct SledTransaction<'a> {
-    generation: &'a Generation,
+/// A transaction over either engine: staged writes laid over what the engine holds under the
+/// writer lock.
+pub(crate) struct KvTransaction<'a> {
+    source: &'a dyn TransactionSource,
     writer: &'a mut WriterState,
     /// Staged writes by key (`None` removes), applied as one batch at the end; reads see them.
     staged: BTreeMap<Vec<u8>, Option<sled::IVec>>,
@@ -172,19 +174,19 @@ pub(crate) struct SledTransaction<'a> {
     next_effect: Option<u64>,
 }
 
-impl KeyValues for SledTransaction<'_> {
+impl KeyValues for KvTransaction<'_> {
     fn value(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         match self.staged.get(key) {
             Some(staged) => Ok(staged.clone()),
-            None => Ok(self.generation.tree.get(key)?),
+            None => self.source.get(key),
         }
     }
 }
 
-impl<'a> SledTransaction<'a> {
-    pub(crate) fn new(generation: &'a Generation, writer: &'a mut WriterState) -> SledTransaction<'a> {
-        SledTransaction {
-            generation,
+impl<'a> KvTransaction<'a> {
+    pub(crate) fn new(source: &'a dyn TransactionSource, writer: &'a mut WriterState) -> KvTransaction<'a> {
+        KvTransaction {
+            source,
             writer,
             staged: BTreeMap::new(),
             deadlines_read: HashMap::new(),
@@ -196,15 +198,9 @@ impl<'a> SledTransaction<'a> {
         }
     }
 
-    pub(crate) fn into_batch(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (key, value) in self.staged {
-            match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
-            }
-        }
-        batch
+    /// The staged writes in key order (`None` removes the key).
+    pub(crate) fn into_writes(self) -> Vec<(Vec<u8>, Option<sled::IVec>)> {
+        self.staged.into_iter().collect()
     }
 
     fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<sled::IVec>) {
@@ -269,7 +265,7 @@ impl<'a> SledTransaction<'a> {
     }
 }
 
-impl Transaction for SledTransaction<'_> {
+impl Transaction for KvTransaction<'_> {
     fn case(&mut self, case_id: CaseId) -> Result<Option<Case>> {
         if let Some(case) = self.cases.get(&case_id) {
             return Ok(Some(case.clone()));
@@ -498,8 +494,7 @@ impl Transaction for SledTransaction<'_> {
     fn remove_archived_case(&mut self, case_id: CaseId, last_seq: u64, alert_ids: &[(String, String)]) -> Result<()> {
         let case = self.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
         let mut seqs = Vec::new();
-        for entry in self.generation.tree.scan_prefix(keys::case_audit_prefix(case_id)) {
-            let (key, _) = entry?;
+        for key in self.source.keys_with_prefix(&keys::case_audit_prefix(case_id))? {
             seqs.push(keys::seq_of_case_audit(&key)?);
         }
         if seqs.last() != Some(&last_seq) {
@@ -512,12 +507,8 @@ impl Transaction for SledTransaction<'_> {
             self.remove(keys::audit(seq));
             self.remove(keys::case_audit(case_id, seq));
         }
-        let mut undelivered = Vec::new();
-        for entry in self.generation.tree.scan_prefix(keys::undelivered_prefix(case_id)) {
-            undelivered.push(entry?.0.to_vec());
-        }
-        for key in undelivered {
-            self.remove(key);
+        for key in self.source.keys_with_prefix(&keys::undelivered_prefix(case_id))? {
+            self.remove(key.to_vec());
         }
         for (field, value) in CaseSummary::keys(&case) {
             self.remove(keys::case_by_field(field, &value, case_id));
@@ -580,8 +571,7 @@ impl Transaction for SledTransaction<'_> {
     fn advance_vouches_for(&mut self, hosts: &HostsScope) -> Result<Vec<AdvanceVouch>> {
         let prefix = keys::advance_by_movement_prefix(hosts);
         let mut vouches = Vec::new();
-        for entry in self.generation.tree.scan_prefix(&prefix) {
-            let (key, _) = entry?;
+        for key in self.source.keys_with_prefix(&prefix)? {
             let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
             vouches.extend(self.advance_vouch(&id)?);
         }

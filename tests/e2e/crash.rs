@@ -209,6 +209,11 @@ async fn acknowledged_clicks_survive_sigkill_and_cards_are_never_doubled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_503_recovers_without_a_restart_and_loses_nothing_acknowledged() {
     use std::os::unix::process::CommandExt;
+    if crate::support::on_postgres() {
+        // A file-size limit fills sled's files; PostgreSQL's outage is `postgres::the_database_killed_mid_burst_…`.
+        eprintln!("skipped on PostgreSQL: the full disk is sled's files");
+        return;
+    }
     let workspace = Workspace::new("");
     let config = workspace.config();
     let mut command = workspace.command(&["run", "--config", config.to_str().expect("path")]);

@@ -15,6 +15,7 @@ mod discord;
 mod graph;
 mod ingest;
 mod isolation;
+mod postgres;
 mod retention;
 mod scim;
 mod storm;

@@ -16,6 +16,22 @@ pub fn repository_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
 }
 
+/// The backend the suite runs on: sled, or PostgreSQL with `VOUCH_E2E_BACKEND=postgres` (each
+/// workspace then gets a database of its own on one server the suite starts).
+pub fn on_postgres() -> bool {
+    std::env::var("VOUCH_E2E_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// The `[storage]` table of a new workspace in `folder`.
+fn storage_settings(folder: &Path) -> String {
+    if on_postgres() && vouch_tests::postgres_server::available() {
+        let url = vouch_tests::postgres_server::fresh_database();
+        std::fs::write(folder.join("database_url"), url).expect("write");
+        return "[storage]\nbackend = \"postgres\"\nurl = { file = \"database_url\" }\npool_size = 4\n".to_string();
+    }
+    "[storage]\ndata_dir = \"data\"\ncache_capacity_mib = 8\n".to_string()
+}
+
 /// A temporary folder holding `vouch.toml`, the example directory and the store.
 pub struct Workspace {
     pub folder: tempfile::TempDir,
@@ -138,12 +154,23 @@ impl Workspace {
         let folder = tempfile::tempdir().expect("temp dir");
         let directory = std::fs::read_to_string(repository_file("config/directory.example.toml")).expect("example");
         std::fs::write(folder.path().join("directory.toml"), directory).expect("write");
+        let storage = storage_settings(folder.path());
         let settings = format!(
             "[ingest]\nlisten = \"127.0.0.1:0\"\ntoken = {{ env = \"VOUCH_INGEST_TOKEN\" }}\ngrouping_window_minutes = 30\n{extra_ingest}\n\
-             [storage]\ndata_dir = \"data\"\ncache_capacity_mib = 8\n\n[directory]\nfile = \"directory.toml\"\n"
+             {storage}\n[directory]\nfile = \"directory.toml\"\n"
         );
         std::fs::write(folder.path().join("vouch.toml"), settings).expect("write");
         Workspace { folder }
+    }
+
+    /// Keeps the store in this PostgreSQL database instead (a server the test owns).
+    pub fn use_database(&self, url: &str) {
+        let settings = std::fs::read_to_string(self.config()).expect("read");
+        let start = settings.find("[storage]").expect("a [storage] table");
+        let end = settings[start..].find("\n[directory]").map(|end| start + end).expect("[directory] follows");
+        let storage = "[storage]\nbackend = \"postgres\"\nurl = { file = \"database_url\" }\npool_size = 4\n";
+        std::fs::write(self.folder.path().join("database_url"), url).expect("write");
+        std::fs::write(self.config(), format!("{}{storage}{}", &settings[..start], &settings[end..])).expect("write");
     }
 
     pub fn config(&self) -> PathBuf {

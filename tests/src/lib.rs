@@ -7,6 +7,7 @@ pub mod duo_simulator;
 pub mod graph_simulator;
 pub mod loopback;
 pub mod okta_simulator;
+pub mod postgres_server;
 pub mod raw_sled_endpoint;
 pub mod slapd;
 pub mod wrappers;

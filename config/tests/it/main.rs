@@ -520,3 +520,59 @@ fn the_verification_example_compiles() {
     assert!(matches!(verification.provider, vouch_config::PushProviderSettings::Duo(_)));
     assert_eq!(verification.approval_monitor_days, 7, "the standing approvals' monitor period, as documented");
 }
+
+#[test]
+fn storage_settings_compile_for_each_backend_and_report_every_mistake() {
+    let base = "[ingest]\ntoken = { env = \"VOUCH_INGEST_TOKEN\" }\n[directory]\nfile = \"directory.toml\"\n";
+    let postgres = format!(
+        "{base}[storage]\nbackend = \"postgres\"\nurl = {{ file = \"db.url\" }}\npool_size = 3\ntls = \"require\"\n\
+         ca_file = \"ca.pem\"\n"
+    );
+    let url = "postgres://vouch:secret-password@127.0.0.1:5432/vouch";
+    let (folder, result) = load_files(&[("vouch.toml", &postgres), ("directory.toml", ""), ("db.url", url)]);
+    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    match &config.settings.storage.backend {
+        vouch_config::StorageBackend::Postgres(postgres) => {
+            assert_eq!((postgres.url.expose(), postgres.pool_size), (url, 3));
+            assert_eq!(postgres.tls_ca_file.as_deref(), Some(folder.path().join("ca.pem").as_path()));
+        }
+        other => panic!("not PostgreSQL: {other:?}"),
+    }
+    assert!(!format!("{:?}", config.settings.storage).contains("secret-password"));
+    assert!(!config.settings.storage.describe().contains("secret-password"));
+
+    let sled = format!("{base}[storage]\ndata_dir = \"d\"\n");
+    let (folder, result) = load_files(&[("vouch.toml", &sled), ("directory.toml", "")]);
+    match result.unwrap_or_else(|error| panic!("{error}")).settings.storage.backend {
+        vouch_config::StorageBackend::Sled { data_dir, cache_capacity_mib } => {
+            assert_eq!((data_dir, cache_capacity_mib), (folder.path().join("d"), 16));
+        }
+        other => panic!("not sled: {other:?}"),
+    }
+
+    for (storage, fragments) in [
+        (
+            "backend = \"postgres\"\nurl = \"postgres://vouch:pw@db/vouch\"\ndata_dir = \"d\"\ntls = \"require\"\npool_size = 0\n",
+            &[
+                "storage.url",
+                "not written in the config",
+                "storage.data_dir",
+                "is a setting of backend = \"sled\"",
+                "storage.ca_file",
+                "is required with tls = \"require\"",
+                "storage.pool_size",
+            ][..],
+        ),
+        ("backend = \"postgres\"\nurl = { env = \"NOT_SET\" }\ntls = \"maybe\"\n", &["NOT_SET is not set", "storage.tls", "must be \"disable\" or \"require\""][..]),
+        ("backend = \"sled\"\nurl = { env = \"X\" }\n", &["storage.data_dir", "storage.url", "is a setting of backend = \"postgres\""][..]),
+        ("backend = \"mysql\"\n", &["storage.backend", "must be \"sled\" (the default) or \"postgres\""][..]),
+    ] {
+        let text = format!("{base}[storage]\n{storage}");
+        let (_folder, result) = load_files(&[("vouch.toml", &text), ("directory.toml", "")]);
+        let error = result.expect_err("broken storage settings").to_string();
+        for fragment in fragments {
+            assert!(error.contains(fragment), "missing `{fragment}` in:\n{error}");
+        }
+        assert!(!error.contains("pw@db"), "{error}");
+    }
+}

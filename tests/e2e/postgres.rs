@@ -1,0 +1,123 @@
+//! The PostgreSQL backend against a real server (Debian's `postgresql`) the test owns: the
+//! database dies in the middle of a burst, and a database written by a newer Vouch. (The rest
+//! of the suite runs on PostgreSQL too with `VOUCH_E2E_BACKEND=postgres`.)
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vouch_tests::postgres_server::{self, PostgresServer};
+
+use crate::support::{get_json, native_alert, post_alert, Workspace};
+
+/// Waits until `done` holds, failing the test with `what` after `limit`.
+async fn until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// PostgreSQL killed (SIGKILL, as a crash) while four senders keep posting: every 202 was
+/// committed before it was sent, the requests meanwhile get 503 (never a 202 that is lost, never
+/// anything else), Vouch takes alerts again by itself once the database is back, and the audit
+/// chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_killed_mid_burst_loses_no_acknowledged_alert_and_vouch_comes_back_by_itself() {
+    if !postgres_server::available() {
+        return;
+    }
+    let mut server = PostgresServer::start();
+    let workspace = Workspace::new("");
+    workspace.use_database(&server.database("vouch"));
+    let vouch = workspace.start();
+    let base = vouch.base.clone();
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for sender in 0..4 {
+        let (base, acknowledged, unavailable, stop) =
+            (base.clone(), Arc::clone(&acknowledged), Arc::clone(&unavailable), Arc::clone(&stop));
+        senders.push(tokio::spawn(async move {
+            let mut index = 0;
+            while !stop.load(Ordering::Relaxed) {
+                index += 1;
+                let alert = native_alert(&format!("burst-{sender}-{index}"), "WS-17", &format!("SRV-{index}"), "alice");
+                let (status, body) = post_alert(&base, &alert).await;
+                match status {
+                    202 => acknowledged.lock().unwrap().push(body["case_id"].as_str().expect("id").to_string()),
+                    503 => {
+                        unavailable.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => panic!("with the database down an alert gets 202 or 503, not {other}: {body}"),
+                }
+            }
+        }));
+    }
+    let count = || acknowledged.lock().unwrap().len();
+    until(Duration::from_secs(60), "200 alerts acknowledged", || count() >= 200).await;
+    server.kill();
+    let at_the_kill = count();
+    until(Duration::from_secs(30), "alerts refused with 503 while the database is down", || {
+        unavailable.load(Ordering::Relaxed) >= 20
+    })
+    .await;
+    let (status, health) = get_json(&base, "/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (503, Some("store_failed")), "health shows the outage");
+    // In flight at the kill, a few may have been committed and answered; none after.
+    let during_the_outage = count();
+    assert!(during_the_outage <= at_the_kill + 4, "no 202 while the database is down");
+
+    server.run();
+    until(Duration::from_secs(60), "alerts acknowledged again once the database is back", || {
+        count() >= during_the_outage + 100
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    assert!(vouch.log().contains("the store was reopened after a failure"), "{}", vouch.log());
+    let (status, health) = get_json(&base, "/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    eprintln!(
+        "database killed mid-burst: {} acknowledged, {} refused with 503",
+        acknowledged.len(),
+        unavailable.load(Ordering::Relaxed)
+    );
+    for case_id in &acknowledged {
+        let (status, _) = get_json(&base, &format!("/api/v1/cases/{case_id}")).await;
+        assert_eq!(status, 200, "{case_id} was acknowledged, so it was committed");
+    }
+    assert_eq!(vouch.terminate(), 0);
+    workspace.assert_audit_intact();
+}
+
+/// A database whose schema a newer Vouch wrote is refused at start, saying so, and left as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_written_by_a_newer_vouch_is_refused_at_start() {
+    if !postgres_server::available() {
+        return;
+    }
+    let server = PostgresServer::start();
+    let workspace = Workspace::new("");
+    workspace.use_database(&server.database("vouch"));
+    let vouch = workspace.start();
+    assert_eq!(vouch.terminate(), 0);
+    let applied = server.sql("vouch", "SELECT string_agg(version::text, ',' ORDER BY version) FROM vouch_migrations");
+    assert!(applied.starts_with("1,2"), "the migrations ran in order: {applied}");
+
+    server.sql("vouch", "INSERT INTO vouch_migrations (version, purpose) VALUES (999, 'from the future')");
+    let config = workspace.config();
+    let (code, _, stderr) = workspace.run_command(&["run", "--config", config.to_str().expect("path")]);
+    assert_ne!(code, 0, "a newer schema must stop Vouch");
+    assert!(stderr.contains("schema is version 999, newer than this Vouch knows"), "{stderr}");
+    let tables = server.sql("vouch", "SELECT count(*) FROM vouch_migrations");
+    assert_eq!(tables, applied.split(',').count().saturating_add(1).to_string(), "nothing was changed");
+}
