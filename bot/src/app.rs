@@ -42,7 +42,8 @@ pub struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     store: Arc<Store>,
-    discord: Option<crate::discord::DiscordHandle>,
+    /// The leader-only work (Discord, webhooks, timers, ...), on this replica while it leads.
+    leadership: crate::leadership::Leadership,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -51,9 +52,7 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.server.await.context("the HTTP server task failed")?.context("the HTTP server failed")?;
-        if let Some(discord) = self.discord {
-            discord.shutdown().await;
-        }
+        self.leadership.stop().await;
         for task in self.background {
             task.abort();
         }
@@ -88,9 +87,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
                 require_linked: settings.require_linked,
                 approval_monitor_days: settings.approval_monitor_days,
             });
-            let verifier = crate::verification::from_settings(settings).context("cannot set up verification")?;
+            let verifier: Arc<dyn crate::verification::PushVerifier> =
+                Arc::from(crate::verification::from_settings(settings).context("cannot set up verification")?);
             let (pushes, requests) = tokio::sync::mpsc::unbounded_channel();
-            Some((settings.clone(), verifier, pushes, requests))
+            Some((settings.clone(), verifier, pushes, Arc::new(tokio::sync::Mutex::new(requests))))
         }
         None => None,
     };
@@ -114,40 +114,27 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
             .context("cannot read the linked Discord accounts")?,
         push_cool_down: Default::default(),
     });
-    let mut background = Vec::new();
-    if let Some((settings, verifier, _, requests)) = verification {
-        let worker = crate::verification::PushWorker::new(Arc::clone(&service), verifier, settings, requests);
-        background.push(tokio::spawn(worker.run()));
-    }
-    if !service.webhooks.is_empty() {
-        let deliverer = crate::webhooks::Deliverer::new(
-            Arc::clone(&service),
-            config.settings.webhooks.clone(),
-            config.settings.delivery.clone(),
-        )?;
-        background.push(tokio::spawn(deliverer.run()));
-    }
-    background.push(tokio::spawn(crate::timers::run(Arc::clone(&service))));
-    background.push(tokio::spawn(keep_store_open(Arc::clone(&store))));
-    if let Some(retention) = config.settings.retention.clone() {
-        background.push(tokio::spawn(crate::retention::keep_archiving(Arc::clone(&service), retention)));
-    }
-    background.push(tokio::spawn(crate::directory_sync::run(Arc::clone(&keeper), Arc::clone(&service.clock))));
-    background.push(tokio::spawn(crate::directory_sync::reroute_on_change(Arc::clone(&keeper), Arc::clone(&service))));
-    let discord = match config.settings.discord.clone() {
-        Some(settings) => Some(crate::discord::start(settings, Arc::clone(&service)).await?),
-        None => {
-            tracing::warn!("no [discord] settings: chat effects are recorded on their cases as not delivered");
-            background.push(tokio::spawn(
-                crate::dispatch::Dispatcher::new(Arc::clone(&service), crate::dispatch::NoChat).run(),
-            ));
-            None
-        }
-    };
-    let service_handle = Arc::clone(&service);
+    let background = vec![tokio::spawn(keep_store_open(Arc::clone(&store)))];
     // Identity providers push people over SCIM 2.0 when a scim source is configured.
     let scim = crate::directory_sync::scim::routes(Arc::clone(&keeper), Arc::clone(&service.clock));
+    let parts = crate::leadership::LeaderParts {
+        settings: config.settings.clone(),
+        service: Arc::clone(&service),
+        keeper: Arc::clone(&keeper),
+        verification: verification.map(|(settings, verifier, _, requests)| crate::leadership::Verification {
+            settings,
+            verifier,
+            requests,
+        }),
+    };
+    let leadership_status = Arc::new(crate::leadership::LeadershipStatus::default());
+    let leadership = match store.backend() {
+        "postgres" => crate::leadership::Leadership::campaign(parts, Arc::clone(&leadership_status)).await?,
+        _ => crate::leadership::Leadership::alone(parts, Arc::clone(&leadership_status)).await?,
+    };
+    let service_handle = Arc::clone(&service);
     let state = Arc::new(AppState {
+        leadership: leadership_status,
         service,
         directory: keeper,
         token: ingest.token,
@@ -173,7 +160,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
             })
             .await
     });
-    Ok(Running { address, service: service_handle, stop, server, store, discord, background })
+    Ok(Running { address, service: service_handle, stop, server, store, leadership, background })
 }
 
 /// After a disk failure, reopens the store once a second until that works: often enough to take

@@ -51,6 +51,16 @@ enum Command {
         #[command(subcommand)]
         command: DirectoryCommand,
     },
+    /// Copy a whole store into a new, empty one (sled into PostgreSQL, say) and verify the audit
+    /// chain on arrival. Stop Vouch first.
+    Migrate {
+        /// The configuration whose store is copied.
+        #[arg(long)]
+        from_config: PathBuf,
+        /// The configuration whose store receives the copy; it must be empty.
+        #[arg(long)]
+        to_config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +154,7 @@ pub fn main() -> ExitCode {
             directory_sync(&config, crate::directory_sync::SyncRequest { source: source.as_deref(), dry_run, full })
         }
         Command::Directory { command: DirectoryCommand::Show { config, name } } => directory_show(&config, &name),
+        Command::Migrate { from_config, to_config } => migrate(&from_config, &to_config),
     };
     match outcome {
         Ok(code) => code,
@@ -249,6 +260,51 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Copies the store of one configuration into the (empty) store of another, then verifies the
+/// audit chain where it arrived and that every record did.
+fn migrate(from: &Path, to: &Path) -> anyhow::Result<ExitCode> {
+    let (Some(source_config), Some(target_config)) = (load_config(from), load_config(to)) else {
+        return Ok(ExitCode::from(2));
+    };
+    let source = open_store(&source_config).context("cannot open the store to copy from")?;
+    let target = open_store(&target_config).context("cannot open the store to copy into")?;
+    let before = source.verify_audit()?;
+    let copied = match source.copy_into(&target) {
+        Ok(copied) => copied,
+        Err(vouch_storage::StorageError::Conflict(reason)) => {
+            eprintln!("vouch: {reason}; nothing was copied");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(error) => return Err(error).context("the copy failed; nothing was copied"),
+    };
+    let arrived = target.verify_audit()?;
+    println!(
+        "copied {} records ({} bytes) from {} ({}) into {} ({})",
+        copied.records,
+        copied.bytes,
+        source_config.settings.storage.describe(),
+        source.backend(),
+        target_config.settings.storage.describe(),
+        target.backend(),
+    );
+    if !arrived.problems.is_empty() || arrived.head != before.head {
+        eprintln!("vouch: the audit chain does not verify where it arrived:");
+        for problem in &arrived.problems {
+            eprintln!("  {problem}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    match arrived.head {
+        Some(head) => println!(
+            "the audit chain verifies on arrival: {} records up to #{} ({})",
+            arrived.records, head.seq, head.hash
+        ),
+        None => println!("the audit chain verifies on arrival: it is empty"),
+    }
+    target.close()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn audit_verify(path: &Path, file: Option<&Path>, archive: Option<&Path>) -> anyhow::Result<ExitCode> {

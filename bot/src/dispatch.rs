@@ -173,7 +173,7 @@ impl<S: ChatSink> Dispatcher<S> {
             if self.new_cards_waiting().await? {
                 return Ok(true);
             }
-            let case = match self.blocking(move |service| service.store.case(case_id)).await {
+            let case = match self.blocking(move |service| service.case_to_act_on(case_id)).await {
                 Ok(case) => case,
                 Err(error) => {
                     tracing::warn!(error = %format!("{error:#}"), %case_id, "cannot read a case to redraw its card");
@@ -259,7 +259,7 @@ impl<S: ChatSink> Dispatcher<S> {
                 continue;
             }
             let case_id = item.case_id;
-            let case = match self.blocking(move |service| service.store.case(case_id)).await {
+            let case = match self.blocking(move |service| service.case_to_act_on(case_id)).await {
                 Ok(case) => case,
                 Err(error) => {
                     tracing::warn!(error = %format!("{error:#}"), %case_id, "cannot read the case of an effect");

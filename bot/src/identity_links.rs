@@ -21,6 +21,14 @@ pub struct LinkedAccounts {
 }
 
 impl LinkedAccounts {
+    /// Reads the links again (a replica taking the lead: the last leader may have changed them).
+    pub fn reload(&self, store: &Store) -> Result<(), StorageError> {
+        let links = store.identity_links()?;
+        *self.by_account.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            links.into_iter().map(|link| (link.discord_id, link.person)).collect();
+        Ok(())
+    }
+
     pub fn load(store: &Store) -> Result<LinkedAccounts, StorageError> {
         let links = store.identity_links()?;
         Ok(LinkedAccounts {

@@ -30,6 +30,8 @@ use crate::service::Service;
 /// What the handlers share.
 pub struct AppState {
     pub service: Arc<Service>,
+    /// Whether this replica leads (runs the work that acts on the outside world).
+    pub leadership: Arc<crate::leadership::LeadershipStatus>,
     pub directory: Arc<crate::directory_sync::DirectoryKeeper>,
     pub token: Secret,
     pub signing_secrets: Vec<Secret>,
@@ -105,10 +107,17 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// Healthy unless the store has failed and is not reopened yet (a full disk, say): then 503, so
 /// a supervisor or load balancer sees what the senders of alerts see.
 async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let role = if state.leadership.leads() { "leader" } else { "standby" };
     if state.service.store.is_failed() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "store_failed"}))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "store_failed", "role": role}))).into_response()
     } else {
-        Json(json!({"status": "ok", "store_reopened": state.service.store.reopen_count()})).into_response()
+        Json(json!({
+            "status": "ok",
+            "role": role,
+            "leader_epoch": state.leadership.epoch(),
+            "store_reopened": state.service.store.reopen_count(),
+        }))
+        .into_response()
     }
 }
 
@@ -417,6 +426,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     };
     let mut text = state.metrics.render(&counts, state.service.store.flush_stats());
     text.push_str(&state.directory.render_metrics());
+    text.push_str(&state.leadership.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

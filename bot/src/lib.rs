@@ -36,6 +36,7 @@ pub mod dispatch;
 pub mod identity_links;
 pub mod ingest;
 pub mod intake;
+pub mod leadership;
 pub mod metrics;
 pub mod retention;
 pub mod service;

@@ -159,6 +159,13 @@ impl Service {
         change
     }
 
+    /// A case read just before acting on the outside world for it (a chat post, a card's
+    /// redraw): refused unless this replica still leads, checked against the database.
+    pub fn case_to_act_on(&self, case_id: CaseId) -> Result<vouch_playbook::Case, StorageError> {
+        self.store.confirm_lead()?;
+        self.store.case(case_id)
+    }
+
     /// Queues a redraw of a case's card (when a click's answer that should have redrawn it was
     /// not taken). Durable on return. Blocking.
     pub fn queue_card_update(&self, case_id: CaseId) -> Result<(), StorageError> {

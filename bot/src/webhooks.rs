@@ -216,6 +216,9 @@ impl Deliverer {
     /// Makes one attempt; returns when the next one is due, if the entry stays pending.
     async fn attempt(&self, mut entry: OutboxEntry) -> anyhow::Result<Option<Timestamp>> {
         let delivery: Delivery = serde_json::from_value(entry.payload.clone())?;
+        // Only the leader calls webhooks, checked against the database just before the call.
+        let service = Arc::clone(&self.service);
+        tokio::task::spawn_blocking(move || service.store.confirm_lead()).await??;
         entry.attempts += 1;
         tracing::info!(id = %entry.id, attempt = entry.attempts, webhook = %delivery.webhook, "delivering an isolation request");
         let outcome = match (&delivery.impossible, self.webhook(&delivery.webhook)) {

@@ -20,6 +20,7 @@
 
 pub mod audit;
 mod codec;
+mod copy;
 mod engine;
 mod group_commit;
 mod keys;
@@ -34,10 +35,11 @@ use vouch_playbook::{CaseId, Effect, Snowflake, Timestamp};
 
 pub use audit::{ArchivedRange, AuditRecord, AuditReport, NewRecord};
 pub use codec::EncodedJson;
+pub use copy::CopyReport;
 pub use group_commit::FlushStats;
 use group_commit::Ticket;
-pub use postgres::{PostgresOptions, PostgresTls};
-pub use store::{Store, StoreOptions};
+pub use postgres::{Campaign, LeaderLease, PostgresOptions, PostgresTls};
+pub use store::{Fence, Store, StoreOptions};
 pub use transaction::Transaction;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,12 @@ pub enum StorageError {
     Conflict(String),
     #[error("the store failed and is not reopened yet")]
     Unavailable,
+    /// A change only the leader makes, asked of a standby.
+    #[error("this replica does not lead: another one acts on the outside world")]
+    NotLeader,
+    /// The leader's epoch moved on while this replica thought it led (it was paused, say).
+    #[error("this replica led epoch {epoch}, but epoch {current} has begun: it no longer leads")]
+    Fenced { epoch: u64, current: u64 },
     /// PostgreSQL refused, failed or could not be reached.
     #[error("the database failed: {0}")]
     Database(String),

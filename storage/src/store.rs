@@ -13,7 +13,7 @@ use crate::codec::SCHEMA_VERSION;
 const CASE_INDEX_VERSION: u8 = 3;
 use crate::engine::Engine;
 use crate::group_commit::{FlushStats, GroupCommit};
-use crate::postgres::{PgEngine, PostgresOptions};
+use crate::postgres::{Campaign, PgEngine, PostgresOptions};
 use crate::transaction::{KvTransaction, Transaction, WriterState};
 use crate::{keys, Pending, Result, StorageError};
 
@@ -37,11 +37,26 @@ impl Default for StoreOptions {
 /// second, on a blocking thread) so that no request waits for it.
 pub struct Store {
     location: Location,
+    /// What this process may change (see [`Fence`]).
+    fence: Mutex<Fence>,
     /// The engine instance in use; `None` between dropping a failed one and opening the next.
     current: RwLock<Option<Arc<Generation>>>,
     /// Keeps two callers from reopening at once.
     reopening: Mutex<()>,
     reopened: AtomicU64,
+}
+
+/// What a process may change in a store that several replicas share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// Everything, unchecked: the only process (sled), or a tool run by hand.
+    Alone,
+    /// Everything, as the leader of this epoch: every change but those any replica makes checks
+    /// in its own transaction that the epoch is still the database's, and is refused (and this
+    /// process becomes a standby) when another replica took the lead meanwhile.
+    Leader(u64),
+    /// Only the changes any replica makes (alerts taken, directory pushes); the rest are refused.
+    Standby,
 }
 
 /// Where the store's records are.
@@ -88,6 +103,7 @@ impl Store {
     fn with(location: Location, generation: Generation) -> Store {
         Store {
             location,
+            fence: Mutex::new(Fence::Alone),
             current: RwLock::new(Some(Arc::new(generation))),
             reopening: Mutex::new(()),
             reopened: AtomicU64::new(0),
@@ -102,11 +118,67 @@ impl Store {
         }
     }
 
+    /// What this process may change now.
+    pub fn fence(&self) -> Fence {
+        *self.fence.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets what this process may change: the leadership says, as it wins or loses the lead.
+    pub fn set_fence(&self, fence: Fence) {
+        *self.fence.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = fence;
+    }
+
+    /// Checks, just before acting on the outside world (posting to chat, calling a webhook),
+    /// that this process still leads: a leader paused past its lease must not act on what it
+    /// read before the pause. One read of the epoch; `Fenced` (and standing by) when it moved.
+    pub fn confirm_lead(&self) -> Result<()> {
+        match self.fence() {
+            Fence::Alone => Ok(()),
+            Fence::Standby => Err(StorageError::NotLeader),
+            Fence::Leader(epoch) => {
+                let current = self.on_current(|generation| match &generation.engine {
+                    Engine::Postgres(postgres) => postgres.leader_epoch(),
+                    Engine::Sled { .. } => Ok(epoch),
+                })?;
+                if current == epoch {
+                    return Ok(());
+                }
+                self.set_fence(Fence::Standby);
+                Err(StorageError::Fenced { epoch, current })
+            }
+        }
+    }
+
+    /// One try to lead the replicas sharing this PostgreSQL store (see [`Campaign`]).
+    pub fn campaign(&self, holder: &str, stale_after: Duration) -> Result<Campaign> {
+        self.on_current(|generation| match &generation.engine {
+            Engine::Postgres(postgres) => postgres.campaign(holder, stale_after),
+            Engine::Sled { .. } => Err(StorageError::Conflict("a sled store has one process, which leads".to_string())),
+        })
+    }
+
     /// Runs one change: `work` reads what it needs and stages its writes on the transaction,
     /// under the writer lock; they are applied together, atomically, when it returns `Ok`, and
     /// not at all when it returns an error. The result may be acknowledged only once the
     /// returned [`Pending`] is waited on: that covers everything the transaction read, too.
+    /// Checked against this process's [`Fence`]: only the leader (or a lone process) may.
     pub fn write<T>(&self, work: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<Pending<T>> {
+        self.write_under(self.fence(), work)
+    }
+
+    /// Runs one change that any replica may make, leader or not (a directory push): like
+    /// [`Store::write`], without the leadership check.
+    pub fn write_from_any_replica<T>(
+        &self,
+        work: impl FnOnce(&mut dyn Transaction) -> Result<T>,
+    ) -> Result<Pending<T>> {
+        self.write_under(Fence::Alone, work)
+    }
+
+    fn write_under<T>(&self, fence: Fence, work: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<Pending<T>> {
+        if fence == Fence::Standby {
+            return Err(StorageError::NotLeader);
+        }
         self.on_current(|generation| {
             let mut writer = generation.lock_writer();
             match &generation.engine {
@@ -121,6 +193,13 @@ impl Store {
                     // Another replica may have written since: nothing is known before the lock.
                     writer.state.head = None;
                     let session = postgres.begin()?;
+                    if let Fence::Leader(epoch) = fence {
+                        let current = session.leader_epoch()?;
+                        if current != epoch {
+                            self.set_fence(Fence::Standby);
+                            return Err(StorageError::Fenced { epoch, current });
+                        }
+                    }
                     let mut transaction = KvTransaction::new(&session, &mut writer.state);
                     let value = work(&mut transaction)?;
                     let writes = transaction.into_writes();
@@ -134,13 +213,14 @@ impl Store {
     /// Runs one change for each input in a single transaction: one pass under the writer lock,
     /// one atomic batch, one flush for them all. Each change sees the ones before it. Any error
     /// fails the whole group and nothing of it is written: the caller answers each of them so.
-    /// This is how a burst of requests shares the cost of the lock and of sled's batch.
+    /// This is how a burst of requests shares the cost of the lock and of sled's batch. Alerts
+    /// are taken by every replica, so a group is never checked against the leadership.
     pub fn write_group<I, T>(
         &self,
         inputs: Vec<I>,
         mut work: impl FnMut(&mut dyn Transaction, I) -> Result<T>,
     ) -> Result<Vec<Pending<T>>> {
-        let Pending { value: values, ticket } = self.write(|transaction| {
+        let Pending { value: values, ticket } = self.write_from_any_replica(|transaction| {
             inputs.into_iter().map(|input| work(transaction, input)).collect::<Result<Vec<T>>>()
         })?;
         Ok(values.into_iter().map(|value| Pending { value, ticket: ticket.clone() }).collect())

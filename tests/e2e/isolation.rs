@@ -18,19 +18,19 @@ const TESS: u64 = 100_000_000_000_000_009;
 const WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
-struct Received {
-    id: String,
+pub(crate) struct Received {
+    pub(crate) id: String,
     timestamp: String,
     signature: String,
     body: String,
     at: Instant,
-    answered: u16,
+    pub(crate) answered: u16,
 }
 
-struct Receiver {
+pub(crate) struct Receiver {
     /// Statuses to answer with, in order; 200 once they run out.
     script: Vec<u16>,
-    received: Vec<Received>,
+    pub(crate) received: Vec<Received>,
     arrived: Arc<tokio::sync::Notify>,
 }
 
@@ -51,7 +51,7 @@ async fn receive(State(receiver): State<Arc<Mutex<Receiver>>>, headers: HeaderMa
 }
 
 /// Waits (bounded) until the receiver has seen `count` requests.
-async fn wait_for_requests(receiver: &Arc<Mutex<Receiver>>, count: usize) {
+pub(crate) async fn wait_for_requests(receiver: &Arc<Mutex<Receiver>>, count: usize) {
     let arrived = Arc::clone(&receiver.lock().expect("receiver").arrived);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -79,7 +79,7 @@ async fn start_receiver(script: Vec<u16>) -> (String, Arc<Mutex<Receiver>>) {
     (format!("http://{address}/isolate"), receiver)
 }
 
-async fn setup(script: Vec<u16>) -> (Simulator, Workspace, Arc<Mutex<Receiver>>) {
+pub(crate) async fn setup(script: Vec<u16>) -> (Simulator, Workspace, Arc<Mutex<Receiver>>) {
     let members: [(u64, &str, &[u64]); 3] =
         [(SAM, "sam", &[SOC_ROLE]), (TESS, "tess", &[SOC_ROLE]), (100_000_000_000_000_002, "bob", &[])];
     let simulator = crate::support::guild(true, &members).await;
@@ -93,7 +93,7 @@ async fn setup(script: Vec<u16>) -> (Simulator, Workspace, Arc<Mutex<Receiver>>)
 }
 
 /// Clicks a card button by label once the card shows it, and waits for the answer.
-async fn click_card(simulator: &Simulator, user: u64, card_id: u64, label: &str) -> Value {
+pub(crate) async fn click_card(simulator: &Simulator, user: u64, card_id: u64, label: &str) -> Value {
     let custom_id = simulator
         .wait_for(&format!("a {label} button"), WAIT, |world| {
             world
@@ -106,7 +106,7 @@ async fn click_card(simulator: &Simulator, user: u64, card_id: u64, label: &str)
     simulator.response(clicked, WAIT).await
 }
 
-async fn thread_says(simulator: &Simulator, thread: u64, fragment: &str) -> String {
+pub(crate) async fn thread_says(simulator: &Simulator, thread: u64, fragment: &str) -> String {
     simulator
         .wait_for(&format!("the thread to say {fragment:?}"), WAIT, |world| {
             world

@@ -12,6 +12,7 @@ mod crash;
 mod demo;
 mod directory;
 mod discord;
+mod failover;
 mod graph;
 mod ingest;
 mod isolation;

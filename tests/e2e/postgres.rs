@@ -121,3 +121,60 @@ async fn a_database_written_by_a_newer_vouch_is_refused_at_start() {
     let tables = server.sql("vouch", "SELECT count(*) FROM vouch_migrations");
     assert_eq!(tables, applied.split(',').count().saturating_add(1).to_string(), "nothing was changed");
 }
+
+/// `vouch migrate` copies a sled store into an empty PostgreSQL database whole (cases, the audit
+/// chain, counters), verifies the chain on arrival, and Vouch carries on from it; into a
+/// database in use it refuses and copies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_store_migrates_into_postgres_whole_and_never_into_a_database_in_use() {
+    if !postgres_server::available() {
+        return;
+    }
+    let server = PostgresServer::start();
+    let workspace = Workspace::new("");
+    workspace.use_sled();
+    let vouch = workspace.start();
+    for (index, target) in ["SRV-DB-01", "SRV-APP-02", "SRV-DB-01"].iter().enumerate() {
+        let (status, body) =
+            post_alert(&vouch.base, &native_alert(&format!("m-{index}"), "WS-17", target, "alice")).await;
+        assert_eq!((status, body["case_id"].as_str()), (202, Some(["LM-1", "LM-2", "LM-1"][index])));
+    }
+    let mut cases = Vec::new();
+    for case_id in ["LM-1", "LM-2"] {
+        cases.push(get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await.1);
+    }
+    assert_eq!(vouch.terminate(), 0);
+    let sled_audit = workspace.assert_audit_intact();
+
+    std::fs::write(workspace.folder.path().join("database_url"), server.database("vouch")).expect("write");
+    let postgres = workspace.write_settings_with_storage(
+        "postgres.toml",
+        "[storage]\nbackend = \"postgres\"\nurl = { file = \"database_url\" }\npool_size = 2\n",
+    );
+    let sled = workspace.config();
+    let (from, to) = (sled.to_str().expect("path"), postgres.to_str().expect("path"));
+    let (code, stdout, stderr) = workspace.run_command(&["migrate", "--from-config", from, "--to-config", to]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("the audit chain verifies on arrival"), "{stdout}");
+    let rows = server.sql("vouch", "SELECT count(*) FROM vouch_kv");
+    assert!(stdout.contains(&format!("copied {rows} records")), "every record arrived ({rows} rows): {stdout}");
+    let (code, postgres_audit, stderr) = workspace.run_command(&["audit", "verify", "--config", to]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(postgres_audit, sled_audit, "the same chain, to the same head");
+
+    let vouch = workspace.start_command(workspace.command(&["run", "--config", to]));
+    for (case_id, case) in ["LM-1", "LM-2"].iter().zip(&cases) {
+        let (status, copied) = get_json(&vouch.base, &format!("/api/v1/cases/{case_id}")).await;
+        assert_eq!((status, &copied), (200, case), "{case_id} is as it was");
+    }
+    let (_, body) = post_alert(&vouch.base, &native_alert("m-after", "WS-17", "SRV-FILE-03", "alice")).await;
+    assert_eq!(body["case_id"], "LM-3", "numbering carries on");
+    assert_eq!(vouch.terminate(), 0);
+
+    // Into a database in use: refused, nothing copied.
+    let rows = server.sql("vouch", "SELECT count(*) FROM vouch_kv");
+    let (code, _, stderr) = workspace.run_command(&["migrate", "--from-config", from, "--to-config", to]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("the target store is not empty"), "{stderr}");
+    assert_eq!(server.sql("vouch", "SELECT count(*) FROM vouch_kv"), rows, "nothing was copied");
+}

@@ -165,12 +165,25 @@ impl Workspace {
 
     /// Keeps the store in this PostgreSQL database instead (a server the test owns).
     pub fn use_database(&self, url: &str) {
+        std::fs::write(self.folder.path().join("database_url"), url).expect("write");
+        let storage = "[storage]\nbackend = \"postgres\"\nurl = { file = \"database_url\" }\npool_size = 4\n";
+        self.write_settings_with_storage("vouch.toml", storage);
+    }
+
+    /// Keeps the store in sled in `data/`, whatever backend the suite runs on.
+    pub fn use_sled(&self) {
+        self.write_settings_with_storage("vouch.toml", "[storage]\ndata_dir = \"data\"\ncache_capacity_mib = 8\n");
+    }
+
+    /// Writes `name` in the workspace: this workspace's settings with `storage` as its
+    /// `[storage]` table. Returns its path.
+    pub fn write_settings_with_storage(&self, name: &str, storage: &str) -> PathBuf {
         let settings = std::fs::read_to_string(self.config()).expect("read");
         let start = settings.find("[storage]").expect("a [storage] table");
         let end = settings[start..].find("\n[directory]").map(|end| start + end).expect("[directory] follows");
-        let storage = "[storage]\nbackend = \"postgres\"\nurl = { file = \"database_url\" }\npool_size = 4\n";
-        std::fs::write(self.folder.path().join("database_url"), url).expect("write");
-        std::fs::write(self.config(), format!("{}{storage}{}", &settings[..start], &settings[end..])).expect("write");
+        let path = self.folder.path().join(name);
+        std::fs::write(&path, format!("{}{storage}{}", &settings[..start], &settings[end..])).expect("write");
+        path
     }
 
     pub fn config(&self) -> PathBuf {

@@ -411,7 +411,8 @@ impl DirectoryKeeper {
         change: impl FnOnce(&mut dyn vouch_storage::Transaction) -> vouch_storage::Result<T> + Send + 'static,
     ) -> vouch_storage::Result<T> {
         let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || store.write(change)?.wait()).await {
+        // A push (SCIM) reaches whichever replica the identity provider calls: any may write it.
+        match tokio::task::spawn_blocking(move || store.write_from_any_replica(change)?.wait()).await {
             Ok(result) => result,
             Err(_) => Err(vouch_storage::StorageError::ShuttingDown),
         }

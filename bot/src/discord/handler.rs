@@ -118,6 +118,10 @@ impl EventHandler for Handler {
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        // A replica stepping down may still hear the gateway for a moment: the leader answers.
+        if self.standing_by() {
+            return;
+        }
         match interaction {
             Interaction::Component(component) => self.on_component(&ctx, &component).await,
             Interaction::Modal(modal) => self.on_modal(&ctx, &modal).await,
@@ -315,12 +319,22 @@ impl Handler {
     }
 
     /// Answers an interaction; false when Discord did not take the answer.
+    fn standing_by(&self) -> bool {
+        self.service.store.fence() == vouch_storage::Fence::Standby
+    }
+
     pub(super) async fn respond(
         &self,
         ctx: &Context,
         response: CreateInteractionResponse,
         answer: impl AsyncRespond,
     ) -> bool {
+        // This replica stopped leading while it worked on the answer (its change was refused as
+        // fenced): the leader answers the interaction, not a replica that changed nothing.
+        if self.standing_by() {
+            tracing::info!("no longer leading: leaving the interaction to the leader");
+            return false;
+        }
         match answer.send(ctx, response).await {
             Ok(()) => true,
             Err(error) => {

@@ -56,24 +56,27 @@ pub struct PushWorker {
     service: Arc<Service>,
     verifier: Arc<dyn PushVerifier>,
     settings: VerificationSettings,
-    requests: UnboundedReceiver<PushToSend>,
+    /// Shared with the workers of later leaderships: pushes asked for meanwhile wait in it.
+    requests: Arc<tokio::sync::Mutex<UnboundedReceiver<PushToSend>>>,
     poll_every: Duration,
 }
 
 impl PushWorker {
     pub fn new(
         service: Arc<Service>,
-        verifier: Box<dyn PushVerifier>,
+        verifier: Arc<dyn PushVerifier>,
         settings: VerificationSettings,
-        requests: UnboundedReceiver<PushToSend>,
+        requests: Arc<tokio::sync::Mutex<UnboundedReceiver<PushToSend>>>,
     ) -> PushWorker {
         let poll_every = settings.poll_every;
-        PushWorker { service, verifier: Arc::from(verifier), settings, requests, poll_every }
+        PushWorker { service, verifier, settings, requests, poll_every }
     }
 
-    pub async fn run(mut self) {
+    pub async fn run(self) {
         self.resume_after_restart().await;
-        while let Some(push) = self.requests.recv().await {
+        let requests = Arc::clone(&self.requests);
+        let mut requests = requests.lock().await;
+        while let Some(push) = requests.recv().await {
             let username = self.settings.username_of(push.person.as_str());
             let task = self.task(push.subject);
             tokio::spawn(task.send_then_poll(PushRequest { username, summary: push.summary }));

@@ -576,3 +576,23 @@ fn storage_settings_compile_for_each_backend_and_report_every_mistake() {
         assert!(!error.contains("pw@db"), "{error}");
     }
 }
+
+#[test]
+fn the_postgres_example_compiles() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let secrets = folder.path().join("secrets");
+    std::fs::create_dir(&secrets).expect("dir");
+    std::fs::write(secrets.join("ingest_token"), "token-1\n").expect("write");
+    std::fs::write(secrets.join("database_url"), "postgres://vouch:pw@postgres:5432/vouch\n").expect("write");
+    let text = example("vouch.postgres.example.toml").replace("/run/secrets", &secrets.display().to_string());
+    let (_folder, result) =
+        load_files(&[("vouch.toml", &text), ("directory.example.toml", &example("directory.example.toml"))]);
+    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    match &config.settings.storage.backend {
+        vouch_config::StorageBackend::Postgres(postgres) => {
+            assert_eq!((postgres.url.expose(), postgres.pool_size), ("postgres://vouch:pw@postgres:5432/vouch", 8));
+            assert_eq!(postgres.tls_ca_file, None);
+        }
+        other => panic!("not PostgreSQL: {other:?}"),
+    }
+}

@@ -11,6 +11,7 @@
 //! - "durable before acknowledged" is a committed transaction (`synchronous_commit` on; with a
 //!   synchronous standby, durable across a failover).
 
+mod leadership;
 mod pool;
 mod schema;
 
@@ -56,8 +57,12 @@ pub enum PostgresTls {
 
 /// The advisory lock every change takes first: the store's writer lock across replicas.
 const WRITER_LOCK: i64 = 0x766f_7563_6800;
+/// The session advisory lock the leader holds.
+const LEADER_LOCK: i64 = 0x766f_7563_6802;
 /// Rows a scan reads per round trip.
 const SCAN_PAGE_ROWS: i64 = 256;
+
+pub use leadership::{Campaign, LeaderLease};
 
 pub(crate) struct PgEngine {
     pool: Arc<Pool>,
@@ -72,7 +77,11 @@ impl PgEngine {
             .map_err(|error| StorageError::Database(format!("the connection URL cannot be read: {error}")))?;
         config.connect_timeout(Duration::from_secs(5));
         // A dead peer (a database host gone, a cut network) is noticed in seconds, not hours.
-        config.keepalives(true).keepalives_idle(Duration::from_secs(5));
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3);
         config.application_name("vouch");
         let tls = match &options.tls {
             PostgresTls::Disabled => None,
@@ -109,6 +118,11 @@ impl PgEngine {
         })
     }
 
+    /// The leadership epoch as the database holds it now (0 before anyone led).
+    pub(crate) fn leader_epoch(&self) -> Result<u64> {
+        self.pool.get()?.run(|client, _| read_leader_epoch(client))
+    }
+
     pub(crate) fn size_on_disk(&self) -> Result<u64> {
         self.pool.get()?.run(|client, _| {
             let bytes: i64 = client.query_one("SELECT pg_total_relation_size('vouch_kv')", &[])?.get(0);
@@ -126,6 +140,11 @@ impl PgEngine {
         })?;
         Ok(Session { connection, serial, open: true })
     }
+}
+
+fn read_leader_epoch(client: &mut postgres::Client) -> std::result::Result<u64, postgres::Error> {
+    let row = client.query_opt("SELECT epoch FROM vouch_leadership", &[])?;
+    Ok(row.map(|row| row.get::<_, i64>(0).max(0) as u64).unwrap_or(0))
 }
 
 fn tls_connector(ca_file: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
@@ -224,37 +243,71 @@ impl Session {
 }
 
 impl Session {
+    /// The leadership epoch as the database holds it now (0 before anyone led).
+    pub(crate) fn leader_epoch(&self) -> Result<u64> {
+        self.run(|client, _| read_leader_epoch(client))
+    }
+
+    /// The first keys of the store, in order (to tell whether it is empty).
+    pub(crate) fn first_keys(&self, limit: i64) -> Result<Vec<IVec>> {
+        self.run(move |client, _| {
+            let rows = client.query("SELECT k FROM vouch_kv ORDER BY k LIMIT $1", &[&limit])?;
+            Ok(rows.into_iter().map(|row| IVec::from(row.get::<_, Vec<u8>>(0))).collect())
+        })
+    }
+
+    /// Applies writes inside the transaction without ending it (a large change sent in parts).
+    pub(crate) fn write_part(&self, writes: Vec<(Vec<u8>, Option<IVec>)>) -> Result<()> {
+        let (upsert_keys, upsert_values, removed) = split_writes(writes);
+        self.run(move |client, statements| apply_writes(client, statements, &upsert_keys, &upsert_values, &removed))
+    }
+
     /// Applies the change's writes (`None` removes the key) and commits. Durable on return.
     pub(crate) fn commit(mut self, writes: Vec<(Vec<u8>, Option<IVec>)>) -> Result<()> {
-        let mut upsert_keys = Vec::new();
-        let mut upsert_values = Vec::new();
-        let mut removed = Vec::new();
-        for (key, value) in writes {
-            match value {
-                Some(value) => {
-                    upsert_keys.push(key);
-                    upsert_values.push(value.to_vec());
-                }
-                None => removed.push(key),
-            }
-        }
+        let (upsert_keys, upsert_values, removed) = split_writes(writes);
         self.open = false;
         self.run(move |client, statements| {
-            let result = (|| {
-                if !upsert_keys.is_empty() {
-                    client.execute(&statements.upsert, &[&upsert_keys, &upsert_values])?;
-                }
-                if !removed.is_empty() {
-                    client.execute(&statements.delete, &[&removed])?;
-                }
-                client.batch_execute("COMMIT")
-            })();
+            let result = apply_writes(client, statements, &upsert_keys, &upsert_values, &removed)
+                .and_then(|()| client.batch_execute("COMMIT"));
             if result.is_err() && !client.is_closed() {
                 let _ = client.batch_execute("ROLLBACK");
             }
             result
         })
     }
+}
+
+type Writes = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// The keys and values to upsert, and the keys to remove.
+fn split_writes(writes: Vec<(Vec<u8>, Option<IVec>)>) -> Writes {
+    let (mut upsert_keys, mut upsert_values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, value) in writes {
+        match value {
+            Some(value) => {
+                upsert_keys.push(key);
+                upsert_values.push(value.to_vec());
+            }
+            None => removed.push(key),
+        }
+    }
+    (upsert_keys, upsert_values, removed)
+}
+
+fn apply_writes(
+    client: &mut postgres::Client,
+    statements: &pool::Statements,
+    upsert_keys: &[Vec<u8>],
+    upsert_values: &[Vec<u8>],
+    removed: &[Vec<u8>],
+) -> std::result::Result<(), postgres::Error> {
+    if !upsert_keys.is_empty() {
+        client.execute(&statements.upsert, &[&upsert_keys, &upsert_values])?;
+    }
+    if !removed.is_empty() {
+        client.execute(&statements.delete, &[&removed])?;
+    }
+    Ok(())
 }
 
 impl Drop for Session {

@@ -8,7 +8,6 @@
 
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use postgres::{Client, Statement};
@@ -52,15 +51,16 @@ type Job = Box<dyn FnOnce(std::result::Result<(&mut Client, Option<&Statements>,
 /// One connection and the thread that drives it. The thread connects on first use and again
 /// after the connection broke, so a database that restarts is reached again without anyone
 /// rebuilding the pool.
+/// Dropping it closes the channel, which ends the thread once its current job is done, and so
+/// the connection; it is not waited for (a job stuck on a dead network must not hold anyone up).
 pub(crate) struct Connection {
     jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Connection {
     fn start(target: Target, prepared: bool) -> Connection {
         let (jobs, inbox) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("vouch-postgres".to_string())
             .spawn(move || {
                 let mut connected: Option<(Client, Option<Statements>)> = None;
@@ -84,7 +84,7 @@ impl Connection {
                 }
             })
             .expect("a thread for a database connection can be started");
-        Connection { jobs: Some(jobs), thread: Some(thread) }
+        Connection { jobs: Some(jobs) }
     }
 
     /// Runs `work` on the connection and waits for its answer.
@@ -130,16 +130,6 @@ impl Connection {
         let jobs = self.jobs.as_ref().ok_or(StorageError::ShuttingDown)?;
         jobs.send(job).map_err(|_| StorageError::ShuttingDown)?;
         answered.recv().map_err(|_| StorageError::Database("the connection's thread ended".to_string()))?
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread, which closes the connection.
-        self.jobs.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -20,12 +20,14 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        purpose: "the leadership epoch: which replica may act on the outside world",
+        purpose: "the leadership: which replica may act on the outside world, since when, renewed when",
         sql: "CREATE TABLE vouch_leadership (\
                   singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton), \
                   epoch bigint NOT NULL, \
                   holder text NOT NULL, \
-                  since timestamptz NOT NULL DEFAULT now())",
+                  backend_pid integer NOT NULL, \
+                  since timestamptz NOT NULL DEFAULT now(), \
+                  renewed_at timestamptz NOT NULL DEFAULT now())",
     },
 ];
 
