@@ -114,7 +114,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
             .context("cannot read the linked Discord accounts")?,
         push_cool_down: Default::default(),
     });
-    let background = vec![tokio::spawn(keep_store_open(Arc::clone(&store)))];
+    let mut background = vec![tokio::spawn(keep_store_open(Arc::clone(&store)))];
+    if store.backend() == "postgres" {
+        // Replicas see the directory one another keep: syncs of the leader, pushes to anyone.
+        background.push(tokio::spawn(Arc::clone(&keeper).follow_store()));
+    }
     // Identity providers push people over SCIM 2.0 when a scim source is configured.
     let scim = crate::directory_sync::scim::routes(Arc::clone(&keeper), Arc::clone(&service.clock));
     let parts = crate::leadership::LeaderParts {

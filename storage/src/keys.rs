@@ -36,6 +36,7 @@
 //! | `f/`   | field tag, value, 0x1f, case id | empty (cases by source, target, account, rule) |
 //! | `m/`   | `case_index`                | the version of the `j/`, `p/`, `f/` indexes (built on open when absent) |
 //! | `m/`   | `next_archive`              | the next archive run's number (u64) |
+//! | `m/`   | `directory_version`         | directory snapshots written so far (u64) |
 
 use vouch_playbook::CaseId;
 
@@ -280,6 +281,8 @@ pub(crate) fn pending_link(discord_id: vouch_playbook::Snowflake) -> Vec<u8> {
     with_prefix(PENDING_LINK_PREFIX, &[&discord_id.get().to_be_bytes()])
 }
 pub(crate) const META_NEXT_NOTICE: &[u8] = b"m/next_notice";
+/// Counts the directory snapshots written, so replicas notice another one's sync or push.
+pub(crate) const META_DIRECTORY_VERSION: &[u8] = b"m/directory_version";
 
 pub(crate) fn notice(seq: u64) -> Vec<u8> {
     with_prefix(NOTICE_PREFIX, &[&seq.to_be_bytes()])

@@ -95,6 +95,14 @@ impl Store {
         })
     }
 
+    /// How many directory snapshots were written so far: it changes when any replica keeps one.
+    pub fn directory_version(&self) -> Result<u64> {
+        self.on_current(|generation| match generation.engine.get(keys::META_DIRECTORY_VERSION)? {
+            Some(value) => keys::decode_u64(&value, "directory version"),
+            None => Ok(0),
+        })
+    }
+
     /// One directory source's last good snapshot, as the JSON it was stored as.
     pub fn directory_snapshot(&self, source: &str) -> Result<Option<Vec<u8>>> {
         self.on_current(|generation| match generation.engine.get(keys::directory_snapshot(source))? {

@@ -435,7 +435,7 @@ fn a_large_snapshot_is_stored_compressed_and_reads_back_whole_after_reopening() 
         let store = Store::open(directory.path(), &StoreOptions::default()).expect("store opens");
         store
             .write(move |transaction| {
-                transaction.put_directory_snapshot("corp-ad", encoded);
+                assert_eq!(transaction.put_directory_snapshot("corp-ad", encoded, 0)?, 1);
                 Ok(())
             })
             .expect("written")

@@ -61,8 +61,10 @@ pub trait Transaction {
     fn settle_outbox(&mut self, entry: &OutboxEntry, done: bool);
     fn set_card(&mut self, case_id: CaseId, card: &CardRef);
     fn set_marker(&mut self, name: &str, at: Timestamp);
-    /// Keeps a directory source's snapshot (JSON, opaque to the store), replacing the last.
-    fn put_directory_snapshot(&mut self, source: &str, snapshot: crate::EncodedJson);
+    /// Keeps a directory source's snapshot (JSON, opaque to the store), replacing the last, and
+    /// counts it in the directory's version, which must still be `based_on` (else `Conflict`:
+    /// another replica kept one since); returns the new version.
+    fn put_directory_snapshot(&mut self, source: &str, snapshot: crate::EncodedJson, based_on: u64) -> Result<u64>;
     /// Queues a notice for the SOC channel.
     fn queue_notice(&mut self, text: &str) -> Result<u64>;
     fn remove_notice(&mut self, seq: u64);
@@ -453,8 +455,19 @@ impl Transaction for KvTransaction<'_> {
         self.insert(keys::marker(name), &(at.unix_millis().max(0) as u64).to_be_bytes());
     }
 
-    fn put_directory_snapshot(&mut self, source: &str, snapshot: crate::EncodedJson) {
+    fn put_directory_snapshot(&mut self, source: &str, snapshot: crate::EncodedJson, based_on: u64) -> Result<u64> {
+        let version = match self.value(keys::META_DIRECTORY_VERSION)? {
+            Some(value) => keys::decode_u64(&value, "directory version")?,
+            None => 0,
+        };
+        if version != based_on {
+            return Err(StorageError::Conflict(format!(
+                "the directory changed meanwhile (version {version}, this change was based on {based_on}); try again"
+            )));
+        }
         self.insert(keys::directory_snapshot(source), snapshot.0);
+        self.insert(keys::META_DIRECTORY_VERSION, &(version + 1).to_be_bytes());
+        Ok(version + 1)
     }
 
     fn remove_notice(&mut self, seq: u64) {

@@ -135,6 +135,11 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
     let continued = sync_now(&vouch.base).await;
     assert_eq!(continued["sources"][0]["outcome"], "applied", "{continued}");
     assert_eq!(continued["sources"][0]["changes"], serde_json::json!([]), "{continued}");
+    // The log arrives through a pipe the test reads on its own thread: wait for the line.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while incremental_reads() < before + 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(incremental_reads(), before + 1, "{}", vouch.log());
     assert_eq!(vouch.terminate(), 0);
 

@@ -237,3 +237,63 @@ async fn a_paused_leader_is_replaced_and_once_resumed_changes_nothing_and_stands
     assert_eq!(second.terminate(), 0);
     workspace.assert_audit_intact();
 }
+
+/// Replicas see the directory one another keep: people an identity provider pushed over SCIM to
+/// a standby are asked by the leader's cases, and what was pushed to the leader is listed by the
+/// standby; a push based on a directory another replica changed meanwhile is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_see_the_directory_one_another_keep() {
+    use crate::scim::{scim, user, ENTERPRISE};
+    use crate::support::SCIM_TOKEN;
+    if !postgres_server::available() {
+        return;
+    }
+    let server = PostgresServer::start();
+    let workspace = Workspace::new("");
+    std::fs::write(workspace.config().with_file_name("directory.toml"), "# nothing local\n").expect("write");
+    workspace.append_settings(&format!(
+        "[[directory.sources]]\nname = \"okta\"\nkind = \"scim\"\ntoken = {{ env = \"VOUCH_SCIM_TOKEN\" }}\n\
+         discord_id_attribute = \"{ENTERPRISE}:employeeNumber\"\n"
+    ));
+    workspace.use_database(&server.database("vouch"));
+    let leader = workspace.start();
+    until_role(&leader.base, "leader", Duration::from_secs(30)).await;
+    let standby = standby(&workspace).await;
+    let post = reqwest::Method::POST;
+
+    // Bob to the standby, then Alice (managed by Bob) to the leader, then Carol to the standby.
+    let (status, bob) =
+        scim(&standby.base, post.clone(), "/Users", SCIM_TOKEN, Some(&user("bob@corp.example", "Bob Stone", None)))
+            .await;
+    assert_eq!(status, 201, "{bob}");
+    let bob_id = bob["id"].as_str().expect("id").to_string();
+    let alice = user("alice@corp.example", "Alice Martin", Some(&bob_id));
+    let (status, answer) = scim(&leader.base, post.clone(), "/Users", SCIM_TOKEN, Some(&alice)).await;
+    assert_eq!(status, 201, "the leader knows Bob, whom the standby was told of: {answer}");
+    let carol = user("carol@corp.example", "Carol Diaz", None);
+    let (status, answer) = scim(&standby.base, post.clone(), "/Users", SCIM_TOKEN, Some(&carol)).await;
+    assert_eq!(status, 201, "{answer}");
+
+    for base in [&leader.base, &standby.base] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, listed) = scim(base, reqwest::Method::GET, "/Users", SCIM_TOKEN, None).await;
+            if listed["totalResults"] == 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{base} lists every pushed user: {listed}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // A case opened on either replica asks Alice's manager, whichever replica heard of whom.
+    for (index, base) in [&leader.base, &standby.base].into_iter().enumerate() {
+        let alert = native_alert(&format!("dir-{index}"), "WS-17", &format!("SRV-DIR-{index}"), "CORP\\alice");
+        let (status, body) = post_alert(base, &alert).await;
+        assert_eq!(status, 202, "{body}");
+        let (_, case) = get_json(base, &format!("/api/v1/cases/{}", body["case_id"].as_str().expect("id"))).await;
+        assert_eq!(case["confirmers"][0]["person"]["id"], "bob", "{case}");
+    }
+    assert_eq!(standby.terminate(), 0);
+    assert_eq!(leader.terminate(), 0);
+    workspace.assert_audit_intact();
+}

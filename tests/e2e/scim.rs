@@ -8,9 +8,15 @@ use serde_json::{json, Value};
 
 use crate::support::{client, get_json, native_alert, post_alert, Workspace, SCIM_TOKEN};
 
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub(crate) const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
-async fn scim(base: &str, method: reqwest::Method, path: &str, token: &str, body: Option<&str>) -> (u16, Value) {
+pub(crate) async fn scim(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
     let mut request = client().request(method, format!("{base}/scim/v2{path}")).bearer_auth(token);
     if let Some(body) = body {
         request = request.header("content-type", "application/scim+json").body(body.to_string());
@@ -21,7 +27,7 @@ async fn scim(base: &str, method: reqwest::Method, path: &str, token: &str, body
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn user(user_name: &str, display: &str, manager: Option<&str>) -> String {
+pub(crate) fn user(user_name: &str, display: &str, manager: Option<&str>) -> String {
     let mut body = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
         "userName": user_name, "name": {"formatted": display}, "active": true,

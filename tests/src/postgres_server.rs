@@ -80,16 +80,24 @@ pub struct PostgresServer {
     /// Killed by the kernel when the thread that started it ends (the shared server, which no
     /// destructor stops); a server a test owns is killed when dropped instead.
     dies_with_its_thread: bool,
+    /// Flushes its log to disk as a production server does (benchmarks); tests leave that off.
+    durable: bool,
 }
 
 impl PostgresServer {
     /// A new cluster in a temporary folder, started. `fsync` off is for tests: a killed
     /// *process* (Vouch's or the server's) loses nothing either way, only a machine's crash would.
     pub fn start() -> PostgresServer {
-        PostgresServer::start_with(false)
+        PostgresServer::start_with(false, false)
     }
 
-    fn start_with(dies_with_its_thread: bool) -> PostgresServer {
+    /// A server that flushes its write-ahead log to disk on every commit, as in production: what
+    /// a benchmark measures against.
+    pub fn start_durable() -> PostgresServer {
+        PostgresServer::start_with(false, true)
+    }
+
+    fn start_with(dies_with_its_thread: bool, durable: bool) -> PostgresServer {
         let bin = binaries().expect("PostgreSQL is installed (check `available()` first)");
         let folder = tempfile::tempdir().expect("temp dir");
         let user = server_user();
@@ -104,7 +112,7 @@ impl PostgresServer {
             .output()
             .expect("initdb runs");
         assert!(output.status.success(), "initdb failed: {}", String::from_utf8_lossy(&output.stderr));
-        let mut server = PostgresServer { folder, bin, port: free_port(), child: None, dies_with_its_thread };
+        let mut server = PostgresServer { folder, bin, port: free_port(), child: None, dies_with_its_thread, durable };
         server.run();
         server
     }
@@ -122,9 +130,12 @@ impl PostgresServer {
             .arg(self.data())
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
-            .args(["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .args(["-c", "max_connections=200"])
             .stdout(Stdio::null())
             .stderr(log);
+        if !self.durable {
+            command.args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
+        }
         if self.dies_with_its_thread {
             // SAFETY: prctl is async-signal-safe.
             unsafe {
@@ -238,7 +249,7 @@ pub fn shared() -> &'static PostgresServer {
         std::thread::Builder::new()
             .name("postgres-parent".to_string())
             .spawn(move || {
-                started.send(PostgresServer::start_with(true)).expect("the test waits for its server");
+                started.send(PostgresServer::start_with(true, false)).expect("the test waits for its server");
                 loop {
                     std::thread::park();
                 }

@@ -85,25 +85,16 @@ pub struct DirectoryKeeper {
     outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Woken whenever a sync or a push changed the directory (cases re-route their confirmers).
     pub changed: Arc<tokio::sync::Notify>,
+    /// The store's directory version the snapshots above were read at (or written as): replicas
+    /// sharing a database see each other's syncs and pushes by it.
+    loaded_version: std::sync::atomic::AtomicU64,
 }
 
 impl DirectoryKeeper {
     /// Builds the directory from the overlay and the snapshots kept in the store.
     pub fn open(settings: DirectorySettings, store: Arc<Store>) -> anyhow::Result<DirectoryKeeper> {
-        let configured: BTreeSet<&str> = settings.sync.sources.iter().map(|source| source.name.as_str()).collect();
-        let mut snapshots = BTreeMap::new();
-        for stored in store.directory_snapshots().context("cannot read the directory snapshots")? {
-            match serde_json::from_slice::<SourceSnapshot>(&stored) {
-                // A source no longer configured no longer says anything.
-                Ok(snapshot) if configured.contains(snapshot.source.as_str()) => {
-                    snapshots.insert(snapshot.source.clone(), snapshot);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(error = %error, "a stored directory snapshot cannot be read; it is ignored")
-                }
-            }
-        }
+        let loaded_version = store.directory_version().context("cannot read the directory's version")?;
+        let snapshots = stored_snapshots(&settings, &store)?;
         let (directory, overlay_problems, synced_problems) =
             settings.compile(&ordered(&settings, &snapshots, None), &Directory::default());
         if let Some(problem) = overlay_problems.first() {
@@ -121,7 +112,54 @@ impl DirectoryKeeper {
             refusals_reported: Mutex::new(BTreeSet::new()),
             outcomes: Mutex::new(BTreeMap::new()),
             changed: Arc::new(tokio::sync::Notify::new()),
+            loaded_version: std::sync::atomic::AtomicU64::new(loaded_version),
         })
+    }
+
+    /// Reads the snapshots again when another replica kept one since they were read, and swaps
+    /// in the directory they give. Called under the snapshots' lock.
+    async fn catch_up(&self, snapshots: &mut BTreeMap<String, SourceSnapshot>) {
+        let store = Arc::clone(&self.store);
+        let settings = self.settings.clone();
+        let loaded = self.loaded_version.load(std::sync::atomic::Ordering::Acquire);
+        let read = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<_>> {
+            let version = store.directory_version()?;
+            if version == loaded {
+                return Ok(None);
+            }
+            Ok(Some((version, stored_snapshots(&settings, &store)?)))
+        })
+        .await;
+        let (version, stored) = match read {
+            Ok(Ok(Some(read))) => read,
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
+                tracing::warn!(error = format!("{error:#}"), "cannot read the directory another replica kept");
+                return;
+            }
+            Err(_) => return,
+        };
+        let (directory, overlay_problems, _) =
+            self.settings.compile(&ordered(&self.settings, &stored, None), &self.shared.get());
+        if let Some(problem) = overlay_problems.first() {
+            tracing::warn!(%problem, "the directory another replica kept does not compile here; keeping this one");
+            return;
+        }
+        *snapshots = stored;
+        self.shared.replace(directory);
+        self.loaded_version.store(version, std::sync::atomic::Ordering::Release);
+        self.changed.notify_one();
+        tracing::info!(version, "read the directory another replica kept");
+    }
+
+    /// Follows the directory other replicas keep in the shared store (PostgreSQL): a standby's
+    /// new cases see the leader's syncs, the leader sees pushes a standby took.
+    pub async fn follow_store(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            let mut snapshots = self.snapshots.lock().await;
+            self.catch_up(&mut snapshots).await;
+        }
     }
 
     pub fn shared(&self) -> Arc<SharedDirectory> {
@@ -188,6 +226,7 @@ impl DirectoryKeeper {
         let dry_run = request.dry_run;
         // One sync at a time: the snapshot set is read, replaced and stored under this lock.
         let mut snapshots = self.snapshots.lock().await;
+        self.catch_up(&mut snapshots).await;
         let previous = snapshots.get(&source.name).filter(|_| !request.full);
         let read = match &source.kind {
             SourceKind::Ldap(ldap_source) => ldap::read(&source.name, ldap_source, now, previous)
@@ -263,6 +302,7 @@ impl DirectoryKeeper {
         change: impl FnOnce(Option<&SourceSnapshot>) -> Result<(SourceSnapshot, T), E>,
     ) -> Result<T, PushError<E>> {
         let mut snapshots = self.snapshots.lock().await;
+        self.catch_up(&mut snapshots).await;
         let (snapshot, value) = change(snapshots.get(&source.name)).map_err(PushError::Refused)?;
         match self.land(&mut snapshots, source, snapshot, now, false, None).await {
             SyncOutcome::Refused(reason) => Err(PushError::NotKept(reason)),
@@ -321,8 +361,10 @@ impl DirectoryKeeper {
             Err(error) => return SyncOutcome::Refused(format!("the snapshot could not be encoded: {error}")),
         };
         let source_name = source.name.clone();
+        let based_on = self.loaded_version.load(std::sync::atomic::Ordering::Acquire);
         let written = self.write(move |transaction| {
-            transaction.put_directory_snapshot(&source_name, stored);
+            // Another replica kept a snapshot since this one was read: refused, not overwritten.
+            let version = transaction.put_directory_snapshot(&source_name, stored, based_on)?;
             // Every change listed is audited one record each.
             if changes.is_complete() {
                 for change in changes.listed() {
@@ -351,10 +393,11 @@ impl DirectoryKeeper {
                     detail: serde_json::json!({"source": source_name, "changes": changes.len(), "by_kind": counts, "first": first}),
                 })?;
             }
-            Ok(changes)
+            Ok((changes, version))
         });
         match written.await {
-            Ok(changes) => {
+            Ok((changes, version)) => {
+                self.loaded_version.store(version, std::sync::atomic::Ordering::Release);
                 snapshots.insert(source.name.clone(), snapshot);
                 self.shared.replace(directory);
                 if !changes.is_empty() {
@@ -446,6 +489,26 @@ fn is_pulled(source: &DirectorySource) -> bool {
 
 /// The snapshots in the configured order of their sources (which decides precedence), with
 /// `replacing` in place of its source's stored one.
+/// How often a replica looks for a directory another replica kept.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The snapshots kept in the store of the sources configured (a source no longer configured no
+/// longer says anything; one that cannot be read is ignored, with a warning).
+fn stored_snapshots(settings: &DirectorySettings, store: &Store) -> anyhow::Result<BTreeMap<String, SourceSnapshot>> {
+    let configured: BTreeSet<&str> = settings.sync.sources.iter().map(|source| source.name.as_str()).collect();
+    let mut snapshots = BTreeMap::new();
+    for stored in store.directory_snapshots().context("cannot read the directory snapshots")? {
+        match serde_json::from_slice::<SourceSnapshot>(&stored) {
+            Ok(snapshot) if configured.contains(snapshot.source.as_str()) => {
+                snapshots.insert(snapshot.source.clone(), snapshot);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "a stored directory snapshot cannot be read; it is ignored"),
+        }
+    }
+    Ok(snapshots)
+}
+
 fn ordered<'a>(
     settings: &DirectorySettings,
     snapshots: &'a BTreeMap<String, SourceSnapshot>,

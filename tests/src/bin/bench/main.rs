@@ -1,13 +1,15 @@
 //! Vouch's benchmarks. Each compares Vouch with a baseline measured in the same run, because
 //! absolute numbers on a shared 2-core machine drift. Loopback only; bounded in count and time.
 //!
-//!     cargo run --release -p vouch-tests --bin bench -- ingest|click|card|storm|footprint|directory|all
+//!     cargo run --release -p vouch-tests --bin bench -- ingest|click|card|storm|footprint|directory|ingest-postgres|failover|all
 //!
 //! BENCHMARKS.md documents each, with the latest numbers.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod postgres;
 
 use discord_simulator::{Simulator, SimulatorOptions};
 use serde_json::{json, Value};
@@ -38,12 +40,27 @@ fn repository_file(relative: &str) -> std::path::PathBuf {
 /// Writes a configuration into `folder` (Discord when a simulator is given) and starts Vouch in
 /// this process.
 async fn start_vouch(folder: &Path, simulator: Option<&Simulator>) -> vouch::app::Running {
+    start_vouch_with(folder, simulator, SLED_STORAGE).await
+}
+
+const SLED_STORAGE: &str = "[storage]\ndata_dir = \"data\"\n";
+
+/// Writes `vouch.toml` into `folder` with `storage` as its `[storage]` table.
+fn write_config(folder: &Path, storage: &str) {
     let directory =
         std::fs::read_to_string(repository_file("config/directory.example.toml")).expect("example directory");
     std::fs::write(folder.join("directory.toml"), directory).expect("write");
-    let mut settings = "[ingest]\nlisten = \"127.0.0.1:0\"\ntoken = { env = \"VOUCH_INGEST_TOKEN\" }\n\n\
-                        [storage]\ndata_dir = \"data\"\n\n[directory]\nfile = \"directory.toml\"\n"
-        .to_string();
+    let settings = format!(
+        "[ingest]\nlisten = \"127.0.0.1:0\"\ntoken = {{ env = \"VOUCH_INGEST_TOKEN\" }}\n\n{storage}\n\
+         [directory]\nfile = \"directory.toml\"\n"
+    );
+    std::fs::write(folder.join("vouch.toml"), settings).expect("write");
+}
+
+/// [`start_vouch`] with its store as `storage` says (a `[storage]` table).
+async fn start_vouch_with(folder: &Path, simulator: Option<&Simulator>, storage: &str) -> vouch::app::Running {
+    write_config(folder, storage);
+    let mut settings = std::fs::read_to_string(folder.join("vouch.toml")).expect("read");
     if let Some(simulator) = simulator {
         std::fs::write(folder.join("ca.pem"), simulator.ca_pem().unwrap_or_default()).expect("write");
         settings.push_str(&format!(
@@ -870,6 +887,10 @@ fn main() {
             // Internal: the footprint bench's Vouch in a process of its own, so its memory is
             // measured alone.
             "footprint-serve" => serve_footprint_store().await,
+            "ingest-postgres" => postgres::bench_ingest_postgres().await,
+            "failover" => postgres::bench_failover().await,
+            // Internal: one replica of the failover bench, in a process of its own.
+            "replica" => postgres::serve_replica().await,
             "all" => {
                 bench_ingest().await;
                 bench_click().await;
@@ -877,9 +898,13 @@ fn main() {
                 bench_storm().await;
                 bench_footprint().await;
                 bench_directory().await;
+                postgres::bench_ingest_postgres().await;
+                postgres::bench_failover().await;
             }
             other => {
-                eprintln!("unknown benchmark {other}: ingest, click, card, storm, footprint, directory or all");
+                eprintln!(
+                    "unknown benchmark {other}: ingest, click, card, storm, footprint, directory, ingest-postgres, failover or all"
+                );
                 std::process::exit(2);
             }
         }
