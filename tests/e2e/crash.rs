@@ -193,11 +193,8 @@ async fn acknowledged_clicks_survive_sigkill_and_cards_are_never_doubled() {
     );
     eprintln!("crash with Discord: {rounds} rounds, {posted} cases, {} clicks, {acknowledged} answered, {recorded_clicks} recorded", clicks.len());
     simulator.with_world(|world| {
-        let mut titles = world.embed_titles(TRIAGE_CHANNEL);
-        let cards = titles.len();
-        titles.sort();
-        titles.dedup();
-        assert_eq!((cards, titles.len()), (posted, posted), "one card per case, none twice (seed {seed:#x})");
+        let cards = crate::support::cards_posted_and_distinct(world);
+        assert_eq!(cards, (posted, posted), "one card per case, none twice (seed {seed:#x})");
     });
     assert!(simulator.violations().is_empty(), "{:#?}", simulator.violations());
     assert_eq!(vouch.terminate(), 0);

@@ -512,11 +512,8 @@ async fn a_storm_of_cases_stays_within_the_channel_limit() {
     let patience = Duration::from_secs(cases as u64 + 60);
     simulator.wait_for(&format!("{cases} cards"), patience, |world| (cards_in(world) >= cases).then_some(())).await;
     simulator.with_world(|world| {
-        let mut titles = world.embed_titles(TRIAGE_CHANNEL);
-        let posted = titles.len();
-        titles.sort();
-        titles.dedup();
-        assert_eq!((posted, titles.len()), (cases, cases), "every card once, none twice");
+        let cards = crate::support::cards_posted_and_distinct(world);
+        assert_eq!(cards, (cases, cases), "every card once, none twice");
         let posts = world.message_posts(TRIAGE_CHANNEL);
         let limited = posts.iter().filter(|request| request.status == 429).count();
         assert_eq!(posts.len() - limited, cases, "each rate-limited post was retried until it went through");

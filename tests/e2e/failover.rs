@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use vouch_tests::postgres_server::{self, PostgresServer};
 
 use crate::isolation::{click_card, setup, thread_says, wait_for_requests};
-use crate::support::{card, get_json, native_alert, post_alert, Running, Workspace, TRIAGE_CHANNEL};
+use crate::support::{
+    card, cards_posted_and_distinct, get_json, native_alert, post_alert, Running, Workspace, TRIAGE_CHANNEL,
+};
 
 const SAM: u64 = 100_000_000_000_000_004;
 /// The bound on a takeover; the leadership's own is about 12 s for a stuck leader.
@@ -164,11 +166,7 @@ async fn a_standby_takes_over_from_a_killed_leader_and_nothing_acknowledged_is_l
         })
         .await;
     simulator.with_world(|world| {
-        let mut titles = world.embed_titles(TRIAGE_CHANNEL);
-        let posted = titles.len();
-        titles.sort();
-        titles.dedup();
-        assert_eq!((posted, titles.len()), (cases, cases), "one card per case, none twice");
+        assert_eq!(cards_posted_and_distinct(world), (cases, cases), "one card per case, none twice");
     });
     let (_, metrics) = get_text(&fourth.base, "/metrics").await;
     assert!(metrics.contains("vouch_leadership_takeovers_total 1"), "{metrics}");
@@ -218,13 +216,7 @@ async fn a_paused_leader_is_replaced_and_once_resumed_changes_nothing_and_stands
     let (_, case) = get_json(&second.base, &format!("/api/v1/cases/{first_case}")).await;
     let escalations = case_kinds(&case).iter().filter(|kind| kind.as_str() == "click.escalate").count();
     assert_eq!(escalations, 1, "one answer recorded for one click: {case}");
-    simulator.with_world(|world| {
-        let mut titles = world.embed_titles(TRIAGE_CHANNEL);
-        titles.sort();
-        let posted = titles.len();
-        titles.dedup();
-        assert_eq!((posted, titles.len()), (2, 2), "one card per case");
-    });
+    simulator.with_world(|world| assert_eq!(cards_posted_and_distinct(world), (2, 2), "one card per case"));
     assert!(
         ["stepping down", "stopped renewing"].iter().any(|said| first.log().contains(said)),
         "the resumed leader says why it stands by: {}",

@@ -92,11 +92,11 @@ async fn storm(tls: bool) {
         .await;
 
     simulator.with_world(|world| {
-        let mut titles = world.embed_titles(TRIAGE_CHANNEL);
-        assert_eq!(titles.len(), cards, "one card per movement");
-        titles.sort();
-        titles.dedup();
-        assert_eq!(titles.len(), cards, "no card twice");
+        assert_eq!(
+            crate::support::cards_posted_and_distinct(world),
+            (cards, cards),
+            "one card per movement, none twice"
+        );
 
         // The last card came no later than 1.1× the channel's floor (a card a second) after the
         // first alert, or 5 s after the last new movement's first alert, whichever is later.

@@ -390,6 +390,16 @@ pub fn native_alert(id: &str, source: &str, target: &str, account: &str) -> serd
 /// The card of the case with this id in the triage channel, once posted.
 /// Also waits until a bot has identified on the gateway: cards are posted over REST, but a click
 /// reaches only a connected bot (as on Discord), so a test clicks on a card only once both hold.
+/// How many cards the triage channel holds, and for how many different cases: equal when no
+/// card was posted twice.
+pub fn cards_posted_and_distinct(world: &discord_simulator::World) -> (usize, usize) {
+    let mut titles = world.embed_titles(TRIAGE_CHANNEL);
+    let posted = titles.len();
+    titles.sort();
+    titles.dedup();
+    (posted, titles.len())
+}
+
 pub async fn card(simulator: &discord_simulator::Simulator, case_id: &str) -> discord_simulator::StoredMessage {
     let prefix = format!("{case_id} ");
     simulator

@@ -218,6 +218,16 @@ async fn records_of_one_case() -> RecordSet {
     Arc::new(records)
 }
 
+/// A baseline record's key for alert `index`: made unique per alert, unless it is shared (a
+/// counter or a head, overwritten by every alert).
+fn record_key(key: &[u8], shared: bool, index: usize) -> Vec<u8> {
+    let mut key = key.to_vec();
+    if !shared {
+        key.extend_from_slice(&(index as u64).to_be_bytes());
+    }
+    key
+}
+
 /// The baseline for durable ingest: `records` written straight into sled for each alert, one
 /// atomic batch per alert, by `writers` threads, each acknowledged only after a flush covering
 /// it, flushes shared as well as sled allows (one flusher thread, group commit).
@@ -255,13 +265,7 @@ fn raw_sled(writers: usize, count: usize, records: &RecordSet) -> Stats {
                 let mut latencies = Vec::new();
                 for index in (writer..count).step_by(writers) {
                     let sent = Instant::now();
-                    let key = |key: &[u8], shared: bool| {
-                        let mut key = key.to_vec();
-                        if !shared {
-                            key.extend_from_slice(&(index as u64).to_be_bytes());
-                        }
-                        key
-                    };
+                    let key = |key: &[u8], shared: bool| record_key(key, shared, index);
                     if let [(only_key, value, shared)] = records.as_slice() {
                         // One record needs no batch (sled's batches take a lock of their own).
                         db.insert(key(only_key, *shared), value.clone()).expect("insert");
@@ -403,6 +407,8 @@ async fn bench_ingest() {
     .await;
     println!("  paced 1 000/s for 5 s   : {}", paced.line());
     running.stop().await.expect("stops");
+    // The same on the PostgreSQL backend, against its own baseline.
+    postgres::bench_ingest_postgres().await;
 }
 
 /// Sends `total` alerts one every `interval`, each on its own task so a slow answer does not
@@ -898,7 +904,6 @@ fn main() {
                 bench_storm().await;
                 bench_footprint().await;
                 bench_directory().await;
-                postgres::bench_ingest_postgres().await;
                 postgres::bench_failover().await;
             }
             other => {

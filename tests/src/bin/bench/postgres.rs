@@ -58,13 +58,7 @@ fn driver_transactions(url: &str, writers: usize, count: usize, records: &Record
                 let mut latencies = Vec::new();
                 for index in (writer..count).step_by(writers) {
                     let sent = Instant::now();
-                    let keyed = |key: &[u8], shared: bool| {
-                        let mut key = key.to_vec();
-                        if !shared {
-                            key.extend_from_slice(&(index as u64).to_be_bytes());
-                        }
-                        key
-                    };
+                    let keyed = |key: &[u8], shared: bool| crate::record_key(key, shared, index);
                     let mut transaction = client.transaction().expect("begin");
                     transaction.execute("SELECT pg_advisory_xact_lock(1)", &[]).expect("lock");
                     for (key, _, shared) in records.iter().take(READS_PER_CHANGE) {
