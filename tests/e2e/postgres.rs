@@ -178,3 +178,37 @@ async fn a_sled_store_migrates_into_postgres_whole_and_never_into_a_database_in_
     assert!(stderr.contains("the target store is not empty"), "{stderr}");
     assert_eq!(server.sql("vouch", "SELECT count(*) FROM vouch_kv"), rows, "nothing was copied");
 }
+
+/// With `tls = "require"`, Vouch talks to PostgreSQL over TLS only, and checks the server's
+/// certificate against the CA it was given: a server whose certificate another CA signed is
+/// refused at start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_required_and_the_servers_certificate_checked_against_the_configured_ca() {
+    if !postgres_server::available() {
+        return;
+    }
+    let server = PostgresServer::start_with_tls();
+    let workspace = Workspace::new("");
+    std::fs::write(workspace.folder.path().join("database_url"), server.database("vouch")).expect("write");
+    std::fs::write(workspace.folder.path().join("db-ca.pem"), server.tls_ca_pem.as_deref().expect("CA"))
+        .expect("write");
+    let storage = "[storage]\nbackend = \"postgres\"\nurl = { file = \"database_url\" }\ntls = \"require\"\nca_file = \"db-ca.pem\"\n";
+    workspace.write_settings_with_storage("vouch.toml", storage);
+    let vouch = workspace.start();
+    let (status, _) = post_alert(&vouch.base, &native_alert("tls-1", "WS-17", "SRV-DB-01", "alice")).await;
+    assert_eq!(status, 202);
+    let encrypted = server.sql(
+        "vouch",
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'vouch'",
+    );
+    assert_eq!(encrypted, "t", "every connection of Vouch's is encrypted");
+    assert_eq!(vouch.terminate(), 0);
+
+    // Another CA: the certificate does not check out, and Vouch does not start.
+    let (other_ca, _, _) = postgres_server::test_certificate("127.0.0.1");
+    std::fs::write(workspace.folder.path().join("db-ca.pem"), other_ca).expect("write");
+    let config = workspace.config();
+    let (code, _, stderr) = workspace.run_command(&["run", "--config", config.to_str().expect("path")]);
+    assert_ne!(code, 0, "an unknown certificate must stop Vouch");
+    assert!(stderr.contains("cannot open the store in PostgreSQL") && stderr.contains("certificate"), "{stderr}");
+}

@@ -82,6 +82,8 @@ pub struct PostgresServer {
     dies_with_its_thread: bool,
     /// Flushes its log to disk as a production server does (benchmarks); tests leave that off.
     durable: bool,
+    /// Serves TLS with a certificate for 127.0.0.1 signed by this CA (PEM).
+    pub tls_ca_pem: Option<String>,
 }
 
 impl PostgresServer {
@@ -112,7 +114,37 @@ impl PostgresServer {
             .output()
             .expect("initdb runs");
         assert!(output.status.success(), "initdb failed: {}", String::from_utf8_lossy(&output.stderr));
-        let mut server = PostgresServer { folder, bin, port: free_port(), child: None, dies_with_its_thread, durable };
+        let mut server = PostgresServer {
+            folder,
+            bin,
+            port: free_port(),
+            child: None,
+            dies_with_its_thread,
+            durable,
+            tls_ca_pem: None,
+        };
+        server.run();
+        server
+    }
+
+    /// A server that also takes TLS, with a certificate for 127.0.0.1 signed by a CA of its own
+    /// (in [`PostgresServer::tls_ca_pem`]).
+    pub fn start_with_tls() -> PostgresServer {
+        let mut server = PostgresServer::start();
+        let (ca_pem, certificate, key) = test_certificate("127.0.0.1");
+        let (certificate_file, key_file) =
+            (server.folder.path().join("server.crt"), server.folder.path().join("server.key"));
+        std::fs::write(&certificate_file, certificate).expect("write");
+        std::fs::write(&key_file, key).expect("write");
+        // PostgreSQL refuses a key that others may read.
+        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+        if let Some((uid, gid)) = server_user() {
+            for file in [&certificate_file, &key_file] {
+                std::os::unix::fs::chown(file, Some(uid), Some(gid)).expect("chown");
+            }
+        }
+        server.kill();
+        server.tls_ca_pem = Some(ca_pem);
         server.run();
         server
     }
@@ -135,6 +167,11 @@ impl PostgresServer {
             .stderr(log);
         if !self.durable {
             command.args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
+        }
+        if self.tls_ca_pem.is_some() {
+            let file = |name: &str| format!("{}", self.folder.path().join(name).display());
+            command.args(["-c", "ssl=on", "-c", &format!("ssl_cert_file={}", file("server.crt"))]);
+            command.args(["-c", &format!("ssl_key_file={}", file("server.key"))]);
         }
         if self.dies_with_its_thread {
             // SAFETY: prctl is async-signal-safe.
@@ -229,6 +266,22 @@ impl Drop for PostgresServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A CA of its own and a certificate for `host` it signed: (CA PEM, certificate PEM, key PEM).
+pub fn test_certificate(host: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "Vouch test database CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_key = KeyPair::generate().expect("key");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let mut params = CertificateParams::new(vec![host.to_string()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, host);
+    let key = KeyPair::generate().expect("key");
+    let certificate = params.signed_by(&key, &ca, &ca_key).expect("certificate");
+    (ca.pem(), certificate.pem(), key.serialize_pem())
 }
 
 fn as_server_user(mut command: Command, user: Option<(u32, u32)>) -> Command {

@@ -73,7 +73,7 @@ impl Connection {
                                 Some(connection)
                             }
                             Err(error) => {
-                                job(Err(&error.to_string()));
+                                job(Err(&describe(&error)));
                                 continue;
                             }
                         };
@@ -149,10 +149,22 @@ fn connect(target: &Target, prepared: bool) -> std::result::Result<(Client, Opti
 
 /// What the driver said, as the store's error: a failure of the database or of the way to it.
 pub(crate) fn database_error(error: postgres::Error) -> StorageError {
-    match error.as_db_error() {
-        Some(database) => StorageError::Database(format!("{}: {}", database.code().code(), database.message())),
-        None => StorageError::Database(error.to_string()),
+    StorageError::Database(describe(&error))
+}
+
+/// The driver's error with its causes: its own message is general ("error performing TLS
+/// handshake"), the causes say what went wrong ("invalid peer certificate: UnknownIssuer").
+fn describe(error: &postgres::Error) -> String {
+    if let Some(database) = error.as_db_error() {
+        return format!("{}: {}", database.code().code(), database.message());
     }
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        message.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    message
 }
 
 /// A fixed number of connections, opened as they are first needed and lent one at a time.
