@@ -118,6 +118,9 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     if store.backend() == "postgres" {
         // Replicas see the directory one another keep: syncs of the leader, pushes to anyone.
         background.push(tokio::spawn(Arc::clone(&keeper).follow_store()));
+        // The leader hears at once of work another replica's change left (a card for an alert
+        // a standby took), instead of at its next poll.
+        background.push(tokio::spawn(hear_of_work(Arc::clone(&service))));
     }
     // Identity providers push people over SCIM 2.0 when a scim source is configured.
     let scim = crate::directory_sync::scim::routes(Arc::clone(&keeper), Arc::clone(&service.clock));
@@ -165,6 +168,34 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
             .await
     });
     Ok(Running { address, service: service_handle, stop, server, store, leadership, background })
+}
+
+/// Wakes the dispatcher and the deliverer whenever a change anywhere left them work (PostgreSQL's
+/// LISTEN/NOTIFY); a lost connection is opened again after a second.
+async fn hear_of_work(service: Arc<Service>) {
+    loop {
+        let store = Arc::clone(&service.store);
+        let listener = match tokio::task::spawn_blocking(move || store.listen_for_work()).await {
+            Ok(Ok(Some(listener))) => Arc::new(listener),
+            Ok(Ok(None)) => return,
+            _ => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            let waiting = Arc::clone(&listener);
+            match tokio::task::spawn_blocking(move || waiting.wait(std::time::Duration::from_secs(5))).await {
+                Ok(Ok(true)) => {
+                    service.effects_ready.notify_one();
+                    service.outbox_ready.notify_one();
+                }
+                Ok(Ok(false)) => {}
+                _ => break,
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// After a disk failure, reopens the store once a second until that works: often enough to take

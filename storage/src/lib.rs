@@ -38,7 +38,7 @@ pub use codec::EncodedJson;
 pub use copy::CopyReport;
 pub use group_commit::FlushStats;
 use group_commit::Ticket;
-pub use postgres::{Campaign, LeaderLease, PostgresOptions, PostgresTls};
+pub use postgres::{Campaign, LeaderLease, PostgresOptions, PostgresTls, WorkListener};
 pub use store::{Fence, Store, StoreOptions};
 pub use transaction::Transaction;
 

@@ -149,6 +149,15 @@ impl Store {
         }
     }
 
+    /// On PostgreSQL, a listener for changes (by any replica) that leave work for the leader;
+    /// `None` on sled, where every change is this process's own.
+    pub fn listen_for_work(&self) -> Result<Option<crate::WorkListener>> {
+        self.on_current(|generation| match &generation.engine {
+            Engine::Postgres(postgres) => postgres.listen_for_work().map(Some),
+            Engine::Sled { .. } => Ok(None),
+        })
+    }
+
     /// One try to lead the replicas sharing this PostgreSQL store (see [`Campaign`]).
     pub fn campaign(&self, holder: &str, stale_after: Duration) -> Result<Campaign> {
         self.on_current(|generation| match &generation.engine {

@@ -212,3 +212,36 @@ async fn tls_is_required_and_the_servers_certificate_checked_against_the_configu
     assert_ne!(code, 0, "an unknown certificate must stop Vouch");
     assert!(stderr.contains("cannot open the store in PostgreSQL") && stderr.contains("certificate"), "{stderr}");
 }
+
+/// A change that leaves work for the leader (a queued effect, a notice) wakes a listener on
+/// another connection, as another replica's would be; a change that leaves none does not.
+#[test]
+fn a_change_that_leaves_work_wakes_the_replicas_listening() {
+    if !postgres_server::available() {
+        return;
+    }
+    let server = PostgresServer::start();
+    let options = vouch_storage::PostgresOptions {
+        url: server.database("vouch"),
+        pool_size: 2,
+        tls: vouch_storage::PostgresTls::Disabled,
+    };
+    let (writer, leader) = (
+        vouch_storage::Store::open_postgres(&options).expect("opens"),
+        vouch_storage::Store::open_postgres(&options).expect("opens"),
+    );
+    let listener = leader.listen_for_work().expect("listens").expect("a PostgreSQL store listens");
+    let quiet = |transaction: &mut dyn vouch_storage::Transaction| {
+        transaction.set_marker("quiet", vouch_playbook::Timestamp::from_unix_millis(1));
+        Ok(())
+    };
+    writer.write(quiet).expect("written").wait().expect("durable");
+    assert!(!listener.wait(Duration::from_millis(300)).expect("waits"), "a change that leaves no work wakes nobody");
+    writer
+        .write(|transaction| transaction.queue_notice("a notice for the SOC channel"))
+        .expect("written")
+        .wait()
+        .expect("durable");
+    assert!(listener.wait(Duration::from_secs(10)).expect("waits"), "a queued notice wakes the leader");
+    assert_eq!(leader.notices().expect("read").len(), 1);
+}

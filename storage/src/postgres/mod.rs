@@ -59,6 +59,11 @@ pub enum PostgresTls {
 const WRITER_LOCK: i64 = 0x766f_7563_6800;
 /// The session advisory lock the leader holds.
 const LEADER_LOCK: i64 = 0x766f_7563_6802;
+/// The key prefixes of the work the leader carries out: queued effects, outbox entries, cards to
+/// redraw, notices for the SOC channel.
+const WORK_PREFIXES: [&[u8]; 4] =
+    [crate::keys::EFFECT_PREFIX, crate::keys::OUTBOX_PREFIX, crate::keys::REDRAW_PREFIX, crate::keys::NOTICE_PREFIX];
+
 /// Rows a scan reads per round trip.
 const SCAN_PAGE_ROWS: i64 = 256;
 
@@ -130,6 +135,13 @@ impl PgEngine {
         })
     }
 
+    /// A connection listening for changes that leave work for the leader.
+    pub(crate) fn listen_for_work(&self) -> Result<WorkListener> {
+        let connection = self.pool.unprepared();
+        connection.run(|client| client.batch_execute("LISTEN vouch_work"))?;
+        Ok(WorkListener { connection })
+    }
+
     /// Begins a change: a transaction holding the writer lock.
     pub(crate) fn begin(&self) -> Result<Session> {
         let connection = self.pool.get()?;
@@ -165,6 +177,25 @@ fn tls_connector(ca_file: &std::path::Path) -> Result<tokio_postgres_rustls::Mak
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Hears of changes, made by any replica, that leave work for the leader.
+pub struct WorkListener {
+    connection: pool::UnpreparedConnection,
+}
+
+impl WorkListener {
+    /// Waits up to `timeout` for such a change; whether one came (several count as one).
+    pub fn wait(&self, timeout: Duration) -> Result<bool> {
+        use postgres::fallible_iterator::FallibleIterator;
+        self.connection.run(move |client| {
+            let mut notifications = client.notifications();
+            let heard = notifications.timeout_iter(timeout).next()?.is_some();
+            // Take whatever else arrived meanwhile: one wake-up covers them.
+            while notifications.iter().next()?.is_some() {}
+            Ok(heard)
+        })
+    }
 }
 
 /// A scan that reads a page of rows per round trip, on a connection lent for that page only.
@@ -264,11 +295,17 @@ impl Session {
 
     /// Applies the change's writes (`None` removes the key) and commits. Durable on return.
     pub(crate) fn commit(mut self, writes: Vec<(Vec<u8>, Option<IVec>)>) -> Result<()> {
+        // A change that leaves work for the leader (effects, outbox entries, redraws, notices)
+        // wakes it, wherever the change was made: the notification goes out with the commit.
+        let leaves_work = writes
+            .iter()
+            .any(|(key, value)| value.is_some() && WORK_PREFIXES.iter().any(|prefix| key.starts_with(prefix)));
         let (upsert_keys, upsert_values, removed) = split_writes(writes);
         self.open = false;
         self.run(move |client, statements| {
+            let end = if leaves_work { "NOTIFY vouch_work; COMMIT" } else { "COMMIT" };
             let result = apply_writes(client, statements, &upsert_keys, &upsert_values, &removed)
-                .and_then(|()| client.batch_execute("COMMIT"));
+                .and_then(|()| client.batch_execute(end));
             if result.is_err() && !client.is_closed() {
                 let _ = client.batch_execute("ROLLBACK");
             }
