@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use vouch_config::Config;
 use vouch_config::StorageBackend;
-use vouch_storage::{PostgresOptions, PostgresTls, Store, StoreOptions};
+use vouch_storage::{Backend, PostgresOptions, PostgresTls, Store, StoreOptions};
 
 use crate::ingest::{app, AppState};
 use crate::metrics::Metrics;
@@ -115,12 +115,12 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         push_cool_down: Default::default(),
     });
     let mut background = vec![tokio::spawn(keep_store_open(Arc::clone(&store)))];
-    if store.backend() == "postgres" {
+    if store.backend() == Backend::Postgres {
         // Replicas see the directory one another keep: syncs of the leader, pushes to anyone.
         background.push(tokio::spawn(Arc::clone(&keeper).follow_store()));
         // The leader hears at once of work another replica's change left (a card for an alert
         // a standby took), instead of at its next poll.
-        background.push(tokio::spawn(hear_of_work(Arc::clone(&service))));
+        hear_of_work(&service);
     }
     // Identity providers push people over SCIM 2.0 when a scim source is configured.
     let scim = crate::directory_sync::scim::routes(Arc::clone(&keeper), Arc::clone(&service.clock));
@@ -136,8 +136,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     };
     let leadership_status = Arc::new(crate::leadership::LeadershipStatus::default());
     let leadership = match store.backend() {
-        "postgres" => crate::leadership::Leadership::campaign(parts, Arc::clone(&leadership_status)).await?,
-        _ => crate::leadership::Leadership::alone(parts, Arc::clone(&leadership_status)).await?,
+        Backend::Postgres => crate::leadership::Leadership::campaign(parts, Arc::clone(&leadership_status)).await?,
+        Backend::Sled => crate::leadership::Leadership::alone(parts, Arc::clone(&leadership_status)).await?,
     };
     let service_handle = Arc::clone(&service);
     let state = Arc::new(AppState {
@@ -171,30 +171,37 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
 }
 
 /// Wakes the dispatcher and the deliverer whenever a change anywhere left them work (PostgreSQL's
-/// LISTEN/NOTIFY); a lost connection is opened again after a second.
-async fn hear_of_work(service: Arc<Service>) {
-    loop {
-        let store = Arc::clone(&service.store);
-        let listener = match tokio::task::spawn_blocking(move || store.listen_for_work()).await {
-            Ok(Ok(Some(listener))) => Arc::new(listener),
-            Ok(Ok(None)) => return,
-            _ => {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+/// LISTEN/NOTIFY); a lost connection is opened again after a second. On a thread of its own, not
+/// the runtime's blocking pool, whose shutdown would wait for a listener's wait to end; it ends
+/// once the service is gone.
+fn hear_of_work(service: &Arc<Service>) {
+    let service = Arc::downgrade(service);
+    let spawned = std::thread::Builder::new().name("vouch-work-listener".to_string()).spawn(move || loop {
+        let listener = match service.upgrade().map(|service| service.store.listen_for_work()) {
+            None => return,
+            Some(Ok(Some(listener))) => listener,
+            Some(Ok(None)) => return,
+            Some(Err(_)) => {
+                std::thread::sleep(std::time::Duration::from_secs(1));
                 continue;
             }
         };
         loop {
-            let waiting = Arc::clone(&listener);
-            match tokio::task::spawn_blocking(move || waiting.wait(std::time::Duration::from_secs(5))).await {
-                Ok(Ok(true)) => {
+            let heard = listener.wait(std::time::Duration::from_secs(1));
+            let Some(service) = service.upgrade() else { return };
+            match heard {
+                Ok(true) => {
                     service.effects_ready.notify_one();
                     service.outbox_ready.notify_one();
                 }
-                Ok(Ok(false)) => {}
-                _ => break,
+                Ok(false) => {}
+                Err(_) => break,
             }
         }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot listen for work other replicas leave; the leader polls for it");
     }
 }
 

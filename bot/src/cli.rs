@@ -285,9 +285,9 @@ fn migrate(from: &Path, to: &Path) -> anyhow::Result<ExitCode> {
         copied.records,
         copied.bytes,
         source_config.settings.storage.describe(),
-        source.backend(),
+        source.backend().name(),
         target_config.settings.storage.describe(),
-        target.backend(),
+        target.backend().name(),
     );
     if !arrived.problems.is_empty() || arrived.head != before.head {
         eprintln!("vouch: the audit chain does not verify where it arrived:");

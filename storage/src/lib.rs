@@ -27,6 +27,7 @@ mod keys;
 mod postgres;
 mod queues;
 mod reads;
+mod replicas;
 mod store;
 mod transaction;
 
@@ -39,7 +40,8 @@ pub use copy::CopyReport;
 pub use group_commit::FlushStats;
 use group_commit::Ticket;
 pub use postgres::{Campaign, LeaderLease, PostgresOptions, PostgresTls, WorkListener};
-pub use store::{Fence, Store, StoreOptions};
+pub use replicas::Fence;
+pub use store::{Backend, Store, StoreOptions};
 pub use transaction::Transaction;
 
 #[derive(Debug, thiserror::Error)]

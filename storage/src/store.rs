@@ -13,7 +13,8 @@ use crate::codec::SCHEMA_VERSION;
 const CASE_INDEX_VERSION: u8 = 3;
 use crate::engine::Engine;
 use crate::group_commit::{FlushStats, GroupCommit};
-use crate::postgres::{Campaign, PgEngine, PostgresOptions};
+use crate::postgres::{PgEngine, PostgresOptions};
+use crate::replicas::Fence;
 use crate::transaction::{KvTransaction, Transaction, WriterState};
 use crate::{keys, Pending, Result, StorageError};
 
@@ -38,7 +39,7 @@ impl Default for StoreOptions {
 pub struct Store {
     location: Location,
     /// What this process may change (see [`Fence`]).
-    fence: Mutex<Fence>,
+    pub(crate) fence: Mutex<Fence>,
     /// The engine instance in use; `None` between dropping a failed one and opening the next.
     current: RwLock<Option<Arc<Generation>>>,
     /// Keeps two callers from reopening at once.
@@ -46,17 +47,22 @@ pub struct Store {
     reopened: AtomicU64,
 }
 
-/// What a process may change in a store that several replicas share.
+/// The engine a store is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fence {
-    /// Everything, unchecked: the only process (sled), or a tool run by hand.
-    Alone,
-    /// Everything, as the leader of this epoch: every change but those any replica makes checks
-    /// in its own transaction that the epoch is still the database's, and is refused (and this
-    /// process becomes a standby) when another replica took the lead meanwhile.
-    Leader(u64),
-    /// Only the changes any replica makes (alerts taken, directory pushes); the rest are refused.
-    Standby,
+pub enum Backend {
+    /// Embedded, one process.
+    Sled,
+    /// Shared by replicas, one of which leads.
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sled => "sled",
+            Backend::Postgres => "postgres",
+        }
+    }
 }
 
 /// Where the store's records are.
@@ -110,60 +116,12 @@ impl Store {
         }
     }
 
-    /// Which engine holds the store: `sled` or `postgres`.
-    pub fn backend(&self) -> &'static str {
+    /// Which engine holds the store.
+    pub fn backend(&self) -> Backend {
         match self.location {
-            Location::Sled { .. } => "sled",
-            Location::Postgres(_) => "postgres",
+            Location::Sled { .. } => Backend::Sled,
+            Location::Postgres(_) => Backend::Postgres,
         }
-    }
-
-    /// What this process may change now.
-    pub fn fence(&self) -> Fence {
-        *self.fence.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Sets what this process may change: the leadership says, as it wins or loses the lead.
-    pub fn set_fence(&self, fence: Fence) {
-        *self.fence.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = fence;
-    }
-
-    /// Checks, just before acting on the outside world (posting to chat, calling a webhook),
-    /// that this process still leads: a leader paused past its lease must not act on what it
-    /// read before the pause. One read of the epoch; `Fenced` (and standing by) when it moved.
-    pub fn confirm_lead(&self) -> Result<()> {
-        match self.fence() {
-            Fence::Alone => Ok(()),
-            Fence::Standby => Err(StorageError::NotLeader),
-            Fence::Leader(epoch) => {
-                let current = self.on_current(|generation| match &generation.engine {
-                    Engine::Postgres(postgres) => postgres.leader_epoch(),
-                    Engine::Sled { .. } => Ok(epoch),
-                })?;
-                if current == epoch {
-                    return Ok(());
-                }
-                self.set_fence(Fence::Standby);
-                Err(StorageError::Fenced { epoch, current })
-            }
-        }
-    }
-
-    /// On PostgreSQL, a listener for changes (by any replica) that leave work for the leader;
-    /// `None` on sled, where every change is this process's own.
-    pub fn listen_for_work(&self) -> Result<Option<crate::WorkListener>> {
-        self.on_current(|generation| match &generation.engine {
-            Engine::Postgres(postgres) => postgres.listen_for_work().map(Some),
-            Engine::Sled { .. } => Ok(None),
-        })
-    }
-
-    /// One try to lead the replicas sharing this PostgreSQL store (see [`Campaign`]).
-    pub fn campaign(&self, holder: &str, stale_after: Duration) -> Result<Campaign> {
-        self.on_current(|generation| match &generation.engine {
-            Engine::Postgres(postgres) => postgres.campaign(holder, stale_after),
-            Engine::Sled { .. } => Err(StorageError::Conflict("a sled store has one process, which leads".to_string())),
-        })
     }
 
     /// Runs one change: `work` reads what it needs and stages its writes on the transaction,
