@@ -247,7 +247,8 @@ async fn a_full_disk_answers_503_recovers_without_a_restart_and_loses_nothing_ac
     assert!(unavailable >= 3, "the disk never filled up ({} acknowledged)", acknowledged.len());
     assert!(!acknowledged.is_empty());
     eprintln!("full disk: {} alerts acknowledged, then 503", acknowledged.len());
-    assert!(vouch.log().contains("the store refused a write"), "the failure is logged:\n{}", vouch.log());
+    let log = vouch.log_once_it_says("the store refused a write", 1).await;
+    assert!(log.contains("the store refused a write"), "the failure is logged:\n{log}");
     let (status, health) = get_json(&vouch.base, "/healthz").await;
     assert_eq!((status, health["status"].as_str()), (503, Some("store_failed")), "health shows the failure");
 
@@ -272,7 +273,8 @@ async fn a_full_disk_answers_503_recovers_without_a_restart_and_loses_nothing_ac
             other => panic!("with room again Vouch must take alerts, got {other}: {body}\n{}", vouch.log()),
         }
     };
-    assert!(vouch.log().contains("the store was reopened after a failure"), "{}", vouch.log());
+    let log = vouch.log_once_it_says("the store was reopened after a failure", 1).await;
+    assert!(log.contains("the store was reopened after a failure"), "{log}");
     let (status, health) = get_json(&vouch.base, "/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
     for case_id in acknowledged.iter().chain([&recovered_case]) {

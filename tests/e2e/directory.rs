@@ -99,7 +99,8 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
         "{synced}"
     );
     assert_eq!(first_asked(&vouch.base, "dir-2", "SRV-APP-02").await, "carol");
-    assert!(vouch.log().contains("read=\"incremental\""), "the second sync read only what changed: {}", vouch.log());
+    let log = vouch.log_once_it_says("read=\"incremental\"", 1).await;
+    assert!(log.contains("read=\"incremental\""), "the second sync read only what changed: {log}");
     // The case still waiting on bob moves on: he is no longer alice's manager.
     let moved = case_until(&vouch.base, "LM-1", Duration::from_secs(30), "LM-1 to stop waiting on bob", |case| {
         case["confirmers"][0]["status"] != "asked"
@@ -135,12 +136,8 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
     let continued = sync_now(&vouch.base).await;
     assert_eq!(continued["sources"][0]["outcome"], "applied", "{continued}");
     assert_eq!(continued["sources"][0]["changes"], serde_json::json!([]), "{continued}");
-    // The log arrives through a pipe the test reads on its own thread: wait for the line.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while incremental_reads() < before + 1 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(incremental_reads(), before + 1, "{}", vouch.log());
+    let log = vouch.log_once_it_says("read=\"incremental\"", before + 1).await;
+    assert_eq!(incremental_reads(), before + 1, "{log}");
     assert_eq!(vouch.terminate(), 0);
 
     // The source goes down; Vouch restarts from its stored snapshot and still asks carol.

@@ -90,7 +90,8 @@ async fn entra_id_through_graph_gives_managers_roles_and_devices_and_a_bad_secre
         let user_pages = world.requests.iter().filter(|request| request.as_str() == "GET /v1.0/users/delta").count();
         assert_eq!(user_pages, 1 + 3, "one throttled try, then three pages of two: {:?}", world.requests);
     });
-    assert!(vouch.log().contains("no userPrincipalName"), "the broken user is reported");
+    let log = vouch.log_once_it_says("no userPrincipalName", 1).await;
+    assert!(log.contains("no userPrincipalName"), "the broken user is reported");
 
     // alice's manager in Entra is asked; her helpdesk role and her own device are known.
     let case = first_asked(&vouch.base, "graph-1", "SRV-DB-01").await;
@@ -112,7 +113,8 @@ async fn entra_id_through_graph_gives_managers_roles_and_devices_and_a_bad_secre
             world.requests
         )
     });
-    assert!(vouch.log().contains("users=1"), "the incremental read returned one user: {}", vouch.log());
+    let log = vouch.log_once_it_says("users=1", 1).await;
+    assert!(log.contains("users=1"), "the incremental read returned one user: {log}");
 
     // A user deleted in Entra is gone after the next (incremental) sync.
     graph.with_world(|world| world.remove_user("u-dave"));

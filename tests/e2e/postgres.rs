@@ -81,7 +81,8 @@ async fn the_database_killed_mid_burst_loses_no_acknowledged_alert_and_vouch_com
     for sender in senders {
         sender.await.expect("sender");
     }
-    assert!(vouch.log().contains("the store was reopened after a failure"), "{}", vouch.log());
+    let log = vouch.log_once_it_says("the store was reopened after a failure", 1).await;
+    assert!(log.contains("the store was reopened after a failure"), "{log}");
     let (status, health) = get_json(&base, "/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
 

@@ -310,6 +310,20 @@ impl Running {
     pub fn log(&self) -> String {
         self.log.lock().expect("log").clone()
     }
+
+    /// Waits (at most 10 s) until the log holds `fragment` at least `times` times: the log
+    /// arrives through a pipe the test reads on a thread of its own, a moment after Vouch wrote
+    /// it. The log as it then is.
+    pub async fn log_once_it_says(&self, fragment: &str, times: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.matches(fragment).count() >= times || Instant::now() >= deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Running {
