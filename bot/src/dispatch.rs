@@ -89,11 +89,20 @@ enum GivenUp {
     Redraw(RedrawWanted),
 }
 
+/// What of a case the dispatcher carries out: its queued effects, or its card's redraw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    Queue,
+    Redraw,
+}
+
 pub struct Dispatcher<S> {
     service: Arc<Service>,
     sink: S,
-    /// Cases whose last effect failed: how many times in a row, and when to try again.
-    backoff: HashMap<CaseId, (u32, Instant)>,
+    /// Cases whose last effect (or last redraw) failed: how many times in a row, and when to try
+    /// again. A case's queued effects and its card's redraw keep their own counts: a refused
+    /// redraw neither holds back the case's pings nor is forgiven by their success.
+    backoff: HashMap<(CaseId, Lane), (u32, Instant)>,
     /// When each card was last drawn (posted or redrawn), to space a storming card's redraws.
     last_drawn: HashMap<CaseId, Instant>,
 }
@@ -167,7 +176,7 @@ impl<S: ChatSink> Dispatcher<S> {
         for wanted in redraws {
             let case_id = wanted.case_id;
             let drawn_recently = self.last_drawn.get(&case_id).is_some_and(|at| at.elapsed() < STORM_REDRAW_EVERY);
-            if (drawn_recently && !wanted.urgent) || self.is_backing_off(case_id) {
+            if (drawn_recently && !wanted.urgent) || self.is_backing_off(case_id, Lane::Redraw) {
                 continue;
             }
             if self.new_cards_waiting().await? {
@@ -185,14 +194,14 @@ impl<S: ChatSink> Dispatcher<S> {
                 Ok(()) | Err(SinkError::NotConfigured) => {
                     drawn.push(wanted);
                     self.last_drawn.insert(case_id, Instant::now());
-                    self.backoff.remove(&case_id);
+                    self.backoff.remove(&(case_id, Lane::Redraw));
                 }
                 // The card is gone or cannot be edited: stop trying, and say so.
-                Err(SinkError::Refused(error)) if self.refused_too_often(case_id) => {
+                Err(SinkError::Refused(error)) if self.refused_too_often(case_id, Lane::Redraw) => {
                     self.give_up(GivenUp::Redraw(wanted), &error).await?;
                 }
                 Err(SinkError::Refused(error) | SinkError::Failed(error)) => {
-                    self.note_failure(case_id, &error, &Effect::UpdateCard);
+                    self.note_failure(case_id, Lane::Redraw, &error, &Effect::UpdateCard);
                 }
             }
         }
@@ -202,18 +211,20 @@ impl<S: ChatSink> Dispatcher<S> {
     /// Whether a card is waiting to be posted.
     async fn new_cards_waiting(&self) -> anyhow::Result<bool> {
         let pending = self.blocking(|service| service.store.pending_effects(BATCH)).await?;
-        Ok(pending.iter().any(|item| item.effect == Effect::PostCard && !self.is_backing_off(item.case_id)))
+        Ok(pending
+            .iter()
+            .any(|item| item.effect == Effect::PostCard && !self.is_backing_off(item.case_id, Lane::Queue)))
     }
 
-    fn is_backing_off(&self, case_id: CaseId) -> bool {
-        self.backoff.get(&case_id).is_some_and(|(_, retry_at)| *retry_at > Instant::now())
+    fn is_backing_off(&self, case_id: CaseId, lane: Lane) -> bool {
+        self.backoff.get(&(case_id, lane)).is_some_and(|(_, retry_at)| *retry_at > Instant::now())
     }
 
     /// Notes a failed attempt and when to try the case again: doubling from the first step.
-    fn note_failure(&mut self, case_id: CaseId, error: &anyhow::Error, effect: &Effect) {
-        let failures = self.backoff.get(&case_id).map_or(0, |(failures, _)| *failures) + 1;
+    fn note_failure(&mut self, case_id: CaseId, lane: Lane, error: &anyhow::Error, effect: &Effect) {
+        let failures = self.backoff.get(&(case_id, lane)).map_or(0, |(failures, _)| *failures) + 1;
         let delay = BACKOFF_FIRST.saturating_mul(1 << failures.min(6).saturating_sub(1)).min(BACKOFF_CAP);
-        self.backoff.insert(case_id, (failures, Instant::now() + delay));
+        self.backoff.insert((case_id, lane), (failures, Instant::now() + delay));
         tracing::warn!(
             error = %format!("{error:#}"),
             %case_id,
@@ -245,7 +256,7 @@ impl<S: ChatSink> Dispatcher<S> {
             if blocked.contains(&item.case_id) {
                 continue;
             }
-            if self.is_backing_off(item.case_id) {
+            if self.is_backing_off(item.case_id, Lane::Queue) {
                 blocked.insert(item.case_id);
                 continue;
             }
@@ -273,7 +284,7 @@ impl<S: ChatSink> Dispatcher<S> {
                     // this one (cards are posted with a nonce, so even that makes no second card).
                     let seq = item.seq;
                     self.blocking(move |service| service.store.complete_effects(&[seq])).await?;
-                    self.backoff.remove(&case_id);
+                    self.backoff.remove(&(case_id, Lane::Queue));
                     if item.effect == Effect::PostCard {
                         // The new card shows the case as read after these wishes were.
                         self.last_drawn.insert(case_id, Instant::now());
@@ -283,11 +294,11 @@ impl<S: ChatSink> Dispatcher<S> {
                     }
                 }
                 Err(SinkError::NotConfigured) => not_delivered.push(item),
-                Err(SinkError::Refused(error)) if self.refused_too_often(case_id) => {
+                Err(SinkError::Refused(error)) if self.refused_too_often(case_id, Lane::Queue) => {
                     self.give_up(GivenUp::Effect(item), &error).await?;
                 }
                 Err(SinkError::Refused(error) | SinkError::Failed(error)) => {
-                    self.note_failure(case_id, &error, &item.effect);
+                    self.note_failure(case_id, Lane::Queue, &error, &item.effect);
                     blocked.insert(case_id);
                 }
             }
@@ -314,16 +325,16 @@ impl<S: ChatSink> Dispatcher<S> {
     }
 
     /// Whether this refusal is the one too many: the case's earlier tries were refused too.
-    fn refused_too_often(&self, case_id: CaseId) -> bool {
-        self.backoff.get(&case_id).map_or(0, |(failures, _)| *failures) + 1 >= REFUSED_ATTEMPTS
+    fn refused_too_often(&self, case_id: CaseId, lane: Lane) -> bool {
+        self.backoff.get(&(case_id, lane)).map_or(0, |(failures, _)| *failures) + 1 >= REFUSED_ATTEMPTS
     }
 
     /// Gives up on what the chat keeps refusing: it leaves the queue (or the wish to redraw is
     /// cleared) with an `effect.abandoned` record on its case, in one write.
     async fn give_up(&mut self, given_up: GivenUp, error: &anyhow::Error) -> anyhow::Result<()> {
-        let (case_id, effect) = match &given_up {
-            GivenUp::Effect(item) => (item.case_id, item.effect.clone()),
-            GivenUp::Redraw(wanted) => (wanted.case_id, Effect::UpdateCard),
+        let (case_id, lane, effect) = match &given_up {
+            GivenUp::Effect(item) => (item.case_id, Lane::Queue, item.effect.clone()),
+            GivenUp::Redraw(wanted) => (wanted.case_id, Lane::Redraw, Effect::UpdateCard),
         };
         tracing::error!(error = %format!("{error:#}"), %case_id, ?effect, "the chat refused an effect; giving up on it");
         let detail = json!({"effect": effect, "error": format!("{error:#}")});
@@ -342,7 +353,7 @@ impl<S: ChatSink> Dispatcher<S> {
                 .wait()
         })
         .await?;
-        self.backoff.remove(&case_id);
+        self.backoff.remove(&(case_id, lane));
         Ok(())
     }
 
