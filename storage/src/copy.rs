@@ -11,6 +11,13 @@ pub struct CopyReport {
     pub bytes: u64,
 }
 
+impl CopyReport {
+    fn count(&mut self, key: &[u8], value: &[u8]) {
+        self.records += 1;
+        self.bytes += (key.len() + value.len()) as u64;
+    }
+}
+
 /// Records a target may already hold: what opening it wrote.
 const WRITTEN_ON_OPEN: [&[u8]; 2] = [keys::META_SCHEMA, keys::META_CASE_INDEX];
 
@@ -33,8 +40,7 @@ impl Store {
                         let mut batch = sled::Batch::default();
                         for record in records {
                             let (key, value) = record?;
-                            report.records += 1;
-                            report.bytes += (key.len() + value.len()) as u64;
+                            report.count(&key, &value);
                             batch.insert(key, value);
                         }
                         tree.apply_batch(batch)?;
@@ -48,8 +54,7 @@ impl Store {
                         let mut part = Vec::with_capacity(RECORDS_PER_PART);
                         for record in records {
                             let (key, value) = record?;
-                            report.records += 1;
-                            report.bytes += (key.len() + value.len()) as u64;
+                            report.count(&key, &value);
                             part.push((key.to_vec(), Some(value)));
                             if part.len() == RECORDS_PER_PART {
                                 session.write_part(std::mem::take(&mut part))?;

@@ -16,6 +16,9 @@ pub(crate) enum Engine {
     Postgres(PgEngine),
 }
 
+/// A change's writes in key order: each key with its new value, or `None` to remove it.
+pub(crate) type Writes = Vec<(Vec<u8>, Option<IVec>)>;
+
 /// Key-value pairs in key order (or reverse key order), read lazily.
 pub(crate) type Scan = Box<dyn Iterator<Item = Result<(IVec, IVec)>> + Send>;
 

@@ -11,7 +11,7 @@ use crate::codec::SCHEMA_VERSION;
 /// The version of the listing indexes: 2 added finished cases by when they last changed, 3 the
 /// cases waiting on a push.
 const CASE_INDEX_VERSION: u8 = 3;
-use crate::engine::Engine;
+use crate::engine::{Engine, TransactionSource, Writes};
 use crate::group_commit::{FlushStats, GroupCommit};
 use crate::postgres::{PgEngine, PostgresOptions};
 use crate::replicas::Fence;
@@ -143,38 +143,23 @@ impl Store {
     }
 
     fn write_under<T>(&self, fence: Fence, work: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<Pending<T>> {
-        if fence == Fence::Standby {
-            return Err(StorageError::NotLeader);
+        let leader_of = match fence {
+            Fence::Standby => return Err(StorageError::NotLeader),
+            Fence::Leader(epoch) => Some(epoch),
+            Fence::Alone => None,
+        };
+        let changed = self.on_current(|generation| {
+            generation.change(leader_of, |source, state| {
+                let mut transaction = KvTransaction::new(source, state);
+                let value = work(&mut transaction)?;
+                Ok((value, transaction.into_writes()))
+            })
+        });
+        if let Err(StorageError::Fenced { .. }) = changed {
+            self.set_fence(Fence::Standby);
         }
-        self.on_current(|generation| {
-            let mut writer = generation.lock_writer();
-            match &generation.engine {
-                Engine::Sled { tree, .. } => {
-                    let mut transaction = KvTransaction::new(tree, &mut writer.state);
-                    let value = work(&mut transaction)?;
-                    let writes = transaction.into_writes();
-                    let ticket = generation.commit(writes, writer)?;
-                    Ok(Pending { value, ticket })
-                }
-                Engine::Postgres(postgres) => {
-                    // Another replica may have written since: nothing is known before the lock.
-                    writer.state.head = None;
-                    let session = postgres.begin()?;
-                    if let Fence::Leader(epoch) = fence {
-                        let current = session.leader_epoch()?;
-                        if current != epoch {
-                            self.set_fence(Fence::Standby);
-                            return Err(StorageError::Fenced { epoch, current });
-                        }
-                    }
-                    let mut transaction = KvTransaction::new(&session, &mut writer.state);
-                    let value = work(&mut transaction)?;
-                    let writes = transaction.into_writes();
-                    session.commit(writes)?;
-                    Ok(Pending { value, ticket: crate::Ticket::settled() })
-                }
-            }
-        })
+        let (value, ticket) = changed?;
+        Ok(Pending { value, ticket })
     }
 
     /// Runs one change for each input in a single transaction: one pass under the writer lock,
@@ -345,20 +330,40 @@ impl Generation {
 
     /// Writes what `build` returns as one change, durable on return. `build` reads the engine
     /// under the writer lock (on PostgreSQL, inside the transaction).
-    fn write_whole(
+    fn write_whole(&self, build: impl FnOnce(&dyn TransactionSource) -> Result<Writes>) -> Result<()> {
+        let ((), ticket) = self.change(None, |source, _| Ok(((), build(source)?)))?;
+        ticket.wait()
+    }
+
+    /// One change on either engine: under the writer lock, `work` reads through the engine (on
+    /// PostgreSQL, inside the transaction) and returns its value and its writes, which are
+    /// applied together. With `leader_of`, the change is refused (`Fenced`) unless that epoch
+    /// still leads, checked inside the transaction. The ticket says when the writes are durable
+    /// (on PostgreSQL, at once: they were committed).
+    fn change<T>(
         &self,
-        build: impl FnOnce(&dyn crate::engine::TransactionSource) -> Result<Vec<(Vec<u8>, Option<sled::IVec>)>>,
-    ) -> Result<()> {
-        let writer = self.lock_writer();
+        leader_of: Option<u64>,
+        work: impl FnOnce(&dyn TransactionSource, &mut WriterState) -> Result<(T, Writes)>,
+    ) -> Result<(T, crate::Ticket)> {
+        let mut writer = self.lock_writer();
         match &self.engine {
             Engine::Sled { tree, .. } => {
-                let writes = build(tree)?;
-                self.commit(writes, writer)?.wait()
+                let (value, writes) = work(tree, &mut writer.state)?;
+                Ok((value, self.commit(writes, writer)?))
             }
             Engine::Postgres(postgres) => {
+                // Another replica may have written since: nothing is known before the lock.
+                writer.state.head = None;
                 let session = postgres.begin()?;
-                let writes = build(&session)?;
-                session.commit(writes)
+                if let Some(epoch) = leader_of {
+                    let current = session.leader_epoch()?;
+                    if current != epoch {
+                        return Err(StorageError::Fenced { epoch, current });
+                    }
+                }
+                let (value, writes) = work(&session, &mut writer.state)?;
+                session.commit(writes)?;
+                Ok((value, crate::Ticket::settled()))
             }
         }
     }
@@ -409,7 +414,7 @@ impl Generation {
     /// same flush.
     /// Called with the writer lock held, which is released on return so other writers can join
     /// the same flush. sled only: a PostgreSQL change commits its own transaction.
-    fn commit(&self, writes: Vec<(Vec<u8>, Option<sled::IVec>)>, mut writer: Writer<'_>) -> Result<crate::Ticket> {
+    fn commit(&self, writes: Writes, mut writer: Writer<'_>) -> Result<crate::Ticket> {
         let Engine::Sled { tree, commits } = &self.engine else {
             unreachable!("a sled batch is committed on sled only")
         };

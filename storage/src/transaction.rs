@@ -201,7 +201,7 @@ impl<'a> KvTransaction<'a> {
     }
 
     /// The staged writes in key order (`None` removes the key).
-    pub(crate) fn into_writes(self) -> Vec<(Vec<u8>, Option<sled::IVec>)> {
+    pub(crate) fn into_writes(self) -> crate::engine::Writes {
         self.staged.into_iter().collect()
     }
 

@@ -90,16 +90,17 @@ impl PostgresServer {
     /// A new cluster in a temporary folder, started. `fsync` off is for tests: a killed
     /// *process* (Vouch's or the server's) loses nothing either way, only a machine's crash would.
     pub fn start() -> PostgresServer {
-        PostgresServer::start_with(false, false)
+        PostgresServer::prepare(false, false).running()
     }
 
     /// A server that flushes its write-ahead log to disk on every commit, as in production: what
     /// a benchmark measures against.
     pub fn start_durable() -> PostgresServer {
-        PostgresServer::start_with(false, true)
+        PostgresServer::prepare(false, true).running()
     }
 
-    fn start_with(dies_with_its_thread: bool, durable: bool) -> PostgresServer {
+    /// A new cluster in a temporary folder, not started yet.
+    fn prepare(dies_with_its_thread: bool, durable: bool) -> PostgresServer {
         let bin = binaries().expect("PostgreSQL is installed (check `available()` first)");
         let folder = tempfile::tempdir().expect("temp dir");
         let user = server_user();
@@ -114,23 +115,18 @@ impl PostgresServer {
             .output()
             .expect("initdb runs");
         assert!(output.status.success(), "initdb failed: {}", String::from_utf8_lossy(&output.stderr));
-        let mut server = PostgresServer {
-            folder,
-            bin,
-            port: free_port(),
-            child: None,
-            dies_with_its_thread,
-            durable,
-            tls_ca_pem: None,
-        };
-        server.run();
-        server
+        PostgresServer { folder, bin, port: free_port(), child: None, dies_with_its_thread, durable, tls_ca_pem: None }
+    }
+
+    fn running(mut self) -> PostgresServer {
+        self.run();
+        self
     }
 
     /// A server that also takes TLS, with a certificate for 127.0.0.1 signed by a CA of its own
     /// (in [`PostgresServer::tls_ca_pem`]).
     pub fn start_with_tls() -> PostgresServer {
-        let mut server = PostgresServer::start();
+        let mut server = PostgresServer::prepare(false, false);
         let (ca_pem, certificate, key) = test_certificate("127.0.0.1");
         let (certificate_file, key_file) =
             (server.folder.path().join("server.crt"), server.folder.path().join("server.key"));
@@ -143,10 +139,8 @@ impl PostgresServer {
                 std::os::unix::fs::chown(file, Some(uid), Some(gid)).expect("chown");
             }
         }
-        server.kill();
         server.tls_ca_pem = Some(ca_pem);
-        server.run();
-        server
+        server.running()
     }
 
     fn data(&self) -> PathBuf {
@@ -302,7 +296,7 @@ pub fn shared() -> &'static PostgresServer {
         std::thread::Builder::new()
             .name("postgres-parent".to_string())
             .spawn(move || {
-                started.send(PostgresServer::start_with(true, false)).expect("the test waits for its server");
+                started.send(PostgresServer::prepare(true, false).running()).expect("the test waits for its server");
                 loop {
                     std::thread::park();
                 }

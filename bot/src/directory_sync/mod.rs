@@ -119,17 +119,19 @@ impl DirectoryKeeper {
     /// Reads the snapshots again when another replica kept one since they were read, and swaps
     /// in the directory they give. Called under the snapshots' lock.
     async fn catch_up(&self, snapshots: &mut BTreeMap<String, SourceSnapshot>) {
-        let store = Arc::clone(&self.store);
-        let settings = self.settings.clone();
         let loaded = self.loaded_version.load(std::sync::atomic::Ordering::Acquire);
-        let read = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<_>> {
-            let version = store.directory_version()?;
-            if version == loaded {
-                return Ok(None);
+        let store = Arc::clone(&self.store);
+        // One read tells whether anything changed; the settings are copied for the snapshots'
+        // read only when something did.
+        let read = match tokio::task::spawn_blocking(move || store.directory_version()).await {
+            Ok(Ok(version)) if version == loaded => return,
+            Ok(Ok(version)) => {
+                let (store, settings) = (Arc::clone(&self.store), self.settings.clone());
+                tokio::task::spawn_blocking(move || Ok(Some((version, stored_snapshots(&settings, &store)?)))).await
             }
-            Ok(Some((version, stored_snapshots(&settings, &store)?)))
-        })
-        .await;
+            Ok(Err(error)) => Ok(Err(anyhow::Error::from(error))),
+            Err(error) => Err(error),
+        };
         let (version, stored) = match read {
             Ok(Ok(Some(read))) => read,
             Ok(Ok(None)) => return,

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use sled::IVec;
 
-use crate::engine::{Scan, TransactionSource};
+use crate::engine::{Scan, TransactionSource, Writes};
 use crate::{Result, StorageError};
 use pool::{Lent, Pool, Target};
 
@@ -105,10 +105,7 @@ impl PgEngine {
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<IVec>> {
         let key = key.to_vec();
-        self.pool.get()?.run(move |client, statements| {
-            let row = client.query_opt(&statements.get, &[&key])?;
-            Ok(row.map(|row| IVec::from(row.get::<_, Vec<u8>>(0))))
-        })
+        self.pool.get()?.run(move |client, statements| read_value(client, statements, &key))
     }
 
     /// The pairs from `start` (included) to `end` (excluded), a page per round trip.
@@ -152,6 +149,15 @@ impl PgEngine {
         })?;
         Ok(Session { connection, serial, open: true })
     }
+}
+
+fn read_value(
+    client: &mut postgres::Client,
+    statements: &pool::Statements,
+    key: &[u8],
+) -> std::result::Result<Option<IVec>, postgres::Error> {
+    let row = client.query_opt(&statements.get, &[&key])?;
+    Ok(row.map(|row| IVec::from(row.get::<_, Vec<u8>>(0))))
 }
 
 fn read_leader_epoch(client: &mut postgres::Client) -> std::result::Result<u64, postgres::Error> {
@@ -271,9 +277,7 @@ impl Session {
     ) -> Result<T> {
         self.connection.run_checked(Some(self.serial), work).map(|(value, _)| value)
     }
-}
 
-impl Session {
     /// The leadership epoch as the database holds it now (0 before anyone led).
     pub(crate) fn leader_epoch(&self) -> Result<u64> {
         self.run(|client, _| read_leader_epoch(client))
@@ -288,24 +292,23 @@ impl Session {
     }
 
     /// Applies writes inside the transaction without ending it (a large change sent in parts).
-    pub(crate) fn write_part(&self, writes: Vec<(Vec<u8>, Option<IVec>)>) -> Result<()> {
-        let (upsert_keys, upsert_values, removed) = split_writes(writes);
-        self.run(move |client, statements| apply_writes(client, statements, &upsert_keys, &upsert_values, &removed))
+    pub(crate) fn write_part(&self, writes: Writes) -> Result<()> {
+        let part = WriteStatements::of(writes);
+        self.run(move |client, statements| part.apply(client, statements))
     }
 
     /// Applies the change's writes (`None` removes the key) and commits. Durable on return.
-    pub(crate) fn commit(mut self, writes: Vec<(Vec<u8>, Option<IVec>)>) -> Result<()> {
+    pub(crate) fn commit(mut self, writes: Writes) -> Result<()> {
         // A change that leaves work for the leader (effects, outbox entries, redraws, notices)
         // wakes it, wherever the change was made: the notification goes out with the commit.
         let leaves_work = writes
             .iter()
             .any(|(key, value)| value.is_some() && WORK_PREFIXES.iter().any(|prefix| key.starts_with(prefix)));
-        let (upsert_keys, upsert_values, removed) = split_writes(writes);
+        let change = WriteStatements::of(writes);
         self.open = false;
         self.run(move |client, statements| {
             let end = if leaves_work { "NOTIFY vouch_work; COMMIT" } else { "COMMIT" };
-            let result = apply_writes(client, statements, &upsert_keys, &upsert_values, &removed)
-                .and_then(|()| client.batch_execute(end));
+            let result = change.apply(client, statements).and_then(|()| client.batch_execute(end));
             if result.is_err() && !client.is_closed() {
                 let _ = client.batch_execute("ROLLBACK");
             }
@@ -314,37 +317,42 @@ impl Session {
     }
 }
 
-type Writes = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
-
-/// The keys and values to upsert, and the keys to remove.
-fn split_writes(writes: Vec<(Vec<u8>, Option<IVec>)>) -> Writes {
-    let (mut upsert_keys, mut upsert_values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
-    for (key, value) in writes {
-        match value {
-            Some(value) => {
-                upsert_keys.push(key);
-                upsert_values.push(value.to_vec());
-            }
-            None => removed.push(key),
-        }
-    }
-    (upsert_keys, upsert_values, removed)
+/// A change's writes as the two statements take them: the keys and values to upsert, as
+/// parallel arrays, and the keys to remove.
+struct WriteStatements {
+    upsert_keys: Vec<Vec<u8>>,
+    upsert_values: Vec<Vec<u8>>,
+    removed: Vec<Vec<u8>>,
 }
 
-fn apply_writes(
-    client: &mut postgres::Client,
-    statements: &pool::Statements,
-    upsert_keys: &[Vec<u8>],
-    upsert_values: &[Vec<u8>],
-    removed: &[Vec<u8>],
-) -> std::result::Result<(), postgres::Error> {
-    if !upsert_keys.is_empty() {
-        client.execute(&statements.upsert, &[&upsert_keys, &upsert_values])?;
+impl WriteStatements {
+    fn of(writes: Writes) -> WriteStatements {
+        let mut statement = WriteStatements { upsert_keys: Vec::new(), upsert_values: Vec::new(), removed: Vec::new() };
+        for (key, value) in writes {
+            match value {
+                Some(value) => {
+                    statement.upsert_keys.push(key);
+                    statement.upsert_values.push(value.to_vec());
+                }
+                None => statement.removed.push(key),
+            }
+        }
+        statement
     }
-    if !removed.is_empty() {
-        client.execute(&statements.delete, &[&removed])?;
+
+    fn apply(
+        &self,
+        client: &mut postgres::Client,
+        statements: &pool::Statements,
+    ) -> std::result::Result<(), postgres::Error> {
+        if !self.upsert_keys.is_empty() {
+            client.execute(&statements.upsert, &[&self.upsert_keys, &self.upsert_values])?;
+        }
+        if !self.removed.is_empty() {
+            client.execute(&statements.delete, &[&self.removed])?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 impl Drop for Session {
@@ -358,10 +366,7 @@ impl Drop for Session {
 impl TransactionSource for Session {
     fn get(&self, key: &[u8]) -> Result<Option<IVec>> {
         let key = key.to_vec();
-        self.run(move |client, statements| {
-            let row = client.query_opt(&statements.get, &[&key])?;
-            Ok(row.map(|row| IVec::from(row.get::<_, Vec<u8>>(0))))
-        })
+        self.run(move |client, statements| read_value(client, statements, &key))
     }
 
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<IVec>> {

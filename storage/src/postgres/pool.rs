@@ -51,10 +51,11 @@ type Job = Box<dyn FnOnce(std::result::Result<(&mut Client, Option<&Statements>,
 /// One connection and the thread that drives it. The thread connects on first use and again
 /// after the connection broke, so a database that restarts is reached again without anyone
 /// rebuilding the pool.
+///
 /// Dropping it closes the channel, which ends the thread once its current job is done, and so
 /// the connection; it is not waited for (a job stuck on a dead network must not hold anyone up).
 pub(crate) struct Connection {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Connection {
@@ -84,7 +85,7 @@ impl Connection {
                 }
             })
             .expect("a thread for a database connection can be started");
-        Connection { jobs: Some(jobs) }
+        Connection { jobs }
     }
 
     /// Runs `work` on the connection and waits for its answer.
@@ -127,8 +128,7 @@ impl Connection {
             };
             let _ = answer.send(result);
         });
-        let jobs = self.jobs.as_ref().ok_or(StorageError::ShuttingDown)?;
-        jobs.send(job).map_err(|_| StorageError::ShuttingDown)?;
+        self.jobs.send(job).map_err(|_| StorageError::ShuttingDown)?;
         answered.recv().map_err(|_| StorageError::Database("the connection's thread ended".to_string()))?
     }
 }

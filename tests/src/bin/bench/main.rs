@@ -218,6 +218,11 @@ async fn records_of_one_case() -> RecordSet {
     Arc::new(records)
 }
 
+/// The latencies each writer thread measured, all together.
+fn joined(threads: Vec<std::thread::JoinHandle<Vec<Duration>>>) -> Vec<Duration> {
+    threads.into_iter().flat_map(|thread| thread.join().expect("writer")).collect()
+}
+
 /// A baseline record's key for alert `index`: made unique per alert, unless it is shared (a
 /// counter or a head, overwritten by every alert).
 fn record_key(key: &[u8], shared: bool, index: usize) -> Vec<u8> {
@@ -291,10 +296,7 @@ fn raw_sled(writers: usize, count: usize, records: &RecordSet) -> Stats {
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for thread in threads {
-        latencies.extend(thread.join().expect("writer"));
-    }
+    let latencies = joined(threads);
     let elapsed = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     state.1.notify_all();
@@ -872,9 +874,14 @@ fn cpu_time() -> Duration {
 }
 
 fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// A memory figure of this process from `/proc/self/status` (given in KiB there), in MiB.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|status| status.lines().find(|line| line.starts_with("VmRSS:")).map(str::to_string))
+        .and_then(|status| status.lines().find(|line| line.starts_with(field)).map(str::to_string))
         .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse::<f64>().ok()))
         .map_or(0.0, |kib| kib / 1024.0)
 }
@@ -937,11 +944,7 @@ async fn measured_sync(
 
 /// Peak resident memory since the last reset, in MiB (Linux `VmHWM`).
 fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| status.lines().find(|line| line.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse::<f64>().ok()))
-        .map_or(0.0, |kib| kib / 1024.0)
+    status_mib("VmHWM:")
 }
 
 /// Resets the peak to the current resident memory, so the next phase's peak is its own.

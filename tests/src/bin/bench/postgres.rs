@@ -75,10 +75,7 @@ fn driver_transactions(url: &str, writers: usize, count: usize, records: &Record
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for thread in threads {
-        latencies.extend(thread.join().expect("writer"));
-    }
+    let latencies = crate::joined(threads);
     Stats { count, elapsed: started.elapsed(), latencies }
 }
 
