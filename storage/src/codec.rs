@@ -5,13 +5,15 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Result, StorageError};
 
-/// The first byte of a plain JSON value, and the store's schema version.
+/// The first byte of a plain JSON value, and the store's schema version. (Layout 4, a value
+/// compressed with a dictionary, is `dictionary`'s: reads expand it before the codec sees it.)
 pub(crate) const SCHEMA_VERSION: u8 = 1;
 /// The first byte of a value that is LZ4-compressed JSON (the same layout as [`SCHEMA_VERSION`]).
 /// Cases and audit records are several kilobytes of repetitive JSON; sled rewrites whole tree
 /// nodes (up to 16 values) as they change, so their size drives its disk traffic and space.
 const COMPRESSED_JSON: u8 = 2;
-/// Values smaller than this are kept as plain JSON: compressing them gains little.
+/// Values smaller than this are kept as plain JSON when no dictionary applies: compressing them
+/// alone gains little.
 const COMPRESS_FROM_BYTES: usize = 512;
 /// The first byte of a value written as LZ4 frames of JSON, compressed as it is serialized: a
 /// large value (a directory snapshot of hundreds of thousands of entries) is never held whole
@@ -31,21 +33,23 @@ impl EncodedJson {
     }
 }
 
+/// A value as a change stages it: plain JSON, which the change's own reads parse as it is. As
+/// the change is written, it is compressed (`dictionary`).
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![SCHEMA_VERSION];
     // Serializing our own plain data types into a Vec cannot fail.
-    encode_json(&serde_json::to_vec(value).expect("stored types serialize to JSON"))
+    serde_json::to_writer(&mut bytes, value).expect("stored types serialize to JSON");
+    bytes
 }
 
-fn encode_json(json: &[u8]) -> Vec<u8> {
+/// `json` LZ4-compressed on its own, when it is large enough to gain from it.
+pub(crate) fn compress_alone(json: &[u8]) -> Option<Vec<u8>> {
     if json.len() < COMPRESS_FROM_BYTES {
-        let mut bytes = Vec::with_capacity(json.len() + 1);
-        bytes.push(SCHEMA_VERSION);
-        bytes.extend_from_slice(json);
-        return bytes;
+        return None;
     }
     let mut bytes = vec![COMPRESSED_JSON];
     bytes.extend_from_slice(&lz4_flex::compress_prepend_size(json));
-    bytes
+    Some(bytes)
 }
 
 /// The JSON a stored value holds, undecoded (for values their owner parses itself).

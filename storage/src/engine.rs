@@ -11,6 +11,7 @@ use crate::group_commit::GroupCommit;
 use crate::postgres::PgEngine;
 use crate::{Result, StorageError};
 
+#[derive(Clone)]
 pub(crate) enum Engine {
     Sled { tree: sled::Db, commits: Arc<GroupCommit> },
     Postgres(PgEngine),

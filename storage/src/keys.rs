@@ -37,6 +37,7 @@
 //! | `m/`   | `case_index`                | the version of the `j/`, `p/`, `f/` indexes (built on open when absent) |
 //! | `m/`   | `next_archive`              | the next archive run's number (u64) |
 //! | `m/`   | `directory_version`         | directory snapshots written so far (u64) |
+//! | `m/dictionary/` | family (a key's first byte), generation (u8) | a dictionary values of that family are compressed with (never changed) |
 
 use vouch_playbook::CaseId;
 
@@ -290,6 +291,11 @@ pub(crate) fn notice(seq: u64) -> Vec<u8> {
 
 pub(crate) fn directory_snapshot(source: &str) -> Vec<u8> {
     with_prefix(DIRECTORY_SNAPSHOT_PREFIX, &[source.as_bytes()])
+}
+
+/// A dictionary of the values under keys starting with `family` (see `dictionary`).
+pub(crate) fn dictionary(family: u8, generation: u8) -> Vec<u8> {
+    with_prefix(b"m/dictionary/", &[&[family, generation]])
 }
 
 pub(crate) fn marker(name: &str) -> Vec<u8> {

@@ -21,6 +21,7 @@
 pub mod audit;
 mod codec;
 mod copy;
+mod dictionary;
 mod engine;
 mod group_commit;
 mod keys;

@@ -11,7 +11,6 @@ impl Store {
     pub fn pending_effects(&self, limit: usize) -> Result<Vec<PendingEffect>> {
         self.on_current(|generation| {
             generation
-                .engine
                 .scan_prefix(keys::EFFECT_PREFIX)
                 .take(limit)
                 .map(|entry| {
@@ -85,7 +84,6 @@ impl Store {
     pub fn directory_snapshots(&self) -> Result<Vec<Vec<u8>>> {
         self.on_current(|generation| {
             generation
-                .engine
                 .scan_prefix(keys::DIRECTORY_SNAPSHOT_PREFIX)
                 .map(|entry| {
                     let (_, value) = entry?;
@@ -97,7 +95,7 @@ impl Store {
 
     /// How many directory snapshots were written so far: it changes when any replica keeps one.
     pub fn directory_version(&self) -> Result<u64> {
-        self.on_current(|generation| match generation.engine.get(keys::META_DIRECTORY_VERSION)? {
+        self.on_current(|generation| match generation.get(keys::META_DIRECTORY_VERSION)? {
             Some(value) => keys::decode_u64(&value, "directory version"),
             None => Ok(0),
         })
@@ -105,7 +103,7 @@ impl Store {
 
     /// One directory source's last good snapshot, as the JSON it was stored as.
     pub fn directory_snapshot(&self, source: &str) -> Result<Option<Vec<u8>>> {
-        self.on_current(|generation| match generation.engine.get(keys::directory_snapshot(source))? {
+        self.on_current(|generation| match generation.get(keys::directory_snapshot(source))? {
             Some(value) => crate::codec::decode_json(&value, "directory snapshot").map(Some),
             None => Ok(None),
         })
@@ -135,7 +133,6 @@ impl Store {
     fn values_under<T: serde::de::DeserializeOwned>(&self, prefix: &[u8], what: &str) -> Result<Vec<T>> {
         self.on_current(|generation| {
             generation
-                .engine
                 .scan_prefix(prefix)
                 .map(|entry| {
                     let (_, value) = entry?;
@@ -147,7 +144,7 @@ impl Store {
 
     /// Where a case's card was posted, once it was.
     pub fn card(&self, case_id: CaseId) -> Result<Option<CardRef>> {
-        self.on_current(|generation| match generation.engine.get(keys::card(case_id))? {
+        self.on_current(|generation| match generation.get(keys::card(case_id))? {
             Some(value) => Ok(Some(decode(&value, "card")?)),
             None => Ok(None),
         })
@@ -164,7 +161,7 @@ impl Store {
 
     /// A named point in time kept across restarts.
     pub fn marker(&self, name: &str) -> Result<Option<Timestamp>> {
-        self.on_current(|generation| match generation.engine.get(keys::marker(name))? {
+        self.on_current(|generation| match generation.get(keys::marker(name))? {
             Some(value) => Ok(Some(Timestamp::from_unix_millis(keys::decode_u64(&value, "marker")? as i64))),
             None => Ok(None),
         })

@@ -6,7 +6,8 @@ use vouch_playbook::{Case, CaseId, CaseState, MovementKey, Timestamp};
 
 use crate::audit::{self, AuditRecord, AuditReport};
 use crate::codec::decode;
-use crate::engine::{Engine, TransactionSource};
+use crate::engine::TransactionSource;
+use crate::store::Generation;
 use crate::transaction::CaseActivity;
 use crate::{keys, Result, StorageError, Store};
 
@@ -15,7 +16,7 @@ pub(crate) trait KeyValues {
     fn value(&self, key: &[u8]) -> Result<Option<sled::IVec>>;
 }
 
-impl KeyValues for Engine {
+impl KeyValues for Generation {
     fn value(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         self.get(key)
     }
@@ -44,7 +45,7 @@ struct ReadBack<'a> {
 }
 
 /// A case's listing summary with its latest activity laid over it.
-fn read_summary(tree: &Engine, case_id: CaseId) -> Result<Option<CaseSummary>> {
+fn read_summary(tree: &Generation, case_id: CaseId) -> Result<Option<CaseSummary>> {
     let Some(value) = tree.get(keys::case_summary(case_id))? else { return Ok(None) };
     let mut summary: CaseSummary = decode(&value, "case summary")?;
     if let Some(activity) = tree.get(keys::case_activity(case_id))? {
@@ -71,7 +72,7 @@ pub(crate) fn read_history(tree: &dyn KeyValues, movement: &MovementKey) -> Resu
 
 impl Store {
     pub fn case(&self, case_id: CaseId) -> Result<Case> {
-        self.on_current(|generation| read_case(&generation.engine, case_id)?.ok_or(StorageError::NoSuchCase(case_id)))
+        self.on_current(|generation| read_case(generation, case_id)?.ok_or(StorageError::NoSuchCase(case_id)))
     }
 
     /// Every case, oldest first, optionally only those in the given states. Asked only for
@@ -79,7 +80,7 @@ impl Store {
     pub fn cases(&self, states: Option<&[CaseState]>) -> Result<Vec<Case>> {
         let finished = states.and_then(vouch_playbook::case_list::finished_alike);
         self.on_current(|generation| {
-            let tree = &generation.engine;
+            let tree = generation;
             let prefix = match finished {
                 Some(finished) => keys::case_by_finish_prefix(finished),
                 None => keys::CASE_PREFIX.to_vec(),
@@ -101,7 +102,7 @@ impl Store {
     /// read through the index of finished cases by time: the day's closed cases, not all of them.
     pub fn finished_cases_changed_since(&self, since: Timestamp) -> Result<Vec<Case>> {
         self.on_current(|generation| {
-            let tree = &generation.engine;
+            let tree = generation;
             let start = keys::finished_by_quiet_from(since);
             let mut end = keys::FINISHED_BY_QUIET_PREFIX.to_vec();
             end.extend_from_slice(&[0xff; 17]);
@@ -119,10 +120,10 @@ impl Store {
     pub fn cases_awaiting_push(&self) -> Result<Vec<Case>> {
         self.on_current(|generation| {
             let mut cases = Vec::new();
-            for entry in generation.engine.scan_prefix(keys::AWAITING_PUSH_PREFIX) {
+            for entry in generation.scan_prefix(keys::AWAITING_PUSH_PREFIX) {
                 let (key, _) = entry?;
                 let case_id = keys::case_id_at_end(&key, "push index")?;
-                cases.extend(read_case(&generation.engine, case_id)?);
+                cases.extend(read_case(generation, case_id)?);
             }
             Ok(cases)
         })
@@ -133,7 +134,7 @@ impl Store {
     pub fn case_counts(&self) -> Result<Vec<(CaseState, u64)>> {
         let mut counts: Vec<(CaseState, u64)> = CaseState::ALL.iter().map(|state| (*state, 0)).collect();
         self.on_current(|generation| {
-            let tree = &generation.engine;
+            let tree = generation;
             for finished in [false, true] {
                 for entry in tree.scan_prefix(keys::case_by_finish_prefix(finished)) {
                     let (key, _) = entry?;
@@ -160,7 +161,7 @@ impl Store {
     /// case: a page costs what it holds, not what the store holds.
     pub fn case_page(&self, filter: &CaseFilter, before: Option<CaseId>, limit: usize) -> Result<CasePage> {
         self.on_current(|generation| {
-            let tree = &generation.engine;
+            let tree = generation;
             let (prefix, other_fields): (Vec<u8>, &[(ListedField, String)]) = match filter.fields.split_first() {
                 Some(((field, value), others)) => (keys::case_by_field_prefix(*field, value), others),
                 None => match filter.finished() {
@@ -202,7 +203,7 @@ impl Store {
 
     /// The number the next archive run takes (1 for the first).
     pub fn next_archive_run(&self) -> Result<u64> {
-        self.on_current(|generation| match generation.engine.get(keys::META_NEXT_ARCHIVE)? {
+        self.on_current(|generation| match generation.get(keys::META_NEXT_ARCHIVE)? {
             Some(value) => keys::decode_u64(&value, "archive run counter"),
             None => Ok(1),
         })
@@ -213,7 +214,7 @@ impl Store {
     /// cases are indexed by when they last changed.
     pub fn finished_cases_quiet_since(&self, quiet_since: Timestamp, limit: usize) -> Result<Vec<CaseSummary>> {
         self.on_current(|generation| {
-            let tree = &generation.engine;
+            let tree = generation;
             // Every key of a case that last changed before `quiet_since` sorts before this one.
             let end = keys::finished_by_quiet_from(quiet_since);
             let mut summaries = Vec::new();
@@ -248,10 +249,10 @@ impl Store {
             let mut end = prefix.clone();
             end.extend_from_slice(&[0xff; 9]);
             let mut records = Vec::new();
-            for entry in generation.engine.range(start, end) {
+            for entry in generation.range(start, end) {
                 let (key, _) = entry?;
                 let seq = keys::seq_of_case_audit(&key)?;
-                if let Some(value) = generation.engine.get(keys::audit(seq))? {
+                if let Some(value) = generation.get(keys::audit(seq))? {
                     records.push(decode::<AuditRecord>(&value, "audit record")?);
                 }
                 if records.len() == limit {
@@ -266,7 +267,7 @@ impl Store {
     pub fn due_cases(&self, now: Timestamp) -> Result<Vec<CaseId>> {
         self.on_current(|generation| {
             let mut due = Vec::new();
-            for entry in generation.engine.scan_prefix(keys::DEADLINE_PREFIX) {
+            for entry in generation.scan_prefix(keys::DEADLINE_PREFIX) {
                 let (key, _) = entry?;
                 let (deadline, case_id) = keys::decode_deadline(&key)?;
                 if deadline > now {
@@ -280,17 +281,17 @@ impl Store {
 
     /// How often this movement was seen and vouched for.
     pub fn history(&self, movement: &MovementKey) -> Result<History> {
-        self.on_current(|generation| read_history(&generation.engine, movement))
+        self.on_current(|generation| read_history(generation, movement))
     }
 
     /// The audit trail of one case, in order.
     pub fn case_audit(&self, case_id: CaseId) -> Result<Vec<AuditRecord>> {
         self.on_current(|generation| {
             let mut records = Vec::new();
-            for entry in generation.engine.scan_prefix(keys::case_audit_prefix(case_id)) {
+            for entry in generation.scan_prefix(keys::case_audit_prefix(case_id)) {
                 let (key, _) = entry?;
                 let seq = keys::seq_of_case_audit(&key)?;
-                if let Some(value) = generation.engine.get(keys::audit(seq))? {
+                if let Some(value) = generation.get(keys::audit(seq))? {
                     records.push(decode(&value, "audit record")?);
                 }
             }
@@ -300,7 +301,7 @@ impl Store {
 
     /// Every audit record in chain order.
     pub fn audit_records(&self) -> Box<dyn Iterator<Item = Result<AuditRecord>>> {
-        match self.on_current(|generation| Ok(generation.engine.scan_prefix(keys::AUDIT_PREFIX))) {
+        match self.on_current(|generation| Ok(generation.scan_prefix(keys::AUDIT_PREFIX))) {
             Ok(scan) => Box::new(scan.map(|entry| {
                 let (_, value) = entry?;
                 decode(&value, "audit record")
@@ -329,7 +330,7 @@ impl Store {
 
     fn verify_audit_with(&self, archived: Option<ReadBack<'_>>) -> Result<AuditReport> {
         self.on_current(|generation| {
-            let tree = &generation.engine;
+            let tree = generation;
             let head: Option<audit::Head> = match tree.get(keys::META_AUDIT_HEAD)? {
                 Some(value) => Some(decode(&value, "audit head")?),
                 None => None,

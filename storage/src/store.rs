@@ -11,7 +11,8 @@ use crate::codec::SCHEMA_VERSION;
 /// The version of the listing indexes: 2 added finished cases by when they last changed, 3 the
 /// cases waiting on a push.
 const CASE_INDEX_VERSION: u8 = 3;
-use crate::engine::{Engine, TransactionSource, Writes};
+use crate::dictionary::{Dictionaries, Expanding};
+use crate::engine::{Engine, Scan, TransactionSource, Writes};
 use crate::group_commit::{FlushStats, GroupCommit};
 use crate::postgres::{PgEngine, PostgresOptions};
 use crate::replicas::Fence;
@@ -89,6 +90,8 @@ pub(crate) struct Generation {
     /// Set by an I/O failure of this instance, including one met by its flusher thread. Each
     /// instance has its own, so a late failure of a replaced one cannot fail its successor.
     failed: Arc<AtomicBool>,
+    /// What values are compressed with; reads through the generation expand them.
+    dictionaries: Arc<Dictionaries>,
 }
 
 impl Store {
@@ -296,14 +299,17 @@ impl Generation {
         };
         let failed = Arc::new(AtomicBool::new(false));
         let commits = GroupCommit::start(tree.clone(), Arc::clone(&failed));
-        let engine = Engine::Sled { tree, commits };
-        Generation::ready(Generation { engine, writer: Mutex::new(WriterState::default()), failed })
+        Generation::ready(Generation::of(Engine::Sled { tree, commits }, failed))
     }
 
     fn open_postgres(options: &PostgresOptions) -> Result<Generation> {
         let engine = Engine::Postgres(PgEngine::open(options)?);
-        let failed = Arc::new(AtomicBool::new(false));
-        Generation::ready(Generation { engine, writer: Mutex::new(WriterState::default()), failed })
+        Generation::ready(Generation::of(engine, Arc::new(AtomicBool::new(false))))
+    }
+
+    fn of(engine: Engine, failed: Arc<AtomicBool>) -> Generation {
+        let dictionaries = Arc::new(Dictionaries::new(engine.clone()));
+        Generation { engine, dictionaries, writer: Mutex::new(WriterState::default()), failed }
     }
 
     /// Checks the layout's version and builds what a store of an older layout lacks.
@@ -311,6 +317,36 @@ impl Generation {
         generation.check_schema()?;
         generation.ensure_case_index()?;
         Ok(generation)
+    }
+
+    /// A value, as the codec reads it.
+    pub(crate) fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<sled::IVec>> {
+        match self.engine.get(key)? {
+            Some(value) => self.dictionaries.expand(value, None).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Scan {
+        self.expanding(self.engine.scan_prefix(prefix))
+    }
+
+    /// The keys from `start` (included) to `end` (excluded), in order.
+    pub(crate) fn range(&self, start: Vec<u8>, end: Vec<u8>) -> Scan {
+        self.expanding(self.engine.range(start, end))
+    }
+
+    /// The keys from `start` (included) to `end` (excluded), last first.
+    pub(crate) fn range_rev(&self, start: Vec<u8>, end: Vec<u8>) -> Scan {
+        self.expanding(self.engine.range_rev(start, end))
+    }
+
+    fn expanding(&self, scan: Scan) -> Scan {
+        let dictionaries = Arc::clone(&self.dictionaries);
+        Box::new(scan.map(move |entry| {
+            let (key, value) = entry?;
+            Ok((key, dictionaries.expand(value, None)?))
+        }))
     }
 
     fn is_failed(&self) -> bool {
@@ -348,8 +384,14 @@ impl Generation {
         let mut writer = self.lock_writer();
         match &self.engine {
             Engine::Sled { tree, .. } => {
-                let (value, writes) = work(tree, &mut writer.state)?;
-                Ok((value, self.commit(writes, writer)?))
+                let source = Expanding { source: tree, dictionaries: &self.dictionaries };
+                let (value, mut writes) = work(&source, &mut writer.state)?;
+                let learned = self.dictionaries.compact(&mut writes, tree)?;
+                let ticket = self.commit(writes, writer)?;
+                // Applied: changes after this one may use what it stored (on a flush that then
+                // fails, the store is opened again and learns from what it holds).
+                self.dictionaries.learn(learned);
+                Ok((value, ticket))
             }
             Engine::Postgres(postgres) => {
                 // Another replica may have written since: nothing is known before the lock.
@@ -361,8 +403,11 @@ impl Generation {
                         return Err(StorageError::Fenced { epoch, current });
                     }
                 }
-                let (value, writes) = work(&session, &mut writer.state)?;
+                let source = Expanding { source: &session, dictionaries: &self.dictionaries };
+                let (value, mut writes) = work(&source, &mut writer.state)?;
+                let learned = self.dictionaries.compact(&mut writes, &session)?;
                 session.commit(writes)?;
+                self.dictionaries.learn(learned);
                 Ok((value, crate::Ticket::settled()))
             }
         }

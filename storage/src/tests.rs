@@ -239,11 +239,15 @@ fn concurrent_writers_share_flushes_and_keep_one_chain() {
     assert_eq!(reopened.cases(None).expect("cases").len(), writers * per_writer);
 }
 
+/// The value under `key`, as the codec reads it.
+fn read_value(store: &Store, key: &[u8]) -> sled::IVec {
+    store.on_current(|generation| generation.get(key)).expect("read").expect("present")
+}
+
 /// Rewrites the stored bytes of audit record `seq` through `change`.
 fn rewrite_record(store: &Store, seq: u64, change: impl FnOnce(&mut AuditRecord)) {
     let key = keys::audit(seq);
-    let mut record: AuditRecord =
-        decode(&store.tree().get(&key).expect("read").expect("present"), "record").expect("decodes");
+    let mut record: AuditRecord = decode(&read_value(store, &key), "record").expect("decodes");
     change(&mut record);
     store.tree().insert(key, encode(&record)).expect("write");
 }
@@ -295,8 +299,7 @@ fn tampering_with_the_audit_chain_is_detected() {
         (
             "inserted",
             |store| {
-                let head = store.tree().get(keys::audit(4)).expect("read").expect("present");
-                let mut record: AuditRecord = decode(&head, "record").expect("decodes");
+                let mut record: AuditRecord = decode(&read_value(store, &keys::audit(4)), "record").expect("decodes");
                 record.seq = 5;
                 record.prev_hash = record.hash.clone();
                 record.hash = record.compute_hash();
@@ -756,4 +759,82 @@ fn a_change_may_extend_the_record_it_appended_last_and_the_chain_still_verifies(
         .wait()
         .expect("durable");
     assert!(later.is_none());
+}
+
+#[test]
+fn values_are_stored_against_a_dictionary_of_their_kind_and_read_back_after_reopen() {
+    let (directory, store) = temp_store();
+    let cases: Vec<Case> = (0..20).map(|index| open_case_in(&store, &format!("SRV-{index}"))).collect();
+    let tenth = cases[10].id;
+    let stored = store.tree().get(keys::case(tenth)).expect("read").expect("present");
+    let json = serde_json::to_vec(&cases[10]).expect("serializes");
+    assert_eq!(stored[0], crate::dictionary::DICTIONARY_LZ4, "a case is compressed with a dictionary");
+    assert!(stored.len() * 4 < json.len(), "{} stored bytes for {} bytes of JSON", stored.len(), json.len());
+    assert!(store.tree().get(keys::dictionary(b'c', 1)).expect("read").is_some(), "its dictionary is stored");
+    drop(store);
+    let reopened = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    for case in &cases {
+        assert_eq!(&reopened.case(case.id).expect("reads"), case);
+    }
+    let report = reopened.verify_audit().expect("verify");
+    assert!(report.is_intact() && report.records == 20, "{report:?}");
+}
+
+#[test]
+fn values_a_dictionary_does_little_for_make_its_next_generation() {
+    let (directory, store) = temp_store();
+    let record = |detail: serde_json::Value| NewRecord {
+        at: T0,
+        case_id: None,
+        kind: AuditKind::Event(EventKind::AlertNew),
+        actor: None,
+        playbook_version: None,
+        detail,
+    };
+    let append = |detail: serde_json::Value| {
+        store.write(|transaction| transaction.append_audit(record(detail))).expect("written").wait().expect("durable")
+    };
+    let alike =
+        |index: usize| json!({"target": format!("SRV-{index}"), "note": "the same words in every record of this kind"});
+    // Words the first dictionary never saw, in a shape it does not know.
+    let unlike = |index: usize| {
+        let words: Vec<String> =
+            (0..40).map(|word| format!("{:x}", (index * 7919 + word * 104_729) % 65_521)).collect();
+        json!({"inventory": words, "owner_of_record": format!("team-{index}")})
+    };
+    let mut written = Vec::new();
+    for index in 0..5 {
+        written.push(append(alike(index)));
+    }
+    assert!(
+        store.tree().get(keys::dictionary(b'a', 2)).expect("read").is_none(),
+        "one generation serves alike records"
+    );
+    for index in 0..5 {
+        written.push(append(unlike(index)));
+    }
+    let second = store.tree().get(keys::dictionary(b'a', 2)).expect("read");
+    assert!(second.is_some(), "a record of another shape made the second generation");
+    drop(store);
+    let reopened = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    let report = reopened.verify_audit().expect("verify");
+    assert!(report.is_intact(), "{:?}", report.problems);
+    let read: Vec<AuditRecord> = (1..=written.len() as u64)
+        .map(|seq| decode(&read_value(&reopened, &keys::audit(seq)), "record").expect("decodes"))
+        .collect();
+    assert_eq!(read, written, "records of every generation read back as written");
+}
+
+#[test]
+fn a_value_whose_dictionary_is_gone_is_reported_corrupt() {
+    let (directory, store) = temp_store();
+    let case = open_case_in(&store, "SRV-1");
+    store.tree().remove(keys::dictionary(b'c', 1)).expect("remove");
+    store.tree().flush().expect("flush");
+    drop(store);
+    let reopened = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    match reopened.case(case.id) {
+        Err(StorageError::Corrupt { reason, .. }) => assert!(reason.contains("dictionary c1"), "{reason}"),
+        other => panic!("expected the case to be reported corrupt, got {other:?}"),
+    }
 }

@@ -69,6 +69,7 @@ const SCAN_PAGE_ROWS: i64 = 256;
 
 pub use leadership::{Campaign, LeaderLease};
 
+#[derive(Clone)]
 pub(crate) struct PgEngine {
     pool: Arc<Pool>,
 }
