@@ -112,6 +112,11 @@ impl Dictionaries {
         }
         let id = DictionaryId { family: value[1], generation: value[2] };
         let length = u32::from_le_bytes([value[3], value[4], value[5], value[6]]) as usize;
+        // No LZ4 block expands more than 255-fold: a length beyond that is damage, not a value
+        // to allocate for.
+        if length > (value.len() - HEADER).saturating_mul(255) {
+            return Err(corrupt(format!("its header claims {length} bytes from {} compressed", value.len() - HEADER)));
+        }
         let dictionary = self
             .dictionary(id, source)?
             .ok_or_else(|| corrupt(format!("it names {}, which the store does not hold", id.describe())))?;

@@ -830,11 +830,21 @@ fn a_value_whose_dictionary_is_gone_is_reported_corrupt() {
     let (directory, store) = temp_store();
     let case = open_case_in(&store, "SRV-1");
     store.tree().remove(keys::dictionary(b'c', 1)).expect("remove");
+    // A damaged header claiming 2 GB from one byte is refused before anything is allocated.
+    let damaged = CaseId::new(99).expect("id");
+    store
+        .tree()
+        .insert(keys::case(damaged), &[crate::dictionary::DICTIONARY_LZ4, b'c', 1, 0, 0, 0, 0x80, 0][..])
+        .expect("write");
     store.tree().flush().expect("flush");
     drop(store);
     let reopened = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
     match reopened.case(case.id) {
         Err(StorageError::Corrupt { reason, .. }) => assert!(reason.contains("dictionary c1"), "{reason}"),
         other => panic!("expected the case to be reported corrupt, got {other:?}"),
+    }
+    match reopened.case(damaged) {
+        Err(StorageError::Corrupt { reason, .. }) => assert!(reason.contains("claims 2147483648 bytes"), "{reason}"),
+        other => panic!("expected the damaged value to be reported corrupt, got {other:?}"),
     }
 }
