@@ -90,7 +90,8 @@ impl Known {
     }
 }
 
-/// Dictionaries a change made or met, to be known once it is written.
+/// Dictionaries a change made, to be known once it is written. (One it met in the store is
+/// known at once: it was committed, by whichever replica made it.)
 pub(crate) struct Learned(Vec<(DictionaryId, Arc<[u8]>)>);
 
 impl Dictionaries {
@@ -155,14 +156,13 @@ impl Dictionaries {
     /// change is written, not before: a change that fails leaves no dictionary behind.
     pub(crate) fn compact(&self, writes: &mut Writes, source: &dyn TransactionSource) -> Result<Learned> {
         let mut learned = Learned(Vec::new());
-        let mut made: Writes = Vec::new();
         for (key, value) in writes.iter_mut() {
             let Some(stored) = value else { continue };
             let Some((&SCHEMA_VERSION, json)) = stored.split_first() else { continue };
             let family = key.first().copied().filter(|family| has_dictionaries(*family));
             let compacted = match family {
                 Some(family) if json.len() >= SMALLEST_COMPRESSED => {
-                    self.compress(family, json, source, &mut learned, &mut made)?
+                    self.compress(family, json, source, &mut learned)?
                 }
                 _ => match compress_alone(json) {
                     Some(compressed) => compressed,
@@ -171,9 +171,11 @@ impl Dictionaries {
             };
             *value = Some(compacted.into());
         }
-        for (key, value) in made {
+        // The dictionaries made go with the first values compressed with them.
+        for (id, content) in &learned.0 {
+            let key = id.key();
             let at = writes.partition_point(|(written, _)| written < &key);
-            writes.insert(at, (key, value));
+            writes.insert(at, (key, Some(plain(content).into())));
         }
         Ok(learned)
     }
@@ -195,16 +197,11 @@ impl Dictionaries {
         json: &[u8],
         source: &dyn TransactionSource,
         learned: &mut Learned,
-        made: &mut Writes,
     ) -> Result<Vec<u8>> {
-        let newest = match self.newest(family, learned) {
-            Some(newest) => Some(newest),
-            // Another replica may have begun this family's dictionaries.
-            None => self.met(DictionaryId { family, generation: 1 }, source, learned)?,
-        };
-        let Some((id, dictionary)) = newest else {
-            let (id, dictionary) =
-                self.next_generation(DictionaryId { family, generation: 1 }, &[], json, source, learned, made)?;
+        let Some((id, dictionary)) = self.newest(family, learned) else {
+            // The family's first dictionary, unless another replica made it first.
+            let first = DictionaryId { family, generation: 1 };
+            let (id, dictionary) = self.next_generation(first, &[], json, source, learned)?;
             return Ok(compressed_with(id, &dictionary, json));
         };
         let compressed = compressed_with(id, &dictionary, json);
@@ -212,11 +209,11 @@ impl Dictionaries {
             return Ok(compressed);
         }
         let next = DictionaryId { family, generation: id.generation + 1 };
-        let (next, dictionary) = self.next_generation(next, &dictionary, json, source, learned, made)?;
+        let (next, dictionary) = self.next_generation(next, &dictionary, json, source, learned)?;
         Ok(compressed_with(next, &dictionary, json))
     }
 
-    /// The family's newest dictionary, counting those this change learned.
+    /// The family's newest dictionary, counting those this change made.
     fn newest(&self, family: u8, learned: &Learned) -> Option<(DictionaryId, Arc<[u8]>)> {
         let in_change = learned.0.iter().filter(|(id, _)| id.family == family).max_by_key(|(id, _)| id.generation);
         if let Some((id, content)) = in_change {
@@ -228,22 +225,8 @@ impl Dictionaries {
         known.content.get(&id).map(|content| (id, Arc::clone(content)))
     }
 
-    /// A dictionary already in the store that this process had not seen.
-    fn met(
-        &self,
-        id: DictionaryId,
-        source: &dyn TransactionSource,
-        learned: &mut Learned,
-    ) -> Result<Option<(DictionaryId, Arc<[u8]>)>> {
-        Ok(source.get(&id.key())?.map(|stored| {
-            let content = dictionary_content(&stored);
-            learned.0.push((id, Arc::clone(&content)));
-            (id, content)
-        }))
-    }
-
     /// Generation `id`: the one in the store if another replica made it first (a dictionary is
-    /// never replaced), else `previous` and `json`, written with this change.
+    /// never replaced), else `previous` and `json`, made by this change (and written with it).
     fn next_generation(
         &self,
         id: DictionaryId,
@@ -251,16 +234,14 @@ impl Dictionaries {
         json: &[u8],
         source: &dyn TransactionSource,
         learned: &mut Learned,
-        made: &mut Writes,
     ) -> Result<(DictionaryId, Arc<[u8]>)> {
-        if let Some(existing) = self.met(id, source, learned)? {
-            return Ok(existing);
+        if let Some(existing) = self.dictionary(id, Some(source))? {
+            return Ok((id, existing));
         }
         let mut content = Vec::with_capacity(previous.len() + json.len());
         content.extend_from_slice(previous);
         content.extend_from_slice(json);
         let content: Arc<[u8]> = content[content.len().saturating_sub(LARGEST_DICTIONARY)..].into();
-        made.push((id.key(), Some(plain(&content).into())));
         learned.0.push((id, Arc::clone(&content)));
         Ok((id, content))
     }

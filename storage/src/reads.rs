@@ -45,10 +45,10 @@ struct ReadBack<'a> {
 }
 
 /// A case's listing summary with its latest activity laid over it.
-fn read_summary(tree: &Generation, case_id: CaseId) -> Result<Option<CaseSummary>> {
-    let Some(value) = tree.get(keys::case_summary(case_id))? else { return Ok(None) };
+fn read_summary(generation: &Generation, case_id: CaseId) -> Result<Option<CaseSummary>> {
+    let Some(value) = generation.get(keys::case_summary(case_id))? else { return Ok(None) };
     let mut summary: CaseSummary = decode(&value, "case summary")?;
-    if let Some(activity) = tree.get(keys::case_activity(case_id))? {
+    if let Some(activity) = generation.get(keys::case_activity(case_id))? {
         let activity: CaseActivity = decode(&activity, "case activity")?;
         summary.alert_count = summary.alert_count.max(activity.alert_count);
         summary.updated_at = summary.updated_at.max(activity.updated_at);
@@ -80,16 +80,15 @@ impl Store {
     pub fn cases(&self, states: Option<&[CaseState]>) -> Result<Vec<Case>> {
         let finished = states.and_then(vouch_playbook::case_list::finished_alike);
         self.on_current(|generation| {
-            let tree = generation;
             let prefix = match finished {
                 Some(finished) => keys::case_by_finish_prefix(finished),
                 None => keys::CASE_PREFIX.to_vec(),
             };
             let mut cases = Vec::new();
-            for entry in tree.scan_prefix(&prefix) {
+            for entry in generation.scan_prefix(&prefix) {
                 let (key, _) = entry?;
                 let case_id = keys::case_id_at_end(&key, "case key")?;
-                let Some(case) = read_case(tree, case_id)? else { continue };
+                let Some(case) = read_case(generation, case_id)? else { continue };
                 if states.is_none_or(|states| states.contains(&case.state)) {
                     cases.push(case);
                 }
@@ -102,15 +101,14 @@ impl Store {
     /// read through the index of finished cases by time: the day's closed cases, not all of them.
     pub fn finished_cases_changed_since(&self, since: Timestamp) -> Result<Vec<Case>> {
         self.on_current(|generation| {
-            let tree = generation;
             let start = keys::finished_by_quiet_from(since);
             let mut end = keys::FINISHED_BY_QUIET_PREFIX.to_vec();
             end.extend_from_slice(&[0xff; 17]);
             let mut cases = Vec::new();
-            for entry in tree.range(start, end) {
+            for entry in generation.range(start, end) {
                 let (key, _) = entry?;
                 let case_id = keys::case_id_at_end(&key, "finished case index")?;
-                cases.extend(read_case(tree, case_id)?);
+                cases.extend(read_case(generation, case_id)?);
             }
             Ok(cases)
         })
@@ -134,16 +132,15 @@ impl Store {
     pub fn case_counts(&self) -> Result<Vec<(CaseState, u64)>> {
         let mut counts: Vec<(CaseState, u64)> = CaseState::ALL.iter().map(|state| (*state, 0)).collect();
         self.on_current(|generation| {
-            let tree = generation;
             for finished in [false, true] {
-                for entry in tree.scan_prefix(keys::case_by_finish_prefix(finished)) {
+                for entry in generation.scan_prefix(keys::case_by_finish_prefix(finished)) {
                     let (key, _) = entry?;
                     let state = if finished {
                         // One finished state today; a second would need its summary read here.
                         CaseState::ALL.iter().copied().find(|state| state.is_finished())
                     } else {
                         let case_id = keys::case_id_at_end(&key, "case listing index")?;
-                        read_summary(tree, case_id)?.map(|summary| summary.state)
+                        read_summary(generation, case_id)?.map(|summary| summary.state)
                     };
                     if let Some(entry) = counts.iter_mut().find(|(counted, _)| Some(*counted) == state) {
                         entry.1 += 1;
@@ -161,7 +158,6 @@ impl Store {
     /// case: a page costs what it holds, not what the store holds.
     pub fn case_page(&self, filter: &CaseFilter, before: Option<CaseId>, limit: usize) -> Result<CasePage> {
         self.on_current(|generation| {
-            let tree = generation;
             let (prefix, other_fields): (Vec<u8>, &[(ListedField, String)]) = match filter.fields.split_first() {
                 Some(((field, value), others)) => (keys::case_by_field_prefix(*field, value), others),
                 None => match filter.finished() {
@@ -175,16 +171,16 @@ impl Store {
                 None => end.extend_from_slice(&[0xff; 9]),
             }
             let mut cases = Vec::new();
-            for entry in tree.range_rev(prefix.clone(), end) {
+            for entry in generation.range_rev(prefix.clone(), end) {
                 let (key, _) = entry?;
                 let case_id = keys::case_id_at_end(&key, "case listing index")?;
-                let Some(summary) = read_summary(tree, case_id)? else { continue };
+                let Some(summary) = read_summary(generation, case_id)? else { continue };
                 if filter.past_the_oldest(summary.opened_at) {
                     return Ok(CasePage { cases, next_before: None });
                 }
                 let mut found_by_every_field = true;
                 for (field, value) in other_fields {
-                    if tree.get(keys::case_by_field(*field, value, case_id))?.is_none() {
+                    if generation.get(keys::case_by_field(*field, value, case_id))?.is_none() {
                         found_by_every_field = false;
                         break;
                     }
@@ -214,14 +210,13 @@ impl Store {
     /// cases are indexed by when they last changed.
     pub fn finished_cases_quiet_since(&self, quiet_since: Timestamp, limit: usize) -> Result<Vec<CaseSummary>> {
         self.on_current(|generation| {
-            let tree = generation;
             // Every key of a case that last changed before `quiet_since` sorts before this one.
             let end = keys::finished_by_quiet_from(quiet_since);
             let mut summaries = Vec::new();
-            for entry in tree.range(keys::FINISHED_BY_QUIET_PREFIX.to_vec(), end) {
+            for entry in generation.range(keys::FINISHED_BY_QUIET_PREFIX.to_vec(), end) {
                 let (key, _) = entry?;
                 let case_id = keys::case_id_at_end(&key, "finished case index")?;
-                if let Some(summary) = read_summary(tree, case_id)? {
+                if let Some(summary) = read_summary(generation, case_id)? {
                     summaries.push(summary);
                 }
                 if summaries.len() == limit {
@@ -330,14 +325,13 @@ impl Store {
 
     fn verify_audit_with(&self, archived: Option<ReadBack<'_>>) -> Result<AuditReport> {
         self.on_current(|generation| {
-            let tree = generation;
-            let head: Option<audit::Head> = match tree.get(keys::META_AUDIT_HEAD)? {
+            let head: Option<audit::Head> = match generation.get(keys::META_AUDIT_HEAD)? {
                 Some(value) => Some(decode(&value, "audit head")?),
                 None => None,
             };
             let mut problems = Vec::new();
             let mut records = Vec::new();
-            for entry in tree.scan_prefix(keys::AUDIT_PREFIX) {
+            for entry in generation.scan_prefix(keys::AUDIT_PREFIX) {
                 let (key, value) = entry?;
                 let key_seq = keys::seq_of_audit(&key)?;
                 match decode::<AuditRecord>(&value, "audit record") {

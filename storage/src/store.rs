@@ -11,7 +11,7 @@ use crate::codec::SCHEMA_VERSION;
 /// The version of the listing indexes: 2 added finished cases by when they last changed, 3 the
 /// cases waiting on a push.
 const CASE_INDEX_VERSION: u8 = 3;
-use crate::dictionary::{Dictionaries, Expanding};
+use crate::dictionary::{Dictionaries, Expanding, Learned};
 use crate::engine::{Engine, Scan, TransactionSource, Writes};
 use crate::group_commit::{FlushStats, GroupCommit};
 use crate::postgres::{PgEngine, PostgresOptions};
@@ -384,9 +384,7 @@ impl Generation {
         let mut writer = self.lock_writer();
         match &self.engine {
             Engine::Sled { tree, .. } => {
-                let source = Expanding { source: tree, dictionaries: &self.dictionaries };
-                let (value, mut writes) = work(&source, &mut writer.state)?;
-                let learned = self.dictionaries.compact(&mut writes, tree)?;
+                let (value, writes, learned) = self.stage(tree, &mut writer.state, work)?;
                 let ticket = self.commit(writes, writer)?;
                 // Applied: changes after this one may use what it stored (on a flush that then
                 // fails, the store is opened again and learns from what it holds).
@@ -403,14 +401,26 @@ impl Generation {
                         return Err(StorageError::Fenced { epoch, current });
                     }
                 }
-                let source = Expanding { source: &session, dictionaries: &self.dictionaries };
-                let (value, mut writes) = work(&source, &mut writer.state)?;
-                let learned = self.dictionaries.compact(&mut writes, &session)?;
+                let (value, writes, learned) = self.stage(&session, &mut writer.state, work)?;
                 session.commit(writes)?;
                 self.dictionaries.learn(learned);
                 Ok((value, crate::Ticket::settled()))
             }
         }
+    }
+
+    /// A change's value and writes, as they are stored: `work` reads through `source` with
+    /// values expanded, and its writes are compressed once it is done (with the dictionaries
+    /// that made, to be learned once they are written).
+    fn stage<T>(
+        &self,
+        source: &dyn TransactionSource,
+        state: &mut WriterState,
+        work: impl FnOnce(&dyn TransactionSource, &mut WriterState) -> Result<(T, Writes)>,
+    ) -> Result<(T, Writes, Learned)> {
+        let (value, mut writes) = work(&Expanding { source, dictionaries: &self.dictionaries }, state)?;
+        let learned = self.dictionaries.compact(&mut writes, source)?;
+        Ok((value, writes, learned))
     }
 
     /// Builds the listing indexes (`j/`, `p/`, `f/`) of a store written before they existed (or
@@ -454,11 +464,9 @@ impl Generation {
         Writer { state, arrival }
     }
 
-    /// Applies `batch` and returns the ticket for the flush that will make it durable. Called
+    /// Applies `writes` and returns the ticket for the flush that will make them durable. Called
     /// with the writer lock held, which is released on return so other writers can join the
-    /// same flush.
-    /// Called with the writer lock held, which is released on return so other writers can join
-    /// the same flush. sled only: a PostgreSQL change commits its own transaction.
+    /// same flush. sled only: a PostgreSQL change commits its own transaction.
     fn commit(&self, writes: Writes, mut writer: Writer<'_>) -> Result<crate::Ticket> {
         let Engine::Sled { tree, commits } = &self.engine else {
             unreachable!("a sled batch is committed on sled only")
