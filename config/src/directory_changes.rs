@@ -4,7 +4,6 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -158,9 +157,9 @@ enum Side<'m, V> {
 /// value before and after: one pass over both, where looking every key up in the other map
 /// costs a lookup each.
 fn side_by_side<'m, K: Ord, V>(
-    before: &'m IndexMap<K, Arc<V>>,
-    after: &'m IndexMap<K, Arc<V>>,
-) -> impl Iterator<Item = Side<'m, V>> + 'm {
+    before: &'m IndexMap<K, V>,
+    after: &'m IndexMap<K, V>,
+) -> impl Iterator<Item = (&'m K, Side<'m, V>)> + 'm {
     let mut before = before.iter().peekable();
     let mut after = after.iter().peekable();
     std::iter::from_fn(move || {
@@ -171,9 +170,11 @@ fn side_by_side<'m, K: Ord, V>(
             (Some((before_key, _)), Some((after_key, _))) => before_key.cmp(after_key),
         };
         match order {
-            Ordering::Less => before.next().map(|(_, value)| Side::Removed(&**value)),
-            Ordering::Greater => after.next().map(|(_, value)| Side::Added(&**value)),
-            Ordering::Equal => before.next().zip(after.next()).map(|((_, old), (_, new))| Side::InBoth(&**old, &**new)),
+            Ordering::Less => before.next().map(|(key, value)| (key, Side::Removed(value))),
+            Ordering::Greater => after.next().map(|(key, value)| (key, Side::Added(value))),
+            Ordering::Equal => {
+                before.next().zip(after.next()).map(|((key, old), (_, new))| (key, Side::InBoth(old, new)))
+            }
         }
     })
 }
@@ -185,7 +186,7 @@ impl Directory {
         let mut changes = DirectoryChanges::default();
         let mut added = DirectoryChanges::default();
         let text = |id: &Option<vouch_playbook::PersonId>| id.as_ref().map(ToString::to_string);
-        for pair in side_by_side(&self.people, &new.people) {
+        for (_, pair) in side_by_side(&self.people, &new.people) {
             match pair {
                 Side::Added(after) => added.push(DirectoryChange::PersonAdded { person: after.id.to_string() }),
                 Side::Removed(before) => changes.push(DirectoryChange::PersonRemoved { person: before.id.to_string() }),
@@ -223,22 +224,22 @@ impl Directory {
             }
         }
         changes.append(std::mem::take(&mut added));
-        for pair in side_by_side(&self.accounts, &new.accounts) {
+        for (name, pair) in side_by_side(&self.accounts, &new.accounts) {
             match pair {
-                Side::Added(after) => added.push(DirectoryChange::AccountAdded { account: after.name.clone() }),
-                Side::Removed(before) => changes.push(DirectoryChange::AccountRemoved { account: before.name.clone() }),
-                Side::InBoth(before, after) if before.holder != after.holder => {
+                Side::Added(_) => added.push(DirectoryChange::AccountAdded { account: name.clone() }),
+                Side::Removed(_) => changes.push(DirectoryChange::AccountRemoved { account: name.clone() }),
+                Side::InBoth(before, after) if before.holder() != after.holder() => {
                     changes.push(DirectoryChange::AccountHolderChanged {
-                        account: after.name.clone(),
-                        from: text(&before.holder),
-                        to: text(&after.holder),
+                        account: name.clone(),
+                        from: before.holder().map(ToString::to_string),
+                        to: after.holder().map(ToString::to_string),
                     })
                 }
                 Side::InBoth(..) => {}
             }
         }
         changes.append(std::mem::take(&mut added));
-        for pair in side_by_side(&self.assets, &new.assets) {
+        for (_, pair) in side_by_side(&self.assets, &new.assets) {
             match pair {
                 Side::Added(after) => added.push(DirectoryChange::AssetAdded { hostname: after.hostname.clone() }),
                 Side::Removed(before) => {
@@ -270,9 +271,9 @@ impl Directory {
     pub fn removal_to(&self, new: &Directory) -> Removal {
         let share = |removed: usize, total: usize| if total == 0 { 0.0 } else { removed as f64 / total as f64 };
         let people_removed =
-            side_by_side(&self.people, &new.people).filter(|side| matches!(side, Side::Removed(_))).count();
+            side_by_side(&self.people, &new.people).filter(|(_, side)| matches!(side, Side::Removed(_))).count();
         let assets_removed =
-            side_by_side(&self.assets, &new.assets).filter(|side| matches!(side, Side::Removed(_))).count();
+            side_by_side(&self.assets, &new.assets).filter(|(_, side)| matches!(side, Side::Removed(_))).count();
         Removal { people: share(people_removed, self.people.len()), assets: share(assets_removed, self.assets.len()) }
     }
 }

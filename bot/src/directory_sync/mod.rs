@@ -229,7 +229,19 @@ impl DirectoryKeeper {
         // One sync at a time: the snapshot set is read, replaced and stored under this lock.
         let mut snapshots = self.snapshots.lock().await;
         self.catch_up(&mut snapshots).await;
-        let previous = snapshots.get(&source.name).filter(|_| !request.full);
+        // A read of the whole source needs nothing of the previous snapshot: it is let go of
+        // before the read, so a large source's resync does not hold it beside everything read
+        // (read back from the store should the sync not be applied).
+        let continues = |full_sync| SourceSnapshot::to_continue(snapshots.get(&source.name), full_sync, now).is_some();
+        let reads_whole = match &source.kind {
+            SourceKind::Ldap(ldap_source) => request.full || !continues(&ldap_source.full_sync),
+            SourceKind::Graph(graph_source) => request.full || !continues(&graph_source.full_sync),
+            SourceKind::Scim(_) => false,
+        };
+        if reads_whole {
+            snapshots.remove(&source.name);
+        }
+        let previous = snapshots.get(&source.name);
         let read = match &source.kind {
             SourceKind::Ldap(ldap_source) => ldap::read(&source.name, ldap_source, now, previous)
                 .await
@@ -244,12 +256,17 @@ impl DirectoryKeeper {
         };
         let read = match read {
             Ok(read) => read,
-            Err(error) => return self.refuse(source, now, dry_run, format!("the source failed: {error}")).await,
+            Err(error) => {
+                if reads_whole {
+                    self.read_back_snapshot(&mut snapshots, &source.name).await;
+                }
+                return self.refuse(source, now, dry_run, format!("the source failed: {error}")).await;
+            }
         };
         // The previous snapshot is now merged into or replaced by what was read: it is taken out
         // of the set, so a large source's sync does not hold it beside the new one and two
         // directories. Should this sync not be applied, the stored copy is read back.
-        let previous = snapshots.remove(&source.name).filter(|_| !request.full);
+        let previous = snapshots.remove(&source.name);
         let (snapshot, skipped) = match read {
             SourceRead::Ldap(entries, ldap_source) => {
                 let read = entries.assemble(&source.name, ldap_source, now, previous);
@@ -464,16 +481,25 @@ impl DirectoryKeeper {
     }
 }
 
-/// Hands the memory a sync freed back to the system. glibc keeps what a thread frees in that
-/// thread's arena for reuse; a large source's sync frees a whole directory and snapshot at once,
-/// which would otherwise stay in Vouch's resident size (150 000 entries: 380 MiB instead of
-/// 230 MiB) until the next sync happens to reuse it.
+/// Hands the memory a sync freed back to the system at once. jemalloc returns freed pages by
+/// itself over about ten seconds, but only while the process keeps allocating: a sync frees a
+/// whole directory and snapshot at once, and an idle Vouch would otherwise keep them resident.
 fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only gives back pages the allocator holds free; no live allocation is
-    // touched, and it takes the allocator's own locks.
-    unsafe {
-        libc::malloc_trim(0);
+    // "arena.<MALLCTL_ARENAS_ALL>.purge": every arena's unused dirty pages go back now.
+    const PURGE_ALL_ARENAS: &std::ffi::CStr = c"arena.4096.purge";
+    // SAFETY: a purge takes no argument and returns none (null pointers, zero lengths, as
+    // jemalloc's manual gives for void controls); it only gives back pages no allocation uses.
+    let failed = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL_ARENAS.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if failed != 0 {
+        tracing::debug!(code = failed, "jemalloc could not purge its arenas");
     }
 }
 
