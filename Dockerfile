@@ -5,6 +5,10 @@
 #     -e VOUCH_INGEST_TOKEN=... -p 8080:8080 vouch
 
 FROM rust:1.85-slim-bookworm AS build
+# jemalloc, Vouch's allocator, is built from its C sources with make.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p vouch \
