@@ -74,6 +74,13 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
     entries.push_str(&format!(
         "dn: cn=Helpdesk,ou=Groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: Helpdesk\nmember: cn=alice,ou=People,{SUFFIX}\n\n"
     ));
+    // Hostile entries: one without a login, one whose login is not an id Vouch can use and
+    // whose manager is nobody the directory holds. Each is reported with its DN and left out;
+    // the good entries sync all the same.
+    entries.push_str(&format!(
+        "dn: cn=nologin,ou=People,{SUFFIX}\nobjectClass: inetOrgPerson\ncn: nologin\nsn: No Login\n\n"
+    ));
+    entries.push_str(&slapd::person("Not A Login!", "@everyone", Some("ghost"), None));
     ldap.add(&entries);
 
     let workspace = Workspace::new("");
@@ -82,6 +89,16 @@ async fn ldap_changes_reach_cases_are_audited_and_a_bad_sync_keeps_the_last_good
     workspace.append_settings(&slapd::source_settings(&ldap));
     let vouch = workspace.start();
     syncs(&vouch.base, "applied", 1).await;
+
+    let log = vouch.log_once_it_says("a synced directory entry was left out", 1).await;
+    assert!(
+        log.contains(&format!("cn=nologin,ou=People,{SUFFIX}: no sAMAccountName")),
+        "the entry without a login is reported"
+    );
+    assert!(
+        log.lines().any(|line| line.contains("a synced directory entry was left out") && line.contains("Not A Login!")),
+        "the entry with a bad login is reported with where it came from"
+    );
 
     // SRV-DB-01 has no owner, so alice's manager is asked: bob, as LDAP says.
     assert_eq!(first_asked(&vouch.base, "dir-1", "SRV-DB-01").await, "bob");
