@@ -28,11 +28,14 @@ use sled::IVec;
 
 use crate::codec::{compress_alone, SCHEMA_VERSION};
 use crate::engine::{Engine, TransactionSource, Writes};
-use crate::{keys, Result, StorageError};
+use crate::{hex_packing, keys, Result, StorageError};
 
 /// The first byte of a value compressed with a dictionary; then the family, the dictionary's
 /// generation, the JSON's length (4 bytes, little-endian) and the LZ4 block.
 pub(crate) const DICTIONARY_LZ4: u8 = 4;
+/// The same, for JSON whose SHA-256 hashes were packed as bytes before it was compressed (the
+/// length is the packed length): see `hex_packing`.
+pub(crate) const DICTIONARY_LZ4_PACKED_HASHES: u8 = 5;
 /// Bytes before the LZ4 block: layout, family, generation, length.
 const HEADER: usize = 7;
 /// JSON shorter than this is kept as it is: a few bytes saved would not pay for the work. From
@@ -103,9 +106,11 @@ impl Dictionaries {
     /// other value as it is. `source` reads a dictionary not seen yet inside a transaction (else
     /// the engine is asked).
     pub(crate) fn expand(&self, value: IVec, source: Option<&dyn TransactionSource>) -> Result<IVec> {
-        if value.first() != Some(&DICTIONARY_LZ4) {
-            return Ok(value);
-        }
+        let packed_hashes = match value.first() {
+            Some(&DICTIONARY_LZ4) => false,
+            Some(&DICTIONARY_LZ4_PACKED_HASHES) => true,
+            _ => return Ok(value),
+        };
         let corrupt =
             |reason: String| StorageError::Corrupt { key: "a dictionary-compressed value".to_string(), reason };
         if value.len() < HEADER {
@@ -127,6 +132,10 @@ impl Dictionaries {
             .map_err(|error| corrupt(error.to_string()))?;
         if written != length {
             return Err(corrupt(format!("{written} bytes where its header says {length}")));
+        }
+        if packed_hashes {
+            let json = hex_packing::unpack(&expanded[1..]).map_err(corrupt)?;
+            return Ok(IVec::from(plain(&json)));
         }
         Ok(IVec::from(expanded))
     }
@@ -198,19 +207,26 @@ impl Dictionaries {
         source: &dyn TransactionSource,
         learned: &mut Learned,
     ) -> Result<Vec<u8>> {
+        // What is compressed: the JSON with its hashes packed, if it has any. Dictionaries are
+        // made of plain JSON all the same (a stored dictionary stays readable text).
+        let packed = hex_packing::pack(json);
+        let body = Body {
+            layout: if packed.is_some() { DICTIONARY_LZ4_PACKED_HASHES } else { DICTIONARY_LZ4 },
+            bytes: packed.as_deref().unwrap_or(json),
+        };
         let Some((id, dictionary)) = self.newest(family, learned) else {
             // The family's first dictionary, unless another replica made it first.
             let first = DictionaryId { family, generation: 1 };
             let (id, dictionary) = self.next_generation(first, &[], json, source, learned)?;
-            return Ok(compressed_with(id, &dictionary, json));
+            return Ok(compressed_with(id, &dictionary, &body));
         };
-        let compressed = compressed_with(id, &dictionary, json);
-        if id.generation >= MOST_GENERATIONS || helps(&compressed, json) {
+        let compressed = compressed_with(id, &dictionary, &body);
+        if id.generation >= MOST_GENERATIONS || helps(&compressed, body.bytes) {
             return Ok(compressed);
         }
         let next = DictionaryId { family, generation: id.generation + 1 };
         let (next, dictionary) = self.next_generation(next, &dictionary, json, source, learned)?;
-        Ok(compressed_with(next, &dictionary, json))
+        Ok(compressed_with(next, &dictionary, &body))
     }
 
     /// The family's newest dictionary, counting those this change made.
@@ -259,10 +275,16 @@ fn plain(json: &[u8]) -> Vec<u8> {
     bytes
 }
 
-fn compressed_with(id: DictionaryId, dictionary: &[u8], json: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![DICTIONARY_LZ4, id.family, id.generation];
-    bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(&lz4_flex::block::compress_with_dict(json, dictionary));
+/// What a value compresses: its JSON, or its JSON with hashes packed, and the layout saying which.
+struct Body<'a> {
+    layout: u8,
+    bytes: &'a [u8],
+}
+
+fn compressed_with(id: DictionaryId, dictionary: &[u8], body: &Body<'_>) -> Vec<u8> {
+    let mut bytes = vec![body.layout, id.family, id.generation];
+    bytes.extend_from_slice(&(body.bytes.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&lz4_flex::block::compress_with_dict(body.bytes, dictionary));
     bytes
 }
 

@@ -24,6 +24,7 @@ mod copy;
 mod dictionary;
 mod engine;
 mod group_commit;
+mod hex_packing;
 mod keys;
 mod postgres;
 mod queues;

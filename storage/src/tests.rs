@@ -848,3 +848,77 @@ fn a_value_whose_dictionary_is_gone_is_reported_corrupt() {
         other => panic!("expected the damaged value to be reported corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn hex_hashes_pack_to_their_bytes_and_unpack_to_the_same_json() {
+    let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let other = "0000000000000000000000000000000000000000000000000000000000000000";
+    let packs: [(String, Option<usize>); 8] = [
+        // (JSON, how many bytes packing saves; None: it is left as it is)
+        (format!(r#"{{"hash":"{hash}"}}"#), Some(33)),
+        (format!(r#"{{"prev":"{other}","hash":"{hash}"}}"#), Some(66)),
+        (format!(r#"["{hash}","{hash}"]"#), Some(66)),
+        (r#"{"note":"no hash here"}"#.to_string(), None),
+        // Upper-case digits would not come back the same: left alone.
+        (format!(r#"{{"hash":"{}"}}"#, hash.to_uppercase()), None),
+        // One digit short or long is not a SHA-256.
+        (format!(r#"{{"hash":"{}"}}"#, &hash[1..]), None),
+        (format!(r#"{{"hash":"{hash}0"}}"#), None),
+        // A raw zero byte (never in JSON) could not be told from a packed hash: left alone.
+        (format!("\"{hash}\"\0"), None),
+    ];
+    for (json, saves) in packs {
+        let packed = crate::hex_packing::pack(json.as_bytes());
+        assert_eq!(packed.as_ref().map(|packed| json.len() - packed.len()), saves, "{json}");
+        if let Some(packed) = packed {
+            assert_eq!(crate::hex_packing::unpack(&packed).expect("unpacks"), json.as_bytes(), "{json}");
+        }
+    }
+    let cut = crate::hex_packing::pack(format!(r#"["{hash}"]"#).as_bytes()).expect("packs");
+    assert!(crate::hex_packing::unpack(&cut[..cut.len() - 5]).is_err(), "a packed hash cut short is refused");
+}
+
+#[test]
+fn audit_records_are_stored_with_their_hashes_packed_and_verify_after_reopen() {
+    let (directory, store) = temp_store();
+    let written: Vec<AuditRecord> = (0..20)
+        .map(|index| {
+            let record = NewRecord {
+                at: T0,
+                case_id: None,
+                kind: AuditKind::Event(EventKind::AlertNew),
+                actor: None,
+                playbook_version: None,
+                detail: json!({"target": format!("SRV-{index}"), "payload_sha256": format!("{:064x}", index * 7919)}),
+            };
+            store.write(|transaction| transaction.append_audit(record)).expect("written").wait().expect("durable")
+        })
+        .collect();
+    let stored = store.tree().get(keys::audit(12)).expect("read").expect("present");
+    assert_eq!(stored[0], crate::dictionary::DICTIONARY_LZ4_PACKED_HASHES, "its hashes are packed");
+    let json = serde_json::to_vec(&written[11]).expect("serializes");
+    let hashes_as_hex = 3 * 66;
+    assert!(
+        stored.len() + hashes_as_hex < json.len(),
+        "{} stored bytes for {} bytes of JSON",
+        stored.len(),
+        json.len()
+    );
+    drop(store);
+    let reopened = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    let report = reopened.verify_audit().expect("verify");
+    assert!(report.is_intact() && report.records == 20, "{report:?}");
+    let read: Vec<AuditRecord> = (1..=written.len() as u64)
+        .map(|seq| decode(&read_value(&reopened, &keys::audit(seq)), "record").expect("decodes"))
+        .collect();
+    assert_eq!(read, written, "records read back as written");
+    // A packed hash cut short inside a well-formed block is damage, reported as such.
+    let mut damaged = vec![crate::dictionary::DICTIONARY_LZ4_PACKED_HASHES, b'a', 1];
+    damaged.extend_from_slice(&3_u32.to_le_bytes());
+    damaged.extend_from_slice(&lz4_flex::block::compress(&[0, 1, 2]));
+    reopened.tree().insert(keys::audit(1000), damaged).expect("write");
+    match reopened.on_current(|generation| generation.get(keys::audit(1000))) {
+        Err(StorageError::Corrupt { reason, .. }) => assert!(reason.contains("cut short"), "{reason}"),
+        other => panic!("expected the damaged record to be reported corrupt, got {other:?}"),
+    }
+}
