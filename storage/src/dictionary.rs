@@ -134,8 +134,9 @@ impl Dictionaries {
             return Err(corrupt(format!("{written} bytes where its header says {length}")));
         }
         if packed_hashes {
-            let json = hex_packing::unpack(&expanded[1..]).map_err(corrupt)?;
-            return Ok(IVec::from(plain(&json)));
+            let mut json = vec![SCHEMA_VERSION];
+            hex_packing::unpack_into(&expanded[1..], &mut json).map_err(corrupt)?;
+            return Ok(IVec::from(json));
         }
         Ok(IVec::from(expanded))
     }

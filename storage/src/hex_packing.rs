@@ -37,11 +37,11 @@ pub(crate) fn pack(json: &[u8]) -> Option<Vec<u8>> {
     found.then_some(packed)
 }
 
-/// The JSON `packed` was made from.
-pub(crate) fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
+/// Appends to `json` the JSON `packed` was made from.
+pub(crate) fn unpack_into(packed: &[u8], json: &mut Vec<u8>) -> Result<(), String> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hashes = packed.iter().filter(|byte| **byte == PACKED_HASH).count();
-    let mut json = Vec::with_capacity(packed.len() + hashes * (HEX_TEXT - 1 - HASH_BYTES));
+    json.reserve(packed.len() + hashes * (HEX_TEXT - 1 - HASH_BYTES));
     let mut at = 0;
     while at < packed.len() {
         if packed[at] != PACKED_HASH {
@@ -60,7 +60,7 @@ pub(crate) fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
         json.push(b'"');
         at += 1 + HASH_BYTES;
     }
-    Ok(json)
+    Ok(())
 }
 
 /// The 32 bytes of a `"<64 lower-case hex digits>"` starting at `at`, if one does.
