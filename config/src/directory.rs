@@ -974,11 +974,11 @@ fn compile<'a>(
             service: account.service.as_deref().map(str::to_string),
             said_by: account.said_by,
         };
-        let account = match previous.accounts.get(&key) {
-            Some(AccountEntry::Listed(kept)) if **kept == account => Arc::clone(kept),
-            _ => Arc::new(account),
+        let listed_before = match previous.accounts.get(&key) {
+            Some(AccountEntry::Listed(kept)) => Some(kept),
+            _ => None,
         };
-        directory.accounts.insert(key, AccountEntry::Listed(account));
+        directory.accounts.insert(key, AccountEntry::Listed(shared_with(listed_before, account)));
     }
 
     for (origin, person) in merged(people_table(), people, snapshots, people_plan) {
@@ -1035,7 +1035,7 @@ fn compile<'a>(
             delegates,
             said_by: person.said_by,
         };
-        let compiled = shared_with(&previous.people, &id, compiled);
+        let compiled = shared_with(previous.people.get(&id), compiled);
         for account in &person.accounts {
             let key = account.to_ascii_lowercase();
             match directory.accounts.get(&key) {
@@ -1146,7 +1146,7 @@ fn compile<'a>(
             shares,
             said_by: asset.said_by,
         };
-        let compiled = shared_with(&previous.assets, &key, compiled);
+        let compiled = shared_with(previous.assets.get(&key), compiled);
         directory.assets.insert(key, compiled);
     }
     directory.people = sorted_by_key(directory.people);
@@ -1157,8 +1157,8 @@ fn compile<'a>(
 
 /// The previous directory's entry when it is the same as the one just compiled (most are, sync
 /// after sync), else the new one.
-fn shared_with<K: std::hash::Hash + Eq, V: PartialEq>(previous: &IndexMap<K, Arc<V>>, key: &K, compiled: V) -> Arc<V> {
-    match previous.get(key) {
+fn shared_with<V: PartialEq>(previous: Option<&Arc<V>>, compiled: V) -> Arc<V> {
+    match previous {
         Some(kept) if **kept == compiled => Arc::clone(kept),
         _ => Arc::new(compiled),
     }
