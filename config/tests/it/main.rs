@@ -37,13 +37,18 @@ fn load_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<vouch_config
     (directory, result)
 }
 
-#[test]
-fn the_examples_load_and_the_directory_answers() {
-    let (_directory, result) = load_files(&[
+/// The example settings and directory, loaded.
+fn example_config() -> (tempfile::TempDir, vouch_config::Config) {
+    let (folder, result) = load_files(&[
         ("vouch.toml", &example("vouch.example.toml")),
         ("directory.example.toml", &example("directory.example.toml")),
     ]);
-    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    (folder, result.unwrap_or_else(|error| panic!("{error}")))
+}
+
+#[test]
+fn the_examples_load_and_the_directory_answers() {
+    let (_directory, config) = example_config();
     assert_eq!(config.settings.ingest.token.expose(), "ingest-token-123");
     assert_eq!(config.settings.ingest.grouping_window_minutes, 30);
     assert!(config.settings.discord.is_none());
@@ -208,11 +213,7 @@ people_csv = "people.csv"
 
 #[test]
 fn secrets_never_show_in_debug_output() {
-    let (_directory, result) = load_files(&[
-        ("vouch.toml", &example("vouch.example.toml")),
-        ("directory.example.toml", &example("directory.example.toml")),
-    ]);
-    let config = result.expect("valid");
+    let (_directory, config) = example_config();
     let debug = format!("{config:?}");
     assert!(!debug.contains("ingest-token-123"), "the token leaked into Debug output");
     assert!(debug.contains("env:VOUCH_INGEST_TOKEN"), "the origin is shown instead");
@@ -264,11 +265,7 @@ fn snapshot(
 /// The overlay wins field by field; lists are the union; a synced entry's problem never blocks.
 #[test]
 fn synced_snapshots_merge_under_the_overlay_and_say_where_each_fact_came_from() {
-    let (_folder, result) = load_files(&[
-        ("vouch.toml", &example("vouch.example.toml")),
-        ("directory.example.toml", &example("directory.example.toml")),
-    ]);
-    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    let (_folder, config) = example_config();
     let dave = synced_person("dave", Some("bob"), &["developer"]);
     // The overlay says alice's manager is bob; AD says carol. The overlay wins.
     let alice = synced_person("alice", Some("carol"), &["vpn-users"]);
@@ -322,11 +319,7 @@ fn synced_snapshots_merge_under_the_overlay_and_say_where_each_fact_came_from() 
 /// only one source holds come as they are.
 #[test]
 fn two_sources_holding_one_person_merge_in_the_configured_order() {
-    let (_folder, result) = load_files(&[
-        ("vouch.toml", &example("vouch.example.toml")),
-        ("directory.example.toml", &example("directory.example.toml")),
-    ]);
-    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    let (_folder, config) = example_config();
     let machine = |owner: &str, ip: &str| vouch_config::SyncedAsset {
         hostname: "WS-ERIN.corp.example".to_string(),
         origin: "CN=WS-ERIN".to_string(),
@@ -370,11 +363,7 @@ fn two_sources_holding_one_person_merge_in_the_configured_order() {
 /// one is counted by kind; a few changes are all listed.
 #[test]
 fn a_large_load_lists_the_first_changes_and_counts_every_one() {
-    let (_folder, result) = load_files(&[
-        ("vouch.toml", &example("vouch.example.toml")),
-        ("directory.example.toml", &example("directory.example.toml")),
-    ]);
-    let config = result.unwrap_or_else(|error| panic!("{error}"));
+    let (_folder, config) = example_config();
     let people: Vec<_> = (0..1_500).map(|index| synced_person(&format!("p{index:05}"), None, &[])).collect();
     let machines: Vec<_> = (0..600)
         .map(|index| vouch_config::SyncedAsset {
