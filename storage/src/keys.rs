@@ -8,7 +8,8 @@
 //! | `c/`   | case id (u64)               | case                           |
 //! | `v/`   | case id (u64)               | the case's latest alert count and times, when newer than `c/` |
 //! | `a/`   | audit sequence (u64)        | audit record                   |
-//! | `x/`   | case id, audit sequence     | empty (per-case audit index)   |
+//! | `x/`   | case id                     | the case's newest audit sequences (its open trail run) |
+//! | `x/`   | case id, first sequence     | a sealed run of 32 of the case's audit sequences (empty: the key's one, as stored before runs) |
 //! | `i/`   | format, 0x1f, source alert id | case id (u64)                |
 //! | `g/`   | grouping key                | open case of the movement      |
 //! | `h/`   | movement key                | history                        |
@@ -147,20 +148,23 @@ pub(crate) fn audit(seq: u64) -> Vec<u8> {
     with_prefix(AUDIT_PREFIX, &[&seq.to_be_bytes()])
 }
 
-pub(crate) fn case_audit_prefix(id: CaseId) -> Vec<u8> {
+/// A case's trail (see `trail`): the key of its open run, which every sealed run's key extends.
+pub(crate) fn case_trail_open(id: CaseId) -> Vec<u8> {
     let mut key = b"x/".to_vec();
     key.extend_from_slice(&id.number().to_be_bytes());
     key
 }
 
-pub(crate) fn case_audit(id: CaseId, seq: u64) -> Vec<u8> {
-    let mut key = case_audit_prefix(id);
-    key.extend_from_slice(&seq.to_be_bytes());
+/// A sealed run of a case's trail, by the first sequence it holds (or, in the layout before
+/// runs, one record's sequence).
+pub(crate) fn case_trail_run(id: CaseId, first_seq: u64) -> Vec<u8> {
+    let mut key = case_trail_open(id);
+    key.extend_from_slice(&first_seq.to_be_bytes());
     key
 }
 
-pub(crate) fn seq_of_case_audit(key: &[u8]) -> Result<u64> {
-    tail_u64(key, 2 + 8 + 8, "case audit index")
+pub(crate) fn seq_of_case_trail_run(key: &[u8]) -> Result<u64> {
+    tail_u64(key, 2 + 8 + 8, "case trail run")
 }
 
 pub(crate) fn seq_of_audit(key: &[u8]) -> Result<u64> {

@@ -31,6 +31,7 @@ mod queues;
 mod reads;
 mod replicas;
 mod store;
+mod trail;
 mod transaction;
 
 use serde::{Deserialize, Serialize};

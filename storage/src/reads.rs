@@ -9,7 +9,7 @@ use crate::codec::decode;
 use crate::engine::TransactionSource;
 use crate::store::Generation;
 use crate::transaction::CaseActivity;
-use crate::{keys, Result, StorageError, Store};
+use crate::{keys, trail, Result, StorageError, Store};
 
 /// Where reads come from: the tree, or a transaction's view of it with its own writes.
 pub(crate) trait KeyValues {
@@ -236,17 +236,22 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<AuditRecord>, Option<u64>)> {
         self.on_current(|generation| {
-            let prefix = keys::case_audit_prefix(case_id);
+            let open_run = keys::case_trail_open(case_id);
+            let sealed_end = crate::engine::prefix_end(&open_run);
+            // The sealed run holding the record after `after`: the last one that starts at or
+            // before it (a page costs its size, not the trail's length before it).
             let start = match after {
-                Some(after) => keys::case_audit(case_id, after.saturating_add(1)),
-                None => prefix.clone(),
+                Some(after) => generation
+                    .range_rev(keys::case_trail_run(case_id, 0), keys::case_trail_run(case_id, after.saturating_add(2)))
+                    .next()
+                    .transpose()?
+                    .map(|(key, _)| key.to_vec()),
+                None => None,
             };
-            let mut end = prefix.clone();
-            end.extend_from_slice(&[0xff; 9]);
+            let start = start.unwrap_or_else(|| keys::case_trail_run(case_id, 0));
+            let seqs = trail::seqs_in_order(generation.range(start, sealed_end), generation.get(&open_run)?)?;
             let mut records = Vec::new();
-            for entry in generation.range(start, end) {
-                let (key, _) = entry?;
-                let seq = keys::seq_of_case_audit(&key)?;
+            for seq in seqs.into_iter().filter(|seq| after.is_none_or(|after| *seq > after)) {
                 if let Some(value) = generation.get(keys::audit(seq))? {
                     records.push(decode::<AuditRecord>(&value, "audit record")?);
                 }
@@ -283,9 +288,9 @@ impl Store {
     pub fn case_audit(&self, case_id: CaseId) -> Result<Vec<AuditRecord>> {
         self.on_current(|generation| {
             let mut records = Vec::new();
-            for entry in generation.scan_prefix(keys::case_audit_prefix(case_id)) {
-                let (key, _) = entry?;
-                let seq = keys::seq_of_case_audit(&key)?;
+            let open_run = keys::case_trail_open(case_id);
+            let sealed = generation.range(keys::case_trail_run(case_id, 0), crate::engine::prefix_end(&open_run));
+            for seq in trail::seqs_in_order(sealed, generation.get(&open_run)?)? {
                 if let Some(value) = generation.get(keys::audit(seq))? {
                     records.push(decode(&value, "audit record")?);
                 }

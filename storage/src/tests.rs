@@ -631,6 +631,88 @@ fn cases_are_listed_a_page_at_a_time_newest_first_by_any_filter_and_indexed_on_r
     assert_eq!(whole.len(), 10);
 }
 
+/// Every page of a case's trail, `size` records at a time, from the start.
+fn trail_by_pages(store: &Store, case_id: CaseId, size: usize) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (records, next) = store.case_audit_page(case_id, after, size).expect("page");
+        assert!(records.len() <= size);
+        seen.extend(records.iter().map(|record| record.seq));
+        match next {
+            Some(next) => after = Some(next),
+            None => return seen,
+        }
+    }
+}
+
+#[test]
+fn a_case_trail_is_kept_in_runs_pages_from_any_record_and_reads_the_layout_before_runs() {
+    let (directory, store) = temp_store();
+    let (first, second) = (open_case_in(&store, "SRV-1"), open_case_in(&store, "SRV-2"));
+    // Two cases taking turns, as a round robin of repeats does, over several runs: 100 records
+    // of the first case, interleaved with 50 of the second.
+    for round in 0..100 {
+        store
+            .write(|transaction| {
+                transaction.append_audit(audit_of(&first, EventKind::AlertGrouped))?;
+                if round % 2 == 0 {
+                    transaction.append_audit(audit_of(&second, EventKind::AlertGrouped))?;
+                }
+                Ok(())
+            })
+            .expect("written")
+            .wait()
+            .expect("durable");
+    }
+    let records = |case: &Case| -> Vec<u64> {
+        let chain: Vec<AuditRecord> = store.audit_records().collect::<Result<_>>().expect("chain");
+        chain.iter().filter(|record| record.case_id == Some(case.id)).map(|record| record.seq).collect()
+    };
+    let (first_records, second_records) = (records(&first), records(&second));
+    assert_eq!((first_records.len(), second_records.len()), (101, 51));
+    let whole = |case: &Case| -> Vec<u64> {
+        store.case_audit(case.id).expect("trail").iter().map(|record| record.seq).collect()
+    };
+    assert_eq!(whole(&first), first_records);
+    assert_eq!(whole(&second), second_records);
+    // 101 records are three sealed runs and an open one: four keys, not 101.
+    let trail_keys = store.tree().scan_prefix(keys::case_trail_open(first.id)).count();
+    assert_eq!(trail_keys, 101_usize.div_ceil(trail::RUN_LENGTH));
+    for size in [1, 7, 32, 33, 200] {
+        assert_eq!(trail_by_pages(&store, first.id, size), first_records, "pages of {size}");
+    }
+    // A page may start after any record: in a sealed run, at a run's end, in the open run.
+    for (index, after) in first_records.iter().enumerate() {
+        let (records, _) = store.case_audit_page(first.id, Some(*after), 3).expect("page");
+        let seqs: Vec<u64> = records.iter().map(|record| record.seq).collect();
+        assert_eq!(seqs, first_records[index + 1..].iter().take(3).copied().collect::<Vec<_>>(), "after #{after}");
+    }
+
+    // The layout before runs: one empty key per record. Rewritten so, the trail reads the same,
+    // and records appended afterwards follow it in order, also after reopening.
+    for key in store.tree().scan_prefix(keys::case_trail_open(second.id)).keys() {
+        store.tree().remove(key.expect("key")).expect("remove");
+    }
+    for seq in &second_records {
+        store.tree().insert(keys::case_trail_run(second.id, *seq), Vec::<u8>::new()).expect("insert");
+    }
+    assert_eq!(whole(&second), second_records);
+    assert_eq!(trail_by_pages(&store, second.id, 5), second_records);
+    let appended = store
+        .write(|transaction| transaction.append_audit(audit_of(&second, EventKind::AlertGrouped)))
+        .expect("written")
+        .wait()
+        .expect("durable");
+    drop(store);
+    let store = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    let expected: Vec<u64> = second_records.iter().copied().chain([appended.seq]).collect();
+    let whole: Vec<u64> = store.case_audit(second.id).expect("trail").iter().map(|record| record.seq).collect();
+    assert_eq!(whole, expected);
+    assert_eq!(trail_by_pages(&store, second.id, 4), expected);
+    assert!(store.verify_audit().expect("verify").is_intact());
+}
+
 #[test]
 fn archived_cases_leave_the_store_and_the_chain_stays_verifiable_across_the_cut() {
     use crate::audit::ArchivedRange;

@@ -15,7 +15,7 @@ use crate::audit::{self, AuditRecord, NewRecord};
 use crate::codec::{decode, encode};
 use crate::engine::TransactionSource;
 use crate::reads::KeyValues;
-use crate::{keys, CardRef, OutboxEntry, PendingEffect, RedrawWanted, Result, StorageError, UndeliveredEffect};
+use crate::{keys, trail, CardRef, OutboxEntry, PendingEffect, RedrawWanted, Result, StorageError, UndeliveredEffect};
 
 /// The reads and writes of one change (or of several, written together). Reads see the store as
 /// it was when the transaction began (the writer lock keeps other writers out meanwhile) with the
@@ -252,6 +252,24 @@ impl<'a> KvTransaction<'a> {
             self.insert(keys::case_awaiting_push(case.id), Vec::<u8>::new());
         }
         self.insert(keys::case_summary(case.id), encode(&CaseSummary::of(case)));
+        Ok(())
+    }
+
+    /// Adds an audit record to its case's trail: to the open run, sealed under a key of its own
+    /// once it is full.
+    fn extend_trail(&mut self, case_id: CaseId, seq: u64) -> Result<()> {
+        let open_run = keys::case_trail_open(case_id);
+        let mut seqs = match self.value(&open_run)? {
+            Some(value) => trail::decode_entry(&open_run, &value)?,
+            None => Vec::new(),
+        };
+        seqs.push(seq);
+        if seqs.len() >= trail::RUN_LENGTH {
+            self.insert(keys::case_trail_run(case_id, seqs[0]), trail::encode_run(&seqs));
+            self.remove(open_run);
+        } else {
+            self.insert(open_run, trail::encode_run(&seqs));
+        }
         Ok(())
     }
 
@@ -506,10 +524,13 @@ impl Transaction for KvTransaction<'_> {
 
     fn remove_archived_case(&mut self, case_id: CaseId, last_seq: u64, alert_ids: &[(String, String)]) -> Result<()> {
         let case = self.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
-        let mut seqs = Vec::new();
-        for key in self.source.keys_with_prefix(&keys::case_audit_prefix(case_id))? {
-            seqs.push(keys::seq_of_case_audit(&key)?);
-        }
+        let open_run = keys::case_trail_open(case_id);
+        let trail_keys = self.source.keys_with_prefix(&open_run)?;
+        let sealed = trail_keys.iter().filter(|key| key.len() > open_run.len()).map(|key| {
+            let value = self.value(key)?.unwrap_or_default();
+            Ok((key.clone(), value))
+        });
+        let seqs = trail::seqs_in_order(sealed, self.value(&open_run)?)?;
         if seqs.last() != Some(&last_seq) {
             return Err(StorageError::Conflict(format!(
                 "{case_id} changed after it was archived (its trail ends at #{}, not #{last_seq})",
@@ -518,7 +539,9 @@ impl Transaction for KvTransaction<'_> {
         }
         for seq in seqs {
             self.remove(keys::audit(seq));
-            self.remove(keys::case_audit(case_id, seq));
+        }
+        for key in trail_keys {
+            self.remove(key.to_vec());
         }
         for key in self.source.keys_with_prefix(&keys::undelivered_prefix(case_id))? {
             self.remove(key.to_vec());
@@ -644,7 +667,7 @@ impl Transaction for KvTransaction<'_> {
         self.last_appended = Some(record.seq);
         self.insert(keys::audit(record.seq), encode(&record));
         if let Some(case_id) = record.case_id {
-            self.insert(keys::case_audit(case_id, record.seq), &[]);
+            self.extend_trail(case_id, record.seq)?;
         }
         self.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
         self.writer.pending_head = Some(record.head());
