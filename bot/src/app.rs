@@ -77,6 +77,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
     );
     let ingest = config.settings.ingest.clone();
     let grouping_window = vouch_playbook::cases::GroupingWindow::minutes(ingest.grouping_window_minutes);
+    let cards = match config.settings.discord {
+        Some(_) => crate::service::Cards::Drawn,
+        None => crate::service::Cards::NotDrawn,
+    };
     // Answers the verification policy covers are held until a push is approved.
     let mut playbook = config.playbook;
     let verification = match &config.settings.verification {
@@ -94,7 +98,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         }
         None => None,
     };
-    let intake = crate::intake::Intake::start(Arc::clone(&store), playbook.clone(), grouping_window)
+    let intake_settings = crate::service::IntakeSettings { grouping_window, cards };
+    let intake = crate::intake::Intake::start(Arc::clone(&store), playbook.clone(), intake_settings)
         .context("cannot start the intake thread")?;
     let service = Arc::new(Service {
         store: Arc::clone(&store),
@@ -113,6 +118,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         links: crate::identity_links::LinkedAccounts::load(&store)
             .context("cannot read the linked Discord accounts")?,
         push_cool_down: Default::default(),
+        cards,
     });
     let mut background = vec![tokio::spawn(keep_store_open(Arc::clone(&store)))];
     if store.backend() == Backend::Postgres {

@@ -9,12 +9,11 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use vouch_config::Directory;
-use vouch_playbook::cases::GroupingWindow;
 use vouch_playbook::facts::Facts;
 use vouch_playbook::{Alert, Playbook, Timestamp};
 use vouch_storage::{Pending, StorageError, Store};
 
-use crate::service::{ingest_alert, Ingested};
+use crate::service::{ingest_alert, Ingested, IntakeSettings};
 
 /// The most alerts written in one transaction: enough to amortize the lock and the batch, few
 /// enough that the first of them does not wait long for the last.
@@ -36,11 +35,11 @@ pub struct Intake {
 
 impl Intake {
     /// Starts the intake thread.
-    pub fn start(store: Arc<Store>, playbook: Playbook, grouping_window: GroupingWindow) -> std::io::Result<Intake> {
+    pub fn start(store: Arc<Store>, playbook: Playbook, settings: IntakeSettings) -> std::io::Result<Intake> {
         let (jobs, waiting) = mpsc::channel();
         std::thread::Builder::new()
             .name("vouch-intake".to_string())
-            .spawn(move || write_until_closed(&store, &playbook, grouping_window, &waiting))?;
+            .spawn(move || write_until_closed(&store, &playbook, settings, &waiting))?;
         Ok(Intake { jobs })
     }
 
@@ -58,12 +57,7 @@ impl Intake {
     }
 }
 
-fn write_until_closed(
-    store: &Store,
-    playbook: &Playbook,
-    grouping_window: GroupingWindow,
-    waiting: &mpsc::Receiver<Job>,
-) {
+fn write_until_closed(store: &Store, playbook: &Playbook, settings: IntakeSettings, waiting: &mpsc::Receiver<Job>) {
     while let Ok(first) = waiting.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MOST_PER_WRITE {
@@ -82,7 +76,7 @@ fn write_until_closed(
         // for everyone after it: the group is abandoned whole, unwritten, and answered 503.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             store.write_group(alerts, |transaction, (alert, facts, directory, now)| {
-                ingest_alert(transaction, playbook, grouping_window, alert, facts, &directory, now)
+                ingest_alert(transaction, playbook, settings, alert, facts, &directory, now)
             })
         }))
         .unwrap_or_else(|_| {

@@ -44,6 +44,25 @@ pub struct Service {
     pub links: crate::identity_links::LinkedAccounts,
     /// Accounts whose last request for a push came to nothing, waiting before the next.
     pub push_cool_down: crate::verification::PushCoolDown,
+    /// Whether a chat service draws the cases' cards.
+    pub cards: Cards,
+}
+
+/// Whether a chat service draws cards for cases. Without one (Vouch serving its API alone) no
+/// card exists, so no change asks for one to be redrawn: a wish written with every repeated
+/// alert, then cleared by the dispatcher in a write of its own, was a third of a storm's writes
+/// for nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cards {
+    Drawn,
+    NotDrawn,
+}
+
+/// What the intake needs besides the playbook to decide where an alert goes.
+#[derive(Debug, Clone, Copy)]
+pub struct IntakeSettings {
+    pub grouping_window: GroupingWindow,
+    pub cards: Cards,
 }
 
 /// What a change asks to be sent once it is durable.
@@ -219,7 +238,11 @@ impl Service {
                     None => serde_json::json!("not required"),
                 };
             }
-            let redraw = if redrawn_in_answer { Redraw::DoneInAnswer } else { Redraw::ForDecision };
+            let redraw = match (self.cards, redrawn_in_answer) {
+                (Cards::NotDrawn, _) => Redraw::NoCard,
+                (Cards::Drawn, true) => Redraw::DoneInAnswer,
+                (Cards::Drawn, false) => Redraw::ForDecision,
+            };
             queue_effects(transaction, case_id, &effects, redraw)?;
             transaction.append_audit(NewRecord {
                 at: now,
@@ -361,7 +384,7 @@ pub fn vouch_record(
 pub(crate) fn ingest_alert(
     transaction: &mut dyn Transaction,
     playbook: &Playbook,
-    grouping_window: GroupingWindow,
+    settings: IntakeSettings,
     alert: Alert,
     facts: Facts,
     directory: &vouch_config::Directory,
@@ -407,7 +430,7 @@ pub(crate) fn ingest_alert(
             OpenMovement { case_id: movement.case_id, last_alert_at: movement.last_alert_at.max(case.last_alert_at) };
         (last_alert, case.takes_repeats(still_vouching.as_ref(), now))
     });
-    let arrival = route_alert(earlier_copy, last, grouping_window, now);
+    let arrival = route_alert(earlier_copy, last, settings.grouping_window, now);
     if let Arrival::Duplicate(case_id) = arrival {
         let case = transaction.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
         // A duplicate writes nothing, but the transaction's ticket still covers what it
@@ -452,7 +475,11 @@ pub(crate) fn ingest_alert(
         transaction.put_movement_case(&grouping_key, OpenMovement { case_id: case.id, last_alert_at: now });
     }
     transaction.put_history(&movement, &history.with_sighting(now, alert.outcome), true)?;
-    queue_effects(transaction, case.id, &effects, Redraw::ForAlerts)?;
+    let redraw = match settings.cards {
+        Cards::Drawn => Redraw::ForAlerts,
+        Cards::NotDrawn => Redraw::NoCard,
+    };
+    queue_effects(transaction, case.id, &effects, redraw)?;
     // A repeat is recorded by what differs from the case's first alert, which the case keeps;
     // the repeats of one case written together share a record (`None`: folded into it).
     let detail = if status == IngestStatus::Grouped {
@@ -528,6 +555,8 @@ enum Redraw {
     ForDecision,
     /// The click's own answer already showed the change.
     DoneInAnswer,
+    /// No chat service draws cards.
+    NoCard,
 }
 
 /// Queues a change's effects for the dispatcher. A card update is not queued in line: it becomes
@@ -539,7 +568,7 @@ fn queue_effects(
     effects: &[Effect],
     redraw: Redraw,
 ) -> Result<(), StorageError> {
-    if effects.contains(&Effect::UpdateCard) && redraw != Redraw::DoneInAnswer {
+    if effects.contains(&Effect::UpdateCard) && matches!(redraw, Redraw::ForAlerts | Redraw::ForDecision) {
         transaction.want_redraw(case_id, redraw == Redraw::ForDecision)?;
     }
     // A push is the verification worker's, handed over once the change is durable; the chat
