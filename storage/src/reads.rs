@@ -253,7 +253,7 @@ impl Store {
             let mut records = Vec::new();
             for seq in seqs.into_iter().filter(|seq| after.is_none_or(|after| *seq > after)) {
                 if let Some(value) = generation.get(keys::audit(seq))? {
-                    records.push(decode::<AuditRecord>(&value, "audit record")?);
+                    records.push(audit::decode_stored(&value)?);
                 }
                 if records.len() == limit {
                     return Ok((records, Some(seq)));
@@ -292,7 +292,7 @@ impl Store {
             let sealed = generation.range(keys::case_trail_run(case_id, 0), crate::engine::prefix_end(&open_run));
             for seq in trail::seqs_in_order(sealed, generation.get(&open_run)?)? {
                 if let Some(value) = generation.get(keys::audit(seq))? {
-                    records.push(decode(&value, "audit record")?);
+                    records.push(audit::decode_stored(&value)?);
                 }
             }
             Ok(records)
@@ -304,7 +304,7 @@ impl Store {
         match self.on_current(|generation| Ok(generation.scan_prefix(keys::AUDIT_PREFIX))) {
             Ok(scan) => Box::new(scan.map(|entry| {
                 let (_, value) = entry?;
-                decode(&value, "audit record")
+                audit::decode_stored(&value)
             })),
             Err(error) => Box::new(std::iter::once(Err(error))),
         }
@@ -339,7 +339,7 @@ impl Store {
             for entry in generation.scan_prefix(keys::AUDIT_PREFIX) {
                 let (key, value) = entry?;
                 let key_seq = keys::seq_of_audit(&key)?;
-                match decode::<AuditRecord>(&value, "audit record") {
+                match audit::decode_stored(&value) {
                     Ok(record) => {
                         if record.seq != key_seq {
                             problems.push(format!("record stored under #{key_seq} says it is #{}", record.seq));

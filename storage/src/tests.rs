@@ -253,6 +253,24 @@ fn rewrite_record(store: &Store, seq: u64, change: impl FnOnce(&mut AuditRecord)
 }
 
 #[test]
+fn audit_records_are_stored_without_their_own_hash_and_read_back_with_it() {
+    let (_directory, store) = temp_store();
+    let case = open_case_in(&store, "SRV-1");
+    let stored = read_value(&store, &keys::audit(1));
+    let json: serde_json::Value = decode(&stored, "record").expect("decodes");
+    assert!(json.get("hash").is_none(), "stored: {json}");
+    assert!(json.get("prev_hash").is_some());
+    let trail = store.case_audit(case.id).expect("trail");
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].hash, trail[0].compute_hash());
+    assert_eq!(store.verify_audit().expect("verify").head.map(|head| head.hash), Some(trail[0].hash.clone()));
+    // A record stored with its hash (as before) reads as it was, and is checked against it.
+    rewrite_record(&store, 1, |_| {});
+    assert_eq!(store.case_audit(case.id).expect("trail"), trail);
+    assert!(store.verify_audit().expect("verify").is_intact());
+}
+
+#[test]
 fn tampering_with_the_audit_chain_is_detected() {
     type Tamper = fn(&Store);
     let cases: Vec<(&str, Tamper, &str)> = vec![
@@ -261,6 +279,26 @@ fn tampering_with_the_audit_chain_is_detected() {
             "edited detail",
             |store| rewrite_record(store, 2, |record| record.detail = json!({"forged": true})),
             "altered",
+        ),
+        (
+            "edited where it is stored without its hash, as Vouch stores records",
+            |store| {
+                let key = keys::audit(2);
+                let mut record = audit::decode_stored(&read_value(store, &key)).expect("decodes");
+                record.detail = json!({"forged": true});
+                store.tree().insert(key, encode(&audit::StoredRecord::of(&record))).expect("write");
+            },
+            "#3 does not link to the record before it: one of the two was altered",
+        ),
+        (
+            "newest edited where it is stored without its hash",
+            |store| {
+                let key = keys::audit(4);
+                let mut record = audit::decode_stored(&read_value(store, &key)).expect("decodes");
+                record.detail = json!({"forged": true});
+                store.tree().insert(key, encode(&audit::StoredRecord::of(&record))).expect("write");
+            },
+            "the chain ends at #4 but the store's head says #4",
         ),
         (
             "edited and rehashed",
@@ -902,7 +940,7 @@ fn values_a_dictionary_does_little_for_make_its_next_generation() {
     let report = reopened.verify_audit().expect("verify");
     assert!(report.is_intact(), "{:?}", report.problems);
     let read: Vec<AuditRecord> = (1..=written.len() as u64)
-        .map(|seq| decode(&read_value(&reopened, &keys::audit(seq)), "record").expect("decodes"))
+        .map(|seq| audit::decode_stored(&read_value(&reopened, &keys::audit(seq))).expect("decodes"))
         .collect();
     assert_eq!(read, written, "records of every generation read back as written");
 }
@@ -996,7 +1034,7 @@ fn audit_records_are_stored_with_their_hashes_packed_and_verify_after_reopen() {
     let report = reopened.verify_audit().expect("verify");
     assert!(report.is_intact() && report.records == 20, "{report:?}");
     let read: Vec<AuditRecord> = (1..=written.len() as u64)
-        .map(|seq| decode(&read_value(&reopened, &keys::audit(seq)), "record").expect("decodes"))
+        .map(|seq| audit::decode_stored(&read_value(&reopened, &keys::audit(seq))).expect("decodes"))
         .collect();
     assert_eq!(read, written, "records read back as written");
     // A packed hash cut short inside a well-formed block is damage, reported as such.

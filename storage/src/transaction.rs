@@ -511,12 +511,12 @@ impl Transaction for KvTransaction<'_> {
             return Ok(None);
         }
         let Some(value) = self.value(&keys::audit(seq))? else { return Ok(None) };
-        let mut record: AuditRecord = decode(&value, "audit record")?;
+        let mut record = audit::decode_stored(&value)?;
         if record.case_id != Some(case_id) || record.kind != kind.name() || !fold(&mut record.detail) {
             return Ok(None);
         }
         record.hash = record.compute_hash();
-        self.insert(keys::audit(seq), encode(&record));
+        self.insert(keys::audit(seq), encode(&audit::StoredRecord::of(&record)));
         self.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
         self.writer.pending_head = Some(record.head());
         Ok(Some(record))
@@ -665,7 +665,7 @@ impl Transaction for KvTransaction<'_> {
         };
         let record = AuditRecord::chained(&head, entry);
         self.last_appended = Some(record.seq);
-        self.insert(keys::audit(record.seq), encode(&record));
+        self.insert(keys::audit(record.seq), encode(&audit::StoredRecord::of(&record)));
         if let Some(case_id) = record.case_id {
             self.extend_trail(case_id, record.seq)?;
         }
