@@ -75,6 +75,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn crate::Clock>) -> a
         crate::directory_sync::DirectoryKeeper::open(config.settings.directory.clone(), Arc::clone(&store))
             .context("cannot build the directory")?,
     );
+    // Recovering the store and building the directory freed what they read on the way.
+    let _ = tokio::task::spawn_blocking(crate::memory::return_freed_memory).await;
     let ingest = config.settings.ingest.clone();
     let grouping_window = vouch_playbook::cases::GroupingWindow::minutes(ingest.grouping_window_minutes);
     let cards = match config.settings.discord {

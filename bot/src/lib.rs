@@ -37,21 +37,13 @@ pub mod identity_links;
 pub mod ingest;
 pub mod intake;
 pub mod leadership;
+pub mod memory;
 pub mod metrics;
 pub mod retention;
 pub mod service;
 pub mod timers;
 pub mod verification;
 pub mod webhooks;
-
-/// Every program built on this library (`vouch`, the e2e suite's copy of it, the benchmarks)
-/// allocates with jemalloc, so what is measured is what ships. glibc's malloc keeps what each
-/// thread frees in that thread's arena: a directory sync, which frees one directory of hundreds
-/// of thousands of small entries while building the next on another thread, left about 100 MiB
-/// of fragments resident above what was live (355 MiB resident for 233 MiB live at the peak of
-/// a 150 000-entry resync); jemalloc held 321 MiB there, and the sync ran twice as fast.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

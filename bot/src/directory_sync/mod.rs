@@ -283,7 +283,7 @@ impl DirectoryKeeper {
             self.read_back_snapshot(&mut snapshots, &source.name).await;
         }
         drop(snapshots);
-        let _ = tokio::task::spawn_blocking(return_freed_memory).await;
+        let _ = tokio::task::spawn_blocking(crate::memory::return_freed_memory).await;
         outcome
     }
 
@@ -478,28 +478,6 @@ impl DirectoryKeeper {
             Ok(result) => result,
             Err(_) => Err(vouch_storage::StorageError::ShuttingDown),
         }
-    }
-}
-
-/// Hands the memory a sync freed back to the system at once. jemalloc returns freed pages by
-/// itself over about ten seconds, but only while the process keeps allocating: a sync frees a
-/// whole directory and snapshot at once, and an idle Vouch would otherwise keep them resident.
-fn return_freed_memory() {
-    // "arena.<MALLCTL_ARENAS_ALL>.purge": every arena's unused dirty pages go back now.
-    const PURGE_ALL_ARENAS: &std::ffi::CStr = c"arena.4096.purge";
-    // SAFETY: a purge takes no argument and returns none (null pointers, zero lengths, as
-    // jemalloc's manual gives for void controls); it only gives back pages no allocation uses.
-    let failed = unsafe {
-        tikv_jemalloc_sys::mallctl(
-            PURGE_ALL_ARENAS.as_ptr(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    if failed != 0 {
-        tracing::debug!(code = failed, "jemalloc could not purge its arenas");
     }
 }
 
