@@ -65,6 +65,9 @@ pub trait ChatSink: Send + 'static {
 /// No chat configured: every chat effect is recorded on its case as not delivered.
 pub struct NoChat;
 
+/// Why a chat effect is kept on its case as not delivered when no chat is configured.
+pub const NO_CHAT: &str = "no chat service is configured";
+
 impl ChatSink for NoChat {
     fn delivers(&self) -> bool {
         false
@@ -313,7 +316,7 @@ impl<S: ChatSink> Dispatcher<S> {
                     .store
                     .write(|transaction| {
                         for item in &not_delivered {
-                            transaction.mark_undelivered(item, now, "no chat service is configured");
+                            transaction.mark_undelivered(item, now, NO_CHAT);
                         }
                         Ok(())
                     })?

@@ -239,11 +239,11 @@ impl Service {
                 };
             }
             let redraw = match (self.cards, redrawn_in_answer) {
-                (Cards::NotDrawn, _) => Redraw::NoCard,
+                (Cards::NotDrawn, _) => Redraw::NoChat,
                 (Cards::Drawn, true) => Redraw::DoneInAnswer,
                 (Cards::Drawn, false) => Redraw::ForDecision,
             };
-            queue_effects(transaction, case_id, &effects, redraw)?;
+            queue_effects(transaction, case_id, &effects, redraw, now)?;
             transaction.append_audit(NewRecord {
                 at: now,
                 case_id: Some(case_id),
@@ -477,9 +477,9 @@ pub(crate) fn ingest_alert(
     transaction.put_history(&movement, &history.with_sighting(now, alert.outcome), true)?;
     let redraw = match settings.cards {
         Cards::Drawn => Redraw::ForAlerts,
-        Cards::NotDrawn => Redraw::NoCard,
+        Cards::NotDrawn => Redraw::NoChat,
     };
-    queue_effects(transaction, case.id, &effects, redraw)?;
+    queue_effects(transaction, case.id, &effects, redraw, now)?;
     // A repeat is recorded by what differs from the case's first alert, which the case keeps;
     // the repeats of one case written together share a record (`None`: folded into it).
     let detail = if status == IngestStatus::Grouped {
@@ -555,18 +555,22 @@ enum Redraw {
     ForDecision,
     /// The click's own answer already showed the change.
     DoneInAnswer,
-    /// No chat service draws cards.
-    NoCard,
+    /// No chat service is configured: there is no card to redraw, and the change's chat effects
+    /// are kept on its case as not delivered at once.
+    NoChat,
 }
 
 /// Queues a change's effects for the dispatcher. A card update is not queued in line: it becomes
 /// a wish to redraw the card, one however many changes ask, so a storm costs one edit per redraw
-/// and not one per alert.
+/// and not one per alert. Without a chat service, the chat effects are kept on the case as not
+/// delivered in the change itself, rather than queued for the dispatcher to move there in a
+/// write of its own.
 fn queue_effects(
     transaction: &mut dyn Transaction,
     case_id: CaseId,
     effects: &[Effect],
     redraw: Redraw,
+    now: Timestamp,
 ) -> Result<(), StorageError> {
     if effects.contains(&Effect::UpdateCard) && matches!(redraw, Redraw::ForAlerts | Redraw::ForDecision) {
         transaction.want_redraw(case_id, redraw == Redraw::ForDecision)?;
@@ -578,7 +582,12 @@ fn queue_effects(
         .filter(|effect| !matches!(effect, Effect::UpdateCard | Effect::SendPush { .. }))
         .cloned()
         .collect();
-    transaction.queue_effects(case_id, &in_line).map(|_| ())
+    match redraw {
+        Redraw::NoChat => transaction.keep_undelivered(case_id, &in_line, now, crate::dispatch::NO_CHAT),
+        Redraw::ForAlerts | Redraw::ForDecision | Redraw::DoneInAnswer => {
+            transaction.queue_effects(case_id, &in_line).map(|_| ())
+        }
+    }
 }
 
 /// Writes the refusal of an event: the request and why, under `refused.<kind>`.

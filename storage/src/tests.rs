@@ -449,6 +449,39 @@ fn effects_are_queued_with_their_change_and_done_once() {
 }
 
 #[test]
+fn effects_nothing_can_carry_are_kept_as_undelivered_with_their_change_in_order() {
+    let (directory, store) = temp_store();
+    let case = open_case_in(&store, "SRV-8");
+    let queued = store.pending_effects(100).expect("pending");
+    store
+        .write(|transaction| {
+            let (_, effects) = new_case(case.id, "SRV-8");
+            transaction.keep_undelivered(case.id, &effects, T0, "no chat service is configured")?;
+            transaction.keep_undelivered(case.id, &[], T0, "nothing")
+        })
+        .expect("written")
+        .wait()
+        .expect("durable");
+    assert_eq!(store.pending_effects(100).expect("pending"), queued, "nothing more was queued");
+    drop(store);
+    let store = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    let kept = store.undelivered(case.id).expect("undelivered");
+    let kinds: Vec<String> = kept
+        .iter()
+        .map(|kept| serde_json::to_value(&kept.effect).expect("json")["effect"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(kinds, ["post_card", "notify_soc"]);
+    assert!(kept.iter().all(|kept| kept.reason == "no chat service is configured" && kept.at == T0));
+    // Numbered from the queue's counter: an effect queued afterwards comes after the two kept.
+    let later = store
+        .write(|transaction| transaction.queue_effects(case.id, &[Effect::UpdateCard]))
+        .expect("written")
+        .wait()
+        .expect("durable");
+    assert_eq!(later[0].seq, queued.last().expect("queued").seq + 3);
+}
+
+#[test]
 fn an_effect_written_by_an_older_version_reads_as_unknown() {
     let (_directory, store) = temp_store();
     let case = open_case_in(&store, "SRV-1");

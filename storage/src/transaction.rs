@@ -55,6 +55,9 @@ pub trait Transaction {
     fn clear_redraw(&mut self, wanted: &RedrawWanted) -> Result<()>;
     /// Takes a queued effect off the queue and keeps it with its case as not delivered.
     fn mark_undelivered(&mut self, effect: &PendingEffect, at: Timestamp, reason: &str);
+    /// Keeps effects with their case as not delivered without queueing them first (nothing is
+    /// configured to carry them).
+    fn keep_undelivered(&mut self, case_id: CaseId, effects: &[Effect], at: Timestamp, reason: &str) -> Result<()>;
     /// Adds an outbound call to the outbox; false when an entry with its id is there already.
     fn enqueue_outbox(&mut self, entry: &OutboxEntry) -> Result<bool>;
     /// Keeps an outbox entry after an attempt, or removes it when `done`.
@@ -447,6 +450,26 @@ impl Transaction for KvTransaction<'_> {
         self.remove(keys::effect(effect.seq));
         let undelivered = UndeliveredEffect { effect: effect.effect.clone(), at, reason: reason.to_string() };
         self.insert(keys::undelivered(effect.case_id, effect.seq), encode(&undelivered));
+    }
+
+    fn keep_undelivered(&mut self, case_id: CaseId, effects: &[Effect], at: Timestamp, reason: &str) -> Result<()> {
+        if effects.is_empty() {
+            return Ok(());
+        }
+        // Numbered from the effect counter, as queued effects are, so they sort with the case's
+        // others.
+        let mut next = match self.next_effect {
+            Some(next) => next,
+            None => self.counter(keys::META_NEXT_EFFECT, "effect counter")?,
+        };
+        for effect in effects {
+            let undelivered = UndeliveredEffect { effect: effect.clone(), at, reason: reason.to_string() };
+            self.insert(keys::undelivered(case_id, next), encode(&undelivered));
+            next += 1;
+        }
+        self.next_effect = Some(next);
+        self.insert(keys::META_NEXT_EFFECT, &next.to_be_bytes());
+        Ok(())
     }
 
     fn enqueue_outbox(&mut self, entry: &OutboxEntry) -> Result<bool> {
