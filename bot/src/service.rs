@@ -49,9 +49,9 @@ pub struct Service {
 }
 
 /// Whether a chat service draws cards for cases. Without one (Vouch serving its API alone) no
-/// card exists, so no change asks for one to be redrawn: a wish written with every repeated
+/// card exists, so no change asks for one to be redrawn (a wish written with every repeated
 /// alert, then cleared by the dispatcher in a write of its own, was a third of a storm's writes
-/// for nothing.
+/// for nothing), and a change keeps its chat effects on the case as not delivered itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cards {
     Drawn,

@@ -252,6 +252,14 @@ fn rewrite_record(store: &Store, seq: u64, change: impl FnOnce(&mut AuditRecord)
     store.tree().insert(key, encode(&record)).expect("write");
 }
 
+/// Edits the detail of record `seq` and stores it as Vouch stores records: without its hash.
+fn forge_stored_detail(store: &Store, seq: u64) {
+    let key = keys::audit(seq);
+    let mut record = audit::decode_stored(&read_value(store, &key)).expect("decodes");
+    record.detail = json!({"forged": true});
+    store.tree().insert(key, encode(&audit::StoredRecord::of(&record))).expect("write");
+}
+
 #[test]
 fn audit_records_are_stored_without_their_own_hash_and_read_back_with_it() {
     let (_directory, store) = temp_store();
@@ -282,22 +290,12 @@ fn tampering_with_the_audit_chain_is_detected() {
         ),
         (
             "edited where it is stored without its hash, as Vouch stores records",
-            |store| {
-                let key = keys::audit(2);
-                let mut record = audit::decode_stored(&read_value(store, &key)).expect("decodes");
-                record.detail = json!({"forged": true});
-                store.tree().insert(key, encode(&audit::StoredRecord::of(&record))).expect("write");
-            },
+            |store| forge_stored_detail(store, 2),
             "#3 does not link to the record before it: one of the two was altered",
         ),
         (
             "newest edited where it is stored without its hash",
-            |store| {
-                let key = keys::audit(4);
-                let mut record = audit::decode_stored(&read_value(store, &key)).expect("decodes");
-                record.detail = json!({"forged": true});
-                store.tree().insert(key, encode(&audit::StoredRecord::of(&record))).expect("write");
-            },
+            |store| forge_stored_detail(store, 4),
             "the chain ends at #4 but the store's head says #4",
         ),
         (
