@@ -276,6 +276,19 @@ impl<'a> KvTransaction<'a> {
         Ok(())
     }
 
+    /// Takes `count` numbers from the effect counter (queued effects, redraw versions, effects
+    /// kept as undelivered) and returns the first.
+    fn allocate_effect_seqs(&mut self, count: u64) -> Result<u64> {
+        let first = match self.next_effect {
+            Some(next) => next,
+            None => self.counter(keys::META_NEXT_EFFECT, "effect counter")?,
+        };
+        let next = first + count;
+        self.next_effect = Some(next);
+        self.insert(keys::META_NEXT_EFFECT, &next.to_be_bytes());
+        Ok(first)
+    }
+
     fn contains(&self, key: &[u8]) -> Result<bool> {
         Ok(self.value(key)?.is_some())
     }
@@ -395,19 +408,13 @@ impl Transaction for KvTransaction<'_> {
         if effects.is_empty() {
             return Ok(Vec::new());
         }
-        let mut next = match self.next_effect {
-            Some(next) => next,
-            None => self.counter(keys::META_NEXT_EFFECT, "effect counter")?,
-        };
+        let first = self.allocate_effect_seqs(effects.len() as u64)?;
         let mut queued = Vec::with_capacity(effects.len());
-        for effect in effects {
-            let pending = PendingEffect { seq: next, case_id, effect: effect.clone() };
-            self.insert(keys::effect(next), encode(&pending));
+        for (seq, effect) in (first..).zip(effects) {
+            let pending = PendingEffect { seq, case_id, effect: effect.clone() };
+            self.insert(keys::effect(seq), encode(&pending));
             queued.push(pending);
-            next += 1;
         }
-        self.next_effect = Some(next);
-        self.insert(keys::META_NEXT_EFFECT, &next.to_be_bytes());
         Ok(queued)
     }
 
@@ -424,12 +431,7 @@ impl Transaction for KvTransaction<'_> {
             None => None,
         };
         // A version from the effect counter: it only grows, across every case.
-        let version = match self.next_effect {
-            Some(next) => next,
-            None => self.counter(keys::META_NEXT_EFFECT, "effect counter")?,
-        };
-        self.next_effect = Some(version + 1);
-        self.insert(keys::META_NEXT_EFFECT, &(version + 1).to_be_bytes());
+        let version = self.allocate_effect_seqs(1)?;
         let urgent = urgent || before.is_some_and(|before| before.urgent);
         self.insert(key, encode(&RedrawWanted { case_id, version, urgent }));
         Ok(())
@@ -458,17 +460,11 @@ impl Transaction for KvTransaction<'_> {
         }
         // Numbered from the effect counter, as queued effects are, so they sort with the case's
         // others.
-        let mut next = match self.next_effect {
-            Some(next) => next,
-            None => self.counter(keys::META_NEXT_EFFECT, "effect counter")?,
-        };
-        for effect in effects {
+        let first = self.allocate_effect_seqs(effects.len() as u64)?;
+        for (seq, effect) in (first..).zip(effects) {
             let undelivered = UndeliveredEffect { effect: effect.clone(), at, reason: reason.to_string() };
-            self.insert(keys::undelivered(case_id, next), encode(&undelivered));
-            next += 1;
+            self.insert(keys::undelivered(case_id, seq), encode(&undelivered));
         }
-        self.next_effect = Some(next);
-        self.insert(keys::META_NEXT_EFFECT, &next.to_be_bytes());
         Ok(())
     }
 
@@ -534,7 +530,8 @@ impl Transaction for KvTransaction<'_> {
             return Ok(None);
         }
         let Some(value) = self.value(&keys::audit(seq))? else { return Ok(None) };
-        let mut record = audit::decode_stored(&value)?;
+        // Read without computing its hash: the fold computes it afresh just below.
+        let mut record = audit::decode_unhashed(&value)?;
         if record.case_id != Some(case_id) || record.kind != kind.name() || !fold(&mut record.detail) {
             return Ok(None);
         }
