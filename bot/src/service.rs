@@ -488,7 +488,7 @@ pub(crate) fn ingest_alert(
         let folded = transaction.fold_into_last_audit(case.id, AuditKind::Event(kind), &mut |detail| {
             vouch_playbook::cases::fold_repeat(detail, &entry, alert_count)
         })?;
-        folded.is_none().then(|| vouch_playbook::cases::grouped_record(entry, alert_count))
+        (!folded).then(|| vouch_playbook::cases::grouped_record(entry, alert_count))
     } else {
         let mut detail = vouch_playbook::cases::opening_record(&alert, case.alert_count);
         // Every match of a vouch given in advance is in the audit log with the alert it met.

@@ -884,14 +884,14 @@ fn a_change_may_extend_the_record_it_appended_last_and_the_chain_still_verifies(
     };
     let folded = store
         .write(|transaction| {
-            let mut folded = vec![transaction.fold_into_last_audit(first.id, kind, &mut push)?.is_some()];
+            let mut folded = vec![transaction.fold_into_last_audit(first.id, kind, &mut push)?];
             let mut record = audit_of(&first, EventKind::AlertGrouped);
             record.detail = json!({"repeats": [1]});
             transaction.append_audit(record)?;
-            folded.push(transaction.fold_into_last_audit(first.id, kind, &mut push)?.is_some());
-            folded.push(transaction.fold_into_last_audit(second.id, kind, &mut push)?.is_some());
+            folded.push(transaction.fold_into_last_audit(first.id, kind, &mut push)?);
+            folded.push(transaction.fold_into_last_audit(second.id, kind, &mut push)?);
             transaction.append_audit(audit_of(&second, EventKind::AlertGrouped))?;
-            folded.push(transaction.fold_into_last_audit(first.id, kind, &mut push)?.is_some());
+            folded.push(transaction.fold_into_last_audit(first.id, kind, &mut push)?);
             Ok(folded)
         })
         .expect("written")
@@ -909,7 +909,7 @@ fn a_change_may_extend_the_record_it_appended_last_and_the_chain_still_verifies(
         .expect("written")
         .wait()
         .expect("durable");
-    assert!(later.is_none());
+    assert!(!later);
 }
 
 #[test]

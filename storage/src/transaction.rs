@@ -76,14 +76,14 @@ pub trait Transaction {
     fn append_audit(&mut self, record: NewRecord<'_>) -> Result<AuditRecord>;
     /// Lets `fold` extend the record this change appended last, when it is of `case_id` and
     /// `kind` and nothing follows it yet: the record is chained again in its place with the
-    /// detail `fold` left. `None` (nothing changed) when there is no such record or `fold`
+    /// detail `fold` left. False (nothing changed) when there is no such record or `fold`
     /// declined; the caller then appends a record of its own.
     fn fold_into_last_audit(
         &mut self,
         case_id: CaseId,
         kind: AuditKind,
         fold: &mut dyn FnMut(&mut serde_json::Value) -> bool,
-    ) -> Result<Option<AuditRecord>>;
+    ) -> Result<bool>;
     /// Removes a case that was archived, with its audit records (whose trail must still end at
     /// `last_seq`, else `Conflict`: it changed after it was read), its indexes, its card and
     /// queues, and the index entries of its alerts (`(format, sender's id)`).
@@ -176,11 +176,23 @@ pub(crate) struct KvTransaction<'a> {
     first_allocated: Option<u64>,
     /// The sequence of the audit record this transaction appended last.
     last_appended: Option<u64>,
+    /// That record while repeats fold into it: kept decoded, and hashed and encoded once (when
+    /// it is read, another record is appended, or the transaction ends), not once per repeat.
+    folded: Option<AuditRecord>,
     next_effect: Option<u64>,
 }
 
 impl KeyValues for KvTransaction<'_> {
     fn value(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        // A record still being folded into, and the chain's head, are as they will be written.
+        if let Some(folded) = &self.folded {
+            if key == keys::audit(folded.seq).as_slice() || key == keys::META_AUDIT_HEAD {
+                let mut record = folded.clone();
+                record.hash = record.compute_hash();
+                let (stored, head) = sealed(&record);
+                return Ok(Some(if key == keys::META_AUDIT_HEAD { head } else { stored }.into()));
+            }
+        }
         match self.staged.get(key) {
             Some(staged) => Ok(staged.clone()),
             None => self.source.get(key),
@@ -199,13 +211,25 @@ impl<'a> KvTransaction<'a> {
             next_case: None,
             first_allocated: None,
             last_appended: None,
+            folded: None,
             next_effect: None,
         }
     }
 
     /// The staged writes in key order (`None` removes the key).
-    pub(crate) fn into_writes(self) -> crate::engine::Writes {
+    pub(crate) fn into_writes(mut self) -> crate::engine::Writes {
+        self.seal_folded();
         self.staged.into_iter().collect()
+    }
+
+    /// Writes the record repeats were folded into, with its hash, as the chain's head.
+    fn seal_folded(&mut self) {
+        let Some(mut record) = self.folded.take() else { return };
+        record.hash = record.compute_hash();
+        let (stored, head) = sealed(&record);
+        self.insert(keys::audit(record.seq), stored);
+        self.insert(keys::META_AUDIT_HEAD, head);
+        self.writer.pending_head = Some(record.head());
     }
 
     fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<sled::IVec>) {
@@ -523,23 +547,25 @@ impl Transaction for KvTransaction<'_> {
         case_id: CaseId,
         kind: AuditKind,
         fold: &mut dyn FnMut(&mut serde_json::Value) -> bool,
-    ) -> Result<Option<AuditRecord>> {
-        let Some(seq) = self.last_appended else { return Ok(None) };
+    ) -> Result<bool> {
+        let Some(seq) = self.last_appended else { return Ok(false) };
         // Only the chain's head may change: a record with a successor is linked to as it is.
         if self.writer.pending_head.as_ref().map(|head| head.seq) != Some(seq) {
-            return Ok(None);
+            return Ok(false);
         }
-        let Some(value) = self.value(&keys::audit(seq))? else { return Ok(None) };
-        // Read without computing its hash: the fold computes it afresh just below.
-        let mut record = audit::decode_unhashed(&value)?;
-        if record.case_id != Some(case_id) || record.kind != kind.name() || !fold(&mut record.detail) {
-            return Ok(None);
+        let (mut record, folded_before) = match self.folded.take() {
+            Some(record) => (record, true),
+            None => {
+                let Some(value) = self.staged.get(&keys::audit(seq)).cloned().flatten() else { return Ok(false) };
+                // Read without computing its hash: it is computed once, when it is sealed.
+                (audit::decode_unhashed(&value)?, false)
+            }
+        };
+        let folds = record.case_id == Some(case_id) && record.kind == kind.name() && fold(&mut record.detail);
+        if folds || folded_before {
+            self.folded = Some(record);
         }
-        record.hash = record.compute_hash();
-        self.insert(keys::audit(seq), encode(&audit::StoredRecord::of(&record)));
-        self.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
-        self.writer.pending_head = Some(record.head());
-        Ok(Some(record))
+        Ok(folds)
     }
 
     fn remove_archived_case(&mut self, case_id: CaseId, last_seq: u64, alert_ids: &[(String, String)]) -> Result<()> {
@@ -676,6 +702,8 @@ impl Transaction for KvTransaction<'_> {
     }
 
     fn append_audit(&mut self, entry: NewRecord<'_>) -> Result<AuditRecord> {
+        // The record before this one is final once this one links to it.
+        self.seal_folded();
         let head = match self.writer.pending_head.clone().or_else(|| self.writer.head.clone()) {
             Some(head) => head,
             None => match self.value(keys::META_AUDIT_HEAD)? {
@@ -685,12 +713,18 @@ impl Transaction for KvTransaction<'_> {
         };
         let record = AuditRecord::chained(&head, entry);
         self.last_appended = Some(record.seq);
-        self.insert(keys::audit(record.seq), encode(&audit::StoredRecord::of(&record)));
+        let (stored, head) = sealed(&record);
+        self.insert(keys::audit(record.seq), stored);
         if let Some(case_id) = record.case_id {
             self.extend_trail(case_id, record.seq)?;
         }
-        self.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
+        self.insert(keys::META_AUDIT_HEAD, head);
         self.writer.pending_head = Some(record.head());
         Ok(record)
     }
+}
+
+/// A hashed record as stored, and the chain's head it makes.
+fn sealed(record: &AuditRecord) -> (Vec<u8>, Vec<u8>) {
+    (encode(&audit::StoredRecord::of(record)), encode(&record.head()))
 }
