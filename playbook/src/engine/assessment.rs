@@ -14,36 +14,19 @@ use crate::time::Timestamp;
 /// Builds the opening assessment of a new case.
 pub fn open_case(playbook: &Playbook, alert: &Alert, facts: &Facts, history: &History, _now: Timestamp) -> Opening {
     let subject = Subject { playbook, alert, facts, history };
-    let scenarios = playbook
+    // Each condition is evaluated once: the verdicts, the warnings and the hints all read these.
+    let evaluated: Vec<Vec<ConditionOutcome>> = playbook
         .scenarios
         .iter()
-        .map(|scenario| {
-            let outcomes: Vec<(Truth, Vec<Evidence>, bool)> =
-                scenario.conditions.iter().map(|condition| subject.evaluate_condition(condition)).collect();
-            let required: Vec<Truth> =
-                outcomes.iter().filter(|(_, _, supporting)| !supporting).map(|(truth, _, _)| *truth).collect();
-            let verdict = if required.contains(&Truth::No) {
-                ScenarioVerdict::NotMatched
-            } else if required.contains(&Truth::Unknown) {
-                ScenarioVerdict::Undetermined
-            } else {
-                ScenarioVerdict::Matched
-            };
-            ScenarioAssessment {
-                id: scenario.id.clone(),
-                title: scenario.title.clone(),
-                verdict,
-                evidence: outcomes.into_iter().flat_map(|(_, evidence, _)| evidence).collect(),
-            }
-        })
-        .collect::<Vec<_>>();
+        .map(|scenario| scenario.conditions.iter().map(|condition| subject.evaluate_condition(condition)).collect())
+        .collect();
 
     let mut concerns = subject.concerns();
     // A failed requirement that the playbook flags is a concern even though the scenario simply
     // does not match (a helpdesk account arriving from someone else's machine).
-    for scenario in &playbook.scenarios {
-        for condition in &scenario.conditions {
-            if let Some(warning) = subject.warning_for(condition) {
+    for (scenario, outcomes) in playbook.scenarios.iter().zip(&evaluated) {
+        for (condition, outcome) in scenario.conditions.iter().zip(outcomes) {
+            if let Some(warning) = warning_for(&scenario.conditions, outcomes, condition, outcome) {
                 if !concerns.contains(&warning) {
                     concerns.push(warning);
                 }
@@ -51,16 +34,76 @@ pub fn open_case(playbook: &Playbook, alert: &Alert, facts: &Facts, history: &Hi
         }
     }
 
+    let scenarios = playbook
+        .scenarios
+        .iter()
+        .zip(evaluated)
+        .map(|(scenario, outcomes)| {
+            let verdict = verdict(&outcomes);
+            ScenarioAssessment {
+                id: scenario.id.clone(),
+                title: scenario.title.clone(),
+                verdict,
+                evidence: outcomes.into_iter().flat_map(|outcome| outcome.evidence).collect(),
+            }
+        })
+        .collect::<Vec<_>>();
+    let matched = scenarios.iter().find(|scenario| scenario.verdict == ScenarioVerdict::Matched);
+
     Opening {
         playbook_version: playbook.version,
         account_kind: subject.account_kind(),
+        hints: vec![
+            subject.account_usage_hint(matched.map(|scenario| scenario.title.as_str())),
+            subject.interactive_hint(),
+        ],
         scenarios,
-        hints: vec![subject.account_usage_hint(), subject.interactive_hint()],
         concerns,
         confirmation_chain: subject.confirmation_chain(),
         history: history.clone(),
         criticality: subject.criticality(),
     }
+}
+
+/// What one of a scenario's conditions came to.
+struct ConditionOutcome {
+    truth: Truth,
+    evidence: Vec<Evidence>,
+    /// It only supports the scenario: its failure does not rule the scenario out.
+    supporting: bool,
+}
+
+/// A scenario matches when every condition it requires holds, and is ruled out when one fails.
+fn verdict(outcomes: &[ConditionOutcome]) -> ScenarioVerdict {
+    let mut required = outcomes.iter().filter(|outcome| !outcome.supporting).map(|outcome| outcome.truth);
+    if required.clone().any(|truth| truth == Truth::No) {
+        ScenarioVerdict::NotMatched
+    } else if required.any(|truth| truth == Truth::Unknown) {
+        ScenarioVerdict::Undetermined
+    } else {
+        ScenarioVerdict::Matched
+    }
+}
+
+/// The warning a failed condition carries, when its scenario is otherwise in play: every
+/// condition of the scenario that carries no warning of its own holds, so the failure of this
+/// one is what makes the movement odd.
+fn warning_for(
+    conditions: &[Condition],
+    outcomes: &[ConditionOutcome],
+    condition: &Condition,
+    outcome: &ConditionOutcome,
+) -> Option<String> {
+    if outcome.truth != Truth::No {
+        return None;
+    }
+    let warning = condition_warning(condition)?;
+    let anchors_hold = conditions
+        .iter()
+        .zip(outcomes)
+        .filter(|(other, other_outcome)| condition_warning(other).is_none() && !other_outcome.supporting)
+        .all(|(_, other_outcome)| other_outcome.truth == Truth::Yes);
+    anchors_hold.then_some(warning)
 }
 
 /// The alert, the directory's facts and the history, seen together.
@@ -263,11 +306,11 @@ impl Subject<'_> {
     }
 
     /// Evaluates one condition: its truth, its evidence lines, and whether it only supports.
-    fn evaluate_condition(&self, condition: &Condition) -> (Truth, Vec<Evidence>, bool) {
+    fn evaluate_condition(&self, condition: &Condition) -> ConditionOutcome {
         match condition {
             Condition::Fact(test) => {
                 let (truth, evidence) = self.test(test);
-                (truth, vec![evidence], test.supporting)
+                ConditionOutcome { truth, evidence: vec![evidence], supporting: test.supporting }
             }
             Condition::AnyOf { any, .. } => {
                 let results: Vec<(Truth, Evidence)> = any.iter().map(|test| self.test(test)).collect();
@@ -279,34 +322,14 @@ impl Subject<'_> {
                 } else {
                     Truth::No
                 };
-                let supporting = any.iter().all(|test| test.supporting);
-                (truth, results.into_iter().map(|(_, evidence)| evidence).collect(), supporting && !any.is_empty())
+                let supporting = any.iter().all(|test| test.supporting) && !any.is_empty();
+                ConditionOutcome {
+                    truth,
+                    evidence: results.into_iter().map(|(_, evidence)| evidence).collect(),
+                    supporting,
+                }
             }
         }
-    }
-
-    /// The warning a failed condition carries, when its scenario is otherwise in play: every
-    /// condition of the scenario that carries no warning of its own holds, so the failure of this
-    /// one is what makes the movement odd.
-    fn warning_for(&self, condition: &Condition) -> Option<String> {
-        let (truth, _, _) = self.evaluate_condition(condition);
-        if truth != Truth::No {
-            return None;
-        }
-        let warning = condition_warning(condition)?;
-        let scenario = self
-            .playbook
-            .scenarios
-            .iter()
-            .find(|scenario| scenario.conditions.iter().any(|candidate| std::ptr::eq(candidate, condition)))?;
-        let anchors_hold = scenario
-            .conditions
-            .iter()
-            .filter(|other| condition_warning(other).is_none())
-            .map(|other| self.evaluate_condition(other))
-            .filter(|(_, _, supporting)| !supporting)
-            .all(|(truth, _, _)| truth == Truth::Yes);
-        anchors_hold.then_some(warning)
     }
 
     fn program_family(&self) -> Option<&'static str> {
@@ -379,7 +402,8 @@ impl Subject<'_> {
         concerns
     }
 
-    fn account_usage_hint(&self) -> Hint {
+    /// `matched`: the title of the known scenario that fits, if one does.
+    fn account_usage_hint(&self, matched: Option<&str>) -> Hint {
         let kind = self.account_kind();
         let question = self.question(QUESTION_ACCOUNT_USAGE);
         let mut evidence = Vec::new();
@@ -422,7 +446,7 @@ impl Subject<'_> {
                 "The attempt failed, so nothing was reached; who tried matters more than the scenario.".to_string(),
             );
         }
-        if let Some(matched) = self.matched_scenario_title() {
+        if let Some(matched) = matched {
             evidence.push(format!("The known scenario \"{matched}\" fits."));
             // A failed attempt is never called normal use.
             if self.alert.outcome != Outcome::Failure {
@@ -525,18 +549,6 @@ impl Subject<'_> {
             .iter()
             .find(|answer| answer.leans == leaning)
             .map(|answer| answer.id.clone())
-    }
-
-    fn matched_scenario_title(&self) -> Option<String> {
-        self.playbook.scenarios.iter().find_map(|scenario| {
-            let all_hold = scenario
-                .conditions
-                .iter()
-                .map(|condition| self.evaluate_condition(condition))
-                .filter(|(_, _, supporting)| !supporting)
-                .all(|(truth, _, _)| truth == Truth::Yes);
-            all_hold.then(|| scenario.title.clone())
-        })
     }
 
     fn criticality(&self) -> Criticality {

@@ -2,6 +2,7 @@
 //! must justify a vouch, when it may chase).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::vocabulary::*;
 use crate::advance::{AdvanceKind, AdvanceVouch, Applicability};
@@ -35,8 +36,8 @@ impl Case {
             updated_at: now,
             alert_count: 1,
             last_alert_at: alert.received_at,
-            alert: AlertRecord(alert),
-            facts,
+            alert: AlertRecord(Arc::new(alert)),
+            facts: Arc::new(facts),
             confirmation: Confirmation {
                 chain: opening.confirmation_chain.clone(),
                 current: None,
@@ -45,7 +46,7 @@ impl Case {
                 deadline: None,
                 verdicts: Vec::new(),
             },
-            opening,
+            opening: Arc::new(opening),
             answers: BTreeMap::new(),
             escalation: None,
             resolution: None,
@@ -541,7 +542,7 @@ impl Case {
                 } else {
                     "denied the push sent to verify their answer"
                 };
-                case.opening.concerns.push(format!("{} {what}.", by.name));
+                Arc::make_mut(&mut case.opening).concerns.push(format!("{} {what}.", by.name));
                 let message = format!(
                     "{} {what} on {}: the answer does not count. Someone else may be using their chat account; closing this case as expected now takes two SOC members.",
                     by.name, case.id

@@ -1,6 +1,7 @@
 //! What a case is made of: the values the engine reads and returns.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -492,8 +493,8 @@ pub struct Case {
     pub alert: AlertRecord,
     pub alert_count: u64,
     pub last_alert_at: Timestamp,
-    pub facts: Facts,
-    pub opening: Opening,
+    pub facts: Arc<Facts>,
+    pub opening: Arc<Opening>,
     pub answers: BTreeMap<QuestionId, RecordedAnswer>,
     pub confirmation: Confirmation,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -643,6 +644,6 @@ pub enum IsolateOffer {
 /// `Alert` holds a JSON value and so is not `Eq`; cases compare alerts by their serialized form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct AlertRecord(pub Alert);
+pub struct AlertRecord(pub Arc<Alert>);
 
 impl Eq for AlertRecord {}
