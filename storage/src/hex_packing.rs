@@ -20,21 +20,27 @@ pub(crate) fn pack(json: &[u8]) -> Option<Vec<u8>> {
     if json.contains(&PACKED_HASH) {
         return None;
     }
-    let mut packed = Vec::with_capacity(json.len());
+    // Only a double quote can start a hash: the scan jumps from one to the next, and the text
+    // between hashes is copied whole (this runs on every value a change writes).
+    let mut packed: Option<Vec<u8>> = None;
+    let mut copied_up_to = 0;
     let mut at = 0;
-    let mut found = false;
-    while at < json.len() {
-        if let Some(hash) = hex_hash_at(json, at) {
-            packed.push(PACKED_HASH);
-            packed.extend_from_slice(&hash);
-            at += HEX_TEXT;
-            found = true;
-        } else {
-            packed.push(json[at]);
-            at += 1;
-        }
+    while let Some(offset) = json[at..].iter().position(|byte| *byte == b'"') {
+        let quote = at + offset;
+        let Some(hash) = hex_hash_at(json, quote) else {
+            at = quote + 1;
+            continue;
+        };
+        let packed = packed.get_or_insert_with(|| Vec::with_capacity(json.len()));
+        packed.extend_from_slice(&json[copied_up_to..quote]);
+        packed.push(PACKED_HASH);
+        packed.extend_from_slice(&hash);
+        at = quote + HEX_TEXT;
+        copied_up_to = at;
     }
-    found.then_some(packed)
+    let mut packed = packed?;
+    packed.extend_from_slice(&json[copied_up_to..]);
+    Some(packed)
 }
 
 /// Appends to `json` the JSON `packed` was made from.
@@ -43,23 +49,21 @@ pub(crate) fn unpack_into(packed: &[u8], json: &mut Vec<u8>) -> Result<(), Strin
     let hashes = packed.iter().filter(|byte| **byte == PACKED_HASH).count();
     json.reserve(packed.len() + hashes * (HEX_TEXT - 1 - HASH_BYTES));
     let mut at = 0;
-    while at < packed.len() {
-        if packed[at] != PACKED_HASH {
-            json.push(packed[at]);
-            at += 1;
-            continue;
-        }
+    while let Some(offset) = packed[at..].iter().position(|byte| *byte == PACKED_HASH) {
+        let marker = at + offset;
+        json.extend_from_slice(&packed[at..marker]);
         let hash = packed
-            .get(at + 1..at + 1 + HASH_BYTES)
-            .ok_or_else(|| format!("a packed hash at byte {at} is cut short"))?;
+            .get(marker + 1..marker + 1 + HASH_BYTES)
+            .ok_or_else(|| format!("a packed hash at byte {marker} is cut short"))?;
         json.push(b'"');
         for byte in hash {
             json.push(HEX[usize::from(byte >> 4)]);
             json.push(HEX[usize::from(byte & 0x0f)]);
         }
         json.push(b'"');
-        at += 1 + HASH_BYTES;
+        at = marker + 1 + HASH_BYTES;
     }
+    json.extend_from_slice(&packed[at..]);
     Ok(())
 }
 

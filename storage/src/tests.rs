@@ -1004,9 +1004,12 @@ fn a_value_whose_dictionary_is_gone_is_reported_corrupt() {
 fn hex_hashes_pack_to_their_bytes_and_unpack_to_the_same_json() {
     let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
     let other = "0000000000000000000000000000000000000000000000000000000000000000";
-    let packs: [(String, Option<usize>); 8] = [
+    let packs: [(String, Option<usize>); 10] = [
         // (JSON, how many bytes packing saves; None: it is left as it is)
         (format!(r#"{{"hash":"{hash}"}}"#), Some(33)),
+        // A hash that is the whole text, and one right after a quote that starts none.
+        (format!(r#""{hash}""#), Some(33)),
+        (format!(r#"{{"a":"","b":"{hash}","c":"x"}}"#), Some(33)),
         (format!(r#"{{"prev":"{other}","hash":"{hash}"}}"#), Some(66)),
         (format!(r#"["{hash}","{hash}"]"#), Some(66)),
         (r#"{"note":"no hash here"}"#.to_string(), None),
