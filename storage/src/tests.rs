@@ -913,6 +913,48 @@ fn a_change_may_extend_the_record_it_appended_last_and_the_chain_still_verifies(
 }
 
 #[test]
+fn a_record_being_folded_into_reads_and_is_written_as_folded_with_its_hash() {
+    use crate::reads::KeyValues;
+    let (_directory, store) = temp_store();
+    let case = open_case_in(&store, "SRV-1");
+    let tree = store.tree();
+    let mut state = crate::transaction::WriterState::default();
+    let mut transaction = crate::transaction::KvTransaction::new(&tree, &mut state);
+    let kind = AuditKind::Event(EventKind::AlertGrouped);
+    let mut record = audit_of(&case, EventKind::AlertGrouped);
+    record.detail = json!({"repeats": [1]});
+    let appended = transaction.append_audit(record).expect("appended");
+    let mut push = |detail: &mut serde_json::Value| {
+        detail["repeats"].as_array_mut().map(|repeats| repeats.push(json!(repeats.len() + 1))).is_some()
+    };
+    for _ in 0..3 {
+        assert!(transaction.fold_into_last_audit(case.id, kind, &mut push).expect("folds"));
+    }
+    // Read inside the change: the record as folded so far, hashed, and the head naming it.
+    let read = |transaction: &crate::transaction::KvTransaction<'_>| {
+        let stored = transaction.value(&keys::audit(appended.seq)).expect("read").expect("present");
+        let head: audit::Head =
+            decode(&transaction.value(keys::META_AUDIT_HEAD).expect("read").expect("present"), "head").expect("head");
+        (audit::decode_stored(&stored).expect("a record"), head)
+    };
+    let (folded, head) = read(&transaction);
+    assert_eq!(folded.detail, json!({"repeats": [1, 2, 3, 4]}));
+    assert_eq!(folded.hash, folded.compute_hash());
+    assert_ne!(folded.hash, appended.hash, "the fold changed the record");
+    assert_eq!((head.seq, head.hash.as_str()), (appended.seq, folded.hash.as_str()));
+    // Written: the same bytes as were read.
+    let (read_record, read_head) = (
+        transaction.value(&keys::audit(appended.seq)).expect("read"),
+        transaction.value(keys::META_AUDIT_HEAD).expect("read"),
+    );
+    let writes = transaction.into_writes();
+    let written = |key: &[u8]| writes.iter().find(|(written, _)| written == key).and_then(|(_, value)| value.clone());
+    assert_eq!(written(&keys::audit(appended.seq)), read_record);
+    assert_eq!(written(keys::META_AUDIT_HEAD), read_head);
+    assert_eq!(state.pending_head.map(|head| head.hash), Some(folded.hash));
+}
+
+#[test]
 fn values_are_stored_against_a_dictionary_of_their_kind_and_read_back_after_reopen() {
     let (directory, store) = temp_store();
     let cases: Vec<Case> = (0..20).map(|index| open_case_in(&store, &format!("SRV-{index}"))).collect();

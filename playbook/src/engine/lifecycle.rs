@@ -542,6 +542,7 @@ impl Case {
                 } else {
                     "denied the push sent to verify their answer"
                 };
+                // The opening is shared between copies of the case: this one gets its own.
                 Arc::make_mut(&mut case.opening).concerns.push(format!("{} {what}.", by.name));
                 let message = format!(
                     "{} {what} on {}: the answer does not count. Someone else may be using their chat account; closing this case as expected now takes two SOC members.",
