@@ -870,6 +870,40 @@ async fn bench_footprint() {
     );
     let _ = server.kill();
     let _ = server.wait();
+
+    // Baseline for that memory, the same store: raw sled, opened with Vouch's cache setting and
+    // its freed memory handed back as Vouch does, then reading every key a listing of open cases
+    // reads (the open-case index, the summaries, the latest activities), each once.
+    let raw = std::process::Command::new(std::env::current_exe().expect("this bench"))
+        .args(["footprint-raw-sled", folder.path().to_str().expect("utf-8 path")])
+        .output()
+        .expect("the raw sled reader runs");
+    println!("  raw sled on the same store: {}", String::from_utf8_lossy(&raw.stdout).trim());
+}
+
+/// Opens the footprint bench's store with raw sled and reads what a listing reads: the RSS of
+/// sled alone on that store, idle and after reading.
+fn read_footprint_store_raw() {
+    let folder = std::env::args().nth(2).expect("the store's folder");
+    let db = sled::Config::new()
+        .path(Path::new(&folder).join("data"))
+        .cache_capacity(16 << 20)
+        .open()
+        .expect("the store opens raw");
+    vouch::memory::return_freed_memory();
+    let idle = rss_mib();
+    let mut bytes = 0;
+    for prefix in [&b"p/"[..], b"j/", b"v/"] {
+        for entry in db.scan_prefix(prefix) {
+            let (key, value) = entry.expect("an entry");
+            bytes += key.len() + value.len();
+        }
+    }
+    println!(
+        "RSS {idle:.1} MiB opened, {:.1} MiB after reading the listing's keys once ({:.1} MiB of them)",
+        rss_mib(),
+        bytes as f64 / 1048576.0
+    );
 }
 
 /// Serves the footprint bench's store from this process until it is killed; prints where.
@@ -920,6 +954,8 @@ fn main() {
             // Internal: the footprint bench's Vouch in a process of its own, so its memory is
             // measured alone.
             "footprint-serve" => serve_footprint_store().await,
+            // Internal: the footprint bench's memory baseline, raw sled on the same store.
+            "footprint-raw-sled" => read_footprint_store_raw(),
             "ingest-postgres" => postgres::bench_ingest_postgres().await,
             "failover" => postgres::bench_failover().await,
             // Internal: one replica of the failover bench, in a process of its own.
