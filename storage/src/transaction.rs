@@ -186,7 +186,9 @@ impl KeyValues for KvTransaction<'_> {
     fn value(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         // A record still being folded into, and the chain's head, are as they will be written.
         if let Some(folded) = &self.folded {
-            if key == keys::audit(folded.seq).as_slice() || key == keys::META_AUDIT_HEAD {
+            // (The prefix first: every read of a storm's change passes here.)
+            let is_folded_record = key.starts_with(keys::AUDIT_PREFIX) && key == keys::audit(folded.seq).as_slice();
+            if is_folded_record || key == keys::META_AUDIT_HEAD {
                 let mut record = folded.clone();
                 record.hash = record.compute_hash();
                 let (stored, head) = sealed(&record);
