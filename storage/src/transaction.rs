@@ -188,11 +188,13 @@ impl KeyValues for KvTransaction<'_> {
         if let Some(folded) = &self.folded {
             // (The prefix first: every read of a storm's change passes here.)
             let is_folded_record = key.starts_with(keys::AUDIT_PREFIX) && key == keys::audit(folded.seq).as_slice();
-            if is_folded_record || key == keys::META_AUDIT_HEAD {
-                let mut record = folded.clone();
-                record.hash = record.compute_hash();
-                let (stored, head) = sealed(&record);
-                return Ok(Some(if key == keys::META_AUDIT_HEAD { head } else { stored }.into()));
+            if is_folded_record {
+                // A record is stored without its own hash.
+                return Ok(Some(encode(&audit::StoredRecord::of(folded)).into()));
+            }
+            if key == keys::META_AUDIT_HEAD {
+                let head = audit::Head { seq: folded.seq, hash: folded.compute_hash() };
+                return Ok(Some(encode(&head).into()));
             }
         }
         match self.staged.get(key) {
@@ -228,10 +230,20 @@ impl<'a> KvTransaction<'a> {
     fn seal_folded(&mut self) {
         let Some(mut record) = self.folded.take() else { return };
         record.hash = record.compute_hash();
-        let (stored, head) = sealed(&record);
-        self.insert(keys::audit(record.seq), stored);
-        self.insert(keys::META_AUDIT_HEAD, head);
+        self.stage_as_head(&record);
+    }
+
+    /// Stages a hashed record and makes it the chain's head.
+    fn stage_as_head(&mut self, record: &AuditRecord) {
+        self.insert(keys::audit(record.seq), encode(&audit::StoredRecord::of(record)));
+        self.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
         self.writer.pending_head = Some(record.head());
+    }
+
+    /// Keeps an effect with its case as not delivered, under its number from the effect counter.
+    fn stage_undelivered(&mut self, case_id: CaseId, seq: u64, effect: &Effect, at: Timestamp, reason: &str) {
+        let undelivered = UndeliveredEffect { effect: effect.clone(), at, reason: reason.to_string() };
+        self.insert(keys::undelivered(case_id, seq), encode(&undelivered));
     }
 
     fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<sled::IVec>) {
@@ -476,8 +488,7 @@ impl Transaction for KvTransaction<'_> {
 
     fn mark_undelivered(&mut self, effect: &PendingEffect, at: Timestamp, reason: &str) {
         self.remove(keys::effect(effect.seq));
-        let undelivered = UndeliveredEffect { effect: effect.effect.clone(), at, reason: reason.to_string() };
-        self.insert(keys::undelivered(effect.case_id, effect.seq), encode(&undelivered));
+        self.stage_undelivered(effect.case_id, effect.seq, &effect.effect, at, reason);
     }
 
     fn keep_undelivered(&mut self, case_id: CaseId, effects: &[Effect], at: Timestamp, reason: &str) -> Result<()> {
@@ -488,8 +499,7 @@ impl Transaction for KvTransaction<'_> {
         // others.
         let first = self.allocate_effect_seqs(effects.len() as u64)?;
         for (seq, effect) in (first..).zip(effects) {
-            let undelivered = UndeliveredEffect { effect: effect.clone(), at, reason: reason.to_string() };
-            self.insert(keys::undelivered(case_id, seq), encode(&undelivered));
+            self.stage_undelivered(case_id, seq, effect, at, reason);
         }
         Ok(())
     }
@@ -715,18 +725,10 @@ impl Transaction for KvTransaction<'_> {
         };
         let record = AuditRecord::chained(&head, entry);
         self.last_appended = Some(record.seq);
-        let (stored, head) = sealed(&record);
-        self.insert(keys::audit(record.seq), stored);
+        self.stage_as_head(&record);
         if let Some(case_id) = record.case_id {
             self.extend_trail(case_id, record.seq)?;
         }
-        self.insert(keys::META_AUDIT_HEAD, head);
-        self.writer.pending_head = Some(record.head());
         Ok(record)
     }
-}
-
-/// A hashed record as stored, and the chain's head it makes.
-fn sealed(record: &AuditRecord) -> (Vec<u8>, Vec<u8>) {
-    (encode(&audit::StoredRecord::of(record)), encode(&record.head()))
 }
