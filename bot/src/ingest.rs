@@ -424,7 +424,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         Ok(Ok(counts)) => counts,
         _ => Vec::new(),
     };
-    let mut text = state.metrics.render(&counts, state.service.store.flush_stats());
+    let memory = crate::memory::allocator_statistics();
+    let mut text = state.metrics.render(&counts, state.service.store.flush_stats(), memory);
     text.push_str(&state.directory.render_metrics());
     text.push_str(&state.leadership.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

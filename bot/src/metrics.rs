@@ -39,8 +39,14 @@ impl Metrics {
         self.store_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Renders every metric; case counts and flush timings are read from the store by the caller.
-    pub fn render(&self, cases: &[(CaseState, u64)], flush: FlushStats) -> String {
+    /// Renders every metric; case counts and flush timings are read from the store, and the
+    /// allocator's figures from the allocator, by the caller.
+    pub fn render(
+        &self,
+        cases: &[(CaseState, u64)],
+        flush: FlushStats,
+        memory: Option<crate::memory::AllocatorStatistics>,
+    ) -> String {
         let mut text = String::new();
         let _ =
             writeln!(text, "# HELP vouch_alerts_accepted_total Alerts accepted (202), by input format and outcome.");
@@ -80,6 +86,20 @@ impl Metrics {
         let _ = writeln!(text, "# HELP vouch_store_flush_failures_total Flushes that failed.");
         let _ = writeln!(text, "# TYPE vouch_store_flush_failures_total counter");
         let _ = writeln!(text, "vouch_store_flush_failures_total {}", flush.failures);
+        // What the heap holds live against what it keeps resident: the part of RSS that is the
+        // store's pages and Vouch's own state, and how much of the rest the allocator could hand
+        // back.
+        if let Some(memory) = memory {
+            let _ = writeln!(text, "# HELP vouch_memory_allocated_bytes Bytes in live heap allocations.");
+            let _ = writeln!(text, "# TYPE vouch_memory_allocated_bytes gauge");
+            let _ = writeln!(text, "vouch_memory_allocated_bytes {}", memory.allocated);
+            let _ = writeln!(
+                text,
+                "# HELP vouch_memory_resident_bytes Bytes of heap pages the allocator keeps resident (an upper bound)."
+            );
+            let _ = writeln!(text, "# TYPE vouch_memory_resident_bytes gauge");
+            let _ = writeln!(text, "vouch_memory_resident_bytes {}", memory.resident);
+        }
         text
     }
 }

@@ -248,6 +248,17 @@ async fn alerts_are_accepted_grouped_deduplicated_or_refused_with_reasons() {
     ] {
         assert!(metrics.contains(line), "metrics lack {line}:\n{metrics}");
     }
+    // The heap's figures are the allocator's own: some bytes are live, and no more are live than
+    // the allocator keeps resident.
+    let gauge = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|line| line.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("metrics lack {name}:\n{metrics}"));
+        line[name.len() + 1..].parse().unwrap_or_else(|_| panic!("{name} is not a number: {line}"))
+    };
+    let (allocated, resident) = (gauge("vouch_memory_allocated_bytes"), gauge("vouch_memory_resident_bytes"));
+    assert!(allocated > 0 && allocated <= resident, "allocated {allocated}, resident {resident}");
     assert!(!vouch.log().contains(INGEST_TOKEN), "the token must never be logged");
 }
 
