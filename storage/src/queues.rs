@@ -57,7 +57,14 @@ impl Store {
 
     /// The chat effects of a case that no chat service carried, oldest first.
     pub fn undelivered(&self, case_id: CaseId) -> Result<Vec<UndeliveredEffect>> {
-        self.values_under(&keys::undelivered_prefix(case_id), "undelivered effect")
+        let kept: Vec<KeptUndelivered> = self.values_under(&keys::undelivered_prefix(case_id), "undelivered effect")?;
+        Ok(kept
+            .into_iter()
+            .flat_map(|kept| match kept {
+                KeptUndelivered::One(effect) => vec![effect],
+                KeptUndelivered::Together(effects) => effects,
+            })
+            .collect())
     }
 
     /// Outbound calls waiting to be made, by id.
@@ -166,4 +173,13 @@ impl Store {
             None => Ok(None),
         })
     }
+}
+
+/// What one `u/` key holds: an effect the dispatcher found nothing to carry, or the effects one
+/// change kept as undelivered itself, together.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum KeptUndelivered {
+    One(UndeliveredEffect),
+    Together(Vec<UndeliveredEffect>),
 }

@@ -446,6 +446,13 @@ fn effects_are_queued_with_their_change_and_done_once() {
     assert_eq!(store.card(case_id).expect("card").map(|card| card.message_id.get()), Some(11));
 }
 
+/// The kinds of kept effects, as the API names them.
+fn effect_kinds(kept: &[UndeliveredEffect]) -> Vec<String> {
+    kept.iter()
+        .map(|kept| serde_json::to_value(&kept.effect).expect("json")["effect"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 #[test]
 fn effects_nothing_can_carry_are_kept_as_undelivered_with_their_change_in_order() {
     let (directory, store) = temp_store();
@@ -464,11 +471,7 @@ fn effects_nothing_can_carry_are_kept_as_undelivered_with_their_change_in_order(
     drop(store);
     let store = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
     let kept = store.undelivered(case.id).expect("undelivered");
-    let kinds: Vec<String> = kept
-        .iter()
-        .map(|kept| serde_json::to_value(&kept.effect).expect("json")["effect"].as_str().unwrap_or("").to_string())
-        .collect();
-    assert_eq!(kinds, ["post_card", "notify_soc"]);
+    assert_eq!(effect_kinds(&kept), ["post_card", "notify_soc"]);
     assert!(kept.iter().all(|kept| kept.reason == "no chat service is configured" && kept.at == T0));
     // Numbered from the queue's counter: an effect queued afterwards comes after the two kept.
     let later = store
@@ -477,6 +480,20 @@ fn effects_nothing_can_carry_are_kept_as_undelivered_with_their_change_in_order(
         .wait()
         .expect("durable");
     assert_eq!(later[0].seq, queued.last().expect("queued").seq + 3);
+    // One change's kept effects share a key; an effect the dispatcher found nothing to carry has
+    // one of its own (as every kept effect had in stores before): both read in order.
+    store
+        .write(|transaction| {
+            transaction.mark_undelivered(&later[0], T0, "no chat service took it");
+            Ok(())
+        })
+        .expect("written")
+        .wait()
+        .expect("durable");
+    let kept = store.undelivered(case.id).expect("undelivered");
+    assert_eq!(effect_kinds(&kept), ["post_card", "notify_soc", "update_card"]);
+    assert_eq!(kept[2].reason, "no chat service took it");
+    assert!(store.pending_effects(100).expect("pending").iter().all(|pending| pending.seq != later[0].seq));
 }
 
 #[test]

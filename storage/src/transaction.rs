@@ -496,11 +496,14 @@ impl Transaction for KvTransaction<'_> {
             return Ok(());
         }
         // Numbered from the effect counter, as queued effects are, so they sort with the case's
-        // others.
+        // others; kept under one key, named by the first number (sled's cost grows with keys: a
+        // new case's effects were two of its nineteen).
         let first = self.allocate_effect_seqs(effects.len() as u64)?;
-        for (seq, effect) in (first..).zip(effects) {
-            self.stage_undelivered(case_id, seq, effect, at, reason);
-        }
+        let kept: Vec<UndeliveredEffect> = effects
+            .iter()
+            .map(|effect| UndeliveredEffect { effect: effect.clone(), at, reason: reason.to_string() })
+            .collect();
+        self.insert(keys::undelivered(case_id, first), encode(&kept));
         Ok(())
     }
 
