@@ -6,7 +6,7 @@
 //! | `m/`   | `next_effect`               | the next effect's sequence (u64) |
 //! | `m/marker/` | marker name            | a point in time (u64 millis)   |
 //! | `c/`   | case id (u64)               | case                           |
-//! | `v/`   | case id (u64)               | the case's latest alert count and times, when newer than `c/` |
+//! | `v/`   | case id (u64)               | the case's latest alert count and times, when newer than `c/` (binary, `activity.rs`) |
 //! | `a/`   | audit sequence (u64)        | audit record                   |
 //! | `x/`   | case id                     | the case's newest audit sequences (its open trail run) |
 //! | `x/`   | case id, first sequence     | a sealed run of 32 of the case's audit sequences (empty: the key's one, as stored before runs) |

@@ -18,6 +18,7 @@
 //! Architecture invariant: this crate is the only code that knows sled, PostgreSQL or any byte
 //! layout.
 
+mod activity;
 pub mod audit;
 mod codec;
 mod copy;
@@ -33,6 +34,7 @@ mod replicas;
 mod store;
 mod trail;
 mod transaction;
+mod varint;
 
 use serde::{Deserialize, Serialize};
 use vouch_playbook::{CaseId, Effect, Snowflake, Timestamp};

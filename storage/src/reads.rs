@@ -4,11 +4,11 @@ use vouch_playbook::case_list::{CaseFilter, CasePage, CaseSummary, ListedField};
 use vouch_playbook::facts::History;
 use vouch_playbook::{Case, CaseId, CaseState, MovementKey, Timestamp};
 
+use crate::activity::CaseActivity;
 use crate::audit::{self, AuditRecord, AuditReport};
 use crate::codec::decode;
 use crate::engine::TransactionSource;
 use crate::store::Generation;
-use crate::transaction::CaseActivity;
 use crate::{keys, trail, Result, StorageError, Store};
 
 /// Where reads come from: the tree, or a transaction's view of it with its own writes.
@@ -33,7 +33,7 @@ pub(crate) fn read_case(tree: &dyn KeyValues, case_id: CaseId) -> Result<Option<
     let Some(value) = tree.value(&keys::case(case_id))? else { return Ok(None) };
     let mut case: Case = decode(&value, "case")?;
     if let Some(activity) = tree.value(&keys::case_activity(case_id))? {
-        decode::<CaseActivity>(&activity, "case activity")?.overlay(&mut case);
+        CaseActivity::decode(&activity)?.overlay(&mut case);
     }
     Ok(Some(case))
 }
@@ -49,7 +49,7 @@ fn read_summary(generation: &Generation, case_id: CaseId) -> Result<Option<CaseS
     let Some(value) = generation.get(keys::case_summary(case_id))? else { return Ok(None) };
     let mut summary: CaseSummary = decode(&value, "case summary")?;
     if let Some(activity) = generation.get(keys::case_activity(case_id))? {
-        let activity: CaseActivity = decode(&activity, "case activity")?;
+        let activity = CaseActivity::decode(&activity)?;
         summary.alert_count = summary.alert_count.max(activity.alert_count);
         summary.updated_at = summary.updated_at.max(activity.updated_at);
     }

@@ -14,6 +14,7 @@
 
 use sled::IVec;
 
+use crate::varint::{push_varint, read_varint, VarintError};
 use crate::{Result, StorageError};
 
 /// The first byte of a run: sequence numbers as LEB128 varints, the first whole and each next
@@ -31,17 +32,8 @@ pub(crate) fn encode_run(seqs: &[u64]) -> Vec<u8> {
     bytes.push(SEQUENCE_RUN);
     let mut previous = 0;
     for &seq in seqs {
-        let mut rest = seq.wrapping_sub(previous);
+        push_varint(&mut bytes, seq.wrapping_sub(previous));
         previous = seq;
-        loop {
-            let low = (rest & 0x7f) as u8;
-            rest >>= 7;
-            if rest == 0 {
-                bytes.push(low);
-                break;
-            }
-            bytes.push(low | 0x80);
-        }
     }
     bytes
 }
@@ -57,21 +49,14 @@ pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Result<Vec<u64>> {
         return Err(corrupt(format!("layout {layout} is not a run of sequences")));
     }
     let mut seqs = Vec::with_capacity(body.len() / 2);
-    let (mut previous, mut current, mut shift) = (0_u64, 0_u64, 0_u32);
-    for &byte in body {
-        if shift > 63 {
-            return Err(corrupt("a sequence longer than 64 bits".to_string()));
-        }
-        current |= u64::from(byte & 0x7f) << shift;
-        shift += 7;
-        if byte & 0x80 == 0 {
-            previous = previous.wrapping_add(current);
-            seqs.push(previous);
-            (current, shift) = (0, 0);
-        }
-    }
-    if shift != 0 {
-        return Err(corrupt("a run that ends inside a sequence".to_string()));
+    let (mut previous, mut rest) = (0_u64, body);
+    while !rest.is_empty() {
+        let distance = read_varint(&mut rest).map_err(|error| match error {
+            VarintError::TooLong => corrupt("a sequence longer than 64 bits".to_string()),
+            VarintError::Truncated => corrupt("a run that ends inside a sequence".to_string()),
+        })?;
+        previous = previous.wrapping_add(distance);
+        seqs.push(previous);
     }
     Ok(seqs)
 }

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
 use vouch_playbook::advance::{AdvanceVouch, HostsScope, PendingAdvance};
 use vouch_playbook::case_list::CaseSummary;
 use vouch_playbook::cases::OpenMovement;
@@ -11,6 +10,7 @@ use vouch_playbook::facts::History;
 use vouch_playbook::identity::{IdentityLink, PendingLink};
 use vouch_playbook::{AuditKind, Case, CaseId, Effect, GroupingKey, MovementKey, Snowflake, Timestamp};
 
+use crate::activity::CaseActivity;
 use crate::audit::{self, AuditRecord, NewRecord};
 use crate::codec::{decode, encode};
 use crate::engine::TransactionSource;
@@ -122,22 +122,6 @@ pub(crate) struct WriterState {
     pub(crate) head: Option<audit::Head>,
     /// The head a batch being built will leave, until that batch is applied.
     pub(crate) pending_head: Option<audit::Head>,
-}
-
-/// What a repeated alert changes on a case, stored apart from the case.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub(crate) struct CaseActivity {
-    pub(crate) alert_count: u64,
-    pub(crate) last_alert_at: Timestamp,
-    pub(crate) updated_at: Timestamp,
-}
-
-impl CaseActivity {
-    pub(crate) fn overlay(self, case: &mut Case) {
-        case.alert_count = case.alert_count.max(self.alert_count);
-        case.last_alert_at = case.last_alert_at.max(self.last_alert_at);
-        case.updated_at = case.updated_at.max(self.updated_at);
-    }
 }
 
 /// Every listing entry of a case: its summary, whether it is finished, and its field keys.
@@ -411,12 +395,7 @@ impl Transaction for KvTransaction<'_> {
             known.last_alert_at = case.last_alert_at;
             known.updated_at = case.updated_at;
         }
-        let activity = CaseActivity {
-            alert_count: case.alert_count,
-            last_alert_at: case.last_alert_at,
-            updated_at: case.updated_at,
-        };
-        self.insert(keys::case_activity(case.id), encode(&activity));
+        self.insert(keys::case_activity(case.id), CaseActivity::of(case).encode());
     }
 
     fn index_alert(&mut self, format: &str, source_alert_id: &str, case_id: CaseId) {
