@@ -8,6 +8,7 @@
 //! JSON, which still reads.
 
 use serde::{Deserialize, Serialize};
+use vouch_playbook::case_list::CaseSummary;
 use vouch_playbook::{Case, Timestamp};
 
 use crate::codec::decode;
@@ -34,6 +35,12 @@ impl CaseActivity {
         case.alert_count = case.alert_count.max(self.alert_count);
         case.last_alert_at = case.last_alert_at.max(self.last_alert_at);
         case.updated_at = case.updated_at.max(self.updated_at);
+    }
+
+    /// The same over a case's listing summary, which shows the count and the last change.
+    pub(crate) fn overlay_summary(self, summary: &mut CaseSummary) {
+        summary.alert_count = summary.alert_count.max(self.alert_count);
+        summary.updated_at = summary.updated_at.max(self.updated_at);
     }
 
     /// The activity as stored: 9 to 15 bytes for any time of this century.

@@ -19,7 +19,7 @@
 //! | `e/`   | effect sequence (u64)       | an effect waiting to be done   |
 //! | `k/`   | case id (u64)               | where the case's card is       |
 //! | `d/`   | deadline (u64 millis), case | empty (the deadline index)     |
-//! | `u/`   | case id, effect sequence    | a chat effect no chat service carried, or the list of those one change kept (numbered from the key's) |
+//! | `u/`   | case id, effect sequence    | the chat effects no chat service carried that one change kept, numbered from the key's (a single effect in older stores) |
 //! | `r/`   | case id (u64)               | the case's card needs redrawing: version, urgency |
 //! | `y/`   | directory source name       | the source's last good snapshot (JSON) |
 //! | `q/`   | notice sequence (u64)       | a notice for the SOC channel, not about one case |

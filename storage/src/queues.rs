@@ -175,8 +175,8 @@ impl Store {
     }
 }
 
-/// What one `u/` key holds: an effect the dispatcher found nothing to carry, or the effects one
-/// change kept as undelivered itself, together.
+/// What one `u/` key holds: the effects one change kept as undelivered, together, or (stores
+/// written before) a single effect.
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum KeptUndelivered {

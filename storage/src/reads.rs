@@ -49,9 +49,7 @@ fn read_summary(generation: &Generation, case_id: CaseId) -> Result<Option<CaseS
     let Some(value) = generation.get(keys::case_summary(case_id))? else { return Ok(None) };
     let mut summary: CaseSummary = decode(&value, "case summary")?;
     if let Some(activity) = generation.get(keys::case_activity(case_id))? {
-        let activity = CaseActivity::decode(&activity)?;
-        summary.alert_count = summary.alert_count.max(activity.alert_count);
-        summary.updated_at = summary.updated_at.max(activity.updated_at);
+        CaseActivity::decode(&activity)?.overlay_summary(&mut summary);
     }
     Ok(Some(summary))
 }

@@ -481,7 +481,8 @@ fn effects_nothing_can_carry_are_kept_as_undelivered_with_their_change_in_order(
         .expect("durable");
     assert_eq!(later[0].seq, queued.last().expect("queued").seq + 3);
     // One change's kept effects share a key; an effect the dispatcher found nothing to carry has
-    // one of its own (as every kept effect had in stores before): both read in order.
+    // one of its own; a key holding a single effect, as every kept effect had in stores before,
+    // still reads: all of them in order.
     store
         .write(|transaction| {
             transaction.mark_undelivered(&later[0], T0, "no chat service took it");
@@ -490,9 +491,12 @@ fn effects_nothing_can_carry_are_kept_as_undelivered_with_their_change_in_order(
         .expect("written")
         .wait()
         .expect("durable");
+    let older = UndeliveredEffect { effect: Effect::UpdateCard, at: T0, reason: "kept by an older Vouch".to_string() };
+    store.tree().insert(keys::undelivered(case.id, later[0].seq + 1), encode(&older)).expect("write");
     let kept = store.undelivered(case.id).expect("undelivered");
-    assert_eq!(effect_kinds(&kept), ["post_card", "notify_soc", "update_card"]);
+    assert_eq!(effect_kinds(&kept), ["post_card", "notify_soc", "update_card", "update_card"]);
     assert_eq!(kept[2].reason, "no chat service took it");
+    assert_eq!(kept[3], older);
     assert!(store.pending_effects(100).expect("pending").iter().all(|pending| pending.seq != later[0].seq));
 }
 

@@ -224,10 +224,15 @@ impl<'a> KvTransaction<'a> {
         self.writer.pending_head = Some(record.head());
     }
 
-    /// Keeps an effect with its case as not delivered, under its number from the effect counter.
-    fn stage_undelivered(&mut self, case_id: CaseId, seq: u64, effect: &Effect, at: Timestamp, reason: &str) {
-        let undelivered = UndeliveredEffect { effect: effect.clone(), at, reason: reason.to_string() };
-        self.insert(keys::undelivered(case_id, seq), encode(&undelivered));
+    /// Keeps effects with their case as not delivered, under one key named by the first one's
+    /// number from the effect counter (sled's cost grows with keys: a new case's effects were two
+    /// of its nineteen).
+    fn stage_undelivered(&mut self, case_id: CaseId, first_seq: u64, effects: &[Effect], at: Timestamp, reason: &str) {
+        let kept: Vec<UndeliveredEffect> = effects
+            .iter()
+            .map(|effect| UndeliveredEffect { effect: effect.clone(), at, reason: reason.to_string() })
+            .collect();
+        self.insert(keys::undelivered(case_id, first_seq), encode(&kept));
     }
 
     fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<sled::IVec>) {
@@ -467,7 +472,7 @@ impl Transaction for KvTransaction<'_> {
 
     fn mark_undelivered(&mut self, effect: &PendingEffect, at: Timestamp, reason: &str) {
         self.remove(keys::effect(effect.seq));
-        self.stage_undelivered(effect.case_id, effect.seq, &effect.effect, at, reason);
+        self.stage_undelivered(effect.case_id, effect.seq, std::slice::from_ref(&effect.effect), at, reason);
     }
 
     fn keep_undelivered(&mut self, case_id: CaseId, effects: &[Effect], at: Timestamp, reason: &str) -> Result<()> {
@@ -475,14 +480,9 @@ impl Transaction for KvTransaction<'_> {
             return Ok(());
         }
         // Numbered from the effect counter, as queued effects are, so they sort with the case's
-        // others; kept under one key, named by the first number (sled's cost grows with keys: a
-        // new case's effects were two of its nineteen).
+        // others.
         let first = self.allocate_effect_seqs(effects.len() as u64)?;
-        let kept: Vec<UndeliveredEffect> = effects
-            .iter()
-            .map(|effect| UndeliveredEffect { effect: effect.clone(), at, reason: reason.to_string() })
-            .collect();
-        self.insert(keys::undelivered(case_id, first), encode(&kept));
+        self.stage_undelivered(case_id, first, effects, at, reason);
         Ok(())
     }
 

@@ -898,9 +898,15 @@ async fn bench_footprint() {
 /// sled alone on that store, idle and after reading.
 fn read_footprint_store_raw() {
     let folder = std::env::args().nth(2).expect("the store's folder");
+    // Vouch's cache setting, read from the configuration the serving Vouch started with.
+    let config = vouch_config::load(&Path::new(&folder).join("vouch.toml"), &Environment)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let vouch_config::StorageBackend::Sled { cache_capacity_mib, .. } = config.settings.storage.backend else {
+        panic!("the footprint bench runs on sled");
+    };
     let db = sled::Config::new()
         .path(Path::new(&folder).join("data"))
-        .cache_capacity(16 << 20)
+        .cache_capacity(cache_capacity_mib << 20)
         .open()
         .expect("the store opens raw");
     vouch::memory::return_freed_memory();
@@ -928,7 +934,6 @@ async fn serve_footprint_store() {
     std::future::pending::<()>().await;
 }
 
-/// Resident set size of this process, from /proc.
 /// CPU time used by this whole process (Vouch and the bench's clients together), user and system.
 fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes into the zeroed struct it is given.
@@ -941,6 +946,7 @@ fn cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
+/// Resident set size of this process, from /proc.
 fn rss_mib() -> f64 {
     status_mib("VmRSS:")
 }
