@@ -81,19 +81,42 @@ impl<'a> StoredRecord<'a> {
     }
 }
 
-/// A stored record read back, its hash computed when it was stored without one.
-pub(crate) fn decode_stored(value: &[u8]) -> crate::Result<AuditRecord> {
-    let mut record = decode_unhashed(value)?;
-    if record.hash.is_empty() {
-        record.hash = record.compute_hash();
-    }
-    Ok(record)
+/// The most records one `a/` key holds. A change's records are kept together under the first
+/// one's sequence: sled's memory and work grow with the number of keys (about 270 bytes of
+/// page table and accounting for every 8 to 16 of them, whatever their size), and a history of
+/// a million alerts held a million record keys. A bound keeps a block (and the tree node of up
+/// to 16 blocks that holds it) small enough to rewrite.
+pub(crate) const MOST_RECORDS_PER_BLOCK: usize = 32;
+
+/// Consecutive records of one change as one stored value: a JSON array of stored records, in
+/// order.
+pub(crate) fn encode_block(records: &[AuditRecord]) -> Vec<u8> {
+    let stored: Vec<StoredRecord<'_>> = records.iter().map(StoredRecord::of).collect();
+    crate::codec::encode(&stored)
 }
 
-/// A stored record read back as stored: its hash empty when it was stored without one (for
-/// readers that compute it anyway: the chain check, a fold that changes the record).
-pub(crate) fn decode_unhashed(value: &[u8]) -> crate::Result<AuditRecord> {
-    crate::codec::decode(value, "audit record")
+/// The records a stored `a/` value holds, in order, as stored: a block, or one record alone as
+/// older stores kept them. A record stored without its hash has it empty here (for readers that
+/// compute it anyway: the chain check, a change that rewrites the block).
+pub(crate) fn decode_block_unhashed(value: &[u8]) -> crate::Result<Vec<AuditRecord>> {
+    let json = crate::codec::decode_json(value, "audit records")?;
+    let corrupt = |error: serde_json::Error| crate::StorageError::Corrupt {
+        key: "audit records".to_string(),
+        reason: error.to_string(),
+    };
+    match json.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(&json).map_err(corrupt),
+        _ => serde_json::from_slice(&json).map(|record| vec![record]).map_err(corrupt),
+    }
+}
+
+/// The records a stored `a/` value holds, each with its hash.
+pub(crate) fn decode_block(value: &[u8]) -> crate::Result<Vec<AuditRecord>> {
+    let mut records = decode_block_unhashed(value)?;
+    for record in &mut records {
+        record.hash = record.compute_hash_if_missing();
+    }
+    Ok(records)
 }
 
 /// What a caller says about a new record; the chain fills in its position and hashes.
@@ -135,6 +158,15 @@ impl AuditRecord {
         };
         record.hash = record.compute_hash();
         record
+    }
+
+    /// The hash it was stored with, else (stored without one, as records are) the one its
+    /// content gives.
+    pub(crate) fn compute_hash_if_missing(&self) -> String {
+        match self.hash.is_empty() {
+            true => self.compute_hash(),
+            false => self.hash.clone(),
+        }
     }
 
     pub fn compute_hash(&self) -> String {
@@ -285,7 +317,7 @@ pub fn verify_chain_across<'a>(
                 record.seq
             ));
         }
-        // A record read from the store without its hash (`decode_unhashed`) is linked by the
+        // A record read from the store without its hash (`decode_block_unhashed`) is linked by the
         // hash its content gives, computed here once; one that carries a hash must match it.
         let computed = record.compute_hash();
         if record.hash.is_empty() {

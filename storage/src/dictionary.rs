@@ -313,4 +313,8 @@ impl TransactionSource for Expanding<'_> {
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<IVec>> {
         self.source.keys_with_prefix(prefix)
     }
+
+    fn last_key_between(&self, low: &[u8], high: &[u8]) -> Result<Option<IVec>> {
+        self.source.last_key_between(low, high)
+    }
 }

@@ -83,6 +83,8 @@ pub(crate) trait TransactionSource {
     fn get(&self, key: &[u8]) -> Result<Option<IVec>>;
     /// Every key starting with `prefix`, in order.
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<IVec>>;
+    /// The last key from `low` to `high`, both included.
+    fn last_key_between(&self, low: &[u8], high: &[u8]) -> Result<Option<IVec>>;
 }
 
 impl TransactionSource for sled::Db {
@@ -92,5 +94,9 @@ impl TransactionSource for sled::Db {
 
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<IVec>> {
         self.scan_prefix(prefix).keys().map(|key| key.map_err(StorageError::from)).collect()
+    }
+
+    fn last_key_between(&self, low: &[u8], high: &[u8]) -> Result<Option<IVec>> {
+        Ok(self.range(low..=high).next_back().transpose()?.map(|(key, _)| key))
     }
 }

@@ -7,7 +7,7 @@
 //! | `m/marker/` | marker name            | a point in time (u64 millis)   |
 //! | `c/`   | case id (u64)               | case                           |
 //! | `v/`   | case id (u64)               | the case's latest alert count and times, when newer than `c/` (binary, `activity.rs`) |
-//! | `a/`   | audit sequence (u64)        | audit record                   |
+//! | `a/`   | audit sequence (u64)        | the records one change appended, from that one on, up to 32 (one alone in older stores) |
 //! | `x/`   | case id                     | the case's newest audit sequences (its open trail run) |
 //! | `x/`   | case id, first sequence     | a sealed run of 32 of the case's audit sequences (empty: the key's one, as stored before runs) |
 //! | `i/`   | format, 0x1f, source alert id | case id (u64)                |

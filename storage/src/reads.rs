@@ -45,6 +45,15 @@ struct ReadBack<'a> {
 }
 
 /// A case's listing summary with its latest activity laid over it.
+/// The audit records of the block holding record `seq` (blocks never move: it is the last one
+/// that starts at or before it), as stored; none when there is no such block.
+fn read_audit_block_holding(generation: &Generation, seq: u64) -> Result<Vec<AuditRecord>> {
+    match generation.range_rev(keys::audit(0), keys::audit(seq.saturating_add(1))).next().transpose()? {
+        Some((_, value)) => audit::decode_block_unhashed(&value),
+        None => Ok(Vec::new()),
+    }
+}
+
 fn read_summary(generation: &Generation, case_id: CaseId) -> Result<Option<CaseSummary>> {
     let Some(value) = generation.get(keys::case_summary(case_id))? else { return Ok(None) };
     let mut summary: CaseSummary = decode(&value, "case summary")?;
@@ -249,9 +258,16 @@ impl Store {
             let start = start.unwrap_or_else(|| keys::case_trail_run(case_id, 0));
             let seqs = trail::seqs_in_order(generation.range(start, sealed_end), generation.get(&open_run)?)?;
             let mut records = Vec::new();
+            // The block last read: a case's records written by one change share one.
+            let mut block: Vec<AuditRecord> = Vec::new();
             for seq in seqs.into_iter().filter(|seq| after.is_none_or(|after| *seq > after)) {
-                if let Some(value) = generation.get(keys::audit(seq))? {
-                    records.push(audit::decode_stored(&value)?);
+                if !block.iter().any(|record| record.seq == seq) {
+                    block = read_audit_block_holding(generation, seq)?;
+                }
+                if let Some(record) = block.iter().find(|record| record.seq == seq) {
+                    let mut record = record.clone();
+                    record.hash = record.compute_hash_if_missing();
+                    records.push(record);
                 }
                 if records.len() == limit {
                     return Ok((records, Some(seq)));
@@ -290,9 +306,13 @@ impl Store {
     /// Every audit record in chain order.
     pub fn audit_records(&self) -> Box<dyn Iterator<Item = Result<AuditRecord>>> {
         match self.on_current(|generation| Ok(generation.scan_prefix(keys::AUDIT_PREFIX))) {
-            Ok(scan) => Box::new(scan.map(|entry| {
-                let (_, value) = entry?;
-                audit::decode_stored(&value)
+            Ok(scan) => Box::new(scan.flat_map(|entry| {
+                let records = entry.and_then(|(_, value)| audit::decode_block(&value));
+                let records: Vec<Result<AuditRecord>> = match records {
+                    Ok(records) => records.into_iter().map(Ok).collect(),
+                    Err(error) => vec![Err(error)],
+                };
+                records
             })),
             Err(error) => Box::new(std::iter::once(Err(error))),
         }
@@ -323,17 +343,31 @@ impl Store {
                 None => None,
             };
             let mut problems = Vec::new();
-            let mut records = Vec::new();
+            let mut records: Vec<AuditRecord> = Vec::new();
+            // Where the block before began: its records must all come before this one's key.
+            let mut previous_key_seq = None;
             for entry in generation.scan_prefix(keys::AUDIT_PREFIX) {
                 let (key, value) = entry?;
                 let key_seq = keys::seq_of_audit(&key)?;
                 // The chain check computes each hash once, so it reads records as stored.
-                match audit::decode_unhashed(&value) {
-                    Ok(record) => {
-                        if record.seq != key_seq {
-                            problems.push(format!("record stored under #{key_seq} says it is #{}", record.seq));
+                match audit::decode_block_unhashed(&value) {
+                    Ok(block) => {
+                        // A block holds the record its key names (unless archiving took that
+                        // one out) and those after it, up to the next block's.
+                        let misplaced =
+                            block.iter().filter(|record| record.seq < key_seq).map(|record| (key_seq, record));
+                        let overrun = previous_key_seq.into_iter().flat_map(|previous| {
+                            records
+                                .iter()
+                                .rev()
+                                .take_while(move |record| record.seq >= key_seq)
+                                .map(move |record| (previous, record))
+                        });
+                        for (stored_under, record) in overrun.chain(misplaced) {
+                            problems.push(format!("record stored under #{stored_under} says it is #{}", record.seq));
                         }
-                        records.push(record);
+                        previous_key_seq = Some(key_seq);
+                        records.extend(block);
                     }
                     Err(error) => problems.push(format!("record #{key_seq} cannot be read: {error}")),
                 }

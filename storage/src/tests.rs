@@ -244,20 +244,27 @@ fn read_value(store: &Store, key: &[u8]) -> sled::IVec {
     store.on_current(|generation| generation.get(key)).expect("read").expect("present")
 }
 
-/// Rewrites the stored bytes of audit record `seq` through `change`.
-fn rewrite_record(store: &Store, seq: u64, change: impl FnOnce(&mut AuditRecord)) {
-    let key = keys::audit(seq);
-    let mut record: AuditRecord = decode(&read_value(store, &key), "record").expect("decodes");
-    change(&mut record);
-    store.tree().insert(key, encode(&record)).expect("write");
+/// Audit record `seq`, read from the key it is stored under (the first of its change's block),
+/// with its hash.
+fn stored_record(store: &Store, seq: u64) -> AuditRecord {
+    let block = audit::decode_block(&read_value(store, &keys::audit(seq))).expect("decodes");
+    block.into_iter().find(|record| record.seq == seq).expect("the record heads its block")
 }
 
-/// Edits the detail of record `seq` and stores it as Vouch stores records: without its hash.
+/// Rewrites the stored bytes of audit record `seq` (a change's only record) through `change`,
+/// as older stores kept records: alone under their key, with their hash.
+fn rewrite_record(store: &Store, seq: u64, change: impl FnOnce(&mut AuditRecord)) {
+    let mut record = stored_record(store, seq);
+    change(&mut record);
+    store.tree().insert(keys::audit(seq), encode(&record)).expect("write");
+}
+
+/// Edits the detail of record `seq` (a change's only record) and stores it as Vouch stores
+/// records: in a block, without its hash.
 fn forge_stored_detail(store: &Store, seq: u64) {
-    let key = keys::audit(seq);
-    let mut record = audit::decode_stored(&read_value(store, &key)).expect("decodes");
+    let mut record = stored_record(store, seq);
     record.detail = json!({"forged": true});
-    store.tree().insert(key, encode(&audit::StoredRecord::of(&record))).expect("write");
+    store.tree().insert(keys::audit(seq), audit::encode_block(&[record])).expect("write");
 }
 
 #[test]
@@ -266,8 +273,8 @@ fn audit_records_are_stored_without_their_own_hash_and_read_back_with_it() {
     let case = open_case_in(&store, "SRV-1");
     let stored = read_value(&store, &keys::audit(1));
     let json: serde_json::Value = decode(&stored, "record").expect("decodes");
-    assert!(json.get("hash").is_none(), "stored: {json}");
-    assert!(json.get("prev_hash").is_some());
+    assert!(json[0].get("hash").is_none(), "stored: {json}");
+    assert!(json[0].get("prev_hash").is_some());
     let trail = store.case_audit(case.id).expect("trail");
     assert_eq!(trail.len(), 1);
     assert_eq!(trail[0].hash, trail[0].compute_hash());
@@ -335,7 +342,7 @@ fn tampering_with_the_audit_chain_is_detected() {
         (
             "inserted",
             |store| {
-                let mut record: AuditRecord = decode(&read_value(store, &keys::audit(4)), "record").expect("decodes");
+                let mut record = stored_record(store, 4);
                 record.seq = 5;
                 record.prev_hash = record.hash.clone();
                 record.hash = record.compute_hash();
@@ -819,6 +826,10 @@ fn archived_cases_leave_the_store_and_the_chain_stays_verifiable_across_the_cut(
         .expect("written")
         .wait()
         .expect("durable");
+    // The five records of that one change are kept together, under the first one's number.
+    let block_of_six = audit::decode_block(&read_value(&store, &keys::audit(6))).expect("decodes");
+    assert_eq!(block_of_six.iter().map(|record| record.seq).collect::<Vec<_>>(), vec![6, 7, 8, 9, 10]);
+    assert!(store.tree().get(keys::audit(7)).expect("read").is_none());
     // Cases 1 and 2 (numbers 2 and 3) are archived.
     let archived: Vec<&Case> = vec![&cases[1], &cases[2]];
     let mut records: Vec<AuditRecord> =
@@ -851,6 +862,10 @@ fn archived_cases_leave_the_store_and_the_chain_stays_verifiable_across_the_cut(
     assert_eq!(store.next_archive_run().expect("run"), 2);
     let listed = store.case_page(&Default::default(), None, 10).expect("page");
     assert_eq!(listed.cases.len(), 3, "the listing indexes went with them");
+    // Their records left the block they shared with the others', which keeps its key.
+    let thinned = audit::decode_block(&read_value(&store, &keys::audit(6))).expect("decodes");
+    assert_eq!(thinned.iter().map(|record| record.seq).collect::<Vec<_>>(), vec![6, 9, 10]);
+    assert_eq!(store.case_audit(cases[3].id).expect("trail").len(), 2);
 
     // The store alone: intact, the anchor covering the gaps. With the archived records: intact.
     let report = store.verify_audit().expect("verify");
@@ -951,28 +966,19 @@ fn a_record_being_folded_into_reads_and_is_written_as_folded_with_its_hash() {
     for _ in 0..3 {
         assert!(transaction.fold_into_last_audit(case.id, kind, &mut push).expect("folds"));
     }
-    // Read inside the change: the record as folded so far, hashed, and the head naming it.
-    let read = |transaction: &crate::transaction::KvTransaction<'_>| {
-        let stored = transaction.value(&keys::audit(appended.seq)).expect("read").expect("present");
-        let head: audit::Head =
-            decode(&transaction.value(keys::META_AUDIT_HEAD).expect("read").expect("present"), "head").expect("head");
-        (audit::decode_stored(&stored).expect("a record"), head)
-    };
-    let (folded, head) = read(&transaction);
-    assert_eq!(folded.detail, json!({"repeats": [1, 2, 3, 4]}));
-    assert_eq!(folded.hash, folded.compute_hash());
-    assert_ne!(folded.hash, appended.hash, "the fold changed the record");
-    assert_eq!((head.seq, head.hash.as_str()), (appended.seq, folded.hash.as_str()));
-    // Written: the same bytes as were read.
-    let (read_record, read_head) = (
-        transaction.value(&keys::audit(appended.seq)).expect("read"),
-        transaction.value(keys::META_AUDIT_HEAD).expect("read"),
-    );
+    // Read inside the change: the head naming the record as folded so far.
+    let read_head = transaction.value(keys::META_AUDIT_HEAD).expect("read");
+    let head: audit::Head = decode(read_head.as_ref().expect("present"), "head").expect("head");
+    // Written: the record as folded, and the same head as was read.
     let writes = transaction.into_writes();
     let written = |key: &[u8]| writes.iter().find(|(written, _)| written == key).and_then(|(_, value)| value.clone());
-    assert_eq!(written(&keys::audit(appended.seq)), read_record);
+    let block = audit::decode_block(&written(&keys::audit(appended.seq)).expect("the block")).expect("decodes");
+    let [folded] = block.as_slice() else { panic!("one record: {block:?}") };
+    assert_eq!(folded.detail, json!({"repeats": [1, 2, 3, 4]}));
+    assert_ne!(folded.hash, appended.hash, "the fold changed the record");
+    assert_eq!((head.seq, head.hash.as_str()), (appended.seq, folded.hash.as_str()));
     assert_eq!(written(keys::META_AUDIT_HEAD), read_head);
-    assert_eq!(state.pending_head.map(|head| head.hash), Some(folded.hash));
+    assert_eq!(state.pending_head.map(|head| head.hash), Some(folded.hash.clone()));
 }
 
 #[test]
@@ -1033,9 +1039,7 @@ fn values_a_dictionary_does_little_for_make_its_next_generation() {
     let reopened = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
     let report = reopened.verify_audit().expect("verify");
     assert!(report.is_intact(), "{:?}", report.problems);
-    let read: Vec<AuditRecord> = (1..=written.len() as u64)
-        .map(|seq| audit::decode_stored(&read_value(&reopened, &keys::audit(seq))).expect("decodes"))
-        .collect();
+    let read: Vec<AuditRecord> = (1..=written.len() as u64).map(|seq| stored_record(&reopened, seq)).collect();
     assert_eq!(read, written, "records of every generation read back as written");
 }
 
@@ -1130,9 +1134,7 @@ fn audit_records_are_stored_with_their_hashes_packed_and_verify_after_reopen() {
     let reopened = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
     let report = reopened.verify_audit().expect("verify");
     assert!(report.is_intact() && report.records == 20, "{report:?}");
-    let read: Vec<AuditRecord> = (1..=written.len() as u64)
-        .map(|seq| audit::decode_stored(&read_value(&reopened, &keys::audit(seq))).expect("decodes"))
-        .collect();
+    let read: Vec<AuditRecord> = (1..=written.len() as u64).map(|seq| stored_record(&reopened, seq)).collect();
     assert_eq!(read, written, "records read back as written");
     // A packed hash cut short inside a well-formed block is damage, reported as such.
     let mut damaged = vec![crate::dictionary::DICTIONARY_LZ4_PACKED_HASHES, b'a', 1];

@@ -158,24 +158,19 @@ pub(crate) struct KvTransaction<'a> {
     /// The first case number this transaction allocated: cases from it on are new here, and
     /// have no stored summary to look up.
     first_allocated: Option<u64>,
-    /// The sequence of the audit record this transaction appended last.
-    last_appended: Option<u64>,
-    /// That record while repeats fold into it: kept decoded, and hashed and encoded once (when
-    /// it is read, another record is appended, or the transaction ends), not once per repeat.
-    folded: Option<AuditRecord>,
+    /// The audit records this transaction appended, in order: written together at its end,
+    /// under the first one's sequence (`audit::encode_block`).
+    appended: Vec<AuditRecord>,
+    /// Whether repeats are folding into the last of them: its hash is computed once (when the
+    /// head is read, another record is appended, or the transaction ends), not once per repeat.
+    folding: bool,
     next_effect: Option<u64>,
 }
 
 impl KeyValues for KvTransaction<'_> {
     fn value(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
-        // A record still being folded into, and the chain's head, are as they will be written.
-        if let Some(folded) = &self.folded {
-            // (The prefix first: every read of a storm's change passes here.)
-            let is_folded_record = key.starts_with(keys::AUDIT_PREFIX) && key == keys::audit(folded.seq).as_slice();
-            if is_folded_record {
-                // A record is stored without its own hash.
-                return Ok(Some(encode(&audit::StoredRecord::of(folded)).into()));
-            }
+        // While a record is being folded into, the chain's head is as it will be written.
+        if let (true, Some(folded)) = (self.folding, self.appended.last()) {
             if key == keys::META_AUDIT_HEAD {
                 let head = audit::Head { seq: folded.seq, hash: folded.compute_hash() };
                 return Ok(Some(encode(&head).into()));
@@ -198,30 +193,38 @@ impl<'a> KvTransaction<'a> {
             cases: HashMap::new(),
             next_case: None,
             first_allocated: None,
-            last_appended: None,
-            folded: None,
+            appended: Vec::new(),
+            folding: false,
             next_effect: None,
         }
     }
 
-    /// The staged writes in key order (`None` removes the key).
+    /// The staged writes in key order (`None` removes the key), with the audit records this
+    /// transaction appended, in blocks.
     pub(crate) fn into_writes(mut self) -> crate::engine::Writes {
         self.seal_folded();
+        for block in std::mem::take(&mut self.appended).chunks(audit::MOST_RECORDS_PER_BLOCK) {
+            self.insert(keys::audit(block[0].seq), audit::encode_block(block));
+        }
         self.staged.into_iter().collect()
     }
 
-    /// Writes the record repeats were folded into, with its hash, as the chain's head.
+    /// Hashes the record repeats were folded into and makes it the chain's head.
     fn seal_folded(&mut self) {
-        let Some(mut record) = self.folded.take() else { return };
-        record.hash = record.compute_hash();
-        self.stage_as_head(&record);
+        if !std::mem::take(&mut self.folding) {
+            return;
+        }
+        if let Some(record) = self.appended.last_mut() {
+            record.hash = record.compute_hash();
+            let head = record.head();
+            self.stage_head(head);
+        }
     }
 
-    /// Stages a hashed record and makes it the chain's head.
-    fn stage_as_head(&mut self, record: &AuditRecord) {
-        self.insert(keys::audit(record.seq), encode(&audit::StoredRecord::of(record)));
-        self.insert(keys::META_AUDIT_HEAD, encode(&record.head()));
-        self.writer.pending_head = Some(record.head());
+    /// Makes a hashed record's position the chain's head.
+    fn stage_head(&mut self, head: audit::Head) {
+        self.insert(keys::META_AUDIT_HEAD, encode(&head));
+        self.writer.pending_head = Some(head);
     }
 
     /// Keeps effects with their case as not delivered, under one key named by the first one's
@@ -287,6 +290,41 @@ impl<'a> KvTransaction<'a> {
 
     /// Adds an audit record to its case's trail: to the open run, sealed under a key of its own
     /// once it is full.
+    /// Takes records (of earlier changes, in order) out of the blocks that hold them; a block
+    /// left empty goes, one left with records keeps its key.
+    fn remove_audit_records(&mut self, seqs: &[u64]) -> Result<()> {
+        let mut block: Option<(Vec<u8>, Vec<AuditRecord>)> = None;
+        for &seq in seqs {
+            let in_block = block.as_ref().is_some_and(|(_, records)| records.iter().any(|record| record.seq == seq));
+            if !in_block {
+                if let Some((key, records)) = block.take() {
+                    self.stage_block(key, &records);
+                }
+                // Blocks never move: the one holding `seq` is the last that starts at or before it.
+                let Some(key) = self.source.last_key_between(&keys::audit(0), &keys::audit(seq))? else { continue };
+                let records = match self.value(&key)? {
+                    Some(value) => audit::decode_block_unhashed(&value)?,
+                    None => Vec::new(),
+                };
+                block = Some((key.to_vec(), records));
+            }
+            if let Some((_, records)) = block.as_mut() {
+                records.retain(|record| record.seq != seq);
+            }
+        }
+        if let Some((key, records)) = block {
+            self.stage_block(key, &records);
+        }
+        Ok(())
+    }
+
+    fn stage_block(&mut self, key: Vec<u8>, records: &[AuditRecord]) {
+        match records.is_empty() {
+            true => self.remove(key),
+            false => self.insert(key, audit::encode_block(records)),
+        }
+    }
+
     fn extend_trail(&mut self, case_id: CaseId, seq: u64) -> Result<()> {
         let open_run = keys::case_trail_open(case_id);
         let mut seqs = match self.value(&open_run)? {
@@ -542,23 +580,14 @@ impl Transaction for KvTransaction<'_> {
         kind: AuditKind,
         fold: &mut dyn FnMut(&mut serde_json::Value) -> bool,
     ) -> Result<bool> {
-        let Some(seq) = self.last_appended else { return Ok(false) };
+        let Some(record) = self.appended.last_mut() else { return Ok(false) };
         // Only the chain's head may change: a record with a successor is linked to as it is.
-        if self.writer.pending_head.as_ref().map(|head| head.seq) != Some(seq) {
+        if self.writer.pending_head.as_ref().map(|head| head.seq) != Some(record.seq) {
             return Ok(false);
         }
-        let (mut record, folded_before) = match self.folded.take() {
-            Some(record) => (record, true),
-            None => {
-                let Some(value) = self.staged.get(&keys::audit(seq)).cloned().flatten() else { return Ok(false) };
-                // Read without computing its hash: it is computed once, when it is sealed.
-                (audit::decode_unhashed(&value)?, false)
-            }
-        };
         let folds = record.case_id == Some(case_id) && record.kind == kind.name() && fold(&mut record.detail);
-        if folds || folded_before {
-            self.folded = Some(record);
-        }
+        // Its hash is computed once, when it is sealed.
+        self.folding |= folds;
         Ok(folds)
     }
 
@@ -577,9 +606,7 @@ impl Transaction for KvTransaction<'_> {
                 seqs.last().copied().unwrap_or(0)
             )));
         }
-        for seq in seqs {
-            self.remove(keys::audit(seq));
-        }
+        self.remove_audit_records(&seqs)?;
         for key in trail_keys {
             self.remove(key.to_vec());
         }
@@ -706,11 +733,11 @@ impl Transaction for KvTransaction<'_> {
             },
         };
         let record = AuditRecord::chained(&head, entry);
-        self.last_appended = Some(record.seq);
-        self.stage_as_head(&record);
+        self.stage_head(record.head());
         if let Some(case_id) = record.case_id {
             self.extend_trail(case_id, record.seq)?;
         }
+        self.appended.push(record.clone());
         Ok(record)
     }
 }

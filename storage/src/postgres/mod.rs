@@ -377,4 +377,12 @@ impl TransactionSource for Session {
             Ok(rows.into_iter().map(|row| IVec::from(row.get::<_, Vec<u8>>(0))).collect())
         })
     }
+
+    fn last_key_between(&self, low: &[u8], high: &[u8]) -> Result<Option<IVec>> {
+        let (low, high) = (low.to_vec(), high.to_vec());
+        self.run(move |client, statements| {
+            let row = client.query_opt(&statements.last_key_between, &[&low, &high])?;
+            Ok(row.map(|row| IVec::from(row.get::<_, Vec<u8>>(0))))
+        })
+    }
 }

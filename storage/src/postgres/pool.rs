@@ -20,6 +20,7 @@ pub(crate) struct Statements {
     pub(crate) upsert: Statement,
     pub(crate) delete: Statement,
     pub(crate) keys_between: Statement,
+    pub(crate) last_key_between: Statement,
 }
 
 const GET: &str = "SELECT v FROM vouch_kv WHERE k = $1";
@@ -27,6 +28,7 @@ const UPSERT: &str = "INSERT INTO vouch_kv (k, v) SELECT * FROM unnest($1::bytea
                       ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v";
 const DELETE: &str = "DELETE FROM vouch_kv WHERE k = ANY($1::bytea[])";
 const KEYS_BETWEEN: &str = "SELECT k FROM vouch_kv WHERE k >= $1 AND k < $2 ORDER BY k";
+const LAST_KEY_BETWEEN: &str = "SELECT k FROM vouch_kv WHERE k >= $1 AND k <= $2 ORDER BY k DESC LIMIT 1";
 
 /// How to reach the database: the driver's configuration and its TLS connector.
 #[derive(Clone)]
@@ -141,6 +143,7 @@ fn connect(target: &Target, prepared: bool) -> std::result::Result<(Client, Opti
             upsert: client.prepare(UPSERT)?,
             delete: client.prepare(DELETE)?,
             keys_between: client.prepare(KEYS_BETWEEN)?,
+            last_key_between: client.prepare(LAST_KEY_BETWEEN)?,
         }),
         false => None,
     };

@@ -769,6 +769,14 @@ async fn bench_footprint() {
     );
 
     let folder = tempfile::tempdir().expect("temp dir");
+    // BENCH_FOOTPRINT_KEEP=1 keeps the store afterwards (for profiling what it holds).
+    let folder = if std::env::var_os("BENCH_FOOTPRINT_KEEP").is_some() {
+        let kept = folder.keep();
+        println!("  the store is kept in {}", kept.display());
+        Kept::Folder(kept)
+    } else {
+        Kept::Temporary(folder)
+    };
     let running = start_vouch(folder.path(), None).await;
     let base = format!("http://{}", running.address);
     let opened = post_bodies(&base, 32, cases, new_alert).await;
@@ -892,6 +900,21 @@ async fn bench_footprint() {
         .output()
         .expect("the raw sled reader runs");
     println!("  raw sled on the same store: {}", String::from_utf8_lossy(&raw.stdout).trim());
+}
+
+/// The footprint bench's store folder: removed at the end, or kept for a later look.
+enum Kept {
+    Temporary(tempfile::TempDir),
+    Folder(std::path::PathBuf),
+}
+
+impl Kept {
+    fn path(&self) -> &Path {
+        match self {
+            Kept::Temporary(folder) => folder.path(),
+            Kept::Folder(path) => path,
+        }
+    }
 }
 
 /// Opens the footprint bench's store with raw sled and reads what a listing reads: the RSS of
