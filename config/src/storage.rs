@@ -50,7 +50,9 @@ pub(crate) fn compile(table: &TableReader<'_>, base: &Path, environment: &dyn En
                 }
             }
             let data_dir = table.required_string("data_dir").map(|path| relative_to(base, &path));
-            let cache_capacity_mib = table.integer("cache_capacity_mib", 1..4097).unwrap_or(16) as u64;
+            // 4 MiB: sled holds two to three times its cache in memory, and Vouch's writes touch the
+            // newest tree nodes while its reads are pages of summaries (BENCHMARKS.md, footprint).
+            let cache_capacity_mib = table.integer("cache_capacity_mib", 1..4097).unwrap_or(4) as u64;
             data_dir.map(|data_dir| StorageBackend::Sled { data_dir, cache_capacity_mib })
         }
         "postgres" => {

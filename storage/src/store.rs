@@ -21,13 +21,15 @@ use crate::{keys, Pending, Result, StorageError};
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// sled's page cache; kept small because cases are read rarely and whole.
+    /// sled's page cache; kept small because cases are read rarely and whole, and sled holds
+    /// two to three times it in memory.
     pub cache_capacity_bytes: u64,
 }
 
 impl Default for StoreOptions {
+    /// The cache `[storage] cache_capacity_mib` gives when it is not set (4 MiB).
     fn default() -> StoreOptions {
-        StoreOptions { cache_capacity_bytes: 16 * 1024 * 1024 }
+        StoreOptions { cache_capacity_bytes: 4 * 1024 * 1024 }
     }
 }
 

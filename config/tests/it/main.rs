@@ -585,7 +585,7 @@ fn storage_settings_compile_for_each_backend_and_report_every_mistake() {
     let (folder, result) = load_files(&[("vouch.toml", &sled), ("directory.toml", "")]);
     match result.unwrap_or_else(|error| panic!("{error}")).settings.storage.backend {
         vouch_config::StorageBackend::Sled { data_dir, cache_capacity_mib } => {
-            assert_eq!((data_dir, cache_capacity_mib), (folder.path().join("d"), 16));
+            assert_eq!((data_dir, cache_capacity_mib), (folder.path().join("d"), 4));
         }
         other => panic!("not sled: {other:?}"),
     }
