@@ -36,7 +36,9 @@ impl EncodedJson {
 /// A value as a change stages it: plain JSON, which the change's own reads parse as it is. As
 /// the change is written, it is compressed (`dictionary`).
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut bytes = vec![SCHEMA_VERSION];
+    // Most values are a few hundred bytes; a case's several kilobytes grow from there.
+    let mut bytes = Vec::with_capacity(256);
+    bytes.push(SCHEMA_VERSION);
     // Serializing our own plain data types into a Vec cannot fail.
     serde_json::to_writer(&mut bytes, value).expect("stored types serialize to JSON");
     bytes

@@ -289,11 +289,20 @@ fn compressed_with(id: DictionaryId, dictionary: &[u8], body: &Body<'_>) -> Vec<
     bytes
 }
 
-/// Whether the dictionary did its part for `json`: a quarter smaller than LZ4 alone makes it,
-/// and a value it shrank fourfold needs no second look.
+/// JSON shorter than this is weighed against itself, not against LZ4 alone: LZ4 finds little to
+/// shrink in it, and compressing it a second time to find out cost about as much as compressing
+/// it (a new case has half a dozen such values: its summary, its movement's entries, ...).
+const WEIGHED_AGAINST_LZ4_FROM: usize = 256;
+
+/// Whether the dictionary did its part for `json`: a quarter smaller than LZ4 alone (or than the
+/// JSON itself, when it is short) makes it, and a value it shrank fourfold needs no second look.
 fn helps(compressed: &[u8], json: &[u8]) -> bool {
     let size = compressed.len() - HEADER;
-    size * 4 <= json.len() || size * 4 <= lz4_flex::block::compress(json).len() * 3
+    let without = match json.len() < WEIGHED_AGAINST_LZ4_FROM {
+        true => json.len(),
+        false => lz4_flex::block::compress(json).len(),
+    };
+    size * 4 <= json.len() || size * 4 <= without * 3
 }
 
 /// A change's reads, with values compressed with a dictionary handed on as plain JSON.

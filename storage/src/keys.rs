@@ -55,7 +55,10 @@ pub(crate) const AUDIT_PREFIX: &[u8] = b"a/";
 pub(crate) const OUTBOX_PREFIX: &[u8] = b"o/";
 
 fn with_prefix(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut key = prefix.to_vec();
+    // Sized once: a new case builds a score of keys, each grown in steps before.
+    let length = prefix.len() + parts.iter().map(|part| part.len() + 1).sum::<usize>();
+    let mut key = Vec::with_capacity(length);
+    key.extend_from_slice(prefix);
     for (index, part) in parts.iter().enumerate() {
         if index > 0 {
             key.push(0x1f);

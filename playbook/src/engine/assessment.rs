@@ -1,6 +1,8 @@
 //! Opening a case: what the alert, the directory's facts and the movement's history say about
 //! the known harmless scenarios, the playbook's questions and who should vouch.
 
+use std::fmt::Write;
+
 use super::vocabulary::*;
 use crate::definition::{
     Condition, ConfirmerRole, FactName, FactTest, Leaning, Playbook, RemoteExecutionMatch, QUESTION_ACCOUNT_USAGE,
@@ -123,15 +125,29 @@ enum FactValue {
 }
 
 impl FactValue {
-    fn describe(&self) -> String {
+    fn describe_into(&self, text: &mut String) {
         match self {
-            FactValue::Words(words) if words.is_empty() => "none".to_string(),
-            FactValue::Words(words) => words.join(", "),
-            FactValue::Flag(true) => "yes".to_string(),
-            FactValue::Flag(false) => "no".to_string(),
-            FactValue::Number(number) => number.to_string(),
-            FactValue::Unknown(why) => format!("unknown ({why})"),
+            FactValue::Words(words) if words.is_empty() => text.push_str("none"),
+            FactValue::Words(words) => push_joined(text, words),
+            FactValue::Flag(true) => text.push_str("yes"),
+            FactValue::Flag(false) => text.push_str("no"),
+            FactValue::Number(number) => {
+                let _ = write!(text, "{number}");
+            }
+            FactValue::Unknown(why) => {
+                let _ = write!(text, "unknown ({why})");
+            }
         }
+    }
+}
+
+/// Appends `words` separated by commas.
+fn push_joined(text: &mut String, words: &[impl AsRef<str>]) {
+    for (index, word) in words.iter().enumerate() {
+        if index > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(word.as_ref());
     }
 }
 
@@ -294,14 +310,25 @@ impl Subject<'_> {
             // The playbook loader rejects tests of the wrong shape; treat one as unknown anyway.
             _ => Truth::Unknown,
         };
-        let wanted = match test {
-            FactTest { any_of: Some(wanted), .. } => format!("one of {}", wanted.join(", ")),
-            FactTest { equals: Some(true), .. } => "yes".to_string(),
-            FactTest { equals: Some(false), .. } => "no".to_string(),
-            FactTest { at_least: Some(minimum), .. } => format!("at least {minimum}"),
-            _ => "?".to_string(),
-        };
-        let detail = format!("{}: {} (wanted {wanted})", test.fact.label(), value.describe());
+        // Written into one string: every alert's assessment makes a line like this for each test.
+        let mut detail = String::with_capacity(96);
+        detail.push_str(test.fact.label());
+        detail.push_str(": ");
+        value.describe_into(&mut detail);
+        detail.push_str(" (wanted ");
+        match test {
+            FactTest { any_of: Some(wanted), .. } => {
+                detail.push_str("one of ");
+                push_joined(&mut detail, wanted);
+            }
+            FactTest { equals: Some(true), .. } => detail.push_str("yes"),
+            FactTest { equals: Some(false), .. } => detail.push_str("no"),
+            FactTest { at_least: Some(minimum), .. } => {
+                let _ = write!(detail, "at least {minimum}");
+            }
+            _ => detail.push('?'),
+        }
+        detail.push(')');
         (truth, Evidence { fact: fact_id(test.fact), outcome: truth, detail, supporting: test.supporting })
     }
 
