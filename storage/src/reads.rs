@@ -44,7 +44,6 @@ struct ReadBack<'a> {
     files: &'a [(String, String)],
 }
 
-/// A case's listing summary with its latest activity laid over it.
 /// The audit records of the block holding record `seq` (blocks never move: it is the last one
 /// that starts at or before it), as stored; none when there is no such block.
 fn read_audit_block_holding(generation: &Generation, seq: u64) -> Result<Vec<AuditRecord>> {
@@ -54,6 +53,7 @@ fn read_audit_block_holding(generation: &Generation, seq: u64) -> Result<Vec<Aud
     }
 }
 
+/// A case's listing summary with its latest activity laid over it.
 fn read_summary(generation: &Generation, case_id: CaseId) -> Result<Option<CaseSummary>> {
     let Some(value) = generation.get(keys::case_summary(case_id))? else { return Ok(None) };
     let mut summary: CaseSummary = decode(&value, "case summary")?;

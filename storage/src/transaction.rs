@@ -288,8 +288,6 @@ impl<'a> KvTransaction<'a> {
         Ok(())
     }
 
-    /// Adds an audit record to its case's trail: to the open run, sealed under a key of its own
-    /// once it is full.
     /// Takes records (of earlier changes, in order) out of the blocks that hold them; a block
     /// left empty goes, one left with records keeps its key.
     fn remove_audit_records(&mut self, seqs: &[u64]) -> Result<()> {
@@ -325,6 +323,8 @@ impl<'a> KvTransaction<'a> {
         }
     }
 
+    /// Adds an audit record to its case's trail: to the open run, sealed under a key of its own
+    /// once it is full.
     fn extend_trail(&mut self, case_id: CaseId, seq: u64) -> Result<()> {
         let open_run = keys::case_trail_open(case_id);
         let mut seqs = match self.value(&open_run)? {
