@@ -120,6 +120,17 @@ impl Ticket {
         Ticket { slot: Arc::new(slot) }
     }
 
+    /// A ticket for writes not applied yet: [`GroupCommit::issue`] enters it for a flush once
+    /// they are, or [`Ticket::fail`] settles it if they cannot be.
+    pub(crate) fn unissued() -> Ticket {
+        Ticket { slot: Arc::new(Slot::default()) }
+    }
+
+    /// Settles a ticket whose writes were never applied.
+    pub(crate) fn fail(&self, reason: &str) {
+        self.slot.settle(Outcome::Failed(reason.into()));
+    }
+
     /// Blocks until the ticket's writes are durable, or their flush failed.
     pub(crate) fn wait(self) -> Result<()> {
         let mut state = self.slot.lock();
@@ -240,16 +251,30 @@ impl GroupCommit {
         }
     }
 
-    /// Counts a writer as on its way until the returned value is dropped.
-    pub(crate) fn arrive(&self) -> Arrival<'_> {
+    /// Counts a writer as on its way until the returned value is dropped (or its ticket issued).
+    pub(crate) fn arrive(self: &Arc<Self>) -> Arrival {
         self.lock().in_flight += 1;
-        Arrival { commits: self, counted: std::cell::Cell::new(true) }
+        Arrival { commits: Arc::clone(self), counted: std::cell::Cell::new(true) }
+    }
+
+    /// A writer the flusher need not wait for: one whose batch is already a group (the intake's,
+    /// handed to the applier). Waiting for it held every flush back by the whole time it took to
+    /// stage and apply its group, longer than the gathering allows, for nothing.
+    pub(crate) fn arrive_unawaited(self: &Arc<Self>) -> Arrival {
+        Arrival { commits: Arc::clone(self), counted: std::cell::Cell::new(false) }
     }
 
     /// A ticket for everything applied so far. Take it after applying, before waiting; the
     /// writer stops counting as on its way in the same step, so the flusher need not wait for it.
-    pub(crate) fn ticket(&self, arrival: &Arrival<'_>) -> Ticket {
-        let slot = Arc::new(Slot::default());
+    pub(crate) fn ticket(&self, arrival: &Arrival) -> Ticket {
+        let ticket = Ticket::unissued();
+        self.issue(arrival, &ticket);
+        ticket
+    }
+
+    /// Enters `ticket` for the next flush: everything applied so far, its writes among them.
+    pub(crate) fn issue(&self, arrival: &Arrival, ticket: &Ticket) {
+        let slot = Arc::clone(&ticket.slot);
         let mut state = self.lock();
         if arrival.counted.replace(false) {
             state.in_flight = state.in_flight.saturating_sub(1);
@@ -257,14 +282,13 @@ impl GroupCommit {
         if state.stopped {
             drop(state);
             slot.settle(Outcome::Stopped);
-            return Ticket { slot };
+            return;
         }
         state.issued += 1;
         let number = state.issued;
-        state.waiting.push_back((number, Arc::clone(&slot)));
+        state.waiting.push_back((number, slot));
         // Only the flusher waits on this condition variable.
         self.changed.notify_one();
-        Ticket { slot }
     }
 
     pub(crate) fn stats(&self) -> FlushStats {
@@ -283,12 +307,13 @@ impl GroupCommit {
 }
 
 /// A writer on its way to a ticket; dropping it before its ticket tells the flusher it gave up.
-pub(crate) struct Arrival<'a> {
-    commits: &'a GroupCommit,
+/// It may travel with the writes to the thread that applies them (`pipeline`).
+pub(crate) struct Arrival {
+    commits: Arc<GroupCommit>,
     counted: std::cell::Cell<bool>,
 }
 
-impl Drop for Arrival<'_> {
+impl Drop for Arrival {
     fn drop(&mut self) {
         if self.counted.get() {
             let mut state = self.commits.lock();

@@ -27,6 +27,7 @@ mod engine;
 mod group_commit;
 mod hex_packing;
 mod keys;
+mod pipeline;
 mod postgres;
 mod queues;
 mod reads;

@@ -14,6 +14,7 @@ const CASE_INDEX_VERSION: u8 = 3;
 use crate::dictionary::{Dictionaries, Expanding, Learned};
 use crate::engine::{Engine, Scan, TransactionSource, Writes};
 use crate::group_commit::{FlushStats, GroupCommit};
+use crate::pipeline::{AppliedWrites, Applier, Layered};
 use crate::postgres::{PgEngine, PostgresOptions};
 use crate::replicas::Fence;
 use crate::transaction::{KvTransaction, Transaction, WriterState};
@@ -94,6 +95,8 @@ pub(crate) struct Generation {
     failed: Arc<AtomicBool>,
     /// What values are compressed with; reads through the generation expand them.
     dictionaries: Arc<Dictionaries>,
+    /// On sled, the thread that applies a group of alerts while the next is staged.
+    applier: Option<Applier>,
 }
 
 impl Store {
@@ -135,7 +138,7 @@ impl Store {
     /// returned [`Pending`] is waited on: that covers everything the transaction read, too.
     /// Checked against this process's [`Fence`]: only the leader (or a lone process) may.
     pub fn write<T>(&self, work: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<Pending<T>> {
-        self.write_under(self.fence(), work)
+        self.write_under(self.fence(), Applying::Now, work)
     }
 
     /// Runs one change that any replica may make, leader or not (a directory push): like
@@ -144,17 +147,22 @@ impl Store {
         &self,
         work: impl FnOnce(&mut dyn Transaction) -> Result<T>,
     ) -> Result<Pending<T>> {
-        self.write_under(Fence::Alone, work)
+        self.write_under(Fence::Alone, Applying::Now, work)
     }
 
-    fn write_under<T>(&self, fence: Fence, work: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<Pending<T>> {
+    fn write_under<T>(
+        &self,
+        fence: Fence,
+        applying: Applying,
+        work: impl FnOnce(&mut dyn Transaction) -> Result<T>,
+    ) -> Result<Pending<T>> {
         let leader_of = match fence {
             Fence::Standby => return Err(StorageError::NotLeader),
             Fence::Leader(epoch) => Some(epoch),
             Fence::Alone => None,
         };
         let changed = self.on_current(|generation| {
-            generation.change(leader_of, |source, state| {
+            generation.change(leader_of, applying, |source, state| {
                 let mut transaction = KvTransaction::new(source, state);
                 let value = work(&mut transaction)?;
                 Ok((value, transaction.into_writes()))
@@ -177,9 +185,11 @@ impl Store {
         inputs: Vec<I>,
         mut work: impl FnMut(&mut dyn Transaction, I) -> Result<T>,
     ) -> Result<Vec<Pending<T>>> {
-        let Pending { value: values, ticket } = self.write_from_any_replica(|transaction| {
-            inputs.into_iter().map(|input| work(transaction, input)).collect::<Result<Vec<T>>>()
-        })?;
+        // On sled the group is applied by the applier while the caller stages the next one.
+        let Pending { value: values, ticket } =
+            self.write_under(Fence::Alone, Applying::HandedOver, |transaction| {
+                inputs.into_iter().map(|input| work(transaction, input)).collect::<Result<Vec<T>>>()
+            })?;
         Ok(values.into_iter().map(|value| Pending { value, ticket: ticket.clone() }).collect())
     }
 
@@ -247,6 +257,7 @@ impl Store {
     pub fn close(&self) -> Result<()> {
         self.on_current(|generation| match &generation.engine {
             Engine::Sled { tree, commits } => {
+                generation.stop_applier();
                 commits.stop();
                 tree.flush().map(|_| ()).map_err(StorageError::from)
             }
@@ -273,7 +284,15 @@ impl Store {
 pub(crate) struct Writer<'a> {
     pub(crate) state: std::sync::MutexGuard<'a, WriterState>,
     /// On sled, the writer's place in the group flusher's count.
-    arrival: Option<crate::group_commit::Arrival<'a>>,
+    arrival: Option<crate::group_commit::Arrival>,
+}
+
+/// Whether a change on sled is applied before the writer lock is let go, or handed to the
+/// applier so the next change can be staged meanwhile (`pipeline`).
+#[derive(Debug, Clone, Copy)]
+enum Applying {
+    Now,
+    HandedOver,
 }
 
 impl Generation {
@@ -301,7 +320,10 @@ impl Generation {
         };
         let failed = Arc::new(AtomicBool::new(false));
         let commits = GroupCommit::start(tree.clone(), Arc::clone(&failed));
-        Generation::ready(Generation::of(Engine::Sled { tree, commits }, failed))
+        let applier = Applier::start(tree.clone(), Arc::clone(&commits), Arc::clone(&failed));
+        let mut generation = Generation::of(Engine::Sled { tree, commits }, failed);
+        generation.applier = Some(applier);
+        Generation::ready(generation)
     }
 
     fn open_postgres(options: &PostgresOptions) -> Result<Generation> {
@@ -311,7 +333,7 @@ impl Generation {
 
     fn of(engine: Engine, failed: Arc<AtomicBool>) -> Generation {
         let dictionaries = Arc::new(Dictionaries::new(engine.clone()));
-        Generation { engine, dictionaries, writer: Mutex::new(WriterState::default()), failed }
+        Generation { engine, dictionaries, writer: Mutex::new(WriterState::default()), failed, applier: None }
     }
 
     /// Checks the layout's version and builds what a store of an older layout lacks.
@@ -369,8 +391,15 @@ impl Generation {
     /// Writes what `build` returns as one change, durable on return. `build` reads the engine
     /// under the writer lock (on PostgreSQL, inside the transaction).
     fn write_whole(&self, build: impl FnOnce(&dyn TransactionSource) -> Result<Writes>) -> Result<()> {
-        let ((), ticket) = self.change(None, |source, _| Ok(((), build(source)?)))?;
+        let ((), ticket) = self.change(None, Applying::Now, |source, _| Ok(((), build(source)?)))?;
         ticket.wait()
+    }
+
+    /// Applies what was handed over and ends the applier (before the store's last flush).
+    fn stop_applier(&self) {
+        if let Some(applier) = &self.applier {
+            applier.stop();
+        }
     }
 
     /// One change on either engine: under the writer lock, `work` reads through the engine (on
@@ -381,14 +410,39 @@ impl Generation {
     fn change<T>(
         &self,
         leader_of: Option<u64>,
+        applying: Applying,
         work: impl FnOnce(&dyn TransactionSource, &mut WriterState) -> Result<(T, Writes)>,
     ) -> Result<(T, crate::Ticket)> {
-        let mut writer = self.lock_writer();
+        let mut writer = self.lock_writer_for(applying);
         match &self.engine {
             Engine::Sled { tree, .. } => {
-                let (value, writes, learned) = self.stage(tree, &mut writer.state, work)?;
-                let ticket = self.commit(writes, writer)?;
-                // Applied: changes after this one may use what it stored (on a flush that then
+                // A group handed over before is read through until it is applied, and applied
+                // before this change (whatever becomes of this one).
+                let in_flight = writer.state.in_flight.take();
+                let staged = {
+                    let layered = Layered { tree, over: in_flight.as_ref().map(|group| &group.writes[..]) };
+                    self.stage(&layered, &mut writer.state, work)
+                };
+                if let Some(group) = in_flight {
+                    group.wait_applied()?;
+                }
+                let (value, writes, learned) = staged?;
+                let ticket = match (applying, &self.applier) {
+                    (Applying::HandedOver, Some(applier)) => {
+                        let writes: AppliedWrites =
+                            writes.into_iter().map(|(key, value)| (sled::IVec::from(key), value)).collect();
+                        let arrival = writer.arrival.take().expect("a sled writer has arrived at the flusher");
+                        let (group, ticket) = applier.hand_over(writes, arrival)?;
+                        // The head this group leaves is the next change's, as if it were applied.
+                        if let Some(head) = writer.state.pending_head.take() {
+                            writer.state.head = Some(head);
+                        }
+                        writer.state.in_flight = Some(group);
+                        ticket
+                    }
+                    _ => self.commit(writes, writer)?,
+                };
+                // Changes after this one may use what it stored (on a batch or flush that then
                 // fails, the store is opened again and learns from what it holds).
                 self.dictionaries.learn(learned);
                 Ok((value, ticket))
@@ -452,11 +506,17 @@ impl Generation {
     }
 
     pub(crate) fn lock_writer(&self) -> Writer<'_> {
+        self.lock_writer_for(Applying::Now)
+    }
+
+    fn lock_writer_for(&self, applying: Applying) -> Writer<'_> {
         // Announce the writer before queueing for the lock, so the flusher can wait for it to
-        // join the next flush instead of flushing just before it arrives.
-        let arrival = match &self.engine {
-            Engine::Sled { commits, .. } => Some(commits.arrive()),
-            Engine::Postgres(_) => None,
+        // join the next flush instead of flushing just before it arrives (not a group handed to
+        // the applier: it is its own batch, and it comes later than the gathering waits).
+        let arrival = match (&self.engine, applying) {
+            (Engine::Sled { commits, .. }, Applying::Now) => Some(commits.arrive()),
+            (Engine::Sled { commits, .. }, Applying::HandedOver) => Some(commits.arrive_unawaited()),
+            (Engine::Postgres(_), _) => None,
         };
         // A writer that panicked left no half-applied batch (batches are atomic), so the lock's
         // poison flag carries no information worth failing on.
@@ -494,6 +554,7 @@ impl Generation {
 
 impl Drop for Generation {
     fn drop(&mut self) {
+        self.stop_applier();
         if let Engine::Sled { tree, commits } = &self.engine {
             commits.stop();
             if let Err(error) = tree.flush() {

@@ -122,6 +122,9 @@ pub(crate) struct WriterState {
     pub(crate) head: Option<audit::Head>,
     /// The head a batch being built will leave, until that batch is applied.
     pub(crate) pending_head: Option<audit::Head>,
+    /// A group handed to the applier and perhaps not applied yet (sled): the next writer reads
+    /// through its writes and waits for it before applying its own.
+    pub(crate) in_flight: Option<crate::pipeline::InFlight>,
 }
 
 /// Every listing entry of a case: its summary, whether it is finished, and its field keys.
