@@ -78,6 +78,18 @@ impl Engine {
     }
 }
 
+/// A change's writes as one sled batch (`None` removes the key).
+pub(crate) fn sled_batch<K: Into<IVec>>(writes: impl IntoIterator<Item = (K, Option<IVec>)>) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (key, value) in writes {
+        match value {
+            Some(value) => batch.insert(key, value),
+            None => batch.remove(key),
+        }
+    }
+    batch
+}
+
 /// What a transaction reads through: the engine as the writer lock holds it.
 pub(crate) trait TransactionSource {
     fn get(&self, key: &[u8]) -> Result<Option<IVec>>;

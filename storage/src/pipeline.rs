@@ -128,13 +128,7 @@ fn apply(tree: &sled::Db, commits: &GroupCommit, failed: &AtomicBool, job: Job) 
         job.ticket.fail(reason);
         return;
     }
-    let mut batch = sled::Batch::default();
-    for (key, value) in job.writes.iter() {
-        match value {
-            Some(value) => batch.insert(key.clone(), value.clone()),
-            None => batch.remove(key.clone()),
-        }
-    }
+    let batch = crate::engine::sled_batch(job.writes.iter().map(|(key, value)| (key.clone(), value.clone())));
     match tree.apply_batch(batch) {
         Ok(()) => {
             commits.issue(&job.arrival, &job.ticket);

@@ -434,9 +434,7 @@ impl Generation {
                         let arrival = writer.arrival.take().expect("a sled writer has arrived at the flusher");
                         let (group, ticket) = applier.hand_over(writes, arrival)?;
                         // The head this group leaves is the next change's, as if it were applied.
-                        if let Some(head) = writer.state.pending_head.take() {
-                            writer.state.head = Some(head);
-                        }
+                        writer.state.head_moves();
                         writer.state.in_flight = Some(group);
                         ticket
                     }
@@ -533,20 +531,12 @@ impl Generation {
         let Engine::Sled { tree, commits } = &self.engine else {
             unreachable!("a sled batch is committed on sled only")
         };
-        let mut batch = sled::Batch::default();
-        for (key, value) in writes {
-            match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
-            }
-        }
-        let applied = tree.apply_batch(batch);
         // The cached head moves only with a batch that was applied; a failed one leaves it.
-        let pending = writer.state.pending_head.take();
-        applied?;
-        if pending.is_some() {
-            writer.state.head = pending;
+        if let Err(error) = tree.apply_batch(crate::engine::sled_batch(writes)) {
+            writer.state.pending_head = None;
+            return Err(error.into());
         }
+        writer.state.head_moves();
         let arrival = writer.arrival.as_ref().expect("a sled writer has arrived at the flusher");
         Ok(commits.ticket(arrival))
     }

@@ -127,6 +127,15 @@ pub(crate) struct WriterState {
     pub(crate) in_flight: Option<crate::pipeline::InFlight>,
 }
 
+impl WriterState {
+    /// The head the batch just applied (or handed over to be) leaves becomes the cached head.
+    pub(crate) fn head_moves(&mut self) {
+        if let Some(head) = self.pending_head.take() {
+            self.head = Some(head);
+        }
+    }
+}
+
 /// Every listing entry of a case: its summary, whether it is finished, and its field keys.
 pub(crate) fn case_listing_entries(case: &Case) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut entries = vec![

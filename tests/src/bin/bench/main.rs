@@ -330,9 +330,7 @@ async fn best_raw_sled(writers: usize, count: usize, records: &RecordSet) -> Sta
     for _ in 0..3 {
         let records = Arc::clone(records);
         let run = tokio::task::spawn_blocking(move || raw_sled(writers, count, &records)).await.expect("baseline");
-        if best.as_ref().is_none_or(|best| run.rate() > best.rate()) {
-            best = Some(run);
-        }
+        keep_faster(&mut best, run, Stats::rate);
     }
     best.expect("three runs")
 }
@@ -362,7 +360,7 @@ async fn vouch_round(
 }
 
 /// Keeps `run` in `best` when it was faster.
-fn keep_faster<T>(best: &mut Option<T>, run: T, rate: impl Fn(&T) -> f64) {
+pub(crate) fn keep_faster<T>(best: &mut Option<T>, run: T, rate: impl Fn(&T) -> f64) {
     if best.as_ref().is_none_or(|best| rate(&run) > rate(best)) {
         *best = Some(run);
     }
@@ -854,13 +852,8 @@ async fn bench_footprint() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().expect("stdout")), &mut address)
         .expect("it says where it listens");
     let base = format!("http://{}", address.trim());
-    let memory = |field: &str| {
-        std::fs::read_to_string(format!("/proc/{}/status", server.id()))
-            .ok()
-            .and_then(|status| status.lines().find(|line| line.starts_with(field)).map(str::to_string))
-            .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse::<f64>().ok()))
-            .map_or(0.0, |kib| kib / 1024.0)
-    };
+    let server_status = format!("/proc/{}/status", server.id());
+    let memory = |field: &str| status_mib(&server_status, field);
     let resident_before = memory("VmRSS:");
     let client = reqwest::Client::new();
     let mut latencies = Vec::new();
@@ -979,12 +972,12 @@ fn cpu_time() -> Duration {
 
 /// Resident set size of this process, from /proc.
 fn rss_mib() -> f64 {
-    status_mib("VmRSS:")
+    status_mib("/proc/self/status", "VmRSS:")
 }
 
-/// A memory figure of this process from `/proc/self/status` (given in KiB there), in MiB.
-fn status_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A memory figure from a process's status file (`/proc/<pid>/status`, in KiB there), in MiB.
+fn status_mib(status: &str, field: &str) -> f64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|status| status.lines().find(|line| line.starts_with(field)).map(str::to_string))
         .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse::<f64>().ok()))
@@ -1051,7 +1044,7 @@ async fn measured_sync(
 
 /// Peak resident memory since the last reset, in MiB (Linux `VmHWM`).
 fn peak_rss_mib() -> f64 {
-    status_mib("VmHWM:")
+    status_mib("/proc/self/status", "VmHWM:")
 }
 
 /// Resets the peak to the current resident memory, so the next phase's peak is its own.

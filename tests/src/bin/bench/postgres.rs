@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use vouch_tests::postgres_server::{self, PostgresServer};
 
-use crate::{post_alerts, records_of_one_case, start_vouch_with, RecordSet, Stats, INGEST_TOKEN};
+use crate::{keep_faster, post_alerts, records_of_one_case, start_vouch_with, RecordSet, Stats, INGEST_TOKEN};
 
 /// The reads Vouch makes inside a new case's transaction, by key: the sender's alert id, the
 /// movement's open case, its history and its source's count, the case counter, the audit head,
@@ -28,9 +28,7 @@ async fn best_vouch_round(base: &str, senders: usize, count: usize, distinct: bo
     for round in 0..3 {
         let tag = format!("pg{}{senders}-{round}", if distinct { "d" } else { "g" });
         let run = post_alerts(base, senders, count, distinct, &tag).await;
-        if best.as_ref().is_none_or(|best| run.rate() > best.rate()) {
-            best = Some(run);
-        }
+        keep_faster(&mut best, run, Stats::rate);
     }
     best.expect("three rounds")
 }
@@ -101,9 +99,7 @@ pub async fn bench_ingest_postgres() {
             let run = tokio::task::spawn_blocking(move || driver_transactions(&url, senders, count, &records))
                 .await
                 .expect("baseline");
-            if baseline.as_ref().is_none_or(|best| run.rate() > best.rate()) {
-                baseline = Some(run);
-            }
+            keep_faster(&mut baseline, run, Stats::rate);
         }
         let baseline = baseline.expect("three runs");
         let distinct = best_vouch_round(&base, senders, count, true).await;
