@@ -232,12 +232,12 @@ async fn accept_alert(
     };
     let status = serde_json::to_value(ingested.status).unwrap_or(Value::Null);
     state.metrics.alert_accepted(format_id, status.as_str().unwrap_or("unknown"));
-    tracing::info!(case_id = %ingested.case.id, status = %status, format = format_id, "alert accepted");
+    tracing::info!(case_id = %ingested.case_id, status = %status, format = format_id, "alert accepted");
     if ingested.status != IngestStatus::Duplicate {
         // The effects are queued in the store with the case; the dispatcher carries them out.
         state.service.effects_ready.notify_one();
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({"case_id": ingested.case.id, "status": status}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"case_id": ingested.case_id, "status": status}))).into_response())
 }
 
 fn store_unavailable(state: &AppState, error: &StorageError) -> ApiError {

@@ -86,15 +86,17 @@ pub enum IngestStatus {
 /// What became of an alert that arrived.
 #[derive(Debug, Clone)]
 pub enum Arrived {
-    /// Boxed: the case is large, and the answer travels through an await.
-    Recorded(Box<Ingested>),
+    Recorded(Ingested),
     NotAMovement(NotAMovement),
 }
 
-#[derive(Debug, Clone)]
+/// What recording an alert did, as its sender is told. Not the case itself: the request's task
+/// has no use for it, and freeing a case it did not build cost the HTTP side more than the
+/// intake that built it.
+#[derive(Debug, Clone, Copy)]
 pub struct Ingested {
     pub status: IngestStatus,
-    pub case: Case,
+    pub case_id: CaseId,
 }
 
 /// An event for one case, as it reached Vouch: who, what, and the request as recorded.
@@ -149,7 +151,7 @@ impl Service {
         if let Err(not_a_movement) = judge_movement(&alert, &facts) {
             return Ok(Arrived::NotAMovement(not_a_movement));
         }
-        Ok(Arrived::Recorded(Box::new(self.intake.submit(alert, facts, directory, now).await?.durable().await?)))
+        Ok(Arrived::Recorded(self.intake.submit(alert, facts, directory, now).await?.durable().await?))
     }
 
     /// Applies an event (a click, a form, a timer) to a case through the engine and records it,
@@ -432,10 +434,9 @@ pub(crate) fn ingest_alert(
     });
     let arrival = route_alert(earlier_copy, last, settings.grouping_window, now);
     if let Arrival::Duplicate(case_id) = arrival {
-        let case = transaction.case(case_id)?.ok_or(StorageError::NoSuchCase(case_id))?;
         // A duplicate writes nothing, but the transaction's ticket still covers what it
         // saw: its first copy may be waiting for its flush.
-        return Ok(Ingested { status: IngestStatus::Duplicate, case });
+        return Ok(Ingested { status: IngestStatus::Duplicate, case_id });
     }
     let history = match history_read {
         Some(history) => history,
@@ -507,7 +508,7 @@ pub(crate) fn ingest_alert(
             detail,
         })?;
     }
-    Ok(Ingested { status, case })
+    Ok(Ingested { status, case_id: case.id })
 }
 
 /// The vouch given in advance that says the most about a case just opened, judged against what

@@ -298,11 +298,14 @@ const WEIGHED_AGAINST_LZ4_FROM: usize = 256;
 /// JSON itself, when it is short) makes it, and a value it shrank fourfold needs no second look.
 fn helps(compressed: &[u8], json: &[u8]) -> bool {
     let size = compressed.len() - HEADER;
+    if size * 4 <= json.len() {
+        return true;
+    }
     let without = match json.len() < WEIGHED_AGAINST_LZ4_FROM {
         true => json.len(),
         false => lz4_flex::block::compress(json).len(),
     };
-    size * 4 <= json.len() || size * 4 <= without * 3
+    size * 4 <= without * 3
 }
 
 /// A change's reads, with values compressed with a dictionary handed on as plain JSON.

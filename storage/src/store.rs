@@ -11,7 +11,7 @@ use crate::codec::SCHEMA_VERSION;
 /// The version of the listing indexes: 2 added finished cases by when they last changed, 3 the
 /// cases waiting on a push.
 const CASE_INDEX_VERSION: u8 = 3;
-use crate::dictionary::{Dictionaries, Expanding, Learned};
+use crate::dictionary::{Dictionaries, Expanding};
 use crate::engine::{Engine, Scan, TransactionSource, Writes};
 use crate::group_commit::{FlushStats, GroupCommit};
 use crate::pipeline::{AppliedWrites, Applier, Layered};
@@ -320,8 +320,9 @@ impl Generation {
         };
         let failed = Arc::new(AtomicBool::new(false));
         let commits = GroupCommit::start(tree.clone(), Arc::clone(&failed));
-        let applier = Applier::start(tree.clone(), Arc::clone(&commits), Arc::clone(&failed));
-        let mut generation = Generation::of(Engine::Sled { tree, commits }, failed);
+        let mut generation = Generation::of(Engine::Sled { tree: tree.clone(), commits: Arc::clone(&commits) }, failed);
+        let applier =
+            Applier::start(tree, commits, Arc::clone(&generation.failed), Arc::clone(&generation.dictionaries));
         generation.applier = Some(applier);
         Generation::ready(generation)
     }
@@ -416,34 +417,46 @@ impl Generation {
         let mut writer = self.lock_writer_for(applying);
         match &self.engine {
             Engine::Sled { tree, .. } => {
-                // A group handed over before is read through until it is applied, and applied
-                // before this change (whatever becomes of this one).
-                let in_flight = writer.state.in_flight.take();
+                // Groups handed over before are read through until they are applied, and
+                // applied before this change's own batch.
+                let mut in_flight = std::mem::take(&mut writer.state.in_flight);
+                in_flight.forget_applied();
                 let staged = {
-                    let layered = Layered { tree, over: in_flight.as_ref().map(|group| &group.writes[..]) };
+                    let layered = Layered { tree, over: in_flight.overlays() };
                     self.stage(&layered, &mut writer.state, work)
                 };
-                if let Some(group) = in_flight {
-                    group.wait_applied()?;
-                }
-                let (value, writes, learned) = staged?;
-                let ticket = match (applying, &self.applier) {
+                writer.state.in_flight = in_flight;
+                let changed = match (applying, &self.applier) {
                     (Applying::HandedOver, Some(applier)) => {
+                        let (value, writes) = staged?;
+                        writer.state.in_flight.make_room()?;
+                        // Handed over as staged: the applier compresses the values, off the
+                        // thread that stages the next group.
                         let writes: AppliedWrites =
                             writes.into_iter().map(|(key, value)| (sled::IVec::from(key), value)).collect();
                         let arrival = writer.arrival.take().expect("a sled writer has arrived at the flusher");
                         let (group, ticket) = applier.hand_over(writes, arrival)?;
                         // The head this group leaves is the next change's, as if it were applied.
                         writer.state.head_moves();
-                        writer.state.in_flight = Some(group);
-                        ticket
+                        writer.state.in_flight.push(group);
+                        (value, ticket)
                     }
-                    _ => self.commit(writes, writer)?,
+                    _ => {
+                        // Compressing waits for the groups in flight: the applier may be
+                        // compressing one, and each family's next dictionary must be made by
+                        // one writer at a time.
+                        writer.state.in_flight.wait_all()?;
+                        let (value, mut writes) = staged?;
+                        let learned = self.dictionaries.compact(&mut writes, tree)?;
+                        let ticket = self.commit(writes, writer)?;
+                        // Changes after this one may use what it stored (on a batch or flush
+                        // that then fails, the store is opened again and learns from what it
+                        // holds).
+                        self.dictionaries.learn(learned);
+                        (value, ticket)
+                    }
                 };
-                // Changes after this one may use what it stored (on a batch or flush that then
-                // fails, the store is opened again and learns from what it holds).
-                self.dictionaries.learn(learned);
-                Ok((value, ticket))
+                Ok(changed)
             }
             Engine::Postgres(postgres) => {
                 // Another replica may have written since: nothing is known before the lock.
@@ -455,7 +468,8 @@ impl Generation {
                         return Err(StorageError::Fenced { epoch, current });
                     }
                 }
-                let (value, writes, learned) = self.stage(&session, &mut writer.state, work)?;
+                let (value, mut writes) = self.stage(&session, &mut writer.state, work)?;
+                let learned = self.dictionaries.compact(&mut writes, &session)?;
                 session.commit(writes)?;
                 self.dictionaries.learn(learned);
                 Ok((value, crate::Ticket::settled()))
@@ -463,18 +477,15 @@ impl Generation {
         }
     }
 
-    /// A change's value and writes, as they are stored: `work` reads through `source` with
-    /// values expanded, and its writes are compressed once it is done (with the dictionaries
-    /// that made, to be learned once they are written).
+    /// A change's value and its writes, not compressed yet: `work` reads through `source` with
+    /// values expanded.
     fn stage<T>(
         &self,
         source: &dyn TransactionSource,
         state: &mut WriterState,
         work: impl FnOnce(&dyn TransactionSource, &mut WriterState) -> Result<(T, Writes)>,
-    ) -> Result<(T, Writes, Learned)> {
-        let (value, mut writes) = work(&Expanding { source, dictionaries: &self.dictionaries }, state)?;
-        let learned = self.dictionaries.compact(&mut writes, source)?;
-        Ok((value, writes, learned))
+    ) -> Result<(T, Writes)> {
+        work(&Expanding { source, dictionaries: &self.dictionaries }, state)
     }
 
     /// Builds the listing indexes (`j/`, `p/`, `f/`) of a store written before they existed (or

@@ -1043,6 +1043,52 @@ fn values_a_dictionary_does_little_for_make_its_next_generation() {
     assert_eq!(read, written, "records of every generation read back as written");
 }
 
+/// Groups are compressed by the applier while the next is staged; a change applied by its own
+/// writer compresses only once they are in: each family's next dictionary is made once, and
+/// every value reads back against the one it was compressed with.
+#[test]
+fn dictionaries_made_by_groups_in_flight_and_by_the_change_after_them_never_collide() {
+    let (directory, store) = temp_store();
+    let record = |detail: serde_json::Value| NewRecord {
+        at: T0,
+        case_id: None,
+        kind: AuditKind::Event(EventKind::AlertNew),
+        actor: None,
+        playbook_version: None,
+        detail,
+    };
+    // Each shape is new to the dictionaries before it: each asks for the family's next one.
+    let shape = |shape: usize, index: usize| {
+        let words: Vec<String> =
+            (0..40).map(|word| format!("{:x}", (shape * 7919 + index * 31 + word * 104_729) % 65_521)).collect();
+        json!({format!("shape_{shape}"): words, "owner_of_record": format!("team-{shape}-{index}")})
+    };
+    let mut pending = Vec::new();
+    for group in 0..3 {
+        let details: Vec<serde_json::Value> = (0..4).map(|index| shape(group, index)).collect();
+        pending.extend(
+            store
+                .write_group(details, |transaction, detail| transaction.append_audit(record(detail)))
+                .expect("handed over"),
+        );
+    }
+    // Applied by its own writer while those groups may still be in flight.
+    let last = store
+        .write(|transaction| transaction.append_audit(record(shape(3, 0))))
+        .expect("written")
+        .wait()
+        .expect("durable");
+    let mut written: Vec<AuditRecord> = pending.into_iter().map(|pending| pending.wait().expect("durable")).collect();
+    written.push(last);
+    assert!(store.tree().get(keys::dictionary(b'a', 2)).expect("read").is_some(), "later shapes made generations");
+    drop(store);
+    let reopened = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    let read: Vec<AuditRecord> = reopened.audit_records().collect::<Result<_>>().expect("reads");
+    assert_eq!(read, written, "records of every generation read back as written");
+    let report = reopened.verify_audit().expect("verify");
+    assert!(report.is_intact(), "{:?}", report.problems);
+}
+
 #[test]
 fn a_value_whose_dictionary_is_gone_is_reported_corrupt() {
     let (directory, store) = temp_store();

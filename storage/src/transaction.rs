@@ -122,9 +122,9 @@ pub(crate) struct WriterState {
     pub(crate) head: Option<audit::Head>,
     /// The head a batch being built will leave, until that batch is applied.
     pub(crate) pending_head: Option<audit::Head>,
-    /// A group handed to the applier and perhaps not applied yet (sled): the next writer reads
-    /// through its writes and waits for it before applying its own.
-    pub(crate) in_flight: Option<crate::pipeline::InFlight>,
+    /// The groups handed to the applier and perhaps not applied yet (sled): writers read through
+    /// their writes, and one that applies its own batch waits for them first.
+    pub(crate) in_flight: crate::pipeline::InFlightGroups,
 }
 
 impl WriterState {
