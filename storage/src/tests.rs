@@ -1000,17 +1000,21 @@ fn values_are_stored_against_a_dictionary_of_their_kind_and_read_back_after_reop
     assert!(report.is_intact() && report.records == 20, "{report:?}");
 }
 
-#[test]
-fn values_a_dictionary_does_little_for_make_its_next_generation() {
-    let (directory, store) = temp_store();
-    let record = |detail: serde_json::Value| NewRecord {
+/// An audit record of no case with `detail`, as the dictionary tests append them.
+fn record(detail: serde_json::Value) -> NewRecord<'static> {
+    NewRecord {
         at: T0,
         case_id: None,
         kind: AuditKind::Event(EventKind::AlertNew),
         actor: None,
         playbook_version: None,
         detail,
-    };
+    }
+}
+
+#[test]
+fn values_a_dictionary_does_little_for_make_its_next_generation() {
+    let (directory, store) = temp_store();
     let append = |detail: serde_json::Value| {
         store.write(|transaction| transaction.append_audit(record(detail))).expect("written").wait().expect("durable")
     };
@@ -1049,14 +1053,6 @@ fn values_a_dictionary_does_little_for_make_its_next_generation() {
 #[test]
 fn dictionaries_made_by_groups_in_flight_and_by_the_change_after_them_never_collide() {
     let (directory, store) = temp_store();
-    let record = |detail: serde_json::Value| NewRecord {
-        at: T0,
-        case_id: None,
-        kind: AuditKind::Event(EventKind::AlertNew),
-        actor: None,
-        playbook_version: None,
-        detail,
-    };
     // Each shape is new to the dictionaries before it: each asks for the family's next one.
     let shape = |shape: usize, index: usize| {
         let words: Vec<String> =
