@@ -18,17 +18,17 @@
 //!   and a writer that applies its own batch compresses only once the groups before it are
 //!   applied: each family's next dictionary is made once, by one thread, and is known (learned)
 //!   before any later value is compressed.
+//! - **Acknowledged means applied and flushed.** The group's ticket is entered for a flush only
+//!   once its batch is applied; a batch that fails settles it as failed, and the writers after it
+//!   fail too (they were staged on top of it) while the store is marked failed and reopened.
+//! - Readers outside the writer lock see a group once it is applied, as before; nobody is told of
+//!   a group before its ticket is durable.
 //!
 //! What limits the overlap: sled 0.34 guards all its trees with one process-wide reader-writer
 //! lock, which `apply_batch` holds for writing while it applies a batch and every read takes for
 //! reading. A writer staging the next group therefore waits at its first read from sled until the
 //! batch being applied is in (measured: about one such wait of about 1 ms per group; see
 //! BENCHMARKS.md). Compressing is done before the batch, outside that lock.
-//! - **Acknowledged means applied and flushed.** The group's ticket is entered for a flush only
-//!   once its batch is applied; a batch that fails settles it as failed, and the writers after it
-//!   fail too (they were staged on top of it) while the store is marked failed and reopened.
-//! - Readers outside the writer lock see a group once it is applied, as before; nobody is told of
-//!   a group before its ticket is durable.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -228,6 +228,14 @@ fn from_key<'a>(writes: &'a [(IVec, Option<IVec>)], low: &[u8]) -> &'a [(IVec, O
     &writes[writes.partition_point(|(key, _)| key.as_ref() < low)..]
 }
 
+/// The writes of one group under `prefix`, in key order.
+fn under_prefix<'a>(
+    writes: &'a [(IVec, Option<IVec>)],
+    prefix: &'a [u8],
+) -> impl Iterator<Item = &'a (IVec, Option<IVec>)> {
+    from_key(writes, prefix).iter().take_while(move |(key, _)| key.starts_with(prefix))
+}
+
 impl Layered<'_> {
     /// What the groups in flight do to `key`, the newest that writes it deciding: `Some(None)`
     /// removes it, `None` leaves it.
@@ -249,15 +257,12 @@ impl TransactionSource for Layered<'_> {
 
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<IVec>> {
         let stored = TransactionSource::keys_with_prefix(self.tree, prefix)?;
-        let under_prefix = |writes: &&[(IVec, Option<IVec>)]| {
-            from_key(writes, prefix).iter().take_while(|(key, _)| key.starts_with(prefix)).count()
-        };
-        if self.over.iter().all(|writes| under_prefix(writes) == 0) {
+        if self.over.iter().all(|writes| under_prefix(writes, prefix).next().is_none()) {
             return Ok(stored);
         }
         let mut keys: BTreeSet<IVec> = stored.into_iter().collect();
         for writes in &self.over {
-            for (key, value) in from_key(writes, prefix).iter().take_while(|(key, _)| key.starts_with(prefix)) {
+            for (key, value) in under_prefix(writes, prefix) {
                 match value {
                     Some(_) => keys.insert(key.clone()),
                     None => keys.remove(key),
