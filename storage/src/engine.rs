@@ -17,8 +17,11 @@ pub(crate) enum Engine {
     Postgres(PgEngine),
 }
 
+/// One write of a change: a key and its new value (`None` removes the key).
+pub(crate) type Write = (Vec<u8>, Option<IVec>);
+
 /// A change's writes in key order: each key with its new value, or `None` to remove it.
-pub(crate) type Writes = Vec<(Vec<u8>, Option<IVec>)>;
+pub(crate) type Writes = Vec<Write>;
 
 /// Key-value pairs in key order (or reverse key order), read lazily.
 pub(crate) type Scan = Box<dyn Iterator<Item = Result<(IVec, IVec)>> + Send>;

@@ -38,12 +38,13 @@ use std::thread::JoinHandle;
 use sled::IVec;
 
 use crate::dictionary::Dictionaries;
-use crate::engine::{TransactionSource, Writes};
+use crate::engine::{TransactionSource, Write, Writes};
 use crate::group_commit::{Arrival, GroupCommit, Ticket};
 use crate::{Result, StorageError};
 
-/// A group's writes as they go to sled, in key order (`None` removes the key).
-pub(crate) type AppliedWrites = Arc<[(IVec, Option<IVec>)]>;
+/// A group's writes as it staged them (values not compressed yet), in key order (`None` removes
+/// the key): what later writers read through, and what the applier compresses and applies.
+pub(crate) type StagedWrites = Arc<Writes>;
 
 /// The most groups handed to the applier and not yet applied. With one, the intake waited for
 /// the applier before handing over each group (a fifth of its time at 64 senders, while the
@@ -53,7 +54,7 @@ const MOST_IN_FLIGHT: usize = 3;
 
 /// A group handed to the applier and not yet known to be applied.
 pub(crate) struct InFlight {
-    writes: AppliedWrites,
+    writes: StagedWrites,
     applied: Arc<Applied>,
 }
 
@@ -73,7 +74,7 @@ impl InFlightGroups {
     }
 
     /// What a writer reads through: the groups' writes, oldest first.
-    pub(crate) fn overlays(&self) -> Vec<&[(IVec, Option<IVec>)]> {
+    pub(crate) fn overlays(&self) -> Vec<&[Write]> {
         self.groups.iter().map(|group| &group.writes[..]).collect()
     }
 
@@ -131,7 +132,7 @@ impl Applied {
 }
 
 struct Job {
-    writes: AppliedWrites,
+    writes: StagedWrites,
     arrival: Arrival,
     ticket: Ticket,
     applied: Arc<Applied>,
@@ -164,7 +165,7 @@ impl Applier {
 
     /// Hands a group over; its ticket is entered for a flush once it is applied. The writer's
     /// place in the flusher's count goes with it.
-    pub(crate) fn hand_over(&self, writes: AppliedWrites, arrival: Arrival) -> Result<(InFlight, Ticket)> {
+    pub(crate) fn hand_over(&self, writes: StagedWrites, arrival: Arrival) -> Result<(InFlight, Ticket)> {
         let ticket = Ticket::unissued();
         let applied = Arc::new(Applied::default());
         let job = Job { writes: Arc::clone(&writes), arrival, ticket: ticket.clone(), applied: Arc::clone(&applied) };
@@ -194,7 +195,8 @@ fn apply(tree: &sled::Db, commits: &GroupCommit, failed: &AtomicBool, dictionari
         job.ticket.fail(reason);
         return;
     }
-    let mut writes: Writes = job.writes.iter().map(|(key, value)| (key.to_vec(), value.clone())).collect();
+    // Compressed into a copy: later writers may still be reading the group as staged.
+    let mut writes: Writes = job.writes.as_ref().clone();
     let applied = dictionaries
         .compact(&mut writes, tree)
         .and_then(|learned| Ok((tree.apply_batch(crate::engine::sled_batch(writes))?, learned)));
@@ -220,19 +222,16 @@ fn apply(tree: &sled::Db, commits: &GroupCommit, failed: &AtomicBool, dictionari
 pub(crate) struct Layered<'a> {
     pub(crate) tree: &'a sled::Db,
     /// Each group's writes in key order, oldest group first.
-    pub(crate) over: Vec<&'a [(IVec, Option<IVec>)]>,
+    pub(crate) over: Vec<&'a [Write]>,
 }
 
 /// The writes of one group from `low` on, in key order (all of them to the end).
-fn from_key<'a>(writes: &'a [(IVec, Option<IVec>)], low: &[u8]) -> &'a [(IVec, Option<IVec>)] {
-    &writes[writes.partition_point(|(key, _)| key.as_ref() < low)..]
+fn from_key<'a>(writes: &'a [Write], low: &[u8]) -> &'a [Write] {
+    &writes[writes.partition_point(|(key, _)| key.as_slice() < low)..]
 }
 
 /// The writes of one group under `prefix`, in key order.
-fn under_prefix<'a>(
-    writes: &'a [(IVec, Option<IVec>)],
-    prefix: &'a [u8],
-) -> impl Iterator<Item = &'a (IVec, Option<IVec>)> {
+fn under_prefix<'a>(writes: &'a [Write], prefix: &'a [u8]) -> impl Iterator<Item = &'a Write> {
     from_key(writes, prefix).iter().take_while(move |(key, _)| key.starts_with(prefix))
 }
 
@@ -241,7 +240,7 @@ impl Layered<'_> {
     /// removes it, `None` leaves it.
     fn written(&self, key: &[u8]) -> Option<Option<&IVec>> {
         self.over.iter().rev().find_map(|writes| {
-            let at = writes.binary_search_by(|(written, _)| written.as_ref().cmp(key)).ok()?;
+            let at = writes.binary_search_by(|(written, _)| written.as_slice().cmp(key)).ok()?;
             Some(writes[at].1.as_ref())
         })
     }
@@ -264,8 +263,8 @@ impl TransactionSource for Layered<'_> {
         for writes in &self.over {
             for (key, value) in under_prefix(writes, prefix) {
                 match value {
-                    Some(_) => keys.insert(key.clone()),
-                    None => keys.remove(key),
+                    Some(_) => keys.insert(IVec::from(key.as_slice())),
+                    None => keys.remove(key.as_slice()),
                 };
             }
         }
@@ -282,11 +281,11 @@ impl TransactionSource for Layered<'_> {
             .iter()
             .filter_map(|writes| {
                 let from_low = from_key(writes, low);
-                from_low[..from_low.partition_point(|(key, _)| key.as_ref() <= high)]
+                from_low[..from_low.partition_point(|(key, _)| key.as_slice() <= high)]
                     .iter()
                     .rev()
                     .find(|(key, _)| matches!(self.written(key), Some(Some(_))))
-                    .map(|(key, _)| key.clone())
+                    .map(|(key, _)| IVec::from(key.as_slice()))
             })
             .max();
         // The last stored key the groups in flight do not remove.
@@ -310,6 +309,10 @@ mod tests {
         IVec::from(text.as_bytes())
     }
 
+    fn key(text: &str) -> Vec<u8> {
+        text.as_bytes().to_vec()
+    }
+
     /// The groups in flight laid over what sled holds: their writes win, their removals hide,
     /// and a newer group's over an older one's.
     #[test]
@@ -319,11 +322,11 @@ mod tests {
         for key in ["a/1", "a/3", "a/5", "b/1"] {
             tree.insert(key, "stored").expect("insert");
         }
-        let over: Vec<(IVec, Option<IVec>)> = vec![
-            (ivec("a/2"), Some(ivec("in flight"))),
-            (ivec("a/3"), Some(ivec("rewritten"))),
-            (ivec("a/5"), None),
-            (ivec("a/6"), None),
+        let over: Writes = vec![
+            (key("a/2"), Some(ivec("in flight"))),
+            (key("a/3"), Some(ivec("rewritten"))),
+            (key("a/5"), None),
+            (key("a/6"), None),
         ];
         let layered = Layered { tree: &tree, over: vec![&over] };
         let value = |key: &str| layered.get(key.as_bytes()).expect("read").map(|value| value.to_vec());
@@ -346,11 +349,11 @@ mod tests {
             assert_eq!(last(low, high), expected.map(ivec), "last key from {low} to {high}");
         }
         // A newer group in flight over that one: its writes and removals decide.
-        let newer: Vec<(IVec, Option<IVec>)> = vec![
-            (ivec("a/2"), None),
-            (ivec("a/5"), Some(ivec("back"))),
-            (ivec("a/7"), Some(ivec("newest"))),
-            (ivec("b/1"), None),
+        let newer: Writes = vec![
+            (key("a/2"), None),
+            (key("a/5"), Some(ivec("back"))),
+            (key("a/7"), Some(ivec("newest"))),
+            (key("b/1"), None),
         ];
         let layered = Layered { tree: &tree, over: vec![&over, &newer] };
         let value = |key: &str| layered.get(key.as_bytes()).expect("read").map(|value| value.to_vec());

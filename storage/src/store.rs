@@ -14,7 +14,7 @@ const CASE_INDEX_VERSION: u8 = 3;
 use crate::dictionary::{Dictionaries, Expanding};
 use crate::engine::{Engine, Scan, TransactionSource, Writes};
 use crate::group_commit::{FlushStats, GroupCommit};
-use crate::pipeline::{AppliedWrites, Applier, Layered};
+use crate::pipeline::{Applier, Layered};
 use crate::postgres::{PgEngine, PostgresOptions};
 use crate::replicas::Fence;
 use crate::transaction::{KvTransaction, Transaction, WriterState};
@@ -432,10 +432,8 @@ impl Generation {
                         writer.state.in_flight.make_room()?;
                         // Handed over as staged: the applier compresses the values, off the
                         // thread that stages the next group.
-                        let writes: AppliedWrites =
-                            writes.into_iter().map(|(key, value)| (sled::IVec::from(key), value)).collect();
                         let arrival = writer.arrival.take().expect("a sled writer has arrived at the flusher");
-                        let (group, ticket) = applier.hand_over(writes, arrival)?;
+                        let (group, ticket) = applier.hand_over(Arc::new(writes), arrival)?;
                         // The head this group leaves is the next change's, as if it were applied.
                         writer.state.head_moves();
                         writer.state.in_flight.push(group);
