@@ -31,10 +31,10 @@
 //! | `m/`   | `next_approval`, `next_declaration` | the next standing approval's / declaration's number (u64) |
 //! | `z/`   | Discord id (u64)            | a vouch in advance asked for (declaration, standing approval), waiting on the asker's push |
 //! | `j/`   | case id (u64)               | the case's summary, as a listing shows it |
-//! | `p/`   | 0 (unfinished) or 1 (finished), case id | empty (cases by whether they are finished) |
+//! | `p/`   | 0 (unfinished) or 1 (finished), block (case id ÷ 64) | which of the block's 64 cases are (un)finished: a bitmap (u64, `case_blocks`) |
 //! | `p/`   | 2, last change (u64 millis), case id | empty (finished cases by when they last changed) |
 //! | `p/`   | 3, case id                  | empty (cases with an answer waiting on a push) |
-//! | `f/`   | field tag, value, 0x1f, case id | empty (cases by source, target, account, rule) |
+//! | `f/`   | field tag, value, 0x1f, block (case id ÷ 64) | which of the block's 64 cases the value finds: a bitmap (u64; cases by source, target, account, rule) |
 //! | `m/`   | `case_index`                | the version of the `j/`, `p/`, `f/` indexes (built on open when absent) |
 //! | `m/`   | `next_archive`              | the next archive run's number (u64) |
 //! | `m/`   | `directory_version`         | directory snapshots written so far (u64) |
@@ -87,10 +87,15 @@ pub(crate) fn case_by_finish_prefix(finished: bool) -> Vec<u8> {
     vec![b'p', b'/', u8::from(finished)]
 }
 
+/// The key of the block of cases (`case_blocks`) that holds `id` if it is finished (or not).
 pub(crate) fn case_by_finish(finished: bool, id: CaseId) -> Vec<u8> {
-    let mut key = case_by_finish_prefix(finished);
-    key.extend_from_slice(&id.number().to_be_bytes());
-    key
+    case_block(case_by_finish_prefix(finished), id)
+}
+
+/// A listing index's prefix followed by the block `id` falls in.
+fn case_block(mut prefix: Vec<u8>, id: CaseId) -> Vec<u8> {
+    prefix.extend_from_slice(&crate::case_blocks::block_of(id).to_be_bytes());
+    prefix
 }
 
 /// Finished cases by when they last changed, oldest first (what retention reads): `p/`, 2, the
@@ -120,18 +125,21 @@ pub(crate) fn case_awaiting_push(id: CaseId) -> Vec<u8> {
     key
 }
 
+/// Where the listing keys by field begin.
+pub(crate) const FIELD_PREFIX: &[u8] = b"f/";
+
 /// The prefix of the cases found by one field's key (`f/`, tag, key, 0x1f).
 pub(crate) fn case_by_field_prefix(field: vouch_playbook::case_list::ListedField, value: &str) -> Vec<u8> {
-    let mut key = vec![b'f', b'/', field.tag()];
+    let mut key = FIELD_PREFIX.to_vec();
+    key.push(field.tag());
     key.extend(value.bytes().map(|byte| if byte == 0x1f { b' ' } else { byte }));
     key.push(0x1f);
     key
 }
 
+/// The key of the block of cases (`case_blocks`) one field's value finds that holds `id`.
 pub(crate) fn case_by_field(field: vouch_playbook::case_list::ListedField, value: &str, id: CaseId) -> Vec<u8> {
-    let mut key = case_by_field_prefix(field, value);
-    key.extend_from_slice(&id.number().to_be_bytes());
-    key
+    case_block(case_by_field_prefix(field, value), id)
 }
 
 /// The case id a listing index key ends with.

@@ -20,6 +20,7 @@
 
 mod activity;
 pub mod audit;
+mod case_blocks;
 mod codec;
 mod copy;
 mod dictionary;

@@ -6,6 +6,7 @@ use vouch_playbook::{Case, CaseId, CaseState, MovementKey, Timestamp};
 
 use crate::activity::CaseActivity;
 use crate::audit::{self, AuditRecord, AuditReport};
+use crate::case_blocks::IdBlock;
 use crate::codec::decode;
 use crate::engine::TransactionSource;
 use crate::store::Generation;
@@ -87,14 +88,22 @@ impl Store {
     pub fn cases(&self, states: Option<&[CaseState]>) -> Result<Vec<Case>> {
         let finished = states.and_then(vouch_playbook::case_list::finished_alike);
         self.on_current(|generation| {
-            let prefix = match finished {
-                Some(finished) => keys::case_by_finish_prefix(finished),
-                None => keys::CASE_PREFIX.to_vec(),
+            let case_ids: Vec<CaseId> = match finished {
+                Some(finished) => {
+                    let mut ids = Vec::new();
+                    for entry in generation.scan_prefix(keys::case_by_finish_prefix(finished)) {
+                        let (key, value) = entry?;
+                        ids.extend(IdBlock::read(&key, Some(value.as_ref()), "case listing index")?.ids());
+                    }
+                    ids
+                }
+                None => generation
+                    .scan_prefix(keys::CASE_PREFIX)
+                    .map(|entry| keys::case_id_at_end(&entry?.0, "case key"))
+                    .collect::<Result<_>>()?,
             };
             let mut cases = Vec::new();
-            for entry in generation.scan_prefix(&prefix) {
-                let (key, _) = entry?;
-                let case_id = keys::case_id_at_end(&key, "case key")?;
+            for case_id in case_ids {
                 let Some(case) = read_case(generation, case_id)? else { continue };
                 if states.is_none_or(|states| states.contains(&case.state)) {
                     cases.push(case);
@@ -135,22 +144,26 @@ impl Store {
     }
 
     /// How many cases are in each state: the unfinished ones read by their summaries, the
-    /// finished ones counted by their index keys alone.
+    /// finished ones counted from their index blocks alone.
     pub fn case_counts(&self) -> Result<Vec<(CaseState, u64)>> {
         let mut counts: Vec<(CaseState, u64)> = CaseState::ALL.iter().map(|state| (*state, 0)).collect();
         self.on_current(|generation| {
+            let mut count = |state: Option<CaseState>, how_many: u64| {
+                if let Some(entry) = counts.iter_mut().find(|(counted, _)| Some(*counted) == state) {
+                    entry.1 += how_many;
+                }
+            };
             for finished in [false, true] {
                 for entry in generation.scan_prefix(keys::case_by_finish_prefix(finished)) {
-                    let (key, _) = entry?;
-                    let state = if finished {
-                        // One finished state today; a second would need its summary read here.
-                        CaseState::ALL.iter().copied().find(|state| state.is_finished())
+                    let (key, value) = entry?;
+                    let block = IdBlock::read(&key, Some(value.as_ref()), "case listing index")?;
+                    if finished {
+                        // One finished state today; a second would need its summaries read here.
+                        count(CaseState::ALL.iter().copied().find(|state| state.is_finished()), block.len());
                     } else {
-                        let case_id = keys::case_id_at_end(&key, "case listing index")?;
-                        read_summary(generation, case_id)?.map(|summary| summary.state)
-                    };
-                    if let Some(entry) = counts.iter_mut().find(|(counted, _)| Some(*counted) == state) {
-                        entry.1 += 1;
+                        for case_id in block.ids() {
+                            count(read_summary(generation, case_id)?.map(|summary| summary.state), 1);
+                        }
                     }
                 }
             }
@@ -165,29 +178,27 @@ impl Store {
     /// case: a page costs what it holds, not what the store holds.
     pub fn case_page(&self, filter: &CaseFilter, before: Option<CaseId>, limit: usize) -> Result<CasePage> {
         self.on_current(|generation| {
-            let (prefix, other_fields): (Vec<u8>, &[(ListedField, String)]) = match filter.fields.split_first() {
-                Some(((field, value), others)) => (keys::case_by_field_prefix(*field, value), others),
+            let (index, other_fields): (CaseIndex, &[(ListedField, String)]) = match filter.fields.split_first() {
+                Some(((field, value), others)) => {
+                    (CaseIndex::Blocks(keys::case_by_field_prefix(*field, value)), others)
+                }
                 None => match filter.finished() {
-                    Some(finished) => (keys::case_by_finish_prefix(finished), &[]),
-                    None => (keys::CASE_SUMMARY_PREFIX.to_vec(), &[]),
+                    Some(finished) => (CaseIndex::Blocks(keys::case_by_finish_prefix(finished)), &[]),
+                    None => (CaseIndex::Summaries, &[]),
                 },
             };
-            let mut end = prefix.clone();
-            match before {
-                Some(before) => end.extend_from_slice(&before.number().to_be_bytes()),
-                None => end.extend_from_slice(&[0xff; 9]),
-            }
             let mut cases = Vec::new();
-            for entry in generation.range_rev(prefix.clone(), end) {
-                let (key, _) = entry?;
-                let case_id = keys::case_id_at_end(&key, "case listing index")?;
+            for case_id in index.newest_first(generation, before) {
+                let case_id = case_id?;
                 let Some(summary) = read_summary(generation, case_id)? else { continue };
                 if filter.past_the_oldest(summary.opened_at) {
                     return Ok(CasePage { cases, next_before: None });
                 }
                 let mut found_by_every_field = true;
                 for (field, value) in other_fields {
-                    if generation.get(keys::case_by_field(*field, value, case_id))?.is_none() {
+                    let key = keys::case_by_field(*field, value, case_id);
+                    let stored = generation.get(&key)?;
+                    if !IdBlock::read(&key, stored.as_deref(), "case listing index")?.contains(case_id) {
                         found_by_every_field = false;
                         break;
                     }
@@ -400,5 +411,57 @@ impl Store {
             }
             Ok(report)
         })
+    }
+}
+
+/// The index a page of cases is read from: blocks of case ids (`case_blocks`) under a prefix, or
+/// every summary (a key per case).
+enum CaseIndex {
+    Blocks(Vec<u8>),
+    Summaries,
+}
+
+impl CaseIndex {
+    /// The case ids the index holds below `before` (all, when `None`), newest first, read a key
+    /// at a time as the page asks for more.
+    fn newest_first<'a>(
+        &self,
+        generation: &'a Generation,
+        before: Option<CaseId>,
+    ) -> Box<dyn Iterator<Item = Result<CaseId>> + 'a> {
+        match self {
+            CaseIndex::Summaries => {
+                let prefix = keys::CASE_SUMMARY_PREFIX.to_vec();
+                let mut end = prefix.clone();
+                match before {
+                    Some(before) => end.extend_from_slice(&before.number().to_be_bytes()),
+                    None => end.extend_from_slice(&[0xff; 9]),
+                }
+                Box::new(
+                    generation
+                        .range_rev(prefix, end)
+                        .map(|entry| keys::case_id_at_end(&entry?.0, "case listing index")),
+                )
+            }
+            CaseIndex::Blocks(prefix) => {
+                // The block holding `before` may hold older ids too: the range ends after it.
+                let mut end = prefix.clone();
+                match before.map(|before| crate::case_blocks::block_of(before).checked_add(1)) {
+                    Some(Some(after_its_block)) => end.extend_from_slice(&after_its_block.to_be_bytes()),
+                    _ => end.extend_from_slice(&[0xff; 9]),
+                }
+                Box::new(generation.range_rev(prefix.clone(), end).flat_map(move |entry| {
+                    let ids: Vec<Result<CaseId>> = match entry
+                        .and_then(|(key, value)| IdBlock::read(&key, Some(value.as_ref()), "case listing index"))
+                    {
+                        Ok(block) => {
+                            block.ids().rev().filter(|id| before.is_none_or(|before| *id < before)).map(Ok).collect()
+                        }
+                        Err(error) => vec![Err(error)],
+                    };
+                    ids
+                }))
+            }
+        }
     }
 }

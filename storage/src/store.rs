@@ -1,16 +1,19 @@
 //! Opening, failing, reopening and closing the store: the sled instance in use and the writer lock
 //! that orders every change.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::case_blocks::IdBlock;
 use crate::codec::SCHEMA_VERSION;
 
 /// The version of the listing indexes: 2 added finished cases by when they last changed, 3 the
-/// cases waiting on a push.
-const CASE_INDEX_VERSION: u8 = 3;
+/// cases waiting on a push, 4 kept the finished-or-not and field indexes in blocks of 64 cases
+/// (`case_blocks`) where they had a key per case.
+const CASE_INDEX_VERSION: u8 = 4;
 use crate::dictionary::{Dictionaries, Expanding};
 use crate::engine::{Engine, Scan, TransactionSource, Writes};
 use crate::group_commit::{FlushStats, GroupCommit};
@@ -488,27 +491,49 @@ impl Generation {
 
     /// Builds the listing indexes (`j/`, `p/`, `f/`) of a store written before they existed (or
     /// before their current version), in one batch: a store is either fully indexed or not at
-    /// all, and indexed once.
+    /// all, and indexed once. The entries of an earlier version that the blocks replace (a key
+    /// per case, of the same shape as a block's) are removed in the same batch.
     fn ensure_case_index(&self) -> Result<()> {
+        // Read as stored, like the schema's version: a bare byte, which the codec would take for
+        // the first byte of a compressed value (4 is one).
+        if self.engine.get(keys::META_CASE_INDEX)?.is_some_and(|version| version.as_ref() == [CASE_INDEX_VERSION]) {
+            return Ok(());
+        }
         self.write_whole(|source| {
-            let mut writes = Vec::new();
-            if source.get(keys::META_CASE_INDEX)?.is_some_and(|version| version.as_ref() == [CASE_INDEX_VERSION]) {
-                return Ok(writes);
+            let mut writes: BTreeMap<Vec<u8>, Option<sled::IVec>> = BTreeMap::new();
+            for prefix in
+                [keys::case_by_finish_prefix(false), keys::case_by_finish_prefix(true), keys::FIELD_PREFIX.to_vec()]
+            {
+                for key in source.keys_with_prefix(&prefix)? {
+                    writes.insert(key.to_vec(), None);
+                }
             }
+            let mut blocks: BTreeMap<Vec<u8>, IdBlock> = BTreeMap::new();
             let mut indexed = 0_u64;
             for key in source.keys_with_prefix(keys::CASE_PREFIX)? {
                 let case_id = keys::decode_case_id(&key[keys::CASE_PREFIX.len()..], "case key")?;
                 let Some(case) = crate::reads::read_case(&source, case_id)? else { continue };
-                for (key, value) in crate::transaction::case_listing_entries(&case) {
-                    writes.push((key, Some(value.into())));
+                let entries = crate::transaction::case_listing_entries(&case);
+                for (key, value) in entries.records {
+                    writes.insert(key, Some(value.into()));
+                }
+                for key in entries.blocks {
+                    let block = match blocks.remove(&key) {
+                        Some(block) => block,
+                        None => IdBlock::read(&key, None, "case listing index")?,
+                    };
+                    blocks.insert(key, block.with(case_id, true));
                 }
                 indexed += 1;
             }
-            writes.push((keys::META_CASE_INDEX.to_vec(), Some(vec![CASE_INDEX_VERSION].into())));
+            for (key, block) in blocks {
+                writes.insert(key, block.value().map(|bits| sled::IVec::from(&bits[..])));
+            }
+            writes.insert(keys::META_CASE_INDEX.to_vec(), Some(vec![CASE_INDEX_VERSION].into()));
             if indexed > 0 {
                 tracing::info!(cases = indexed, "built the case listing indexes");
             }
-            Ok(writes)
+            Ok(writes.into_iter().collect())
         })
     }
 

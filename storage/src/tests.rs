@@ -613,9 +613,10 @@ fn cases_are_listed_a_page_at_a_time_newest_first_by_any_filter_and_indexed_on_r
     use vouch_playbook::case_list::{filter_key, CaseFilter, ListedField};
     use vouch_playbook::CaseState;
     let (directory, store) = temp_store();
-    // 30 cases to three targets; every third closed as expected.
+    // 150 cases to three targets (three blocks of the listing indexes); every third closed as
+    // expected.
     let mut cases = Vec::new();
-    for index in 0..30 {
+    for index in 0..150 {
         let mut case = open_case_in(&store, &format!("SRV-{}", index % 3));
         if index % 3 == 0 {
             case.state = CaseState::ClosedExpected;
@@ -672,11 +673,15 @@ fn cases_are_listed_a_page_at_a_time_newest_first_by_any_filter_and_indexed_on_r
             assert_eq!(listed(&store, filter, limit), wanted, "filter {index}, pages of {limit}");
         }
     }
-    assert_eq!(expected(&store, &filters[2]).len(), 10);
+    assert_eq!(expected(&store, &filters[2]).len(), 50);
     assert_eq!(expected(&store, &filters[4]).len(), 0, "every case to SRV-0 is closed");
-    // Finished cases by when they last changed: all ten closed at T0.
+    let counts = store.case_counts().expect("counts");
+    let count_of = |state: CaseState| counts.iter().find(|(counted, _)| *counted == state).map(|(_, count)| *count);
+    assert_eq!((count_of(CaseState::Open), count_of(CaseState::ClosedExpected)), (Some(100), Some(50)));
+    assert_eq!(store.cases(Some(&[CaseState::ClosedExpected])).expect("cases").len(), 50);
+    // Finished cases by when they last changed: all fifty closed at T0.
     let quiet = |store: &Store, since: Timestamp| store.finished_cases_quiet_since(since, 100).expect("read").len();
-    assert_eq!((quiet(&store, T0), quiet(&store, T0.plus_millis(1))), (0, 10));
+    assert_eq!((quiet(&store, T0), quiet(&store, T0.plus_millis(1))), (0, 50));
     assert_eq!(store.finished_cases_quiet_since(T0.plus_millis(1), 3).expect("read").len(), 3);
 
     // A store written before the indexes existed is indexed when it is opened.
@@ -692,14 +697,51 @@ fn cases_are_listed_a_page_at_a_time_newest_first_by_any_filter_and_indexed_on_r
     for filter in &filters {
         assert_eq!(listed(&store, filter, 7), expected(&store, filter));
     }
-    assert_eq!(quiet(&store, T0.plus_millis(1)), 10, "rebuilt too");
+    assert_eq!(quiet(&store, T0.plus_millis(1)), 50, "rebuilt too");
+
+    // A store of the layout before blocks (a key per case in the finished-or-not and field
+    // indexes, of the same shape as a block's key) has those keys replaced when it is opened.
+    for prefix in [&b"p/\x00"[..], b"p/\x01", b"f/"] {
+        for entry in store.tree().scan_prefix(prefix) {
+            store.tree().remove(entry.expect("entry").0).expect("remove");
+        }
+    }
+    for case in store.cases(None).expect("cases") {
+        let mut per_case_keys = vec![keys::case_by_finish_prefix(case.state.is_finished())];
+        for (field, value) in vouch_playbook::case_list::CaseSummary::keys(&case) {
+            per_case_keys.push(keys::case_by_field_prefix(field, &value));
+        }
+        for mut key in per_case_keys {
+            key.extend_from_slice(&case.id.number().to_be_bytes());
+            store.tree().insert(key, &[][..]).expect("insert");
+        }
+    }
+    store.tree().insert(keys::META_CASE_INDEX, &[3][..]).expect("insert");
+    drop(store);
+    let store = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    for filter in &filters {
+        assert_eq!(listed(&store, filter, 7), expected(&store, filter));
+    }
+    for prefix in [&b"p/\x00"[..], b"p/\x01", b"f/"] {
+        for entry in store.tree().scan_prefix(prefix) {
+            assert_eq!(entry.expect("entry").1.len(), 9, "a block, not a key per case");
+        }
+    }
+
     // A finished case that changes again moves to its new time.
     let mut reclosed = store.case(cases[0].id).expect("case");
     reclosed.updated_at = T0.plus_millis(50);
     store.write(|transaction| transaction.put_case(&reclosed)).expect("written").wait().expect("durable");
-    assert_eq!((quiet(&store, T0.plus_millis(1)), quiet(&store, T0.plus_millis(51))), (9, 10));
+    assert_eq!((quiet(&store, T0.plus_millis(1)), quiet(&store, T0.plus_millis(51))), (49, 50));
     let changed_since = |since: Timestamp| store.finished_cases_changed_since(since).expect("read").len();
-    assert_eq!((changed_since(T0), changed_since(T0.plus_millis(1)), changed_since(T0.plus_millis(51))), (10, 1, 0));
+    assert_eq!((changed_since(T0), changed_since(T0.plus_millis(1)), changed_since(T0.plus_millis(51))), (50, 1, 0));
+    // Reopened and closed again, a case leaves the unfinished block it shared for a finished one.
+    let mut reopened_case = store.case(cases[1].id).expect("case");
+    reopened_case.state = CaseState::ClosedExpected;
+    store.write(|transaction| transaction.put_case(&reopened_case)).expect("written").wait().expect("durable");
+    let finished = CaseFilter { states: Some(vec![CaseState::ClosedExpected]), ..CaseFilter::default() };
+    assert_eq!(listed(&store, &finished, 100).len(), 51);
+    assert_eq!(listed(&store, &filters[1], 100).len(), 99);
 
     // A long case's audit trail pages the same way.
     let first = &cases[1];

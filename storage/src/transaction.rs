@@ -12,6 +12,7 @@ use vouch_playbook::{AuditKind, Case, CaseId, Effect, GroupingKey, MovementKey, 
 
 use crate::activity::CaseActivity;
 use crate::audit::{self, AuditRecord, NewRecord};
+use crate::case_blocks::IdBlock;
 use crate::codec::{decode, encode};
 use crate::engine::TransactionSource;
 use crate::reads::KeyValues;
@@ -136,22 +137,27 @@ impl WriterState {
     }
 }
 
-/// Every listing entry of a case: its summary, whether it is finished, and its field keys.
-pub(crate) fn case_listing_entries(case: &Case) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut entries = vec![
-        (keys::case_summary(case.id), encode(&CaseSummary::of(case))),
-        (keys::case_by_finish(case.state.is_finished(), case.id), Vec::new()),
-    ];
+/// Every listing entry of a case: its summary and the entries of its own (finished by when, an
+/// answer awaiting a push), with their values; and the blocks (`case_blocks`) that hold it:
+/// finished or not, and one per field key.
+pub(crate) struct CaseListingEntries {
+    pub(crate) records: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) blocks: Vec<Vec<u8>>,
+}
+
+pub(crate) fn case_listing_entries(case: &Case) -> CaseListingEntries {
+    let mut records = vec![(keys::case_summary(case.id), encode(&CaseSummary::of(case)))];
     if case.state.is_finished() {
-        entries.push((keys::finished_case_by_quiet(case.updated_at, case.id), Vec::new()));
+        records.push((keys::finished_case_by_quiet(case.updated_at, case.id), Vec::new()));
     }
     if case.pending_verification.is_some() {
-        entries.push((keys::case_awaiting_push(case.id), Vec::new()));
+        records.push((keys::case_awaiting_push(case.id), Vec::new()));
     }
+    let mut blocks = vec![keys::case_by_finish(case.state.is_finished(), case.id)];
     for (field, value) in CaseSummary::keys(case) {
-        entries.push((keys::case_by_field(field, &value, case.id), Vec::new()));
+        blocks.push(keys::case_by_field(field, &value, case.id));
     }
-    entries
+    CaseListingEntries { records, blocks }
 }
 
 /// A transaction over either engine: staged writes laid over what the engine holds under the
@@ -250,6 +256,21 @@ impl<'a> KvTransaction<'a> {
         self.insert(keys::undelivered(case_id, first_seq), encode(&kept));
     }
 
+    /// Puts `id` in (or takes it out of) the listing index block `key` names: the block's bitmap
+    /// read as staged or stored, changed, and staged again (removed once it holds no case).
+    fn hold_in_block(&mut self, key: Vec<u8>, id: CaseId, held: bool) -> Result<()> {
+        let stored = self.value(&key)?;
+        let block = IdBlock::read(&key, stored.as_deref(), "case listing index")?;
+        if block.contains(id) == held {
+            return Ok(());
+        }
+        match block.with(id, held).value() {
+            Some(bits) => self.insert(key, &bits[..]),
+            None => self.remove(key),
+        }
+        Ok(())
+    }
+
     fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<sled::IVec>) {
         self.staged.insert(key.into(), Some(value.into()));
     }
@@ -273,15 +294,19 @@ impl<'a> KvTransaction<'a> {
             },
         };
         let Some(previous) = previous else {
-            for (key, value) in case_listing_entries(case) {
+            let entries = case_listing_entries(case);
+            for (key, value) in entries.records {
                 self.insert(key, value);
+            }
+            for block in entries.blocks {
+                self.hold_in_block(block, case.id, true)?;
             }
             return Ok(());
         };
         let (was_finished, finished) = (previous.state.is_finished(), case.state.is_finished());
         if was_finished != finished {
-            self.remove(keys::case_by_finish(was_finished, case.id));
-            self.insert(keys::case_by_finish(finished, case.id), Vec::<u8>::new());
+            self.hold_in_block(keys::case_by_finish(was_finished, case.id), case.id, false)?;
+            self.hold_in_block(keys::case_by_finish(finished, case.id), case.id, true)?;
         }
         if was_finished {
             self.remove(keys::finished_case_by_quiet(previous.updated_at, case.id));
@@ -626,10 +651,10 @@ impl Transaction for KvTransaction<'_> {
             self.remove(key.to_vec());
         }
         for (field, value) in CaseSummary::keys(&case) {
-            self.remove(keys::case_by_field(field, &value, case_id));
+            self.hold_in_block(keys::case_by_field(field, &value, case_id), case_id, false)?;
         }
         for finished in [false, true] {
-            self.remove(keys::case_by_finish(finished, case_id));
+            self.hold_in_block(keys::case_by_finish(finished, case_id), case_id, false)?;
         }
         if let Some(summary) = self.value(&keys::case_summary(case_id))? {
             let summary: CaseSummary = decode(&summary, "case summary")?;
