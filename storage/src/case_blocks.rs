@@ -1,6 +1,7 @@
-//! The listing indexes that only say which cases they hold (finished or not, and by field:
-//! source, target, account, rule) keep case ids in blocks of 64: one key per block, its value a
-//! bitmap of which of the block's ids the index holds.
+//! The indexes that only say which cases they hold keep case ids in blocks of 64: one key per
+//! block. The listing indexes (finished or not, and by field: source, target, account, rule) keep
+//! a bitmap of which of the block's ids they hold; the deadline index keeps, for each second, the
+//! block's cases that fall due in it and at which millisecond.
 //!
 //! Why blocks: sled's cost is per key (each insert copies a leaf, splits one every few inserts,
 //! and leaves a page for the epoch collector), about 10 µs and 3% of distinct ingest per key on
@@ -9,7 +10,7 @@
 //! account that a storm of new movements shares, are written once per group instead of once per
 //! case. A block's bitmap is read, changed and written back within the writer's transaction.
 
-use vouch_playbook::CaseId;
+use vouch_playbook::{CaseId, Timestamp};
 
 use crate::{Result, StorageError};
 
@@ -93,6 +94,95 @@ impl IdBlock {
     }
 }
 
+/// The first byte of a deadline bucket's value, then one entry per case: the millisecond of the
+/// second it falls due (u16, big-endian) and its place in the block (u8), in that order.
+const DEADLINE_BUCKET: u8 = 9;
+
+/// The cases of one block of ids that fall due within one second, keyed by that second and the
+/// block (so the new cases of one group, asked within a few milliseconds, share a key, and no
+/// bucket holds more than 64 cases however many fall due at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeadlineBucket {
+    second: u64,
+    block: u64,
+    /// Millisecond within the second and place in the block, sorted.
+    entries: Vec<(u16, u8)>,
+}
+
+impl DeadlineBucket {
+    /// The second and block of a deadline's key (a deadline before 1970 counts as at 0).
+    pub(crate) fn key_parts(at: Timestamp, id: CaseId) -> (u64, u64) {
+        (second_of(at), block_of(id))
+    }
+
+    /// The bucket `key` (ending with its second and block) names, holding what `value` says.
+    pub(crate) fn read(key: &[u8], value: Option<&[u8]>) -> Result<DeadlineBucket> {
+        let what = "deadline index";
+        let corrupt = |reason: String| StorageError::Corrupt { key: what.to_string(), reason };
+        let Some(start) = key.len().checked_sub(16) else {
+            return Err(corrupt(format!("key of {} bytes", key.len())));
+        };
+        let second = crate::keys::decode_u64(&key[start..start + 8], what)?;
+        let block = crate::keys::decode_u64(&key[start + 8..], what)?;
+        let entries = match value {
+            None => Vec::new(),
+            Some([DEADLINE_BUCKET, entries @ ..]) if entries.len() % 3 == 0 => {
+                entries.chunks_exact(3).map(|entry| (u16::from_be_bytes([entry[0], entry[1]]), entry[2])).collect()
+            }
+            Some(value) => return Err(corrupt(format!("a bucket of {} bytes that does not read as one", value.len()))),
+        };
+        if entries.iter().any(|(millisecond, place)| *millisecond >= 1000 || u64::from(*place) >= IDS_PER_BLOCK) {
+            return Err(corrupt("an entry outside its second or its block".to_string()));
+        }
+        Ok(DeadlineBucket { second, block, entries })
+    }
+
+    /// `id`, falling due `at`, added (`true`) or taken out; both must be the bucket's.
+    pub(crate) fn with(mut self, at: Timestamp, id: CaseId, held: bool) -> DeadlineBucket {
+        debug_assert_eq!(DeadlineBucket::key_parts(at, id), (self.second, self.block), "a deadline in another bucket");
+        let entry = ((millis(at) % 1000) as u16, (id.number() % IDS_PER_BLOCK) as u8);
+        match (self.entries.binary_search(&entry), held) {
+            (Err(place), true) => self.entries.insert(place, entry),
+            (Ok(place), false) => {
+                self.entries.remove(place);
+            }
+            _ => {}
+        }
+        self
+    }
+
+    /// The value to store, or `None` when no case is left (its key is removed).
+    pub(crate) fn value(&self) -> Option<Vec<u8>> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mut value = Vec::with_capacity(1 + 3 * self.entries.len());
+        value.push(DEADLINE_BUCKET);
+        for (millisecond, place) in &self.entries {
+            value.extend_from_slice(&millisecond.to_be_bytes());
+            value.push(*place);
+        }
+        Some(value)
+    }
+
+    /// The cases and when each falls due.
+    pub(crate) fn deadlines(&self) -> impl Iterator<Item = (Timestamp, CaseId)> + '_ {
+        self.entries.iter().filter_map(|(millisecond, place)| {
+            let at = Timestamp::from_unix_millis((self.second * 1000 + u64::from(*millisecond)) as i64);
+            CaseId::new(self.block * IDS_PER_BLOCK + u64::from(*place)).map(|id| (at, id))
+        })
+    }
+}
+
+fn millis(at: Timestamp) -> u64 {
+    at.unix_millis().max(0) as u64
+}
+
+/// The second a deadline bucket's key names for a deadline `at`.
+pub(crate) fn second_of(at: Timestamp) -> u64 {
+    millis(at) / 1000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +229,40 @@ mod tests {
             block = block.with(id(number), false);
         }
         assert_eq!(block.value(), None);
+    }
+
+    #[test]
+    fn deadlines_of_one_block_and_second_share_a_bucket_and_come_back_exact() {
+        let at = Timestamp::from_unix_millis(1_700_000_000_123);
+        let key = |at: Timestamp, id: CaseId| {
+            let (second, block) = DeadlineBucket::key_parts(at, id);
+            let mut key = b"d/".to_vec();
+            key.extend_from_slice(&second.to_be_bytes());
+            key.extend_from_slice(&block.to_be_bytes());
+            key
+        };
+        // Three cases of block 1 due within the same second share its key; a fourth, due a
+        // second later, and a fifth, of the next block, do not.
+        let same = [(at, id(65)), (at.plus_millis(800), id(70)), (at, id(127))];
+        assert!(same.iter().all(|(due, case)| key(*due, *case) == key(at, id(65))));
+        assert_ne!(key(at.plus_millis(1000), id(65)), key(at, id(65)));
+        assert_ne!(key(at, id(128)), key(at, id(65)));
+        let mut bucket = DeadlineBucket::read(&key(at, id(65)), None).expect("read");
+        for (due, case) in same {
+            bucket = bucket.with(due, case, true);
+        }
+        let stored = bucket.value().expect("holds three");
+        let again = DeadlineBucket::read(&key(at, id(65)), Some(&stored)).expect("read");
+        let mut deadlines: Vec<_> = again.deadlines().collect();
+        deadlines.sort();
+        assert_eq!(deadlines, [(at, id(65)), (at, id(127)), (at.plus_millis(800), id(70))]);
+        let emptied = same.iter().fold(again, |bucket, (due, case)| bucket.with(*due, *case, false));
+        assert_eq!(emptied.value(), None);
+        // A bucket whose entries fall outside its second or block is damage, not a deadline.
+        assert!(DeadlineBucket::read(&key(at, id(65)), Some(&[DEADLINE_BUCKET, 0x03, 0xe8, 0])).is_err());
+        assert!(DeadlineBucket::read(&key(at, id(65)), Some(&[DEADLINE_BUCKET, 0, 1, 64])).is_err());
+        assert!(DeadlineBucket::read(&key(at, id(65)), Some(&[DEADLINE_BUCKET, 0, 1])).is_err());
+        assert!(DeadlineBucket::read(&key(at, id(65)), Some(&[])).is_err(), "an empty value is not a bucket");
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! | `o/`   | outbox entry id             | outbox entry                   |
 //! | `e/`   | effect sequence (u64)       | an effect waiting to be done   |
 //! | `k/`   | case id (u64)               | where the case's card is       |
-//! | `d/`   | deadline (u64 millis), case | empty (the deadline index)     |
+//! | `d/`   | second (u64), block (case id ÷ 64) | the block's cases due in that second: millisecond (u16) and place in the block (u8) of each (the deadline index, `case_blocks`) |
 //! | `u/`   | case id, effect sequence    | the chat effects no chat service carried that one change kept, numbered from the key's (a single effect in older stores) |
 //! | `r/`   | case id (u64)               | the case's card needs redrawing: version, urgency |
 //! | `y/`   | directory source name       | the source's last good snapshot (JSON) |
@@ -317,21 +317,17 @@ pub(crate) fn marker(name: &str) -> Vec<u8> {
     with_prefix(b"m/marker/", &[name.as_bytes()])
 }
 
+/// The key of the deadline bucket (`case_blocks`) holding case `id` falling due `at`.
 pub(crate) fn deadline(at: vouch_playbook::Timestamp, id: CaseId) -> Vec<u8> {
     let mut key = DEADLINE_PREFIX.to_vec();
-    key.extend_from_slice(&(at.unix_millis().max(0) as u64).to_be_bytes());
-    key.extend_from_slice(&id.number().to_be_bytes());
+    key.extend_from_slice(&crate::case_blocks::second_of(at).to_be_bytes());
+    key.extend_from_slice(&crate::case_blocks::block_of(id).to_be_bytes());
     key
 }
 
-pub(crate) fn decode_deadline(key: &[u8]) -> Result<(vouch_playbook::Timestamp, CaseId)> {
-    if key.len() != 2 + 8 + 8 {
-        return Err(StorageError::Corrupt {
-            key: "deadline index".to_string(),
-            reason: format!("key of {} bytes", key.len()),
-        });
-    }
-    let at = decode_u64(&key[2..10], "deadline index")?;
-    let id = decode_case_id(&key[10..18], "deadline index")?;
-    Ok((vouch_playbook::Timestamp::from_unix_millis(at as i64), id))
+/// Where the deadline buckets of the seconds after `at`'s begin.
+pub(crate) fn deadlines_after_the_second_of(at: vouch_playbook::Timestamp) -> Vec<u8> {
+    let mut key = DEADLINE_PREFIX.to_vec();
+    key.extend_from_slice(&crate::case_blocks::second_of(at).saturating_add(1).to_be_bytes());
+    key
 }

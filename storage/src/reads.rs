@@ -6,7 +6,7 @@ use vouch_playbook::{Case, CaseId, CaseState, MovementKey, Timestamp};
 
 use crate::activity::CaseActivity;
 use crate::audit::{self, AuditRecord, AuditReport};
-use crate::case_blocks::IdBlock;
+use crate::case_blocks::{DeadlineBucket, IdBlock};
 use crate::codec::decode;
 use crate::engine::TransactionSource;
 use crate::store::Generation;
@@ -292,15 +292,14 @@ impl Store {
     pub fn due_cases(&self, now: Timestamp) -> Result<Vec<CaseId>> {
         self.on_current(|generation| {
             let mut due = Vec::new();
-            for entry in generation.scan_prefix(keys::DEADLINE_PREFIX) {
-                let (key, _) = entry?;
-                let (deadline, case_id) = keys::decode_deadline(&key)?;
-                if deadline > now {
-                    break;
-                }
-                due.push(case_id);
+            let end = keys::deadlines_after_the_second_of(now);
+            for entry in generation.range(keys::DEADLINE_PREFIX.to_vec(), end) {
+                let (key, value) = entry?;
+                let bucket = DeadlineBucket::read(&key, Some(value.as_ref()))?;
+                due.extend(bucket.deadlines().filter(|(deadline, _)| *deadline <= now));
             }
-            Ok(due)
+            due.sort();
+            Ok(due.into_iter().map(|(_, case_id)| case_id).collect())
         })
     }
 

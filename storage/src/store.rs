@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::case_blocks::IdBlock;
+use crate::case_blocks::{DeadlineBucket, IdBlock};
 use crate::codec::SCHEMA_VERSION;
 
-/// The version of the listing indexes: 2 added finished cases by when they last changed, 3 the
+/// The version of the case indexes: 2 added finished cases by when they last changed, 3 the
 /// cases waiting on a push, 4 kept the finished-or-not and field indexes in blocks of 64 cases
-/// (`case_blocks`) where they had a key per case.
-const CASE_INDEX_VERSION: u8 = 4;
+/// (`case_blocks`) where they had a key per case, 5 the deadline index in buckets by second and
+/// block (it had a key per case, and was kept apart from this rebuild).
+const CASE_INDEX_VERSION: u8 = 5;
 use crate::dictionary::{Dictionaries, Expanding};
 use crate::engine::{Engine, Scan, TransactionSource, Writes};
 use crate::group_commit::{FlushStats, GroupCommit};
@@ -489,10 +490,11 @@ impl Generation {
         work(&Expanding { source, dictionaries: &self.dictionaries }, state)
     }
 
-    /// Builds the listing indexes (`j/`, `p/`, `f/`) of a store written before they existed (or
-    /// before their current version), in one batch: a store is either fully indexed or not at
-    /// all, and indexed once. The entries of an earlier version that the blocks replace (a key
-    /// per case, of the same shape as a block's) are removed in the same batch.
+    /// Builds the case indexes (the listing's `j/`, `p/`, `f/` and the deadlines' `d/`) of a
+    /// store written before they existed (or before their current version), in one batch: a
+    /// store is either fully indexed or not at all, and indexed once. The entries of an earlier
+    /// version that the blocks replace (a key per case, of the same shape as a block's) are
+    /// removed in the same batch.
     fn ensure_case_index(&self) -> Result<()> {
         // Read as stored, like the schema's version: a bare byte, which the codec would take for
         // the first byte of a compressed value (4 is one).
@@ -501,14 +503,18 @@ impl Generation {
         }
         self.write_whole(|source| {
             let mut writes: BTreeMap<Vec<u8>, Option<sled::IVec>> = BTreeMap::new();
-            for prefix in
-                [keys::case_by_finish_prefix(false), keys::case_by_finish_prefix(true), keys::FIELD_PREFIX.to_vec()]
-            {
+            for prefix in [
+                keys::case_by_finish_prefix(false),
+                keys::case_by_finish_prefix(true),
+                keys::FIELD_PREFIX.to_vec(),
+                keys::DEADLINE_PREFIX.to_vec(),
+            ] {
                 for key in source.keys_with_prefix(&prefix)? {
                     writes.insert(key.to_vec(), None);
                 }
             }
             let mut blocks: BTreeMap<Vec<u8>, IdBlock> = BTreeMap::new();
+            let mut deadlines: BTreeMap<Vec<u8>, DeadlineBucket> = BTreeMap::new();
             let mut indexed = 0_u64;
             for key in source.keys_with_prefix(keys::CASE_PREFIX)? {
                 let case_id = keys::decode_case_id(&key[keys::CASE_PREFIX.len()..], "case key")?;
@@ -524,10 +530,21 @@ impl Generation {
                     };
                     blocks.insert(key, block.with(case_id, true));
                 }
+                if let Some(at) = case.next_deadline() {
+                    let key = keys::deadline(at, case_id);
+                    let bucket = match deadlines.remove(&key) {
+                        Some(bucket) => bucket,
+                        None => DeadlineBucket::read(&key, None)?,
+                    };
+                    deadlines.insert(key, bucket.with(at, case_id, true));
+                }
                 indexed += 1;
             }
             for (key, block) in blocks {
                 writes.insert(key, block.value().map(|bits| sled::IVec::from(&bits[..])));
+            }
+            for (key, bucket) in deadlines {
+                writes.insert(key, bucket.value().map(sled::IVec::from));
             }
             writes.insert(keys::META_CASE_INDEX.to_vec(), Some(vec![CASE_INDEX_VERSION].into()));
             if indexed > 0 {

@@ -160,7 +160,7 @@ fn repeated_alerts_write_only_the_activity_and_reads_see_it() {
 
 #[test]
 fn deadlines_are_indexed_with_the_case_and_move_with_it() {
-    let (_directory, store) = temp_store();
+    let (directory, store) = temp_store();
     let mut case = open_case_in(&store, "SRV-1");
     assert!(store.due_cases(T0.plus_minutes(10_000)).expect("due").is_empty(), "nobody is asked yet");
     case.state = vouch_playbook::CaseState::AwaitingConfirmation;
@@ -182,6 +182,52 @@ fn deadlines_are_indexed_with_the_case_and_move_with_it() {
     write(&case);
     assert!(store.due_cases(T0.plus_minutes(60)).expect("due").is_empty(), "the old deadline left the index");
     assert_eq!(store.due_cases(T0.plus_minutes(120)).expect("due"), [case.id]);
+
+    // Cases due within one second share a bucket, come back soonest first to the millisecond,
+    // and leave it one by one.
+    let second_due = 7_200_000; // T0 + 120 minutes, as the first case.
+    let mut others = Vec::new();
+    for (target, due) in [("SRV-2", second_due + 400), ("SRV-3", second_due - 300), ("SRV-4", second_due + 999)] {
+        let mut other = open_case_in(&store, target);
+        other.state = vouch_playbook::CaseState::AwaitingConfirmation;
+        other.confirmation.deadline = Some(T0.plus_millis(due));
+        write(&other);
+        others.push(other);
+    }
+    assert_eq!(store.tree().scan_prefix(b"d/").count(), 2, "three cases due in one second, one in the second before");
+    let due_at = |millis: i64| store.due_cases(T0.plus_millis(millis)).expect("due");
+    assert_eq!(due_at(second_due - 301), Vec::<CaseId>::new());
+    assert_eq!(due_at(second_due - 300), [others[1].id]);
+    assert_eq!(due_at(second_due + 399), [others[1].id, case.id]);
+    assert_eq!(due_at(second_due + 400), [others[1].id, case.id, others[0].id]);
+    assert_eq!(due_at(second_due + 999), [others[1].id, case.id, others[0].id, others[2].id]);
+    others[0].confirmation.deadline = None;
+    others[0].state = vouch_playbook::CaseState::ClosedExpected;
+    write(&others[0]);
+    assert_eq!(due_at(second_due + 999), [others[1].id, case.id, others[2].id]);
+
+    // A store of the layout before buckets (a key per deadline: its millisecond, then the case)
+    // is indexed anew when it is opened.
+    let expected = due_at(second_due + 999);
+    for entry in store.tree().scan_prefix(b"d/") {
+        store.tree().remove(entry.expect("entry").0).expect("remove");
+    }
+    for case in store.cases(None).expect("cases") {
+        if let Some(at) = case.next_deadline() {
+            let mut key = b"d/".to_vec();
+            key.extend_from_slice(&(at.unix_millis() as u64).to_be_bytes());
+            key.extend_from_slice(&case.id.number().to_be_bytes());
+            store.tree().insert(key, &[][..]).expect("insert");
+        }
+    }
+    store.tree().insert(keys::META_CASE_INDEX, &[4][..]).expect("insert");
+    drop(store);
+    let store = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    assert_eq!(store.due_cases(T0.plus_millis(second_due + 999)).expect("due"), expected);
+    assert_eq!(expected.len(), 3);
+    for entry in store.tree().scan_prefix(b"d/") {
+        assert_eq!(entry.expect("entry").1.first(), Some(&9), "a bucket, not a key per case");
+    }
 }
 
 #[test]

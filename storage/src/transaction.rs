@@ -12,7 +12,7 @@ use vouch_playbook::{AuditKind, Case, CaseId, Effect, GroupingKey, MovementKey, 
 
 use crate::activity::CaseActivity;
 use crate::audit::{self, AuditRecord, NewRecord};
-use crate::case_blocks::IdBlock;
+use crate::case_blocks::{DeadlineBucket, IdBlock};
 use crate::codec::{decode, encode};
 use crate::engine::TransactionSource;
 use crate::reads::KeyValues;
@@ -271,6 +271,22 @@ impl<'a> KvTransaction<'a> {
         Ok(())
     }
 
+    /// Puts case `id`, falling due `at`, in (or takes it out of) its deadline bucket.
+    fn hold_deadline(&mut self, at: Timestamp, id: CaseId, held: bool) -> Result<()> {
+        let key = keys::deadline(at, id);
+        let stored = self.value(&key)?;
+        let bucket = DeadlineBucket::read(&key, stored.as_deref())?;
+        let changed = bucket.clone().with(at, id, held);
+        if changed == bucket {
+            return Ok(());
+        }
+        match changed.value() {
+            Some(value) => self.insert(key, value),
+            None => self.remove(key),
+        }
+        Ok(())
+    }
+
     fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<sled::IVec>) {
         self.staged.insert(key.into(), Some(value.into()));
     }
@@ -457,10 +473,10 @@ impl Transaction for KvTransaction<'_> {
         self.cases.insert(case.id, case.clone());
         if before != after {
             if let Some(before) = before {
-                self.remove(keys::deadline(before, case.id));
+                self.hold_deadline(before, case.id, false)?;
             }
             if let Some(after) = after {
-                self.insert(keys::deadline(after, case.id), &[]);
+                self.hold_deadline(after, case.id, true)?;
             }
         }
         self.insert(keys::case(case.id), encode(case));
@@ -665,7 +681,7 @@ impl Transaction for KvTransaction<'_> {
             self.remove(keys::alert_id(format, id));
         }
         if let Some(deadline) = self.deadlines_read.get(&case_id).copied().flatten() {
-            self.remove(keys::deadline(deadline, case_id));
+            self.hold_deadline(deadline, case_id, false)?;
         }
         let grouping = keys::group(&case.alert().grouping_key().encode());
         if let Some(movement) = self.value(&grouping)? {
