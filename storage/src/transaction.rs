@@ -299,7 +299,7 @@ impl<'a> KvTransaction<'a> {
     /// once (what an alert names never changes), the finished/unfinished entry moved when the
     /// state crosses over.
     fn index_case(&mut self, case: &Case) -> Result<()> {
-        let allocated_here = self.first_allocated.is_some_and(|first| case.id.number() >= first);
+        let allocated_here = self.allocated_here(case.id);
         // The summary as last written (staged or stored): its state and time name the index
         // entries to move.
         let previous = match allocated_here {
@@ -378,9 +378,20 @@ impl<'a> KvTransaction<'a> {
 
     /// Adds an audit record to its case's trail: to the open run, sealed under a key of its own
     /// once it is full.
+    /// Whether this transaction numbered the case: nothing about it is stored yet, so what is
+    /// keyed by it is read from the staged writes alone (a miss in sled costs a descent of the
+    /// tree, and waits while a group is being applied).
+    fn allocated_here(&self, case_id: CaseId) -> bool {
+        self.first_allocated.is_some_and(|first| case_id.number() >= first)
+    }
+
     fn extend_trail(&mut self, case_id: CaseId, seq: u64) -> Result<()> {
         let open_run = keys::case_trail_open(case_id);
-        let mut seqs = match self.value(&open_run)? {
+        let stored = match self.allocated_here(case_id) {
+            true => self.staged.get(&open_run).cloned().flatten(),
+            false => self.value(&open_run)?,
+        };
+        let mut seqs = match stored {
             Some(value) => trail::decode_entry(&open_run, &value)?,
             None => Vec::new(),
         };
