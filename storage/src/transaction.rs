@@ -169,8 +169,8 @@ pub(crate) struct KvTransaction<'a> {
     staged: BTreeMap<Vec<u8>, Option<sled::IVec>>,
     /// The deadline each case had when it was first read, to move its index entry on write.
     deadlines_read: HashMap<CaseId, Option<Timestamp>>,
-    /// Cases as this transaction last read or wrote them, so a storm's repeats folded into one
-    /// transaction decode their case once.
+    /// Cases this transaction read, as it last read or wrote them, so a storm's repeats folded
+    /// into one transaction decode their case once.
     cases: HashMap<CaseId, Case>,
     next_case: Option<u64>,
     /// The first case number this transaction allocated: cases from it on are new here, and
@@ -481,7 +481,11 @@ impl Transaction for KvTransaction<'_> {
         let after = case.next_deadline();
         // A later write of the same case in this transaction moves the index from here.
         self.deadlines_read.insert(case.id, after);
-        self.cases.insert(case.id, case.clone());
+        // A case read here is kept as written; a new one is not copied in (a clone and its drop
+        // per new case, where a repeat in the same group decodes it once from the staged write).
+        if let Some(known) = self.cases.get_mut(&case.id) {
+            known.clone_from(case);
+        }
         if before != after {
             if let Some(before) = before {
                 self.hold_deadline(before, case.id, false)?;
