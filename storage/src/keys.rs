@@ -35,7 +35,7 @@
 //! | `p/`   | 2, last change (u64 millis), case id | empty (finished cases by when they last changed) |
 //! | `p/`   | 3, case id                  | empty (cases with an answer waiting on a push) |
 //! | `f/`   | field tag, value, 0x1f, block (case id ÷ 64) | which of the block's 64 cases the value finds: a bitmap (u64; cases by source, target, account, rule) |
-//! | `m/`   | `case_index`                | the version of the `j/`, `p/`, `f/` indexes (built on open when absent) |
+//! | `m/`   | `case_index`                | the version of the `j/`, `p/`, `f/` and `d/` indexes (built on open when absent or older; a bare byte) |
 //! | `m/`   | `next_archive`              | the next archive run's number (u64) |
 //! | `m/`   | `directory_version`         | directory snapshots written so far (u64) |
 //! | `m/dictionary/` | family (a key's first byte), generation (u8) | a dictionary values of that family are compressed with (never changed) |

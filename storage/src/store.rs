@@ -548,7 +548,7 @@ impl Generation {
             }
             writes.insert(keys::META_CASE_INDEX.to_vec(), Some(vec![CASE_INDEX_VERSION].into()));
             if indexed > 0 {
-                tracing::info!(cases = indexed, "built the case listing indexes");
+                tracing::info!(cases = indexed, "built the case indexes");
             }
             Ok(writes.into_iter().collect())
         })

@@ -376,8 +376,6 @@ impl<'a> KvTransaction<'a> {
         }
     }
 
-    /// Adds an audit record to its case's trail: to the open run, sealed under a key of its own
-    /// once it is full.
     /// Whether this transaction numbered the case: nothing about it is stored yet, so what is
     /// keyed by it is read from the staged writes alone (a miss in sled costs a descent of the
     /// tree, and waits while a group is being applied).
@@ -385,6 +383,8 @@ impl<'a> KvTransaction<'a> {
         self.first_allocated.is_some_and(|first| case_id.number() >= first)
     }
 
+    /// Adds an audit record to its case's trail: to the open run, sealed under a key of its own
+    /// once it is full.
     fn extend_trail(&mut self, case_id: CaseId, seq: u64) -> Result<()> {
         let open_run = keys::case_trail_open(case_id);
         let stored = match self.allocated_here(case_id) {
