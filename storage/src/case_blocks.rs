@@ -39,7 +39,8 @@ pub(crate) struct IdBlock {
 
 impl IdBlock {
     /// The block `key` ends with, holding what `value` says (an absent value: none of its ids).
-    pub(crate) fn read(key: &[u8], value: Option<&[u8]>, what: &str) -> Result<IdBlock> {
+    pub(crate) fn read(key: &[u8], value: Option<&[u8]>) -> Result<IdBlock> {
+        let what = "case listing index";
         let block = match key.len().checked_sub(8) {
             Some(start) => crate::keys::decode_u64(&key[start..], what)?,
             None => {
@@ -202,9 +203,9 @@ mod tests {
         let ids = [1_u64, 2, 63, 64, 65, 127, 128, 6_400_001];
         for number in ids {
             let case = id(number);
-            let block = IdBlock::read(&key(block_of(case)), None, "test").expect("read").with(case, true);
+            let block = IdBlock::read(&key(block_of(case)), None).expect("read").with(case, true);
             let stored = block.value().expect("holds one id");
-            let again = IdBlock::read(&key(block_of(case)), Some(&stored), "test").expect("read");
+            let again = IdBlock::read(&key(block_of(case)), Some(&stored)).expect("read");
             assert!(again.contains(case), "{number}");
             assert_eq!(again.ids().collect::<Vec<_>>(), vec![case], "{number}");
             assert!(!again.contains(id(number + 1)), "{number}");
@@ -218,7 +219,7 @@ mod tests {
     #[test]
     fn a_block_lists_its_ids_both_ways_and_empties_to_no_value() {
         let numbers = [64_u64, 70, 100, 127];
-        let mut block = IdBlock::read(&key(1), None, "test").expect("read");
+        let mut block = IdBlock::read(&key(1), None).expect("read");
         for number in numbers {
             block = block.with(id(number), true);
         }
@@ -267,10 +268,10 @@ mod tests {
 
     #[test]
     fn a_malformed_block_is_reported_not_misread() {
-        assert!(IdBlock::read(b"p/", None, "test").is_err());
-        assert!(IdBlock::read(&key(1), Some(b"short"), "test").is_err());
+        assert!(IdBlock::read(b"p/", None).is_err());
+        assert!(IdBlock::read(&key(1), Some(b"short")).is_err());
         // Eight bytes without the block's first byte: a value of the layout before blocks.
-        assert!(IdBlock::read(&key(1), Some(&[0; 8]), "test").is_err());
-        assert!(IdBlock::read(&key(1), Some(&[CASE_BLOCK, 0, 0]), "test").is_err());
+        assert!(IdBlock::read(&key(1), Some(&[0; 8])).is_err());
+        assert!(IdBlock::read(&key(1), Some(&[CASE_BLOCK, 0, 0])).is_err());
     }
 }

@@ -319,9 +319,10 @@ pub(crate) fn marker(name: &str) -> Vec<u8> {
 
 /// The key of the deadline bucket (`case_blocks`) holding case `id` falling due `at`.
 pub(crate) fn deadline(at: vouch_playbook::Timestamp, id: CaseId) -> Vec<u8> {
+    let (second, block) = crate::case_blocks::DeadlineBucket::key_parts(at, id);
     let mut key = DEADLINE_PREFIX.to_vec();
-    key.extend_from_slice(&crate::case_blocks::second_of(at).to_be_bytes());
-    key.extend_from_slice(&crate::case_blocks::block_of(id).to_be_bytes());
+    key.extend_from_slice(&second.to_be_bytes());
+    key.extend_from_slice(&block.to_be_bytes());
     key
 }
 

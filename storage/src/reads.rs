@@ -93,7 +93,7 @@ impl Store {
                     let mut ids = Vec::new();
                     for entry in generation.scan_prefix(keys::case_by_finish_prefix(finished)) {
                         let (key, value) = entry?;
-                        ids.extend(IdBlock::read(&key, Some(value.as_ref()), "case listing index")?.ids());
+                        ids.extend(IdBlock::read(&key, Some(value.as_ref()))?.ids());
                     }
                     ids
                 }
@@ -156,7 +156,7 @@ impl Store {
             for finished in [false, true] {
                 for entry in generation.scan_prefix(keys::case_by_finish_prefix(finished)) {
                     let (key, value) = entry?;
-                    let block = IdBlock::read(&key, Some(value.as_ref()), "case listing index")?;
+                    let block = IdBlock::read(&key, Some(value.as_ref()))?;
                     if finished {
                         // One finished state today; a second would need its summaries read here.
                         count(CaseState::ALL.iter().copied().find(|state| state.is_finished()), block.len());
@@ -198,7 +198,7 @@ impl Store {
                 for (field, value) in other_fields {
                     let key = keys::case_by_field(*field, value, case_id);
                     let stored = generation.get(&key)?;
-                    if !IdBlock::read(&key, stored.as_deref(), "case listing index")?.contains(case_id) {
+                    if !IdBlock::read(&key, stored.as_deref())?.contains(case_id) {
                         found_by_every_field = false;
                         break;
                     }
@@ -451,7 +451,7 @@ impl CaseIndex {
                 }
                 Box::new(generation.range_rev(prefix.clone(), end).flat_map(move |entry| {
                     let ids: Vec<Result<CaseId>> = match entry
-                        .and_then(|(key, value)| IdBlock::read(&key, Some(value.as_ref()), "case listing index"))
+                        .and_then(|(key, value)| IdBlock::read(&key, Some(value.as_ref())))
                     {
                         Ok(block) => {
                             block.ids().rev().filter(|id| before.is_none_or(|before| *id < before)).map(Ok).collect()

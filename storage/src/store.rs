@@ -526,7 +526,7 @@ impl Generation {
                 for key in entries.blocks {
                     let block = match blocks.remove(&key) {
                         Some(block) => block,
-                        None => IdBlock::read(&key, None, "case listing index")?,
+                        None => IdBlock::read(&key, None)?,
                     };
                     blocks.insert(key, block.with(case_id, true));
                 }

@@ -260,7 +260,7 @@ impl<'a> KvTransaction<'a> {
     /// read as staged or stored, changed, and staged again (removed once it holds no case).
     fn hold_in_block(&mut self, key: Vec<u8>, id: CaseId, held: bool) -> Result<()> {
         let stored = self.value(&key)?;
-        let block = IdBlock::read(&key, stored.as_deref(), "case listing index")?;
+        let block = IdBlock::read(&key, stored.as_deref())?;
         if block.contains(id) == held {
             return Ok(());
         }
