@@ -20,7 +20,7 @@ use vouch_playbook::normalize::{normalize, FieldProblem};
 use vouch_playbook::{AlertFormat, Case, CaseId};
 use vouch_storage::{AuditRecord, StorageError};
 
-use crate::service::{Arrived, IngestStatus};
+use crate::service::Arrived;
 
 use crate::auth::{bearer_matches, verify_signature};
 use crate::case_pages::{CasesQuery, EventsQuery};
@@ -233,7 +233,7 @@ async fn accept_alert(
     let status = serde_json::to_value(ingested.status).unwrap_or(Value::Null);
     state.metrics.alert_accepted(format_id, status.as_str().unwrap_or("unknown"));
     tracing::info!(case_id = %ingested.case_id, status = %status, format = format_id, "alert accepted");
-    if ingested.status != IngestStatus::Duplicate {
+    if ingested.for_dispatcher {
         // The effects are queued in the store with the case; the dispatcher carries them out.
         state.service.effects_ready.notify_one();
     }

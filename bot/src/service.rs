@@ -97,6 +97,10 @@ pub enum Arrived {
 pub struct Ingested {
     pub status: IngestStatus,
     pub case_id: CaseId,
+    /// Whether the change left the dispatcher something to carry out (an effect queued, a card
+    /// to redraw). Without a chat service an alert leaves nothing, and waking the dispatcher for
+    /// every alert of a storm only had it scan empty queues.
+    pub for_dispatcher: bool,
 }
 
 /// An event for one case, as it reached Vouch: who, what, and the request as recorded.
@@ -436,7 +440,7 @@ pub(crate) fn ingest_alert(
     if let Arrival::Duplicate(case_id) = arrival {
         // A duplicate writes nothing, but the transaction's ticket still covers what it
         // saw: its first copy may be waiting for its flush.
-        return Ok(Ingested { status: IngestStatus::Duplicate, case_id });
+        return Ok(Ingested { status: IngestStatus::Duplicate, case_id, for_dispatcher: false });
     }
     let history = match history_read {
         Some(history) => history,
@@ -480,7 +484,7 @@ pub(crate) fn ingest_alert(
         Cards::Drawn => Redraw::ForAlerts,
         Cards::NotDrawn => Redraw::NoChat,
     };
-    queue_effects(transaction, case.id, &effects, redraw, now)?;
+    let for_dispatcher = queue_effects(transaction, case.id, &effects, redraw, now)?;
     // A repeat is recorded by what differs from the case's first alert, which the case keeps;
     // the repeats of one case written together share a record (`None`: folded into it).
     let detail = if status == IngestStatus::Grouped {
@@ -508,7 +512,7 @@ pub(crate) fn ingest_alert(
             detail,
         })?;
     }
-    Ok(Ingested { status, case_id: case.id })
+    Ok(Ingested { status, case_id: case.id, for_dispatcher })
 }
 
 /// The vouch given in advance that says the most about a case just opened, judged against what
@@ -565,15 +569,17 @@ enum Redraw {
 /// a wish to redraw the card, one however many changes ask, so a storm costs one edit per redraw
 /// and not one per alert. Without a chat service, the chat effects are kept on the case as not
 /// delivered in the change itself, rather than queued for the dispatcher to move there in a
-/// write of its own.
+/// write of its own. True when the dispatcher has something to do.
 fn queue_effects(
     transaction: &mut dyn Transaction,
     case_id: CaseId,
     effects: &[Effect],
     redraw: Redraw,
     now: Timestamp,
-) -> Result<(), StorageError> {
-    if effects.contains(&Effect::UpdateCard) && matches!(redraw, Redraw::ForAlerts | Redraw::ForDecision) {
+) -> Result<bool, StorageError> {
+    let wants_redraw =
+        effects.contains(&Effect::UpdateCard) && matches!(redraw, Redraw::ForAlerts | Redraw::ForDecision);
+    if wants_redraw {
         transaction.want_redraw(case_id, redraw == Redraw::ForDecision)?;
     }
     // A push is the verification worker's, handed over once the change is durable; the chat
@@ -584,9 +590,13 @@ fn queue_effects(
         .cloned()
         .collect();
     match redraw {
-        Redraw::NoChat => transaction.keep_undelivered(case_id, &in_line, now, crate::dispatch::NO_CHAT),
+        Redraw::NoChat => {
+            transaction.keep_undelivered(case_id, &in_line, now, crate::dispatch::NO_CHAT)?;
+            Ok(wants_redraw)
+        }
         Redraw::ForAlerts | Redraw::ForDecision | Redraw::DoneInAnswer => {
-            transaction.queue_effects(case_id, &in_line).map(|_| ())
+            let queued = transaction.queue_effects(case_id, &in_line)?;
+            Ok(wants_redraw || !queued.is_empty())
         }
     }
 }
