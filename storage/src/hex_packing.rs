@@ -17,15 +17,16 @@ const HASH_BYTES: usize = 32;
 /// `json` with every hex SHA-256 string packed, or `None` when there is none (or the text holds
 /// a zero byte, which packing could not tell apart).
 pub(crate) fn pack(json: &[u8]) -> Option<Vec<u8>> {
-    if json.contains(&PACKED_HASH) {
+    if memchr::memchr(PACKED_HASH, json).is_some() {
         return None;
     }
     // Only a double quote can start a hash: the scan jumps from one to the next, and the text
-    // between hashes is copied whole (this runs on every value a change writes).
+    // between hashes is copied whole (this runs on every value a change writes; a byte-by-byte
+    // search for the quotes was 2% of the process's time with distinct alerts at 64 senders).
     let mut packed: Option<Vec<u8>> = None;
     let mut copied_up_to = 0;
     let mut at = 0;
-    while let Some(offset) = json[at..].iter().position(|byte| *byte == b'"') {
+    while let Some(offset) = memchr::memchr(b'"', &json[at..]) {
         let quote = at + offset;
         let Some(hash) = hex_hash_at(json, quote) else {
             at = quote + 1;
@@ -46,10 +47,10 @@ pub(crate) fn pack(json: &[u8]) -> Option<Vec<u8>> {
 /// Appends to `json` the JSON `packed` was made from.
 pub(crate) fn unpack_into(packed: &[u8], json: &mut Vec<u8>) -> Result<(), String> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let hashes = packed.iter().filter(|byte| **byte == PACKED_HASH).count();
+    let hashes = memchr::memchr_iter(PACKED_HASH, packed).count();
     json.reserve(packed.len() + hashes * (HEX_TEXT - 1 - HASH_BYTES));
     let mut at = 0;
-    while let Some(offset) = packed[at..].iter().position(|byte| *byte == PACKED_HASH) {
+    while let Some(offset) = memchr::memchr(PACKED_HASH, &packed[at..]) {
         let marker = at + offset;
         json.extend_from_slice(&packed[at..marker]);
         let hash = packed
