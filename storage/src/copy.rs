@@ -19,7 +19,7 @@ impl CopyReport {
 }
 
 /// Records a target may already hold: what opening it wrote.
-const WRITTEN_ON_OPEN: [&[u8]; 2] = [keys::META_SCHEMA, keys::META_CASE_INDEX];
+const WRITTEN_ON_OPEN: [&[u8]; 3] = [keys::META_SCHEMA, keys::META_CASE_INDEX, keys::META_HISTORY_LAYOUT];
 
 /// How many records go to the database per statement.
 const RECORDS_PER_PART: usize = 2_000;

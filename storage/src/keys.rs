@@ -12,8 +12,7 @@
 //! | `x/`   | case id, first sequence     | a sealed run of 32 of the case's audit sequences (empty: the key's one, as stored before runs) |
 //! | `i/`   | format, 0x1f, source alert id | case id (u64)                |
 //! | `g/`   | grouping key                | open case of the movement      |
-//! | `h/`   | movement key                | history                        |
-//! | `s/`   | source, 0x1f, target        | empty (this pair was seen)     |
+//! | `h/`   | source, target, account, protocol (0x1f between) | history (the source reached the target when a key with the pair's prefix exists) |
 //! | `n/`   | source                      | distinct targets reached (u64) |
 //! | `o/`   | outbox entry id             | outbox entry                   |
 //! | `e/`   | effect sequence (u64)       | an effect waiting to be done   |
@@ -35,6 +34,7 @@
 //! | `p/`   | 2, last change (u64 millis), case id | empty (finished cases by when they last changed) |
 //! | `p/`   | 3, case id                  | empty (cases with an answer waiting on a push) |
 //! | `f/`   | field tag, value, 0x1f, block (case id ÷ 64) | which of the block's 64 cases the value finds: a bitmap (u64; cases by source, target, account, rule) |
+//! | `m/`   | `history_layout`            | the layout of the `h/` keys (a bare byte; the account led in 1) |
 //! | `m/`   | `case_index`                | the version of the `j/`, `p/`, `f/` and `d/` indexes (built on open when absent or older; a bare byte) |
 //! | `m/`   | `next_archive`              | the next archive run's number (u64) |
 //! | `m/`   | `directory_version`         | directory snapshots written so far (u64) |
@@ -197,8 +197,36 @@ pub(crate) fn group(grouping_key: &str) -> Vec<u8> {
     with_prefix(b"g/", &[grouping_key.as_bytes()])
 }
 
-pub(crate) fn history(movement_key: &str) -> Vec<u8> {
-    with_prefix(b"h/", &[movement_key.as_bytes()])
+/// Where the movements' histories begin.
+pub(crate) const HISTORY_PREFIX: &[u8] = b"h/";
+/// The layout of the history keys (a bare byte): 2 put source and target first (before, the
+/// account led, and a key of its own under `s/` said that a source had reached a target).
+pub(crate) const META_HISTORY_LAYOUT: &[u8] = b"m/history_layout";
+
+/// A movement's history: `h/`, then source, target, account and protocol. Source and target
+/// lead so that the histories of one pair sit together, and one look at
+/// [`history_of_pair_prefix`] tells whether the source ever reached that target.
+pub(crate) fn history(movement: &vouch_playbook::model::MovementKey) -> Vec<u8> {
+    let parts = [&movement.source, &movement.target, &movement.account].map(|part| key_part(part));
+    with_prefix(HISTORY_PREFIX, &[&parts[0], &parts[1], &parts[2], movement.protocol.id().as_bytes()])
+}
+
+/// The prefix of every history from `source` to `target` (whatever the account and protocol).
+pub(crate) fn history_of_pair_prefix(source: &str, target: &str) -> Vec<u8> {
+    with_prefix(HISTORY_PREFIX, &[&key_part(source), &key_part(target), b""])
+}
+
+/// The history key a store of layout 1 used for the same movement (account, source, target,
+/// protocol) turned into today's, or `None` when `key` is not one.
+pub(crate) fn history_relaid(key: &[u8]) -> Option<Vec<u8>> {
+    let parts: Vec<&[u8]> = key.strip_prefix(HISTORY_PREFIX)?.split(|byte| *byte == 0x1f).collect();
+    let [account, source, target, protocol] = parts[..] else { return None };
+    Some(with_prefix(HISTORY_PREFIX, &[source, target, account, protocol]))
+}
+
+/// A text as one part of a key: the separator it may hold becomes a space.
+fn key_part(text: &str) -> Vec<u8> {
+    text.bytes().map(|byte| if byte == 0x1f { b' ' } else { byte }).collect()
 }
 
 /// How many distinct targets a source has reached.
@@ -206,9 +234,8 @@ pub(crate) fn source_count(source: &str) -> Vec<u8> {
     with_prefix(b"n/", &[source.as_bytes()])
 }
 
-pub(crate) fn source_target(source: &str, target: &str) -> Vec<u8> {
-    with_prefix(b"s/", &[source.as_bytes(), target.as_bytes()])
-}
+/// Where the pairs a source reached were kept before history layout 2 (removed on open).
+pub(crate) const OLD_SOURCE_TARGET_PREFIX: &[u8] = b"s/";
 
 pub(crate) fn outbox(id: &str) -> Vec<u8> {
     with_prefix(OUTBOX_PREFIX, &[id.as_bytes()])

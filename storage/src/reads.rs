@@ -65,7 +65,7 @@ fn read_summary(generation: &Generation, case_id: CaseId) -> Result<Option<CaseS
 }
 
 pub(crate) fn read_history(tree: &dyn KeyValues, movement: &MovementKey) -> Result<History> {
-    let mut history: History = match tree.value(&keys::history(&movement.encode()))? {
+    let mut history: History = match tree.value(&keys::history(movement))? {
         Some(value) => decode(&value, "history")?,
         None => History::default(),
     };

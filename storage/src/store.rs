@@ -15,6 +15,8 @@ use crate::codec::SCHEMA_VERSION;
 /// (`case_blocks`) where they had a key per case, 5 the deadline index in buckets by second and
 /// block (it had a key per case, and was kept apart from this rebuild).
 const CASE_INDEX_VERSION: u8 = 5;
+/// The layout of the history keys (`keys::history`).
+const HISTORY_LAYOUT: u8 = 2;
 use crate::dictionary::{Dictionaries, Expanding};
 use crate::engine::{Engine, Scan, TransactionSource, Writes};
 use crate::group_commit::{FlushStats, GroupCommit};
@@ -345,6 +347,7 @@ impl Generation {
     fn ready(generation: Generation) -> Result<Generation> {
         generation.check_schema()?;
         generation.ensure_case_index()?;
+        generation.ensure_history_layout()?;
         Ok(generation)
     }
 
@@ -549,6 +552,36 @@ impl Generation {
             writes.insert(keys::META_CASE_INDEX.to_vec(), Some(vec![CASE_INDEX_VERSION].into()));
             if indexed > 0 {
                 tracing::info!(cases = indexed, "built the case indexes");
+            }
+            Ok(writes.into_iter().collect())
+        })
+    }
+
+    /// Relays the history keys of an older store (the account first) with source and target
+    /// first, and removes the keys that said which pairs were seen: the histories' keys say it.
+    fn ensure_history_layout(&self) -> Result<()> {
+        if self.engine.get(keys::META_HISTORY_LAYOUT)?.is_some_and(|layout| layout.as_ref() == [HISTORY_LAYOUT]) {
+            return Ok(());
+        }
+        self.write_whole(|source| {
+            let mut writes: BTreeMap<Vec<u8>, Option<sled::IVec>> = BTreeMap::new();
+            for key in source.keys_with_prefix(keys::OLD_SOURCE_TARGET_PREFIX)? {
+                writes.insert(key.to_vec(), None);
+            }
+            let old_keys = source.keys_with_prefix(keys::HISTORY_PREFIX)?;
+            for old_key in &old_keys {
+                let new_key = keys::history_relaid(old_key).ok_or_else(|| StorageError::Corrupt {
+                    key: String::from_utf8_lossy(old_key).into_owned(),
+                    reason: "a history key of layout 1 has four parts: account, source, target, protocol".to_string(),
+                })?;
+                // The value moves as it is stored (its dictionary is the family's, `h`).
+                let value = source.get(old_key)?;
+                writes.entry(old_key.to_vec()).or_insert(None);
+                writes.insert(new_key, value);
+            }
+            writes.insert(keys::META_HISTORY_LAYOUT.to_vec(), Some(vec![HISTORY_LAYOUT].into()));
+            if !old_keys.is_empty() {
+                tracing::info!(histories = old_keys.len(), "relaid the history keys, source and target first");
             }
             Ok(writes.into_iter().collect())
         })

@@ -230,29 +230,87 @@ fn deadlines_are_indexed_with_the_case_and_move_with_it() {
     }
 }
 
-#[test]
-fn history_counts_each_target_of_a_source_once() {
-    let (_directory, store) = temp_store();
-    let movement = |target: &str| MovementKey {
+fn movement_to(target: &str) -> MovementKey {
+    MovementKey {
         account: "carol".to_string(),
         source: "ws-1".to_string(),
         target: target.to_string(),
         protocol: vouch_playbook::model::Protocol::Rdp,
-    };
-    for target in ["srv-1", "srv-2", "srv-1", "srv-3"] {
-        store
-            .write(|transaction| {
-                let history =
-                    transaction.history(&movement(target))?.with_sighting(T0, vouch_playbook::model::Outcome::Success);
-                transaction.put_history(&movement(target), &history, true)
-            })
-            .expect("written")
-            .wait()
-            .expect("durable");
     }
-    let history = store.history(&movement("srv-1")).expect("history");
+}
+
+fn sight(store: &Store, target: &str) {
+    store
+        .write(|transaction| {
+            let history =
+                transaction.history(&movement_to(target))?.with_sighting(T0, vouch_playbook::model::Outcome::Success);
+            transaction.put_history(&movement_to(target), &history, true)
+        })
+        .expect("written")
+        .wait()
+        .expect("durable");
+}
+
+#[test]
+fn history_counts_each_target_of_a_source_once() {
+    let (_directory, store) = temp_store();
+    for target in ["srv-1", "srv-2", "srv-1", "srv-3"] {
+        sight(&store, target);
+    }
+    let history = store.history(&movement_to("srv-1")).expect("history");
     assert_eq!(history.seen, 2);
     assert_eq!(history.source_distinct_targets, Some(3));
+    // A second account on a pair already reached is not a new target; a sighting twice in one
+    // change counts once.
+    let other_account = MovementKey { account: "dave".to_string(), ..movement_to("srv-2") };
+    store
+        .write(|transaction| {
+            for movement in [&other_account, &movement_to("srv-4"), &movement_to("srv-4")] {
+                let history = transaction.history(movement)?.with_sighting(T0, vouch_playbook::model::Outcome::Success);
+                transaction.put_history(movement, &history, true)?;
+            }
+            Ok(())
+        })
+        .expect("written")
+        .wait()
+        .expect("durable");
+    assert_eq!(store.history(&other_account).expect("history").source_distinct_targets, Some(4));
+    assert_eq!(store.history(&movement_to("srv-4")).expect("history").seen, 2);
+}
+
+#[test]
+fn histories_of_the_older_layout_are_relaid_on_open_and_their_pairs_still_count() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    {
+        let store = Store::open(directory.path(), &StoreOptions::default()).expect("store");
+        for target in ["srv-1", "srv-2", "srv-1"] {
+            sight(&store, target);
+        }
+        // Back to layout 1: the account first, and a key of its own for each pair seen.
+        let tree = store.tree();
+        for entry in tree.scan_prefix(keys::HISTORY_PREFIX) {
+            let (key, value) = entry.expect("entry");
+            let parts: Vec<&[u8]> = key[2..].split(|byte| *byte == 0x1f).collect();
+            let old_key = [&b"h/"[..], parts[2], b"\x1f", parts[0], b"\x1f", parts[1], b"\x1f", parts[3]].concat();
+            tree.remove(&key).expect("remove");
+            tree.insert(old_key, value).expect("insert");
+            tree.insert([&b"s/"[..], parts[0], b"\x1f", parts[1]].concat(), &[][..]).expect("insert");
+        }
+        tree.remove(keys::META_HISTORY_LAYOUT).expect("remove");
+        tree.flush().expect("flush");
+    }
+    let store = Store::open(directory.path(), &StoreOptions::default()).expect("reopens");
+    let history = store.history(&movement_to("srv-1")).expect("history");
+    assert_eq!((history.seen, history.source_distinct_targets), (2, Some(2)));
+    assert_eq!(store.tree().scan_prefix(b"s/").count(), 0, "the pairs are told by the histories");
+    let relaid: Vec<_> = store.tree().scan_prefix(keys::HISTORY_PREFIX).keys().map(|key| key.expect("key")).collect();
+    assert_eq!(relaid.len(), 2);
+    assert!(relaid.iter().all(|key| key.starts_with(b"h/ws-1\x1fsrv-")), "{relaid:?}");
+    // A pair reached before is not counted again; a new one is.
+    sight(&store, "srv-2");
+    assert_eq!(store.history(&movement_to("srv-2")).expect("history").source_distinct_targets, Some(2));
+    sight(&store, "srv-3");
+    assert_eq!(store.history(&movement_to("srv-3")).expect("history").source_distinct_targets, Some(3));
 }
 
 #[test]

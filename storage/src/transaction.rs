@@ -418,6 +418,26 @@ impl<'a> KvTransaction<'a> {
         Ok(first)
     }
 
+    /// Whether any movement from `source` to `target` has a history, staged or stored. (No
+    /// change removes a history, so the last stored key under the prefix is one only a staged
+    /// removal could hide; that case asks for all of them.)
+    fn any_history_of_pair(&self, source: &str, target: &str) -> Result<bool> {
+        let prefix = keys::history_of_pair_prefix(source, target);
+        let mut staged = self.staged.range(prefix.clone()..).take_while(|(key, _)| key.starts_with(&prefix));
+        if staged.any(|(_, value)| value.is_some()) {
+            return Ok(true);
+        }
+        // Keys are UTF-8 text after the prefix, which never holds the byte 0xff.
+        let mut last_possible = prefix.clone();
+        last_possible.push(0xff);
+        let Some(stored) = self.source.last_key_between(&prefix, &last_possible)? else { return Ok(false) };
+        if !matches!(self.staged.get(stored.as_ref()), Some(None)) {
+            return Ok(true);
+        }
+        let stored = self.source.keys_with_prefix(&prefix)?;
+        Ok(stored.iter().any(|key| !matches!(self.staged.get(key.as_ref()), Some(None))))
+    }
+
     fn contains(&self, key: &[u8]) -> Result<bool> {
         Ok(self.value(key)?.is_some())
     }
@@ -518,17 +538,14 @@ impl Transaction for KvTransaction<'_> {
     }
 
     fn put_history(&mut self, movement: &MovementKey, history: &History, sighted: bool) -> Result<()> {
-        if sighted {
-            let pair = keys::source_target(&movement.source, &movement.target);
-            if !self.contains(&pair)? {
-                self.insert(pair, &[]);
-                let reached = history.source_distinct_targets.unwrap_or(0) + 1;
-                self.insert(keys::source_count(&movement.source), &reached.to_be_bytes());
-            }
+        // A pair with no history yet is a target the source had not reached.
+        if sighted && !self.any_history_of_pair(&movement.source, &movement.target)? {
+            let reached = history.source_distinct_targets.unwrap_or(0) + 1;
+            self.insert(keys::source_count(&movement.source), &reached.to_be_bytes());
         }
         // The distinct-target count is kept per source and read beside the history.
         let stored = History { source_distinct_targets: None, ..history.clone() };
-        self.insert(keys::history(&movement.encode()), encode(&stored));
+        self.insert(keys::history(movement), encode(&stored));
         Ok(())
     }
 
