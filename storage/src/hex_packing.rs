@@ -20,24 +20,23 @@ pub(crate) fn pack(json: &[u8]) -> Option<Vec<u8>> {
     if memchr::memchr(PACKED_HASH, json).is_some() {
         return None;
     }
-    // Only a double quote can start a hash: the scan jumps from one to the next, and the text
-    // between hashes is copied whole (this runs on every value a change writes; a byte-by-byte
-    // search for the quotes was 2% of the process's time with distinct alerts at 64 senders).
+    // Only a double quote can start a hash: one scan finds them all (this runs on every value
+    // a change writes, and a case's JSON has hundreds of quotes: searching afresh from each one
+    // was 2% of the process's time with distinct alerts at 64 senders), and the text between
+    // hashes is copied whole.
     let mut packed: Option<Vec<u8>> = None;
     let mut copied_up_to = 0;
-    let mut at = 0;
-    while let Some(offset) = memchr::memchr(b'"', &json[at..]) {
-        let quote = at + offset;
-        let Some(hash) = hex_hash_at(json, quote) else {
-            at = quote + 1;
+    for quote in memchr::memchr_iter(b'"', json) {
+        // The closing quote of a hash just packed.
+        if quote < copied_up_to {
             continue;
-        };
+        }
+        let Some(hash) = hex_hash_at(json, quote) else { continue };
         let packed = packed.get_or_insert_with(|| Vec::with_capacity(json.len()));
         packed.extend_from_slice(&json[copied_up_to..quote]);
         packed.push(PACKED_HASH);
         packed.extend_from_slice(&hash);
-        at = quote + HEX_TEXT;
-        copied_up_to = at;
+        copied_up_to = quote + HEX_TEXT;
     }
     let mut packed = packed?;
     packed.extend_from_slice(&json[copied_up_to..]);

@@ -418,20 +418,12 @@ impl<'a> KvTransaction<'a> {
         Ok(first)
     }
 
-    /// Whether any movement from `source` to `target` has a history, staged or stored. (No
-    /// change removes a history, so the last stored key under the prefix is one only a staged
-    /// removal could hide; that case asks for all of them.)
+    /// Whether any movement from `source` to `target` has a history, staged or stored (a pair
+    /// has a history per account and protocol: a few keys at most).
     fn any_history_of_pair(&self, source: &str, target: &str) -> Result<bool> {
         let prefix = keys::history_of_pair_prefix(source, target);
         let mut staged = self.staged.range(prefix.clone()..).take_while(|(key, _)| key.starts_with(&prefix));
         if staged.any(|(_, value)| value.is_some()) {
-            return Ok(true);
-        }
-        // Keys are UTF-8 text after the prefix, which never holds the byte 0xff.
-        let mut last_possible = prefix.clone();
-        last_possible.push(0xff);
-        let Some(stored) = self.source.last_key_between(&prefix, &last_possible)? else { return Ok(false) };
-        if !matches!(self.staged.get(stored.as_ref()), Some(None)) {
             return Ok(true);
         }
         let stored = self.source.keys_with_prefix(&prefix)?;
