@@ -587,12 +587,4 @@ impl MovementKey {
             protocol: alert.protocol,
         }
     }
-
-    pub fn encode(&self) -> String {
-        [self.account.as_str(), self.source.as_str(), self.target.as_str(), self.protocol.id()]
-            .iter()
-            .map(|part| part.replace('\u{1f}', " "))
-            .collect::<Vec<_>>()
-            .join("\u{1f}")
-    }
 }

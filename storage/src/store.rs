@@ -9,14 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::case_blocks::{DeadlineBucket, IdBlock};
 use crate::codec::SCHEMA_VERSION;
-
-/// The version of the case indexes: 2 added finished cases by when they last changed, 3 the
-/// cases waiting on a push, 4 kept the finished-or-not and field indexes in blocks of 64 cases
-/// (`case_blocks`) where they had a key per case, 5 the deadline index in buckets by second and
-/// block (it had a key per case, and was kept apart from this rebuild).
-const CASE_INDEX_VERSION: u8 = 5;
-/// The layout of the history keys (`keys::history`).
-const HISTORY_LAYOUT: u8 = 2;
 use crate::dictionary::{Dictionaries, Expanding};
 use crate::engine::{Engine, Scan, TransactionSource, Writes};
 use crate::group_commit::{FlushStats, GroupCommit};
@@ -25,6 +17,14 @@ use crate::postgres::{PgEngine, PostgresOptions};
 use crate::replicas::Fence;
 use crate::transaction::{KvTransaction, Transaction, WriterState};
 use crate::{keys, Pending, Result, StorageError};
+
+/// The version of the case indexes: 2 added finished cases by when they last changed, 3 the
+/// cases waiting on a push, 4 kept the finished-or-not and field indexes in blocks of 64 cases
+/// (`case_blocks`) where they had a key per case, 5 the deadline index in buckets by second and
+/// block (it had a key per case, and was kept apart from this rebuild).
+const CASE_INDEX_VERSION: u8 = 5;
+/// The layout of the history keys (`keys::history`).
+const HISTORY_LAYOUT: u8 = 2;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
