@@ -591,8 +591,9 @@ fn queue_effects(
         .collect();
     match redraw {
         Redraw::NoChat => {
+            // Kept on the case in this change, and no card to redraw: nothing for the dispatcher.
             transaction.keep_undelivered(case_id, &in_line, now, crate::dispatch::NO_CHAT)?;
-            Ok(wants_redraw)
+            Ok(false)
         }
         Redraw::ForAlerts | Redraw::ForDecision | Redraw::DoneInAnswer => {
             let queued = transaction.queue_effects(case_id, &in_line)?;

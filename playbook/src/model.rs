@@ -557,17 +557,6 @@ pub struct GroupingKey {
     pub technique: String,
 }
 
-impl GroupingKey {
-    /// A stable text form, used as a store key.
-    pub fn encode(&self) -> String {
-        [&self.source, &self.target, &self.account, &self.technique]
-            .iter()
-            .map(|part| part.replace('\u{1f}', " "))
-            .collect::<Vec<_>>()
-            .join("\u{1f}")
-    }
-}
-
 /// (account, source, target, protocol): the movement whose history is shown as a hint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MovementKey {

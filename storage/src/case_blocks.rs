@@ -138,10 +138,14 @@ impl DeadlineBucket {
         Ok(DeadlineBucket { second, block, entries })
     }
 
+    /// Whether the bucket holds `id` falling due `at` (both must be the bucket's).
+    pub(crate) fn holds(&self, at: Timestamp, id: CaseId) -> bool {
+        self.entries.binary_search(&self.entry(at, id)).is_ok()
+    }
+
     /// `id`, falling due `at`, added (`true`) or taken out; both must be the bucket's.
     pub(crate) fn with(mut self, at: Timestamp, id: CaseId, held: bool) -> DeadlineBucket {
-        debug_assert_eq!(DeadlineBucket::key_parts(at, id), (self.second, self.block), "a deadline in another bucket");
-        let entry = ((millis(at) % 1000) as u16, (id.number() % IDS_PER_BLOCK) as u8);
+        let entry = self.entry(at, id);
         match (self.entries.binary_search(&entry), held) {
             (Err(place), true) => self.entries.insert(place, entry),
             (Ok(place), false) => {
@@ -150,6 +154,12 @@ impl DeadlineBucket {
             _ => {}
         }
         self
+    }
+
+    /// The entry of `id` falling due `at`: its millisecond and its place in the block.
+    fn entry(&self, at: Timestamp, id: CaseId) -> (u16, u8) {
+        debug_assert_eq!(DeadlineBucket::key_parts(at, id), (self.second, self.block), "a deadline in another bucket");
+        ((millis(at) % 1000) as u16, (id.number() % IDS_PER_BLOCK) as u8)
     }
 
     /// The value to store, or `None` when no case is left (its key is removed).
@@ -235,13 +245,7 @@ mod tests {
     #[test]
     fn deadlines_of_one_block_and_second_share_a_bucket_and_come_back_exact() {
         let at = Timestamp::from_unix_millis(1_700_000_000_123);
-        let key = |at: Timestamp, id: CaseId| {
-            let (second, block) = DeadlineBucket::key_parts(at, id);
-            let mut key = b"d/".to_vec();
-            key.extend_from_slice(&second.to_be_bytes());
-            key.extend_from_slice(&block.to_be_bytes());
-            key
-        };
+        let key = crate::keys::deadline;
         // Three cases of block 1 due within the same second share its key; a fourth, due a
         // second later, and a fifth, of the next block, do not.
         let same = [(at, id(65)), (at.plus_millis(800), id(70)), (at, id(127))];
@@ -252,6 +256,8 @@ mod tests {
         for (due, case) in same {
             bucket = bucket.with(due, case, true);
         }
+        assert!(same.iter().all(|(due, case)| bucket.holds(*due, *case)));
+        assert!(!bucket.holds(at.plus_millis(1), id(65)));
         let stored = bucket.value().expect("holds three");
         let again = DeadlineBucket::read(&key(at, id(65)), Some(&stored)).expect("read");
         let mut deadlines: Vec<_> = again.deadlines().collect();

@@ -11,7 +11,7 @@
 //! | `x/`   | case id                     | the case's newest audit sequences (its open trail run) |
 //! | `x/`   | case id, first sequence     | a sealed run of 32 of the case's audit sequences (empty: the key's one, as stored before runs) |
 //! | `i/`   | format, 0x1f, source alert id | case id (u64)                |
-//! | `g/`   | grouping key                | open case of the movement      |
+//! | `g/`   | source, target, account, technique (0x1f between) | open case of the movement |
 //! | `h/`   | source, target, account, protocol (0x1f between) | history (the source reached the target when a key with the pair's prefix exists) |
 //! | `n/`   | source                      | distinct targets reached (u64) |
 //! | `o/`   | outbox entry id             | outbox entry                   |
@@ -132,7 +132,7 @@ pub(crate) const FIELD_PREFIX: &[u8] = b"f/";
 pub(crate) fn case_by_field_prefix(field: vouch_playbook::case_list::ListedField, value: &str) -> Vec<u8> {
     let mut key = FIELD_PREFIX.to_vec();
     key.push(field.tag());
-    key.extend(value.bytes().map(|byte| if byte == 0x1f { b' ' } else { byte }));
+    key.extend(key_part_bytes(value));
     key.push(0x1f);
     key
 }
@@ -193,8 +193,10 @@ pub(crate) fn alert_id(format: &str, source_alert_id: &str) -> Vec<u8> {
     with_prefix(b"i/", &[format.as_bytes(), source_alert_id.as_bytes()])
 }
 
-pub(crate) fn group(grouping_key: &str) -> Vec<u8> {
-    with_prefix(b"g/", &[grouping_key.as_bytes()])
+/// A movement's open case: `g/`, then source, target, account and technique.
+pub(crate) fn group(grouping: &vouch_playbook::GroupingKey) -> Vec<u8> {
+    let parts = [&grouping.source, &grouping.target, &grouping.account, &grouping.technique].map(|part| key_part(part));
+    with_prefix(b"g/", &[&parts[0], &parts[1], &parts[2], &parts[3]])
 }
 
 /// Where the movements' histories begin.
@@ -226,7 +228,11 @@ pub(crate) fn history_relaid(key: &[u8]) -> Option<Vec<u8>> {
 
 /// A text as one part of a key: the separator it may hold becomes a space.
 fn key_part(text: &str) -> Vec<u8> {
-    text.bytes().map(|byte| if byte == 0x1f { b' ' } else { byte }).collect()
+    key_part_bytes(text).collect()
+}
+
+fn key_part_bytes(text: &str) -> impl Iterator<Item = u8> + '_ {
+    text.bytes().map(|byte| if byte == 0x1f { b' ' } else { byte })
 }
 
 /// How many distinct targets a source has reached.

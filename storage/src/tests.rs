@@ -1395,3 +1395,19 @@ fn groups_written_back_to_back_see_each_other_and_land_in_order() {
     assert!(!report.problems.is_empty());
     assert!(report.problems.iter().all(|problem| problem.contains("record #19 ")), "{:?}", report.problems);
 }
+
+#[test]
+fn movement_keys_keep_the_bytes_stores_already_hold() {
+    // Stores written before hold these exact keys: a change of their bytes needs a relayout on
+    // open (as the histories had), not a silent new key beside the old one.
+    let grouping = vouch_playbook::GroupingKey {
+        source: "ws\u{1f}1".to_string(),
+        target: "srv-1".to_string(),
+        account: "carol".to_string(),
+        technique: "T1021.001".to_string(),
+    };
+    assert_eq!(keys::group(&grouping), b"g/ws 1\x1fsrv-1\x1fcarol\x1fT1021.001".to_vec());
+    let movement = MovementKey { source: "ws\u{1f}1".to_string(), ..movement_to("srv-1") };
+    assert_eq!(keys::history(&movement), b"h/ws 1\x1fsrv-1\x1fcarol\x1frdp".to_vec());
+    assert!(keys::history(&movement).starts_with(&keys::history_of_pair_prefix("ws\u{1f}1", "srv-1")));
+}

@@ -276,11 +276,10 @@ impl<'a> KvTransaction<'a> {
         let key = keys::deadline(at, id);
         let stored = self.value(&key)?;
         let bucket = DeadlineBucket::read(&key, stored.as_deref())?;
-        let changed = bucket.clone().with(at, id, held);
-        if changed == bucket {
+        if bucket.holds(at, id) == held {
             return Ok(());
         }
-        match changed.value() {
+        match bucket.with(at, id, held).value() {
             Some(value) => self.insert(key, value),
             None => self.remove(key),
         }
@@ -422,7 +421,8 @@ impl<'a> KvTransaction<'a> {
     /// has a history per account and protocol: a few keys at most).
     fn any_history_of_pair(&self, source: &str, target: &str) -> Result<bool> {
         let prefix = keys::history_of_pair_prefix(source, target);
-        let mut staged = self.staged.range(prefix.clone()..).take_while(|(key, _)| key.starts_with(&prefix));
+        let from_prefix = (std::ops::Bound::Included(prefix.as_slice()), std::ops::Bound::Unbounded);
+        let mut staged = self.staged.range::<[u8], _>(from_prefix).take_while(|(key, _)| key.starts_with(&prefix));
         if staged.any(|(_, value)| value.is_some()) {
             return Ok(true);
         }
@@ -463,7 +463,7 @@ impl Transaction for KvTransaction<'_> {
     }
 
     fn movement_case(&mut self, key: &GroupingKey) -> Result<Option<OpenMovement>> {
-        match self.value(&keys::group(&key.encode()))? {
+        match self.value(&keys::group(key))? {
             Some(value) => Ok(Some(decode(&value, "group index")?)),
             None => Ok(None),
         }
@@ -526,7 +526,7 @@ impl Transaction for KvTransaction<'_> {
     }
 
     fn put_movement_case(&mut self, key: &GroupingKey, movement: OpenMovement) {
-        self.insert(keys::group(&key.encode()), encode(&movement));
+        self.insert(keys::group(key), encode(&movement));
     }
 
     fn put_history(&mut self, movement: &MovementKey, history: &History, sighted: bool) -> Result<()> {
@@ -707,7 +707,7 @@ impl Transaction for KvTransaction<'_> {
         if let Some(deadline) = self.deadlines_read.get(&case_id).copied().flatten() {
             self.hold_deadline(deadline, case_id, false)?;
         }
-        let grouping = keys::group(&case.alert().grouping_key().encode());
+        let grouping = keys::group(&case.alert().grouping_key());
         if let Some(movement) = self.value(&grouping)? {
             if decode::<OpenMovement>(&movement, "group index")?.case_id == case_id {
                 self.remove(grouping);
